@@ -1,0 +1,541 @@
+//! Commands: what clients ask the engine to do, in the imperative.
+//!
+//! Every command names its own idempotency key through its natural ids (a reserve is keyed by its
+//! reservation id, a POS sale by store and transaction id, and so on; see
+//! [`Command::idempotency_key`]), so a client cannot retry one request under two keys. Each
+//! command also knows how to validate itself, naming the offending field, and how to
+//! fingerprint each of its fields, so a key reused with another payload can be refused with the
+//! name of the field that differs.
+
+use crate::error::SubmitError;
+use crate::limits::{ID_BYTES_MAX, LINES_MAX, QTY_MAX, TEXT_BYTES_MAX, TTL_MS_MAX, TTL_MS_MIN};
+use crate::types::*;
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+/// One (sku, location, qty) line of a reserve, commit or sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: Sku,
+    pub location: Location,
+    pub qty: u64,
+}
+
+impl Line {
+    pub fn new(sku: &str, location: &str, qty: u64) -> Self {
+        Self {
+            sku: Sku::from(sku),
+            location: Location::from(location),
+            qty,
+        }
+    }
+}
+
+/// Place a hold on every line, or on none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserve {
+    pub reservation_id: ReservationId,
+    pub channel: Channel,
+    pub lines: Vec<Line>,
+    /// How long the hold lasts, from the engine's clock at the moment it is granted.
+    pub ttl_ms: u64,
+}
+
+/// The goods left: turn (part of) a hold into a decrement of `on_hand`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub reservation_id: ReservationId,
+    /// `None` commits every held line in full. `Some` commits the listed lines (each at most the
+    /// held quantity); whatever is not committed is released.
+    pub lines: Option<Vec<Line>>,
+}
+
+/// Give a hold back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub reservation_id: ReservationId,
+}
+
+/// Move a hold's expiry to `ttl_ms` from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extend {
+    pub reservation_id: ReservationId,
+    /// A hold may be extended many times; each extension is its own request.
+    pub request_id: RequestId,
+    pub ttl_ms: u64,
+}
+
+/// End a hold whose TTL has passed. Issued by the engine's expiry sweep, never by clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expire {
+    pub reservation_id: ReservationId,
+}
+
+/// A point-of-sale decrement. A sale is a fact that already happened in a store: it needs no
+/// hold and is never refused for lack of stock (it may drive `on_hand` below zero, which is
+/// reported, not refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSale {
+    pub store_id: StoreId,
+    pub txn_id: TxnId,
+    /// The store's own gap-free sequence (1, 2, 3, ...), used to show an operator which sales
+    /// have not arrived yet.
+    pub store_seq: u64,
+    /// When the sale happened at the till (store clock), milliseconds since the epoch.
+    pub occurred_at_ms: u64,
+    pub lines: Vec<Line>,
+}
+
+/// What happens to returned units on arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReturnDisposition {
+    /// Straight back into sellable stock.
+    Restock,
+    /// Held in quarantine until an inspection decides (see [`Dispose`]).
+    Inspect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnLine {
+    pub sku: Sku,
+    pub location: Location,
+    pub qty: u64,
+    pub disposition: ReturnDisposition,
+}
+
+/// A customer return arriving at a location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordReturn {
+    pub return_id: ReturnId,
+    pub lines: Vec<ReturnLine>,
+}
+
+/// The inspection verdict on quarantined units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DispositionAction {
+    Restock,
+    Scrap,
+}
+
+/// Decide the fate of units a return put in quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispose {
+    pub disposition_id: DispositionId,
+    pub return_id: ReturnId,
+    pub sku: Sku,
+    pub location: Location,
+    pub qty: u64,
+    pub action: DispositionAction,
+}
+
+/// A signed change to `on_hand`: goods receipts, cycle-count corrections, damage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjust {
+    pub adjustment_id: AdjustmentId,
+    pub sku: Sku,
+    pub location: Location,
+    pub delta: i64,
+    pub reason: CompactString,
+}
+
+/// Set the units of a position that no channel may sell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSafetyStock {
+    pub request_id: RequestId,
+    pub sku: Sku,
+    pub location: Location,
+    pub qty: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Reserve(Reserve),
+    Commit(Commit),
+    Release(Release),
+    Extend(Extend),
+    Expire(Expire),
+    RecordSale(RecordSale),
+    RecordReturn(RecordReturn),
+    Dispose(Dispose),
+    Adjust(Adjust),
+    SetSafetyStock(SetSafetyStock),
+}
+
+/// Which command an idempotency key or fingerprint belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CommandKind {
+    Reserve,
+    Commit,
+    Release,
+    Extend,
+    Expire,
+    RecordSale,
+    RecordReturn,
+    Dispose,
+    Adjust,
+    SetSafetyStock,
+}
+
+impl CommandKind {
+    /// Field names in fingerprint order; a key conflict names one of these.
+    pub fn field_names(self) -> &'static [&'static str] {
+        match self {
+            CommandKind::Reserve => &["reservation_id", "channel", "lines", "ttl_ms"],
+            CommandKind::Commit => &["reservation_id", "lines"],
+            CommandKind::Release => &["reservation_id"],
+            CommandKind::Extend => &["reservation_id", "request_id", "ttl_ms"],
+            CommandKind::Expire => &["reservation_id"],
+            CommandKind::RecordSale => {
+                &["store_id", "txn_id", "store_seq", "occurred_at_ms", "lines"]
+            }
+            CommandKind::RecordReturn => &["return_id", "lines"],
+            CommandKind::Dispose => &[
+                "disposition_id",
+                "return_id",
+                "sku",
+                "location",
+                "qty",
+                "action",
+            ],
+            CommandKind::Adjust => &["adjustment_id", "sku", "location", "delta", "reason"],
+            CommandKind::SetSafetyStock => &["request_id", "sku", "location", "qty"],
+        }
+    }
+}
+
+/// The key under which a command's outcome is remembered. `id` and `sub` are the command's
+/// natural ids (`sub` is empty unless the natural id has two parts, e.g. store and txn).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    pub kind: CommandKind,
+    pub id: CompactString,
+    pub sub: CompactString,
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}:{}", self.kind, self.id)?;
+        if !self.sub.is_empty() {
+            write!(f, ":{}", self.sub)?;
+        }
+        Ok(())
+    }
+}
+
+/// Most fields any command has (Dispose has six).
+pub const FINGERPRINT_FIELDS_MAX: usize = 6;
+
+/// One 64-bit hash per field, in [`CommandKind::field_names`] order. Storing hashes instead of
+/// the payload keeps a week of keys affordable; a collision would need two different payloads
+/// under the same key with equal 64-bit hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub kind: CommandKind,
+    pub fields: [u64; FINGERPRINT_FIELDS_MAX],
+}
+
+impl Fingerprint {
+    /// The first field that differs, if any.
+    pub fn differing_field(&self, other: &Fingerprint) -> Option<&'static str> {
+        if self.kind != other.kind {
+            return Some("command");
+        }
+        let names = self.kind.field_names();
+        (0..names.len())
+            .find(|&i| self.fields[i] != other.fields[i])
+            .map(|i| names[i])
+    }
+}
+
+fn hash_str(s: &str) -> u64 {
+    xxh3_64(s.as_bytes())
+}
+
+fn hash_lines(lines: &[Line]) -> u64 {
+    let mut h = Xxh3::new();
+    for line in lines {
+        h.update(line.sku.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(line.location.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(&line.qty.to_le_bytes());
+    }
+    h.digest()
+}
+
+fn hash_return_lines(lines: &[ReturnLine]) -> u64 {
+    let mut h = Xxh3::new();
+    for line in lines {
+        h.update(line.sku.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(line.location.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(&line.qty.to_le_bytes());
+        h.update(&[line.disposition as u8]);
+    }
+    h.digest()
+}
+
+impl Command {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Reserve(_) => CommandKind::Reserve,
+            Command::Commit(_) => CommandKind::Commit,
+            Command::Release(_) => CommandKind::Release,
+            Command::Extend(_) => CommandKind::Extend,
+            Command::Expire(_) => CommandKind::Expire,
+            Command::RecordSale(_) => CommandKind::RecordSale,
+            Command::RecordReturn(_) => CommandKind::RecordReturn,
+            Command::Dispose(_) => CommandKind::Dispose,
+            Command::Adjust(_) => CommandKind::Adjust,
+            Command::SetSafetyStock(_) => CommandKind::SetSafetyStock,
+        }
+    }
+
+    /// The key a retry of this command is recognised by. `None` for `Expire`, which the engine
+    /// issues itself and only ever once per hold.
+    pub fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        let kind = self.kind();
+        let (id, sub) = match self {
+            Command::Reserve(c) => (&c.reservation_id.0, None),
+            Command::Commit(c) => (&c.reservation_id.0, None),
+            Command::Release(c) => (&c.reservation_id.0, None),
+            Command::Extend(c) => (&c.reservation_id.0, Some(&c.request_id.0)),
+            Command::Expire(_) => return None,
+            Command::RecordSale(c) => (&c.store_id.0, Some(&c.txn_id.0)),
+            Command::RecordReturn(c) => (&c.return_id.0, None),
+            Command::Dispose(c) => (&c.disposition_id.0, None),
+            Command::Adjust(c) => (&c.adjustment_id.0, None),
+            Command::SetSafetyStock(c) => (&c.request_id.0, None),
+        };
+        Some(IdempotencyKey {
+            kind,
+            id: id.clone(),
+            sub: sub.cloned().unwrap_or_default(),
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut fields = [0u64; FINGERPRINT_FIELDS_MAX];
+        let values: &[u64] = match self {
+            Command::Reserve(c) => &[
+                hash_str(c.reservation_id.as_str()),
+                hash_str(c.channel.as_str()),
+                hash_lines(&c.lines),
+                c.ttl_ms,
+            ],
+            Command::Commit(c) => &[
+                hash_str(c.reservation_id.as_str()),
+                // Distinguish "commit everything" from an explicit list of lines.
+                c.lines.as_deref().map_or(u64::MAX, hash_lines),
+            ],
+            Command::Release(c) => &[hash_str(c.reservation_id.as_str())],
+            Command::Extend(c) => &[
+                hash_str(c.reservation_id.as_str()),
+                hash_str(c.request_id.as_str()),
+                c.ttl_ms,
+            ],
+            Command::Expire(c) => &[hash_str(c.reservation_id.as_str())],
+            Command::RecordSale(c) => &[
+                hash_str(c.store_id.as_str()),
+                hash_str(c.txn_id.as_str()),
+                c.store_seq,
+                c.occurred_at_ms,
+                hash_lines(&c.lines),
+            ],
+            Command::RecordReturn(c) => {
+                &[hash_str(c.return_id.as_str()), hash_return_lines(&c.lines)]
+            }
+            Command::Dispose(c) => &[
+                hash_str(c.disposition_id.as_str()),
+                hash_str(c.return_id.as_str()),
+                hash_str(c.sku.as_str()),
+                hash_str(c.location.as_str()),
+                c.qty,
+                c.action as u64,
+            ],
+            Command::Adjust(c) => &[
+                hash_str(c.adjustment_id.as_str()),
+                hash_str(c.sku.as_str()),
+                hash_str(c.location.as_str()),
+                c.delta as u64,
+                hash_str(c.reason.as_str()),
+            ],
+            Command::SetSafetyStock(c) => &[
+                hash_str(c.request_id.as_str()),
+                hash_str(c.sku.as_str()),
+                hash_str(c.location.as_str()),
+                c.qty,
+            ],
+        };
+        fields[..values.len()].copy_from_slice(values);
+        Fingerprint {
+            kind: self.kind(),
+            fields,
+        }
+    }
+
+    /// Checks the command's shape (not the ledger's state). The error names the field the way
+    /// a client wrote it, e.g. `lines[2].qty`.
+    pub fn validate(&self) -> Result<(), SubmitError> {
+        match self {
+            Command::Reserve(c) => {
+                check_id("reservation_id", c.reservation_id.as_str())?;
+                check_id("channel", c.channel.as_str())?;
+                check_ttl("ttl_ms", c.ttl_ms)?;
+                check_lines(&c.lines)
+            }
+            Command::Commit(c) => {
+                check_id("reservation_id", c.reservation_id.as_str())?;
+                match &c.lines {
+                    None => Ok(()),
+                    Some(lines) => check_lines(lines),
+                }
+            }
+            Command::Release(c) => check_id("reservation_id", c.reservation_id.as_str()),
+            Command::Extend(c) => {
+                check_id("reservation_id", c.reservation_id.as_str())?;
+                check_id("request_id", c.request_id.as_str())?;
+                check_ttl("ttl_ms", c.ttl_ms)
+            }
+            Command::Expire(c) => check_id("reservation_id", c.reservation_id.as_str()),
+            Command::RecordSale(c) => {
+                check_id("store_id", c.store_id.as_str())?;
+                check_id("txn_id", c.txn_id.as_str())?;
+                if c.store_seq == 0 {
+                    return Err(invalid("store_seq", "must be at least 1"));
+                }
+                check_lines(&c.lines)
+            }
+            Command::RecordReturn(c) => {
+                check_id("return_id", c.return_id.as_str())?;
+                check_line_count(c.lines.len())?;
+                for (i, line) in c.lines.iter().enumerate() {
+                    check_line(i, &line.sku, &line.location, line.qty)?;
+                }
+                check_distinct_positions(c.lines.iter().map(|l| (&l.sku, &l.location)))
+            }
+            Command::Dispose(c) => {
+                check_id("disposition_id", c.disposition_id.as_str())?;
+                check_id("return_id", c.return_id.as_str())?;
+                check_id("sku", c.sku.as_str())?;
+                check_id("location", c.location.as_str())?;
+                check_qty("qty", c.qty)
+            }
+            Command::Adjust(c) => {
+                check_id("adjustment_id", c.adjustment_id.as_str())?;
+                check_id("sku", c.sku.as_str())?;
+                check_id("location", c.location.as_str())?;
+                if c.delta == 0 {
+                    return Err(invalid("delta", "must not be zero"));
+                }
+                if c.delta.unsigned_abs() > QTY_MAX {
+                    return Err(invalid("delta", &format!("magnitude exceeds {QTY_MAX}")));
+                }
+                if c.reason.len() > TEXT_BYTES_MAX {
+                    return Err(invalid(
+                        "reason",
+                        &format!("longer than {TEXT_BYTES_MAX} bytes"),
+                    ));
+                }
+                Ok(())
+            }
+            Command::SetSafetyStock(c) => {
+                check_id("request_id", c.request_id.as_str())?;
+                check_id("sku", c.sku.as_str())?;
+                check_id("location", c.location.as_str())?;
+                if c.qty > QTY_MAX {
+                    return Err(invalid("qty", &format!("exceeds {QTY_MAX}")));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(crate) fn invalid(field: &str, reason: &str) -> SubmitError {
+    SubmitError::Invalid {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), SubmitError> {
+    if id.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if id.len() > ID_BYTES_MAX {
+        return Err(invalid(field, &format!("longer than {ID_BYTES_MAX} bytes")));
+    }
+    // Control characters never belong in an id, and excluding them keeps keys unambiguous.
+    if id.chars().any(char::is_control) {
+        return Err(invalid(field, "contains a control character"));
+    }
+    Ok(())
+}
+
+fn check_ttl(field: &str, ttl_ms: u64) -> Result<(), SubmitError> {
+    if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
+        return Err(invalid(
+            field,
+            &format!("must be within [{TTL_MS_MIN}, {TTL_MS_MAX}] ms"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_qty(field: &str, qty: u64) -> Result<(), SubmitError> {
+    if qty == 0 {
+        return Err(invalid(field, "must be greater than zero"));
+    }
+    if qty > QTY_MAX {
+        return Err(invalid(field, &format!("exceeds {QTY_MAX}")));
+    }
+    Ok(())
+}
+
+fn check_line_count(count: usize) -> Result<(), SubmitError> {
+    if count == 0 {
+        return Err(invalid("lines", "must not be empty"));
+    }
+    if count > LINES_MAX {
+        return Err(invalid("lines", &format!("more than {LINES_MAX} lines")));
+    }
+    Ok(())
+}
+
+fn check_line(i: usize, sku: &Sku, location: &Location, qty: u64) -> Result<(), SubmitError> {
+    check_id(&format!("lines[{i}].sku"), sku.as_str())?;
+    check_id(&format!("lines[{i}].location"), location.as_str())?;
+    check_qty(&format!("lines[{i}].qty"), qty)
+}
+
+fn check_lines(lines: &[Line]) -> Result<(), SubmitError> {
+    check_line_count(lines.len())?;
+    for (i, line) in lines.iter().enumerate() {
+        check_line(i, &line.sku, &line.location, line.qty)?;
+    }
+    check_distinct_positions(lines.iter().map(|l| (&l.sku, &l.location)))
+}
+
+/// Each position may appear once per request: a basket with the same position twice is almost
+/// always a client bug, and merging silently would hide it.
+fn check_distinct_positions<'a>(
+    positions: impl Iterator<Item = (&'a Sku, &'a Location)>,
+) -> Result<(), SubmitError> {
+    let mut seen: smallvec::SmallVec<[(&Sku, &Location); 8]> = smallvec::SmallVec::new();
+    for (i, position) in positions.enumerate() {
+        if seen.contains(&position) {
+            return Err(invalid(
+                &format!("lines[{i}]"),
+                &format!(
+                    "position ({}, {}) appears more than once",
+                    position.0, position.1
+                ),
+            ));
+        }
+        seen.push(position);
+    }
+    Ok(())
+}

@@ -1,0 +1,1275 @@
+//! The ledger: every position, hold, idempotency key, return and store sequence, behind
+//! sharded locks, and the one protocol that decides, sequences and applies a command.
+//!
+//! # The protocol
+//! A command is decided while the ledger holds the locks of everything it reads or writes, in
+//! one global order (which is why it cannot deadlock):
+//!
+//! 1. the idempotency-key shard of the command's key,
+//! 2. the hold shard of its reservation id,
+//! 3. the returns table, then the stores table,
+//! 4. the position shards of its skus, in ascending shard index,
+//! 5. the sequencer (LSN counter and log append), taken last and briefly.
+//!
+//! Under those locks the ledger decides an [`Outcome`], takes the next LSN, appends the event to
+//! the log, applies the event's effects, and records the outcome under the key. Because the
+//! LSN is taken while every touched lock is held, LSN order agrees with the order of effects on
+//! every position, hold and key, so replaying the log in LSN order reproduces the state.
+//! Replay ([`Ledger::replay`]) runs steps 1 to 4 and the same apply code, without deciding.
+//!
+//! Reads (`check`, `check_sku`) take one position-shard lock and never wait for the log or for
+//! other shards. The location and channel name tables are leaf locks (see `interner`).
+
+mod interner;
+mod positions;
+mod stores;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+pub use positions::Availability;
+pub use stores::StoreStatus;
+
+use crate::command::*;
+use crate::error::{ReplayError, SubmitError};
+use crate::event::Event;
+use crate::hold::{Hold, HoldLine, HoldState};
+use crate::limits::{KEY_RETENTION_MS_DEFAULT, SHARDS_MAX};
+use crate::log::EventLog;
+use crate::outcome::{Outcome, ShortLine};
+use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering, lock};
+use crate::types::*;
+use foldhash::fast::FixedState;
+use interner::Interner;
+use positions::{LadderKey, PositionShard, SkuEntry};
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use stores::StoreSequence;
+
+/// Sizing and retention, fixed when the ledger is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerConfig {
+    /// Number of lock shards for positions, holds and keys; a power of two. More shards mean
+    /// less contention between unrelated skus; 4x the core count is plenty.
+    pub shards: usize,
+    /// How long idempotency keys and ended holds are remembered.
+    pub key_retention_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            shards: 64,
+            key_retention_ms: KEY_RETENTION_MS_DEFAULT,
+        }
+    }
+}
+
+/// The answer to a submitted command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The LSN of the event that recorded the outcome (for a retry: the original event's).
+    pub lsn: Lsn,
+    pub outcome: Outcome,
+    /// True when this was a retry answered from the idempotency index.
+    pub duplicate: bool,
+}
+
+/// A hold as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub reservation_id: String,
+    pub channel: String,
+    pub lines: Vec<Line>,
+    /// `Expired` for an open hold whose TTL has passed, even before its expiry is recorded.
+    pub state: HoldState,
+    pub expires_at_ms: u64,
+    pub placed_lsn: Lsn,
+    pub placed_at_ms: u64,
+    pub ended_at_ms: u64,
+}
+
+/// One position with names resolved, for reports, tests and digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionView {
+    pub on_hand: i64,
+    /// Sum of all open holds (including lapsed ones not yet expired by an event).
+    pub reserved: i64,
+    pub safety_stock: i64,
+    pub quarantined: i64,
+}
+
+struct KeyRecord {
+    fingerprint: Fingerprint,
+    lsn: Lsn,
+    at_ms: u64,
+    outcome: Outcome,
+}
+
+#[derive(Default)]
+struct KeyShard {
+    records: HashMap<IdempotencyKey, KeyRecord, FixedState>,
+}
+
+#[derive(Default)]
+struct HoldShard {
+    holds: HashMap<ReservationId, Hold, FixedState>,
+    /// Open holds by expiry: what the expiry sweep walks.
+    expiry: BTreeMap<(u64, Lsn), ReservationId>,
+}
+
+struct ReturnRecord {
+    at_ms: u64,
+    /// Units still in quarantine per position, from this return's INSPECT lines.
+    quarantined: Vec<(Sku, LocationId, u64)>,
+}
+
+#[derive(Default)]
+struct Returns {
+    by_id: HashMap<ReturnId, ReturnRecord, FixedState>,
+}
+
+#[derive(Default)]
+struct Stores {
+    by_id: BTreeMap<StoreId, StoreSequence>,
+}
+
+struct Sequencer {
+    next_lsn: Lsn,
+    /// Latest decision time seen; the "as of" time for retention in digests and purges.
+    last_at_ms: u64,
+    failure: Option<String>,
+}
+
+/// The locks one command holds, acquired in the protocol's order.
+struct Scope<'a> {
+    keys: Option<MutexGuard<'a, KeyShard>>,
+    holds: Option<MutexGuard<'a, HoldShard>>,
+    returns: Option<MutexGuard<'a, Returns>>,
+    stores: Option<MutexGuard<'a, Stores>>,
+    positions: SmallVec<[(usize, MutexGuard<'a, PositionShard>); 2]>,
+}
+
+impl Scope<'_> {
+    fn shard(&mut self, index: usize) -> &mut PositionShard {
+        let (_, guard) = self
+            .positions
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+            .expect("the scope locked every shard its command touches");
+        guard
+    }
+
+    fn holds(&mut self) -> &mut HoldShard {
+        self.holds
+            .as_mut()
+            .expect("hold commands lock their hold shard")
+    }
+}
+
+pub struct Ledger {
+    config: LedgerConfig,
+    hasher: FixedState,
+    positions: Box<[Mutex<PositionShard>]>,
+    holds: Box<[Mutex<HoldShard>]>,
+    keys: Box<[Mutex<KeyShard>]>,
+    returns: Mutex<Returns>,
+    stores: Mutex<Stores>,
+    locations: Interner,
+    channels: Interner,
+    sequencer: Mutex<Sequencer>,
+    /// Set once the log fails; checked without a lock on every submit.
+    failed: AtomicBool,
+    log: Arc<dyn EventLog>,
+}
+
+fn shards_of<T: Default>(count: usize) -> Box<[Mutex<T>]> {
+    (0..count).map(|_| Mutex::new(T::default())).collect()
+}
+
+impl Ledger {
+    /// An empty ledger that appends its events to `log`.
+    pub fn new(config: LedgerConfig, log: Arc<dyn EventLog>) -> Self {
+        assert!(
+            config.shards.is_power_of_two(),
+            "shards must be a power of two"
+        );
+        assert!(config.shards <= SHARDS_MAX, "at most {SHARDS_MAX} shards");
+        Self {
+            config,
+            hasher: FixedState::with_seed(0x1e_d6e5),
+            positions: shards_of(config.shards),
+            holds: shards_of(config.shards),
+            keys: shards_of(config.shards),
+            returns: Mutex::new(Returns::default()),
+            stores: Mutex::new(Stores::default()),
+            locations: Interner::default(),
+            channels: Interner::default(),
+            sequencer: Mutex::new(Sequencer {
+                next_lsn: Lsn(1),
+                last_at_ms: 0,
+                failure: None,
+            }),
+            failed: AtomicBool::new(false),
+            log,
+        }
+    }
+
+    pub fn config(&self) -> LedgerConfig {
+        self.config
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// The LSN the next accepted event will get.
+    pub fn next_lsn(&self) -> Lsn {
+        lock(&self.sequencer).next_lsn
+    }
+
+    /// Why the ledger stopped accepting writes, if it has.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.sequencer).failure.clone()
+    }
+
+    fn shard_of(&self, s: &str) -> usize {
+        // High bits: the HashMap inside the shard uses the low ones.
+        let hash = self.hasher.hash_one(s);
+        (hash >> 40) as usize & (self.config.shards - 1)
+    }
+
+    fn retained(&self, at_ms: u64, now_ms: u64) -> bool {
+        at_ms.saturating_add(self.config.key_retention_ms) > now_ms
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Locking
+
+    fn lock_scope(&self, command: &Command, key: Option<&IdempotencyKey>) -> Scope<'_> {
+        let keys = key.map(|k| lock(&self.keys[self.shard_of(&k.id)]));
+        let reservation_id = match command {
+            Command::Reserve(c) => Some(&c.reservation_id),
+            Command::Commit(c) => Some(&c.reservation_id),
+            Command::Release(c) => Some(&c.reservation_id),
+            Command::Extend(c) => Some(&c.reservation_id),
+            Command::Expire(c) => Some(&c.reservation_id),
+            _ => None,
+        };
+        let holds = reservation_id.map(|id| lock(&self.holds[self.shard_of(id.as_str())]));
+        let returns = matches!(command, Command::RecordReturn(_) | Command::Dispose(_))
+            .then(|| lock(&self.returns));
+        let stores = matches!(command, Command::RecordSale(_)).then(|| lock(&self.stores));
+
+        let mut shard_indexes: SmallVec<[usize; 4]> = SmallVec::new();
+        match command {
+            Command::Reserve(Reserve { lines, .. })
+            | Command::RecordSale(RecordSale { lines, .. }) => {
+                shard_indexes.extend(lines.iter().map(|l| self.shard_of(l.sku.as_str())));
+            }
+            Command::RecordReturn(c) => {
+                shard_indexes.extend(c.lines.iter().map(|l| self.shard_of(l.sku.as_str())));
+            }
+            Command::Dispose(Dispose { sku, .. })
+            | Command::Adjust(Adjust { sku, .. })
+            | Command::SetSafetyStock(SetSafetyStock { sku, .. }) => {
+                shard_indexes.push(self.shard_of(sku.as_str()));
+            }
+            Command::Commit(_) | Command::Release(_) | Command::Extend(_) | Command::Expire(_) => {
+                let id = reservation_id.expect("hold commands name a reservation");
+                if let Some(hold) = holds.as_ref().and_then(|h| h.holds.get(id)) {
+                    shard_indexes.extend(hold.lines.iter().map(|l| self.shard_of(l.sku.as_str())));
+                }
+            }
+        }
+        // Ascending order is the deadlock-freedom argument: every thread that needs two shards
+        // takes the lower one first.
+        shard_indexes.sort_unstable();
+        shard_indexes.dedup();
+        let positions = shard_indexes
+            .into_iter()
+            .map(|i| (i, lock(&self.positions[i])))
+            .collect();
+        Scope {
+            keys,
+            holds,
+            returns,
+            stores,
+            positions,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Writes
+
+    /// Decides `command` at `now_ms`, appends its event to the log and applies it. Returns once
+    /// the event is appended (not necessarily durable: see [`EventLog::wait_durable`]).
+    pub fn submit(&self, command: Command, now_ms: u64) -> Result<Receipt, SubmitError> {
+        command.validate()?;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(SubmitError::FailStopped(
+                self.failure().unwrap_or_else(|| "log failure".to_owned()),
+            ));
+        }
+        let key = command.idempotency_key();
+        let mut scope = self.lock_scope(&command, key.as_ref());
+        let fingerprint = command.fingerprint();
+
+        if let Some(key) = &key {
+            let keys = scope
+                .keys
+                .as_ref()
+                .expect("keyed commands lock their key shard");
+            if let Some(record) = keys.records.get(key)
+                && self.retained(record.at_ms, now_ms)
+            {
+                if let Some(field) = record.fingerprint.differing_field(&fingerprint) {
+                    return Err(SubmitError::KeyConflict {
+                        key: key.to_string(),
+                        field,
+                    });
+                }
+                let receipt = Receipt {
+                    lsn: record.lsn,
+                    outcome: record.outcome.clone(),
+                    duplicate: true,
+                };
+                if let Command::RecordSale(sale) = &command
+                    && let Some(store) = scope
+                        .stores
+                        .as_mut()
+                        .and_then(|s| s.by_id.get_mut(&sale.store_id))
+                {
+                    store.duplicates_absorbed += 1;
+                }
+                return Ok(receipt);
+            }
+        }
+
+        let outcome = self.decide(&mut scope, &command, now_ms)?;
+
+        let event = {
+            let mut sequencer = lock(&self.sequencer);
+            if let Some(failure) = &sequencer.failure {
+                return Err(SubmitError::FailStopped(failure.clone()));
+            }
+            let event = Arc::new(Event {
+                lsn: sequencer.next_lsn,
+                at_ms: now_ms,
+                command,
+                outcome,
+            });
+            if let Err(error) = self.log.append(&event) {
+                sequencer.failure = Some(error.to_string());
+                self.failed.store(true, Ordering::Release);
+                return Err(SubmitError::Log(error));
+            }
+            sequencer.next_lsn = sequencer.next_lsn.next();
+            sequencer.last_at_ms = sequencer.last_at_ms.max(now_ms);
+            event
+        };
+
+        self.apply(&mut scope, &event)
+            .expect("an event decided under these locks applies to them");
+        if let Some(key) = key {
+            scope
+                .keys
+                .as_mut()
+                .expect("keyed commands lock their key shard")
+                .records
+                .insert(
+                    key,
+                    KeyRecord {
+                        fingerprint,
+                        lsn: event.lsn,
+                        at_ms: event.at_ms,
+                        outcome: event.outcome.clone(),
+                    },
+                );
+        }
+        Ok(Receipt {
+            lsn: event.lsn,
+            outcome: event.outcome.clone(),
+            duplicate: false,
+        })
+    }
+
+    /// Applies a recorded event without deciding anything. Events must arrive in LSN order,
+    /// starting at the ledger's `next_lsn`.
+    pub fn replay(&self, event: &Event) -> Result<(), ReplayError> {
+        let key = event.command.idempotency_key();
+        let mut scope = self.lock_scope(&event.command, key.as_ref());
+        {
+            let mut sequencer = lock(&self.sequencer);
+            if event.lsn != sequencer.next_lsn {
+                return Err(ReplayError::Gap {
+                    expected: sequencer.next_lsn,
+                    found: event.lsn,
+                });
+            }
+            sequencer.next_lsn = sequencer.next_lsn.next();
+            sequencer.last_at_ms = sequencer.last_at_ms.max(event.at_ms);
+        }
+        self.apply(&mut scope, event)
+            .map_err(|reason| ReplayError::Inapplicable {
+                lsn: event.lsn,
+                reason,
+            })?;
+        if let Some(key) = key {
+            scope
+                .keys
+                .as_mut()
+                .expect("keyed commands lock their key shard")
+                .records
+                .insert(
+                    key,
+                    KeyRecord {
+                        fingerprint: event.command.fingerprint(),
+                        lsn: event.lsn,
+                        at_ms: event.at_ms,
+                        outcome: event.outcome.clone(),
+                    },
+                );
+        }
+        Ok(())
+    }
+
+    /// Replays every event of `log` from LSN 1 into this (empty) ledger.
+    pub fn replay_log(&self, log: &dyn EventLog) -> Result<u64, ReplayError> {
+        const BATCH: usize = 4_096;
+        let mut replayed = 0u64;
+        loop {
+            let events = log.read_from(self.next_lsn(), BATCH)?;
+            if events.is_empty() {
+                return Ok(replayed);
+            }
+            for event in &events {
+                self.replay(event)?;
+                replayed += 1;
+            }
+        }
+    }
+
+    /// Expires up to `batch_max` holds whose TTL has passed at `now_ms`, each as its own
+    /// event. Returns how many were expired.
+    pub fn expire_due(&self, now_ms: u64, batch_max: usize) -> Result<usize, SubmitError> {
+        let mut due: Vec<ReservationId> = Vec::new();
+        for shard in self.holds.iter() {
+            let remaining = batch_max - due.len();
+            if remaining == 0 {
+                break;
+            }
+            let shard = lock(shard);
+            due.extend(
+                shard
+                    .expiry
+                    .range(..=(now_ms, Lsn(u64::MAX)))
+                    .take(remaining)
+                    .map(|(_, id)| id.clone()),
+            );
+        }
+        let mut expired = 0;
+        for reservation_id in due {
+            match self.submit(Command::Expire(Expire { reservation_id }), now_ms) {
+                Ok(_) => expired += 1,
+                // Committed, released or extended since we looked: nothing to expire.
+                Err(SubmitError::Invalid { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Forgets idempotency keys, ended holds and fully disposed returns older than the
+    /// retention window. Lookups already ignore them, so this only frees memory.
+    pub fn purge(&self, now_ms: u64) -> usize {
+        // Never purge past the latest event time: digests judge retention as of that time.
+        let as_of_ms = now_ms.min(lock(&self.sequencer).last_at_ms);
+        let mut purged = 0;
+        for shard in self.keys.iter() {
+            let mut shard = lock(shard);
+            let before = shard.records.len();
+            shard
+                .records
+                .retain(|_, r| r.at_ms.saturating_add(self.config.key_retention_ms) > as_of_ms);
+            purged += before - shard.records.len();
+        }
+        for shard in self.holds.iter() {
+            let mut shard = lock(shard);
+            let before = shard.holds.len();
+            shard.holds.retain(|_, h| {
+                h.state == HoldState::Open
+                    || h.ended_at_ms.saturating_add(self.config.key_retention_ms) > as_of_ms
+            });
+            purged += before - shard.holds.len();
+        }
+        let mut returns = lock(&self.returns);
+        let before = returns.by_id.len();
+        returns.by_id.retain(|_, r| {
+            r.quarantined.iter().any(|(_, _, q)| *q > 0)
+                || r.at_ms.saturating_add(self.config.key_retention_ms) > as_of_ms
+        });
+        purged + before - returns.by_id.len()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Deciding
+
+    fn live_hold<'s>(
+        &self,
+        holds: &'s HoldShard,
+        id: &ReservationId,
+        now_ms: u64,
+    ) -> Option<&'s Hold> {
+        holds
+            .holds
+            .get(id)
+            .filter(|h| h.state == HoldState::Open || self.retained(h.ended_at_ms, now_ms))
+    }
+
+    fn decide(
+        &self,
+        scope: &mut Scope<'_>,
+        command: &Command,
+        now_ms: u64,
+    ) -> Result<Outcome, SubmitError> {
+        match command {
+            Command::Reserve(c) => self.decide_reserve(scope, c, now_ms),
+            Command::Commit(c) => {
+                let hold = self.hold_for(scope, &c.reservation_id, now_ms)?;
+                if let Some(ended) = hold_ended(hold, now_ms) {
+                    return Ok(ended);
+                }
+                let committed = match &c.lines {
+                    None => hold.lines.iter().map(|l| u64::from(l.qty)).collect(),
+                    Some(lines) => self.partial_commit(hold, lines)?,
+                };
+                Ok(Outcome::Committed { committed })
+            }
+            Command::Release(c) => {
+                let hold = self.hold_for(scope, &c.reservation_id, now_ms)?;
+                Ok(hold_ended(hold, now_ms).unwrap_or(Outcome::Released))
+            }
+            Command::Extend(c) => {
+                let hold = self.hold_for(scope, &c.reservation_id, now_ms)?;
+                Ok(hold_ended(hold, now_ms).unwrap_or(Outcome::Extended {
+                    expires_at_ms: now_ms.saturating_add(c.ttl_ms),
+                }))
+            }
+            Command::Expire(c) => {
+                let hold = self.hold_for(scope, &c.reservation_id, now_ms)?;
+                if hold.is_lapsed(now_ms) {
+                    Ok(Outcome::Expired)
+                } else {
+                    Err(crate::command::invalid(
+                        "reservation_id",
+                        "only an open hold past its expiry can be expired",
+                    ))
+                }
+            }
+            Command::Dispose(c) => {
+                let returns = scope.returns.as_ref().expect("dispose locks returns");
+                let record = returns
+                    .by_id
+                    .get(&c.return_id)
+                    .ok_or_else(|| SubmitError::ReturnNotFound(c.return_id.to_string()))?;
+                let location = self.locations.get(c.location.as_str()).map(LocationId);
+                let quarantined = record
+                    .quarantined
+                    .iter()
+                    .find(|(sku, loc, _)| *sku == c.sku && Some(*loc) == location)
+                    .map_or(0, |(_, _, q)| *q);
+                if c.qty > quarantined {
+                    return Err(SubmitError::NotQuarantined {
+                        return_id: c.return_id.to_string(),
+                        sku: c.sku.to_string(),
+                        location: c.location.to_string(),
+                        requested: c.qty,
+                        quarantined,
+                    });
+                }
+                Ok(Outcome::Recorded)
+            }
+            Command::RecordSale(_)
+            | Command::RecordReturn(_)
+            | Command::Adjust(_)
+            | Command::SetSafetyStock(_) => Ok(Outcome::Recorded),
+        }
+    }
+
+    fn decide_reserve(
+        &self,
+        scope: &mut Scope<'_>,
+        c: &Reserve,
+        now_ms: u64,
+    ) -> Result<Outcome, SubmitError> {
+        if let Some(hold) = self.live_hold(scope.holds(), &c.reservation_id, now_ms) {
+            // The key was forgotten but the hold is still remembered (an extended hold can
+            // outlive its reserve's key): the id is taken.
+            return Err(crate::command::invalid(
+                "reservation_id",
+                &format!("a hold with this id exists ({:?})", hold.state),
+            ));
+        }
+        let mut short = Vec::new();
+        for (i, line) in c.lines.iter().enumerate() {
+            let available = self
+                .availability_in(scope, &line.sku, &line.location, now_ms)
+                .map_or(0, |a| a.available);
+            if available < line.qty as i64 {
+                short.push(ShortLine {
+                    line_index: i as u32,
+                    requested: line.qty,
+                    available,
+                });
+            }
+        }
+        if short.is_empty() {
+            Ok(Outcome::Granted {
+                expires_at_ms: now_ms.saturating_add(c.ttl_ms),
+            })
+        } else {
+            Ok(Outcome::Insufficient { short })
+        }
+    }
+
+    fn availability_in(
+        &self,
+        scope: &mut Scope<'_>,
+        sku: &Sku,
+        location: &Location,
+        now_ms: u64,
+    ) -> Option<Availability> {
+        let location = LocationId(self.locations.get(location.as_str())?);
+        let shard = scope.shard(self.shard_of(sku.as_str()));
+        shard.skus.get(sku)?.availability(location, now_ms)
+    }
+
+    fn hold_for<'s>(
+        &self,
+        scope: &'s mut Scope<'_>,
+        id: &ReservationId,
+        now_ms: u64,
+    ) -> Result<&'s Hold, SubmitError> {
+        let holds = scope
+            .holds
+            .as_ref()
+            .expect("hold commands lock their hold shard");
+        self.live_hold(holds, id, now_ms)
+            .ok_or_else(|| SubmitError::ReservationNotFound(id.to_string()))
+    }
+
+    fn partial_commit(&self, hold: &Hold, lines: &[Line]) -> Result<Vec<u64>, SubmitError> {
+        let mut committed = vec![0u64; hold.lines.len()];
+        for (i, line) in lines.iter().enumerate() {
+            let location = self.locations.get(line.location.as_str()).map(LocationId);
+            let Some(index) = hold
+                .lines
+                .iter()
+                .position(|h| h.sku == line.sku && Some(h.location) == location)
+            else {
+                return Err(SubmitError::NotHeld {
+                    field: format!("lines[{i}]"),
+                    reason: format!(
+                        "({}, {}) is not held by this reservation",
+                        line.sku, line.location
+                    ),
+                });
+            };
+            let held = u64::from(hold.lines[index].qty);
+            if line.qty > held {
+                return Err(SubmitError::NotHeld {
+                    field: format!("lines[{i}].qty"),
+                    reason: format!("{} exceeds the {held} units held", line.qty),
+                });
+            }
+            committed[index] = line.qty;
+        }
+        Ok(committed)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Applying: the only code that changes state, shared by live submits and replay.
+
+    fn apply(&self, scope: &mut Scope<'_>, event: &Event) -> Result<(), String> {
+        let at_ms = event.at_ms;
+        match (&event.command, &event.outcome) {
+            (Command::Reserve(c), Outcome::Granted { expires_at_ms }) => {
+                let channel = ChannelId(self.channels.intern(c.channel.as_str()));
+                let mut lines = SmallVec::with_capacity(c.lines.len());
+                for line in &c.lines {
+                    let location = self
+                        .locations
+                        .get(line.location.as_str())
+                        .map(LocationId)
+                        .ok_or("granted reserve on an unknown location")?;
+                    let entry = scope
+                        .shard(self.shard_of(line.sku.as_str()))
+                        .skus
+                        .get_mut(&line.sku)
+                        .ok_or("granted reserve on an unknown sku")?;
+                    let qty = u32::try_from(line.qty).map_err(|_| "line qty exceeds u32")?;
+                    let position = entry
+                        .position_mut(location)
+                        .ok_or("granted reserve on an unknown position")?;
+                    position.reserved += i64::from(qty);
+                    entry.ladder_insert(
+                        LadderKey {
+                            expires_at_ms: *expires_at_ms,
+                            placed_lsn: event.lsn,
+                            location,
+                        },
+                        qty,
+                    );
+                    lines.push(HoldLine {
+                        sku: line.sku.clone(),
+                        location,
+                        qty,
+                    });
+                }
+                let holds = scope.holds();
+                holds
+                    .expiry
+                    .insert((*expires_at_ms, event.lsn), c.reservation_id.clone());
+                holds.holds.insert(
+                    c.reservation_id.clone(),
+                    Hold {
+                        lines,
+                        channel,
+                        state: HoldState::Open,
+                        expires_at_ms: *expires_at_ms,
+                        placed_lsn: event.lsn,
+                        placed_at_ms: at_ms,
+                        ended_at_ms: 0,
+                    },
+                );
+            }
+            (Command::Reserve(_), Outcome::Insufficient { .. }) => {}
+            (Command::Commit(c), Outcome::Committed { committed }) => {
+                self.end_hold(
+                    scope,
+                    &c.reservation_id,
+                    HoldState::Committed,
+                    Some(committed),
+                    at_ms,
+                )?;
+            }
+            (Command::Release(c), Outcome::Released) => {
+                self.end_hold(scope, &c.reservation_id, HoldState::Released, None, at_ms)?;
+            }
+            (
+                Command::Commit(Commit { reservation_id, .. })
+                | Command::Release(Release { reservation_id })
+                | Command::Extend(Extend { reservation_id, .. })
+                | Command::Expire(Expire { reservation_id }),
+                Outcome::Expired,
+            ) => {
+                self.end_hold(scope, reservation_id, HoldState::Expired, None, at_ms)?;
+            }
+            (Command::Extend(c), Outcome::Extended { expires_at_ms }) => {
+                let hold = scope
+                    .holds()
+                    .holds
+                    .get(&c.reservation_id)
+                    .filter(|h| h.state == HoldState::Open)
+                    .ok_or("extend of a hold that is not open")?;
+                let old_expiry = hold.expires_at_ms;
+                let placed_lsn = hold.placed_lsn;
+                let lines = hold.lines.clone();
+                for line in &lines {
+                    let entry = self.sku_entry(scope, &line.sku)?;
+                    let old = LadderKey {
+                        expires_at_ms: old_expiry,
+                        placed_lsn,
+                        location: line.location,
+                    };
+                    let qty = entry.ladder_remove(&old);
+                    entry.ladder_insert(
+                        LadderKey {
+                            expires_at_ms: *expires_at_ms,
+                            ..old
+                        },
+                        qty,
+                    );
+                }
+                let holds = scope.holds();
+                let id = holds
+                    .expiry
+                    .remove(&(old_expiry, placed_lsn))
+                    .ok_or("open hold missing from the expiry index")?;
+                holds.expiry.insert((*expires_at_ms, placed_lsn), id);
+                let hold = holds
+                    .holds
+                    .get_mut(&c.reservation_id)
+                    .ok_or("hold vanished")?;
+                hold.expires_at_ms = *expires_at_ms;
+            }
+            (
+                Command::Commit(_) | Command::Release(_) | Command::Extend(_),
+                Outcome::HoldAlreadyEnded(_),
+            ) => {}
+            (Command::RecordSale(c), Outcome::Recorded) => {
+                for line in &c.lines {
+                    let position = self.position_or_insert(scope, &line.sku, &line.location);
+                    position.on_hand -= line.qty as i64;
+                }
+                scope
+                    .stores
+                    .as_mut()
+                    .ok_or("sale without the stores lock")?
+                    .by_id
+                    .entry(c.store_id.clone())
+                    .or_default()
+                    .record(c.store_seq, c.occurred_at_ms, at_ms);
+            }
+            (Command::RecordReturn(c), Outcome::Recorded) => {
+                let mut quarantined = Vec::new();
+                for line in &c.lines {
+                    let location = LocationId(self.locations.intern(line.location.as_str()));
+                    let position = self.position_or_insert(scope, &line.sku, &line.location);
+                    match line.disposition {
+                        ReturnDisposition::Restock => position.on_hand += line.qty as i64,
+                        ReturnDisposition::Inspect => {
+                            position.quarantined += line.qty as i64;
+                            quarantined.push((line.sku.clone(), location, line.qty));
+                        }
+                    }
+                }
+                scope
+                    .returns
+                    .as_mut()
+                    .ok_or("return without the returns lock")?
+                    .by_id
+                    .insert(c.return_id.clone(), ReturnRecord { at_ms, quarantined });
+            }
+            (Command::Dispose(c), Outcome::Recorded) => {
+                let location = self
+                    .locations
+                    .get(c.location.as_str())
+                    .map(LocationId)
+                    .ok_or("disposition at an unknown location")?;
+                let record = scope
+                    .returns
+                    .as_mut()
+                    .ok_or("dispose without the returns lock")?
+                    .by_id
+                    .get_mut(&c.return_id)
+                    .ok_or("disposition for an unknown return")?;
+                let remaining = record
+                    .quarantined
+                    .iter_mut()
+                    .find(|(sku, loc, _)| *sku == c.sku && *loc == location)
+                    .ok_or("disposition for units never quarantined")?;
+                remaining.2 = remaining
+                    .2
+                    .checked_sub(c.qty)
+                    .ok_or("disposition of more units than quarantined")?;
+                let position = self.position_or_insert(scope, &c.sku, &c.location);
+                position.quarantined -= c.qty as i64;
+                if c.action == DispositionAction::Restock {
+                    position.on_hand += c.qty as i64;
+                }
+            }
+            (Command::Adjust(c), Outcome::Recorded) => {
+                self.position_or_insert(scope, &c.sku, &c.location).on_hand += c.delta;
+            }
+            (Command::SetSafetyStock(c), Outcome::Recorded) => {
+                self.position_or_insert(scope, &c.sku, &c.location)
+                    .safety_stock = c.qty as i64;
+            }
+            (command, outcome) => {
+                return Err(format!(
+                    "outcome {outcome:?} does not belong to command {:?}",
+                    command.kind()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn sku_entry<'s>(
+        &self,
+        scope: &'s mut Scope<'_>,
+        sku: &Sku,
+    ) -> Result<&'s mut SkuEntry, String> {
+        scope
+            .shard(self.shard_of(sku.as_str()))
+            .skus
+            .get_mut(sku)
+            .ok_or_else(|| format!("hold line on unknown sku {sku}"))
+    }
+
+    fn position_or_insert<'s>(
+        &self,
+        scope: &'s mut Scope<'_>,
+        sku: &Sku,
+        location: &Location,
+    ) -> &'s mut positions::Position {
+        let location = LocationId(self.locations.intern(location.as_str()));
+        scope
+            .shard(self.shard_of(sku.as_str()))
+            .skus
+            .entry(sku.clone())
+            .or_default()
+            .position_or_insert(location)
+    }
+
+    /// Ends an open hold: gives back its reserved units, takes committed units off `on_hand`,
+    /// and removes it from both expiry indexes.
+    fn end_hold(
+        &self,
+        scope: &mut Scope<'_>,
+        id: &ReservationId,
+        to: HoldState,
+        committed: Option<&Vec<u64>>,
+        at_ms: u64,
+    ) -> Result<(), String> {
+        let hold = scope
+            .holds()
+            .holds
+            .get(id)
+            .filter(|h| h.state == HoldState::Open)
+            .ok_or_else(|| format!("hold {id} is not open"))?;
+        let (expires_at_ms, placed_lsn) = (hold.expires_at_ms, hold.placed_lsn);
+        let lines = hold.lines.clone();
+        if let Some(committed) = committed
+            && committed.len() != lines.len()
+        {
+            return Err("commit lists a different number of lines than the hold".into());
+        }
+        for (i, line) in lines.iter().enumerate() {
+            let entry = self.sku_entry(scope, &line.sku)?;
+            let qty = entry.ladder_remove(&LadderKey {
+                expires_at_ms,
+                placed_lsn,
+                location: line.location,
+            });
+            debug_assert_eq!(qty, line.qty);
+            let position = entry
+                .position_mut(line.location)
+                .ok_or("hold line on unknown position")?;
+            position.reserved -= i64::from(line.qty);
+            debug_assert!(position.reserved >= 0, "reserved went negative");
+            if let Some(committed) = committed {
+                if committed[i] > u64::from(line.qty) {
+                    return Err("commit of more than held".into());
+                }
+                position.on_hand -= committed[i] as i64;
+            }
+        }
+        let holds = scope.holds();
+        holds
+            .expiry
+            .remove(&(expires_at_ms, placed_lsn))
+            .ok_or("open hold missing from the expiry index")?;
+        holds
+            .holds
+            .get_mut(id)
+            .ok_or("hold vanished")?
+            .transition(to, at_ms);
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Reads
+
+    /// Availability of one position at `now_ms`; `None` if the position has never existed.
+    pub fn check(&self, sku: &str, location: &str, now_ms: u64) -> Option<Availability> {
+        let location = LocationId(self.locations.get(location)?);
+        let shard = lock(&self.positions[self.shard_of(sku)]);
+        shard.skus.get(sku)?.availability(location, now_ms)
+    }
+
+    /// Every location of one sku, by location name.
+    pub fn check_sku(&self, sku: &str, now_ms: u64) -> Vec<(String, Availability)> {
+        let shard = lock(&self.positions[self.shard_of(sku)]);
+        let Some(entry) = shard.skus.get(sku) else {
+            return Vec::new();
+        };
+        let mut rows: Vec<(String, Availability)> = entry
+            .positions
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    self.locations.name(p.location.0).to_string(),
+                    entry.availability(p.location, now_ms)?,
+                ))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+
+    pub fn reservation(&self, id: &str, now_ms: u64) -> Option<HoldView> {
+        let shard = lock(&self.holds[self.shard_of(id)]);
+        let hold = self.live_hold(&shard, &ReservationId::from(id), now_ms)?;
+        Some(self.hold_view(id, hold, now_ms))
+    }
+
+    fn hold_view(&self, id: &str, hold: &Hold, now_ms: u64) -> HoldView {
+        HoldView {
+            reservation_id: id.to_owned(),
+            channel: self.channels.name(hold.channel.0).to_string(),
+            lines: hold
+                .lines
+                .iter()
+                .map(|l| Line {
+                    sku: l.sku.clone(),
+                    location: Location(self.locations.name(l.location.0)),
+                    qty: u64::from(l.qty),
+                })
+                .collect(),
+            state: if hold.is_lapsed(now_ms) {
+                HoldState::Expired
+            } else {
+                hold.state
+            },
+            expires_at_ms: hold.expires_at_ms,
+            placed_lsn: hold.placed_lsn,
+            placed_at_ms: hold.placed_at_ms,
+            ended_at_ms: hold.ended_at_ms,
+        }
+    }
+
+    pub fn store_status(&self, store_id: &str) -> Option<StoreStatus> {
+        let stores = lock(&self.stores);
+        stores.by_id.get(store_id).map(|s| s.status(store_id))
+    }
+
+    pub fn store_statuses(&self) -> Vec<StoreStatus> {
+        let stores = lock(&self.stores);
+        stores
+            .by_id
+            .iter()
+            .map(|(id, s)| s.status(id.as_str()))
+            .collect()
+    }
+
+    /// Number of open holds (including lapsed ones awaiting their expiry event).
+    pub fn holds_open(&self) -> usize {
+        self.holds.iter().map(|s| lock(s).expiry.len()).sum()
+    }
+
+    /// Every position by (sku, location) name. Locks one shard at a time, so under concurrent
+    /// writes it is not a consistent cut; use it when the ledger is quiet.
+    pub fn positions(&self) -> BTreeMap<(String, String), PositionView> {
+        let mut all = BTreeMap::new();
+        for shard in self.positions.iter() {
+            let shard = lock(shard);
+            for (sku, entry) in &shard.skus {
+                for p in &entry.positions {
+                    all.insert(
+                        (
+                            sku.to_string(),
+                            self.locations.name(p.location.0).to_string(),
+                        ),
+                        PositionView {
+                            on_hand: p.on_hand,
+                            reserved: p.reserved,
+                            safety_stock: p.safety_stock,
+                            quarantined: p.quarantined,
+                        },
+                    );
+                }
+            }
+        }
+        all
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Whole-ledger checks
+
+    /// A hash of everything the log determines: positions, holds, keys within retention,
+    /// returns, store sequences and the next LSN. Two ledgers with equal digests answer every
+    /// query alike. Judged as of the latest event time, so it does not depend on when the
+    /// digest is taken or on whether a purge ran.
+    pub fn digest(&self) -> u64 {
+        let (next_lsn, as_of_ms) = {
+            let s = lock(&self.sequencer);
+            (s.next_lsn, s.last_at_ms)
+        };
+        let mut lines: Vec<String> = Vec::new();
+        for ((sku, location), p) in self.positions() {
+            lines.push(format!("P {sku} {location} {p:?}"));
+        }
+        for shard in self.holds.iter() {
+            let shard = lock(shard);
+            for (id, hold) in &shard.holds {
+                if hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms) {
+                    // Stored fields, not the clock-dependent view.
+                    let view = self.hold_view(id.as_str(), hold, 0);
+                    lines.push(format!("H {view:?} {:?}", hold.state));
+                }
+            }
+            for ((expires, lsn), id) in &shard.expiry {
+                lines.push(format!("X {expires} {lsn} {id}"));
+            }
+        }
+        for shard in self.keys.iter() {
+            let shard = lock(shard);
+            for (key, r) in &shard.records {
+                if self.retained(r.at_ms, as_of_ms) {
+                    lines.push(format!(
+                        "K {key} {:?} {} {} {:?}",
+                        r.fingerprint, r.lsn, r.at_ms, r.outcome
+                    ));
+                }
+            }
+        }
+        for (id, r) in &lock(&self.returns).by_id {
+            if r.quarantined.iter().any(|(_, _, q)| *q > 0) || self.retained(r.at_ms, as_of_ms) {
+                let q: Vec<_> = r
+                    .quarantined
+                    .iter()
+                    .map(|(s, l, q)| format!("{s}@{}={q}", self.locations.name(l.0)))
+                    .collect();
+                lines.push(format!("R {id} {} {q:?}", r.at_ms));
+            }
+        }
+        for (id, s) in &lock(&self.stores).by_id {
+            let mut status = s.status(id.as_str());
+            // Retries are not events; they are counted but not replayed.
+            status.duplicates_absorbed = 0;
+            lines.push(format!("S {status:?}"));
+        }
+        lines.push(format!("N {next_lsn}"));
+        lines.sort_unstable();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for line in &lines {
+            hasher.update(line.as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.digest()
+    }
+
+    /// Checks every structural invariant, taking all locks in protocol order. For tests and
+    /// simulations (it is O(ledger)), never the hot path.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let holds: Vec<_> = self.holds.iter().map(lock).collect();
+        let returns = lock(&self.returns);
+        let stores = lock(&self.stores);
+        let positions: Vec<_> = self.positions.iter().map(lock).collect();
+
+        // Open holds: expected reserved per position and expected ladder entries.
+        let mut reserved: HashMap<(Sku, LocationId), i64> = HashMap::new();
+        let mut ladder: BTreeMap<(Sku, LadderKey), u32> = BTreeMap::new();
+        let mut open = 0usize;
+        for shard in &holds {
+            for (id, hold) in &shard.holds {
+                if hold.state != HoldState::Open {
+                    if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) == Some(id) {
+                        return Err(format!("ended hold {id} is still in the expiry index"));
+                    }
+                    continue;
+                }
+                open += 1;
+                if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) != Some(id) {
+                    return Err(format!("open hold {id} is missing from the expiry index"));
+                }
+                for line in &hold.lines {
+                    *reserved
+                        .entry((line.sku.clone(), line.location))
+                        .or_default() += i64::from(line.qty);
+                    ladder.insert(
+                        (
+                            line.sku.clone(),
+                            LadderKey {
+                                expires_at_ms: hold.expires_at_ms,
+                                placed_lsn: hold.placed_lsn,
+                                location: line.location,
+                            },
+                        ),
+                        line.qty,
+                    );
+                }
+            }
+        }
+        let indexed: usize = holds.iter().map(|s| s.expiry.len()).sum();
+        if indexed != open {
+            return Err(format!(
+                "{indexed} expiry index entries for {open} open holds"
+            ));
+        }
+        let mut quarantined: HashMap<(Sku, LocationId), i64> = HashMap::new();
+        for r in returns.by_id.values() {
+            for (sku, location, qty) in &r.quarantined {
+                *quarantined.entry((sku.clone(), *location)).or_default() += *qty as i64;
+            }
+        }
+        let mut ladder_seen = 0usize;
+        for shard in &positions {
+            for (sku, entry) in &shard.skus {
+                if entry
+                    .positions
+                    .windows(2)
+                    .any(|w| w[0].location >= w[1].location)
+                {
+                    return Err(format!("positions of {sku} are not sorted by location"));
+                }
+                for p in &entry.positions {
+                    let key = (sku.clone(), p.location);
+                    let expected = reserved.get(&key).copied().unwrap_or(0);
+                    if p.reserved != expected {
+                        return Err(format!(
+                            "{sku}@{}: reserved {} but open holds sum to {expected}",
+                            p.location.0, p.reserved
+                        ));
+                    }
+                    let expected_q = quarantined.get(&key).copied().unwrap_or(0);
+                    if p.quarantined != expected_q {
+                        return Err(format!(
+                            "{sku}@{}: quarantined {} but returns hold {expected_q}",
+                            p.location.0, p.quarantined
+                        ));
+                    }
+                    if p.safety_stock < 0 {
+                        return Err(format!("{sku}@{}: negative safety stock", p.location.0));
+                    }
+                }
+                if let Some(l) = &entry.ladder {
+                    if l.is_empty() {
+                        return Err(format!("{sku}: empty ladder kept allocated"));
+                    }
+                    for (k, qty) in l.iter() {
+                        ladder_seen += 1;
+                        if ladder.get(&(sku.clone(), *k)) != Some(qty) {
+                            return Err(format!("{sku}: ladder entry {k:?} has no open hold line"));
+                        }
+                    }
+                }
+            }
+        }
+        if ladder_seen != ladder.len() {
+            return Err(format!(
+                "{ladder_seen} ladder entries for {} open hold lines",
+                ladder.len()
+            ));
+        }
+        for (id, s) in &stores.by_id {
+            let mut floor = s.contiguous_seq + 1;
+            for (&start, &end) in &s.received {
+                if start <= floor || end < start {
+                    return Err(format!("store {id}: received ranges overlap or touch"));
+                }
+                floor = end + 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outcome for a command on a hold that is no longer open, or past its TTL.
+fn hold_ended(hold: &Hold, now_ms: u64) -> Option<Outcome> {
+    if hold.state != HoldState::Open {
+        Some(Outcome::HoldAlreadyEnded(hold.state))
+    } else if hold.is_lapsed(now_ms) {
+        Some(Outcome::Expired)
+    } else {
+        None
+    }
+}
