@@ -1,1 +1,746 @@
+//! Unit tests: one or more per command and per refusal, each driving a real ledger over a
+//! `MemLog` with explicit times, and ending with the structural invariant check.
 
+use super::*;
+use crate::log::MemLog;
+
+const T0: u64 = 1_700_000_000_000;
+const TTL: u64 = 60_000;
+
+struct Fixture {
+    log: Arc<MemLog>,
+    ledger: Ledger,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let log = Arc::new(MemLog::new());
+        let ledger = Ledger::new(
+            LedgerConfig {
+                shards: 4,
+                ..LedgerConfig::default()
+            },
+            log.clone(),
+        );
+        Self { log, ledger }
+    }
+
+    fn submit(&self, command: Command, now_ms: u64) -> Result<Receipt, SubmitError> {
+        let receipt = self.ledger.submit(command, now_ms);
+        self.ledger.check_invariants().expect("invariants hold");
+        receipt
+    }
+
+    fn ok(&self, command: Command, now_ms: u64) -> Receipt {
+        self.submit(command, now_ms).expect("accepted")
+    }
+
+    fn stock(&self, sku: &str, location: &str, qty: i64) {
+        let id = format!("stock-{sku}-{location}-{}", self.log.len());
+        self.ok(adjust(&id, sku, location, qty), T0);
+    }
+
+    fn available(&self, sku: &str, location: &str, now_ms: u64) -> i64 {
+        self.ledger
+            .check(sku, location, now_ms)
+            .map_or(0, |a| a.available)
+    }
+
+    /// The live ledger equals a from-scratch replay of its log.
+    fn assert_replays(&self) {
+        let replayed = Ledger::new(self.ledger.config(), Arc::new(MemLog::new()));
+        for event in self.log.events() {
+            replayed.replay(&event).expect("replays");
+        }
+        replayed
+            .check_invariants()
+            .expect("replayed invariants hold");
+        assert_eq!(replayed.digest(), self.ledger.digest());
+    }
+}
+
+fn adjust(id: &str, sku: &str, location: &str, delta: i64) -> Command {
+    Command::Adjust(Adjust {
+        adjustment_id: AdjustmentId::from(id),
+        sku: Sku::from(sku),
+        location: Location::from(location),
+        delta,
+        reason: "test".into(),
+    })
+}
+
+fn reserve(id: &str, lines: &[(&str, &str, u64)]) -> Command {
+    Command::Reserve(Reserve {
+        reservation_id: ReservationId::from(id),
+        channel: Channel::from("web"),
+        lines: lines.iter().map(|&(s, l, q)| Line::new(s, l, q)).collect(),
+        ttl_ms: TTL,
+    })
+}
+
+fn commit(id: &str, lines: Option<&[(&str, &str, u64)]>) -> Command {
+    Command::Commit(Commit {
+        reservation_id: ReservationId::from(id),
+        lines: lines.map(|ls| ls.iter().map(|&(s, l, q)| Line::new(s, l, q)).collect()),
+    })
+}
+
+fn release(id: &str) -> Command {
+    Command::Release(Release {
+        reservation_id: ReservationId::from(id),
+    })
+}
+
+fn sale(store: &str, txn: &str, seq: u64, lines: &[(&str, &str, u64)]) -> Command {
+    Command::RecordSale(RecordSale {
+        store_id: StoreId::from(store),
+        txn_id: TxnId::from(txn),
+        store_seq: seq,
+        occurred_at_ms: T0 - 5_000,
+        lines: lines.iter().map(|&(s, l, q)| Line::new(s, l, q)).collect(),
+    })
+}
+
+fn ret(id: &str, lines: &[(&str, &str, u64, ReturnDisposition)]) -> Command {
+    Command::RecordReturn(RecordReturn {
+        return_id: ReturnId::from(id),
+        lines: lines
+            .iter()
+            .map(|&(s, l, q, d)| ReturnLine {
+                sku: Sku::from(s),
+                location: Location::from(l),
+                qty: q,
+                disposition: d,
+            })
+            .collect(),
+    })
+}
+
+fn dispose(id: &str, return_id: &str, qty: u64, action: DispositionAction) -> Command {
+    Command::Dispose(Dispose {
+        disposition_id: DispositionId::from(id),
+        return_id: ReturnId::from(return_id),
+        sku: Sku::from("sku-1"),
+        location: Location::from("dc-1"),
+        qty,
+        action,
+    })
+}
+
+// ---- Reserve ----------------------------------------------------------------------------
+
+#[test]
+fn reserve_grants_when_every_line_is_available_and_holds_the_units() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.stock("sku-2", "dc-1", 3);
+    let r = f.ok(
+        reserve("r1", &[("sku-1", "dc-1", 4), ("sku-2", "dc-1", 3)]),
+        T0,
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::Granted {
+            expires_at_ms: T0 + TTL
+        }
+    );
+    assert_eq!(f.available("sku-1", "dc-1", T0), 6);
+    assert_eq!(f.available("sku-2", "dc-1", T0), 0);
+    let a = f.ledger.check("sku-1", "dc-1", T0).expect("exists");
+    assert_eq!((a.on_hand, a.reserved), (10, 4));
+    let hold = f.ledger.reservation("r1", T0).expect("hold exists");
+    assert_eq!(hold.state, HoldState::Open);
+    assert_eq!(hold.channel, "web");
+    assert_eq!(hold.lines.len(), 2);
+    f.assert_replays();
+}
+
+#[test]
+fn reserve_is_all_or_nothing_and_reports_each_short_line() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.stock("sku-2", "dc-1", 1);
+    let r = f.ok(
+        reserve(
+            "r1",
+            &[
+                ("sku-1", "dc-1", 4),
+                ("sku-2", "dc-1", 2),
+                ("sku-3", "dc-1", 1),
+            ],
+        ),
+        T0,
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::Insufficient {
+            short: vec![
+                ShortLine {
+                    line_index: 1,
+                    requested: 2,
+                    available: 1
+                },
+                // A position that does not exist is a shortage with availability 0.
+                ShortLine {
+                    line_index: 2,
+                    requested: 1,
+                    available: 0
+                },
+            ]
+        }
+    );
+    assert_eq!(f.available("sku-1", "dc-1", T0), 10, "nothing was held");
+    assert!(
+        f.ledger.check("sku-3", "dc-1", T0).is_none(),
+        "no position created"
+    );
+    f.assert_replays();
+}
+
+#[test]
+fn safety_stock_is_not_sellable() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    let set = Command::SetSafetyStock(SetSafetyStock {
+        request_id: RequestId::from("ss-1"),
+        sku: Sku::from("sku-1"),
+        location: Location::from("dc-1"),
+        qty: 8,
+    });
+    assert_eq!(f.ok(set, T0).outcome, Outcome::Recorded);
+    assert_eq!(f.available("sku-1", "dc-1", T0), 2);
+    let r = f.ok(reserve("r1", &[("sku-1", "dc-1", 3)]), T0);
+    assert!(matches!(r.outcome, Outcome::Insufficient { .. }));
+    let r = f.ok(reserve("r2", &[("sku-1", "dc-1", 2)]), T0);
+    assert!(matches!(r.outcome, Outcome::Granted { .. }));
+    f.assert_replays();
+}
+
+#[test]
+fn a_rejected_reserve_stays_rejected_when_retried_after_stock_arrives() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 1);
+    let first = f.ok(reserve("r1", &[("sku-1", "dc-1", 5)]), T0);
+    assert!(matches!(first.outcome, Outcome::Insufficient { .. }));
+    f.stock("sku-1", "dc-1", 100);
+    let retry = f.ok(reserve("r1", &[("sku-1", "dc-1", 5)]), T0 + 1);
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, first.lsn);
+    assert_eq!(retry.outcome, first.outcome);
+    // A genuinely new attempt uses a new key (reservation id).
+    let fresh = f.ok(reserve("r1-b", &[("sku-1", "dc-1", 5)]), T0 + 2);
+    assert!(matches!(fresh.outcome, Outcome::Granted { .. }));
+    f.assert_replays();
+}
+
+#[test]
+fn a_retry_changes_nothing_and_returns_the_original_lsn() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    let first = f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    let digest = f.ledger.digest();
+    let next = f.ledger.next_lsn();
+    let retry = f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0 + 10);
+    assert!(retry.duplicate);
+    assert_eq!((retry.lsn, &retry.outcome), (first.lsn, &first.outcome));
+    assert_eq!(f.ledger.digest(), digest);
+    assert_eq!(f.ledger.next_lsn(), next);
+    assert_eq!(f.available("sku-1", "dc-1", T0), 6);
+}
+
+#[test]
+fn a_key_reused_with_another_payload_is_refused_naming_the_field() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    let digest = f.ledger.digest();
+    let err = f
+        .submit(reserve("r1", &[("sku-1", "dc-1", 5)]), T0)
+        .expect_err("conflict");
+    assert!(
+        matches!(&err, SubmitError::KeyConflict { field: "lines", .. }),
+        "{err:?}"
+    );
+    let mut other_channel = reserve("r1", &[("sku-1", "dc-1", 4)]);
+    if let Command::Reserve(r) = &mut other_channel {
+        r.channel = Channel::from("amazon-us");
+    }
+    let err = f.submit(other_channel, T0).expect_err("conflict");
+    assert!(matches!(
+        err,
+        SubmitError::KeyConflict {
+            field: "channel",
+            ..
+        }
+    ));
+    assert_eq!(f.ledger.digest(), digest, "a conflict changes nothing");
+}
+
+#[test]
+fn malformed_reserves_are_refused_naming_the_field() {
+    let f = Fixture::new();
+    let cases: Vec<(Command, &str)> = vec![
+        (reserve("", &[("sku-1", "dc-1", 1)]), "reservation_id"),
+        (
+            reserve(&"x".repeat(129), &[("sku-1", "dc-1", 1)]),
+            "reservation_id",
+        ),
+        (reserve("r", &[]), "lines"),
+        (reserve("r", &[("sku-1", "dc-1", 0)]), "lines[0].qty"),
+        (reserve("r", &[("sku-1", "", 1)]), "lines[0].location"),
+        (
+            reserve("r", &[("sku-1", "dc-1", crate::limits::QTY_MAX + 1)]),
+            "lines[0].qty",
+        ),
+        (
+            reserve("r", &[("sku-1", "dc-1", 1), ("sku-1", "dc-1", 2)]),
+            "lines[1]",
+        ),
+        (reserve("r\n", &[("sku-1", "dc-1", 1)]), "reservation_id"),
+    ];
+    for (command, field) in cases {
+        match f.submit(command, T0) {
+            Err(SubmitError::Invalid { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("expected Invalid({field}), got {other:?}"),
+        }
+    }
+    let too_many: Vec<(String, String, u64)> = (0..=crate::limits::LINES_MAX)
+        .map(|i| (format!("sku-{i}"), "dc-1".to_owned(), 1))
+        .collect();
+    let lines: Vec<(&str, &str, u64)> = too_many
+        .iter()
+        .map(|(s, l, q)| (s.as_str(), l.as_str(), *q))
+        .collect();
+    assert!(matches!(
+        f.submit(reserve("r", &lines), T0),
+        Err(SubmitError::Invalid { field, .. }) if field == "lines"
+    ));
+    let mut short_ttl = reserve("r", &[("sku-1", "dc-1", 1)]);
+    if let Command::Reserve(r) = &mut short_ttl {
+        r.ttl_ms = 999;
+    }
+    assert!(matches!(
+        f.submit(short_ttl, T0),
+        Err(SubmitError::Invalid { field, .. }) if field == "ttl_ms"
+    ));
+    assert_eq!(f.ledger.next_lsn(), Lsn(1), "nothing was recorded");
+}
+
+// ---- Commit / Release / Extend / Expire -----------------------------------------------------
+
+#[test]
+fn commit_takes_the_units_off_on_hand() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    let r = f.ok(commit("r1", None), T0 + 1);
+    assert_eq!(r.outcome, Outcome::Committed { committed: vec![4] });
+    let a = f.ledger.check("sku-1", "dc-1", T0 + 1).expect("exists");
+    assert_eq!((a.on_hand, a.reserved, a.available), (6, 0, 6));
+    assert_eq!(
+        f.ledger.reservation("r1", T0 + 1).expect("kept").state,
+        HoldState::Committed
+    );
+    f.assert_replays();
+}
+
+#[test]
+fn a_partial_commit_releases_the_remainder() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.stock("sku-2", "dc-1", 10);
+    f.ok(
+        reserve("r1", &[("sku-1", "dc-1", 4), ("sku-2", "dc-1", 5)]),
+        T0,
+    );
+    let r = f.ok(commit("r1", Some(&[("sku-2", "dc-1", 2)])), T0 + 1);
+    assert_eq!(
+        r.outcome,
+        Outcome::Committed {
+            committed: vec![0, 2]
+        }
+    );
+    assert_eq!(f.available("sku-1", "dc-1", T0 + 1), 10);
+    assert_eq!(f.available("sku-2", "dc-1", T0 + 1), 8);
+    f.assert_replays();
+}
+
+#[test]
+fn a_commit_of_lines_not_held_is_refused() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    let err = f
+        .submit(commit("r1", Some(&[("sku-1", "dc-1", 5)])), T0)
+        .expect_err("more than held");
+    assert!(matches!(err, SubmitError::NotHeld { ref field, .. } if field == "lines[0].qty"));
+    let err = f
+        .submit(commit("r1", Some(&[("sku-9", "dc-1", 1)])), T0)
+        .expect_err("not held");
+    assert!(matches!(err, SubmitError::NotHeld { ref field, .. } if field == "lines[0]"));
+    // Nothing was recorded, so a corrected commit under the same key still works.
+    let r = f.ok(commit("r1", Some(&[("sku-1", "dc-1", 4)])), T0);
+    assert_eq!(r.outcome, Outcome::Committed { committed: vec![4] });
+}
+
+#[test]
+fn commands_on_unknown_reservations_are_not_found() {
+    let f = Fixture::new();
+    for command in [commit("nope", None), release("nope")] {
+        assert!(matches!(
+            f.submit(command, T0),
+            Err(SubmitError::ReservationNotFound(id)) if id == "nope"
+        ));
+    }
+    assert_eq!(f.ledger.next_lsn(), Lsn(1));
+}
+
+#[test]
+fn release_gives_the_units_back_and_ended_holds_answer_already_ended() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    assert_eq!(f.ok(release("r1"), T0 + 1).outcome, Outcome::Released);
+    assert_eq!(f.available("sku-1", "dc-1", T0 + 1), 10);
+    assert_eq!(
+        f.ok(commit("r1", None), T0 + 2).outcome,
+        Outcome::HoldAlreadyEnded(HoldState::Released)
+    );
+    f.ok(reserve("r2", &[("sku-1", "dc-1", 1)]), T0);
+    f.ok(commit("r2", None), T0 + 1);
+    assert_eq!(
+        f.ok(release("r2"), T0 + 2).outcome,
+        Outcome::HoldAlreadyEnded(HoldState::Committed)
+    );
+    assert_eq!(
+        f.ledger.check("sku-1", "dc-1", T0).expect("exists").on_hand,
+        9
+    );
+    f.assert_replays();
+}
+
+#[test]
+fn a_lapsed_hold_stops_counting_before_its_expiry_is_recorded() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 5);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 5)]), T0);
+    assert_eq!(f.available("sku-1", "dc-1", T0 + TTL - 1), 0);
+    // At the expiry instant the hold no longer reduces availability, with no event recorded.
+    assert_eq!(f.available("sku-1", "dc-1", T0 + TTL), 5);
+    assert_eq!(
+        f.ledger.reservation("r1", T0 + TTL).expect("kept").state,
+        HoldState::Expired
+    );
+    // A new reserve may take those units before the sweep runs...
+    let r = f.ok(reserve("r2", &[("sku-1", "dc-1", 5)]), T0 + TTL);
+    assert!(matches!(r.outcome, Outcome::Granted { .. }));
+    // ...and the lapsed hold can no longer be committed: the commit records its expiry.
+    assert_eq!(f.ok(commit("r1", None), T0 + TTL).outcome, Outcome::Expired);
+    assert_eq!(
+        f.ledger
+            .check("sku-1", "dc-1", T0 + TTL)
+            .expect("exists")
+            .reserved,
+        5
+    );
+    f.assert_replays();
+}
+
+#[test]
+fn expire_due_records_an_expiry_event_per_lapsed_hold() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 1)]), T0);
+    f.ok(reserve("r2", &[("sku-1", "dc-1", 2)]), T0 + 10);
+    f.ok(reserve("r3", &[("sku-1", "dc-1", 3)]), T0 + 20);
+    assert_eq!(f.ledger.expire_due(T0 + TTL + 10, 100).expect("ok"), 2);
+    assert_eq!(f.ledger.holds_open(), 1);
+    assert_eq!(
+        f.ledger
+            .check("sku-1", "dc-1", T0 + TTL)
+            .expect("exists")
+            .reserved,
+        3
+    );
+    // The batch limit bounds the work per call.
+    f.ok(reserve("r4", &[("sku-1", "dc-1", 1)]), T0 + 20);
+    assert_eq!(f.ledger.expire_due(T0 + 2 * TTL, 1).expect("ok"), 1);
+    assert_eq!(f.ledger.expire_due(T0 + 2 * TTL, 10).expect("ok"), 1);
+    assert_eq!(f.ledger.holds_open(), 0);
+    assert_eq!(
+        f.ok(release("r1"), T0 + 2 * TTL).outcome,
+        Outcome::HoldAlreadyEnded(HoldState::Expired)
+    );
+    f.assert_replays();
+}
+
+#[test]
+fn extend_moves_the_expiry() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    let extend = |request: &str, now| {
+        Command::Extend(Extend {
+            reservation_id: ReservationId::from("r1"),
+            request_id: RequestId::from(request),
+            ttl_ms: 2 * TTL,
+        })
+        .clone()
+        .pipe(|c| f.submit(c, now))
+    };
+    let r = extend("x1", T0 + 1_000).expect("ok");
+    assert_eq!(
+        r.outcome,
+        Outcome::Extended {
+            expires_at_ms: T0 + 1_000 + 2 * TTL
+        }
+    );
+    assert_eq!(f.available("sku-1", "dc-1", T0 + TTL + 5), 6, "still held");
+    assert_eq!(f.ledger.expire_due(T0 + TTL + 5, 10).expect("ok"), 0);
+    assert_eq!(
+        f.ledger.expire_due(T0 + 1_000 + 2 * TTL, 10).expect("ok"),
+        1
+    );
+    let late = extend("x2", T0 + 3 * TTL).expect("ok");
+    assert_eq!(late.outcome, Outcome::HoldAlreadyEnded(HoldState::Expired));
+    f.assert_replays();
+}
+
+/// `x.pipe(f)` reads left to right in the closure above.
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+#[test]
+fn clients_cannot_expire_an_open_hold() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
+    let expire = Command::Expire(Expire {
+        reservation_id: ReservationId::from("r1"),
+    });
+    assert!(matches!(
+        f.submit(expire, T0 + 1),
+        Err(SubmitError::Invalid { .. })
+    ));
+    assert_eq!(f.available("sku-1", "dc-1", T0 + 1), 6);
+}
+
+// ---- Sales ----------------------------------------------------------------------------------
+
+#[test]
+fn a_sale_decrements_on_hand_even_below_zero() {
+    let f = Fixture::new();
+    f.stock("sku-1", "store-7", 2);
+    let r = f.ok(sale("store-7", "t1", 1, &[("sku-1", "store-7", 3)]), T0);
+    assert_eq!(r.outcome, Outcome::Recorded);
+    let a = f.ledger.check("sku-1", "store-7", T0).expect("exists");
+    assert_eq!((a.on_hand, a.available, a.sellable()), (-1, -1, 0));
+    // A sale creates the position if it did not exist.
+    f.ok(sale("store-7", "t2", 2, &[("sku-2", "store-7", 1)]), T0);
+    assert_eq!(
+        f.ledger
+            .check("sku-2", "store-7", T0)
+            .expect("created")
+            .on_hand,
+        -1
+    );
+    f.assert_replays();
+}
+
+#[test]
+fn store_sequencing_shows_gaps_lag_and_absorbed_duplicates() {
+    let f = Fixture::new();
+    f.ok(sale("s1", "t1", 1, &[("sku-1", "s1", 1)]), T0);
+    f.ok(sale("s1", "t3", 3, &[("sku-1", "s1", 1)]), T0);
+    let dup = f.ok(sale("s1", "t3", 3, &[("sku-1", "s1", 1)]), T0 + 1);
+    assert!(dup.duplicate);
+    let status = f.ledger.store_status("s1").expect("known store");
+    assert_eq!(status.contiguous_seq, 1);
+    assert_eq!(status.newest_seq, 3);
+    assert_eq!(status.gaps, vec![(2, 2)]);
+    assert_eq!(status.duplicates_absorbed, 1);
+    assert_eq!(status.newest_lag_ms, 5_000);
+    assert_eq!(
+        f.ledger.check("sku-1", "s1", T0).expect("exists").on_hand,
+        -2
+    );
+    f.ok(sale("s1", "t2", 2, &[("sku-1", "s1", 1)]), T0);
+    assert_eq!(
+        f.ledger.store_status("s1").expect("known").contiguous_seq,
+        3
+    );
+    assert!(f.ledger.store_status("unknown").is_none());
+    f.assert_replays();
+}
+
+// ---- Returns and dispositions ---------------------------------------------------------------
+
+#[test]
+fn returns_restock_or_quarantine_and_dispositions_resolve_quarantine() {
+    use DispositionAction::{Restock, Scrap};
+    use ReturnDisposition::Inspect;
+    let f = Fixture::new();
+    f.ok(
+        ret("ret-1", &[("sku-1", "dc-1", 2, ReturnDisposition::Restock)]),
+        T0,
+    );
+    f.ok(ret("ret-2", &[("sku-1", "dc-1", 5, Inspect)]), T0);
+    let a = f.ledger.check("sku-1", "dc-1", T0).expect("exists");
+    assert_eq!((a.on_hand, a.quarantined, a.available), (2, 5, 2));
+    f.ok(dispose("d1", "ret-2", 3, Restock), T0);
+    f.ok(dispose("d2", "ret-2", 1, Scrap), T0);
+    let a = f.ledger.check("sku-1", "dc-1", T0).expect("exists");
+    assert_eq!((a.on_hand, a.quarantined), (5, 1));
+    f.assert_replays();
+}
+
+#[test]
+fn dispositions_for_unknown_returns_or_too_many_units_are_refused() {
+    use DispositionAction::{Restock, Scrap};
+    use ReturnDisposition::Inspect;
+    let f = Fixture::new();
+    f.ok(ret("ret-1", &[("sku-1", "dc-1", 2, Inspect)]), T0);
+    assert!(matches!(
+        f.submit(dispose("d1", "ret-x", 1, Restock), T0),
+        Err(SubmitError::ReturnNotFound(id)) if id == "ret-x"
+    ));
+    assert!(matches!(
+        f.submit(dispose("d1", "ret-1", 3, Restock), T0),
+        Err(SubmitError::NotQuarantined {
+            requested: 3,
+            quarantined: 2,
+            ..
+        })
+    ));
+    f.ok(dispose("d1", "ret-1", 2, Scrap), T0);
+    assert!(matches!(
+        f.submit(dispose("d2", "ret-1", 1, Scrap), T0),
+        Err(SubmitError::NotQuarantined { quarantined: 0, .. })
+    ));
+    let a = f.ledger.check("sku-1", "dc-1", T0).expect("exists");
+    assert_eq!((a.on_hand, a.quarantined), (0, 0));
+}
+
+// ---- Adjustments and retention --------------------------------------------------------------
+
+#[test]
+fn adjustments_change_on_hand_and_a_zero_delta_is_refused() {
+    let f = Fixture::new();
+    f.ok(adjust("a1", "sku-1", "dc-1", 7), T0);
+    f.ok(adjust("a2", "sku-1", "dc-1", -2), T0);
+    assert_eq!(
+        f.ledger.check("sku-1", "dc-1", T0).expect("exists").on_hand,
+        5
+    );
+    assert!(matches!(
+        f.submit(adjust("a3", "sku-1", "dc-1", 0), T0),
+        Err(SubmitError::Invalid { field, .. }) if field == "delta"
+    ));
+}
+
+#[test]
+fn keys_are_forgotten_after_the_retention_window_and_purge_frees_them() {
+    let log = Arc::new(MemLog::new());
+    let ledger = Ledger::new(
+        LedgerConfig {
+            shards: 2,
+            key_retention_ms: 1_000,
+        },
+        log.clone(),
+    );
+    ledger
+        .submit(adjust("a0", "sku-1", "dc-1", 1), T0)
+        .expect("ok");
+    let first = ledger
+        .submit(adjust("a1", "sku-1", "dc-1", 1), T0)
+        .expect("ok");
+    let retry = ledger
+        .submit(adjust("a1", "sku-1", "dc-1", 1), T0 + 999)
+        .expect("ok");
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, first.lsn);
+    // Past retention the key is new again.
+    let later = ledger
+        .submit(adjust("a1", "sku-1", "dc-1", 1), T0 + 1_000)
+        .expect("ok");
+    assert!(!later.duplicate);
+    assert_eq!(
+        ledger.check("sku-1", "dc-1", T0).expect("exists").on_hand,
+        3
+    );
+    let digest = ledger.digest();
+    assert_eq!(
+        ledger.purge(T0 + 5_000),
+        1,
+        "a0 is past retention; a1 was re-recorded"
+    );
+    assert_eq!(
+        ledger.digest(),
+        digest,
+        "purging changes nothing observable"
+    );
+}
+
+// ---- Fail-stop ------------------------------------------------------------------------------
+
+/// A log whose appends fail: the engine must refuse this and every later write, and keep
+/// answering reads.
+struct BrokenLog;
+
+impl EventLog for BrokenLog {
+    fn append(&self, _event: &Arc<Event>) -> Result<(), crate::error::LogError> {
+        Err(crate::error::LogError::Io("disk on fire".into()))
+    }
+    fn wait_durable(&self, _lsn: Lsn) -> Result<(), crate::error::LogError> {
+        Ok(())
+    }
+    fn durable_lsn(&self) -> Lsn {
+        Lsn::ZERO
+    }
+    fn read_from(
+        &self,
+        _from: Lsn,
+        _max: usize,
+    ) -> Result<Vec<Arc<Event>>, crate::error::LogError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_log_failure_applies_nothing_and_stops_writes() {
+    let ledger = Ledger::new(LedgerConfig::default(), Arc::new(BrokenLog));
+    let err = ledger
+        .submit(adjust("a1", "sku-1", "dc-1", 5), T0)
+        .expect_err("append fails");
+    assert!(matches!(err, SubmitError::Log(_)));
+    assert!(
+        ledger.check("sku-1", "dc-1", T0).is_none(),
+        "nothing applied"
+    );
+    assert!(matches!(
+        ledger.submit(adjust("a2", "sku-1", "dc-1", 5), T0),
+        Err(SubmitError::FailStopped(_))
+    ));
+    assert_eq!(ledger.next_lsn(), Lsn(1));
+    ledger.check_invariants().expect("invariants hold");
+}
+
+#[test]
+fn replay_refuses_a_gap() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 1);
+    f.stock("sku-1", "dc-1", 1);
+    let events = f.log.events();
+    let fresh = Ledger::new(f.ledger.config(), Arc::new(MemLog::new()));
+    assert!(matches!(
+        fresh.replay(&events[1]),
+        Err(ReplayError::Gap {
+            expected: Lsn(1),
+            found: Lsn(2)
+        })
+    ));
+}
