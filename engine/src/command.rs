@@ -462,17 +462,23 @@ pub(crate) fn invalid(field: &str, reason: &str) -> SubmitError {
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), SubmitError> {
+    id_problem(id).map_or(Ok(()), |reason| Err(invalid(field, &reason)))
+}
+
+/// Why `id` is not a valid id, if it is not. Separate from the field name so the hot path
+/// builds no strings unless something is wrong.
+fn id_problem(id: &str) -> Option<String> {
     if id.is_empty() {
-        return Err(invalid(field, "must not be empty"));
+        return Some("must not be empty".to_owned());
     }
     if id.len() > ID_BYTES_MAX {
-        return Err(invalid(field, &format!("longer than {ID_BYTES_MAX} bytes")));
+        return Some(format!("longer than {ID_BYTES_MAX} bytes"));
     }
     // Control characters never belong in an id, and excluding them keeps keys unambiguous.
     if id.chars().any(char::is_control) {
-        return Err(invalid(field, "contains a control character"));
+        return Some("contains a control character".to_owned());
     }
-    Ok(())
+    None
 }
 
 fn check_ttl(field: &str, ttl_ms: u64) -> Result<(), SubmitError> {
@@ -485,14 +491,18 @@ fn check_ttl(field: &str, ttl_ms: u64) -> Result<(), SubmitError> {
     Ok(())
 }
 
-fn check_qty(field: &str, qty: u64) -> Result<(), SubmitError> {
+fn qty_problem(qty: u64) -> Option<String> {
     if qty == 0 {
-        return Err(invalid(field, "must be greater than zero"));
+        return Some("must be greater than zero".to_owned());
     }
     if qty > QTY_MAX {
-        return Err(invalid(field, &format!("exceeds {QTY_MAX}")));
+        return Some(format!("exceeds {QTY_MAX}"));
     }
-    Ok(())
+    None
+}
+
+fn check_qty(field: &str, qty: u64) -> Result<(), SubmitError> {
+    qty_problem(qty).map_or(Ok(()), |reason| Err(invalid(field, &reason)))
 }
 
 fn check_line_count(count: usize) -> Result<(), SubmitError> {
@@ -506,9 +516,16 @@ fn check_line_count(count: usize) -> Result<(), SubmitError> {
 }
 
 fn check_line(i: usize, sku: &Sku, location: &Location, qty: u64) -> Result<(), SubmitError> {
-    check_id(&format!("lines[{i}].sku"), sku.as_str())?;
-    check_id(&format!("lines[{i}].location"), location.as_str())?;
-    check_qty(&format!("lines[{i}].qty"), qty)
+    if let Some(reason) = id_problem(sku.as_str()) {
+        return Err(invalid(&format!("lines[{i}].sku"), &reason));
+    }
+    if let Some(reason) = id_problem(location.as_str()) {
+        return Err(invalid(&format!("lines[{i}].location"), &reason));
+    }
+    if let Some(reason) = qty_problem(qty) {
+        return Err(invalid(&format!("lines[{i}].qty"), &reason));
+    }
+    Ok(())
 }
 
 fn check_lines(lines: &[Line]) -> Result<(), SubmitError> {

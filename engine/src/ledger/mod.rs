@@ -20,6 +20,7 @@
 //! Reads (`check`, `check_sku`) take one position-shard lock and never wait for the log or for
 //! other shards. The location and channel name tables are leaf locks (see `interner`).
 
+mod checkpoint;
 mod interner;
 mod positions;
 mod stores;
@@ -29,8 +30,11 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointHold, CheckpointKey, CheckpointPosition, CheckpointReturn,
+};
 pub use positions::Availability;
-pub use stores::StoreStatus;
+pub use stores::{StoreSequence, StoreStatus};
 
 use crate::command::*;
 use crate::error::{ReplayError, SubmitError};
@@ -49,7 +53,6 @@ use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use stores::StoreSequence;
 
 /// Sizing and retention, fixed when the ledger is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,7 +70,10 @@ pub(crate) struct SkuEntry {
     pub positions: SmallVec<[Position; 1]>,
     /// Open hold lines on this sku by expiry, with their quantity. Boxed and absent when no hold
     /// is open, so a sku without holds pays 8 bytes for it.
-    #[allow(clippy::box_collection, reason = "8 bytes per sku instead of 24 when no hold is open")]
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes per sku instead of 24 when no hold is open"
+    )]
     pub ladder: Option<Box<BTreeMap<LadderKey, u32>>>,
 }
 

@@ -11,8 +11,8 @@ use crate::limits::STORE_GAP_RANGES_MAX;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct StoreSequence {
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSequence {
     /// Every sequence number up to this one has been received (0: none yet).
     pub contiguous_seq: u64,
     /// Received ranges above `contiguous_seq + 1`, start -> end (inclusive), never adjacent.
@@ -26,7 +26,9 @@ pub(crate) struct StoreSequence {
     /// Missing sequence numbers given up on because the gap table was full.
     pub gaps_abandoned: u64,
     /// Retries of sales already recorded (same store and txn id), absorbed without effect.
-    /// Counted since the process started: retries are not events, so this is not replayed.
+    /// Counted since the process started: retries are not events, so this is not replayed
+    /// (nor checkpointed).
+    #[serde(skip)]
     pub duplicates_absorbed: u64,
 }
 
