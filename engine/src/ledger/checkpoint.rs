@@ -265,6 +265,7 @@ impl Ledger {
             sequencer.next_lsn = checkpoint.next_lsn;
             sequencer.last_at_ms = checkpoint.last_at_ms;
         }
+        ledger.raise_time_floor(checkpoint.last_at_ms);
         ledger.check_invariants().map_err(bad)?;
         Ok(ledger)
     }

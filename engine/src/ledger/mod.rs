@@ -43,7 +43,7 @@ use crate::hold::{Hold, HoldLine, HoldState};
 use crate::limits::{KEY_RETENTION_MS_DEFAULT, SHARDS_MAX};
 use crate::log::EventLog;
 use crate::outcome::{Outcome, ShortLine};
-use crate::sync::{AtomicBool, Mutex, MutexGuard, Ordering, lock};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, lock};
 use crate::types::*;
 use foldhash::fast::FixedState;
 use interner::Interner;
@@ -188,6 +188,12 @@ pub struct Ledger {
     sequencer: Mutex<Sequencer>,
     /// Set once the log fails; checked without a lock on every submit.
     failed: AtomicBool,
+    /// The latest decision time so far. Every decision is made at `max(now_ms, floor)` and
+    /// raises the floor while its locks are held, so decision time never runs backwards
+    /// along LSN order on any position or hold: a thread preempted between reading the clock
+    /// and locking (or a wall clock stepping back) cannot commit a hold whose units a later
+    /// decision already treated as lapsed and granted again.
+    time_floor_ms: AtomicU64,
     log: Arc<dyn EventLog>,
 }
 
@@ -219,6 +225,7 @@ impl Ledger {
                 failure: None,
             }),
             failed: AtomicBool::new(false),
+            time_floor_ms: AtomicU64::new(0),
             log,
         }
     }
@@ -245,6 +252,18 @@ impl Ledger {
         // High bits: the HashMap inside the shard uses the low ones.
         let hash = self.hasher.hash_one(s);
         (hash >> 40) as usize & (self.config.shards - 1)
+    }
+
+    /// `max(now_ms, floor)`, raising the floor to it. Called with the command's locks held.
+    fn raise_time_floor(&self, now_ms: u64) -> u64 {
+        self.time_floor_ms
+            .fetch_max(now_ms, Ordering::AcqRel)
+            .max(now_ms)
+    }
+
+    /// Reads judge expiry no earlier than the latest decision, for the same reason.
+    fn read_time(&self, now_ms: u64) -> u64 {
+        now_ms.max(self.time_floor_ms.load(Ordering::Acquire))
     }
 
     fn retained(&self, at_ms: u64, now_ms: u64) -> bool {
@@ -321,6 +340,7 @@ impl Ledger {
         }
         let key = command.idempotency_key();
         let mut scope = self.lock_scope(&command, key.as_ref());
+        let now_ms = self.raise_time_floor(now_ms);
         let fingerprint = command.fingerprint();
 
         if let Some(key) = &key {
@@ -418,6 +438,7 @@ impl Ledger {
             sequencer.next_lsn = sequencer.next_lsn.next();
             sequencer.last_at_ms = sequencer.last_at_ms.max(event.at_ms);
         }
+        self.raise_time_floor(event.at_ms);
         self.apply(&mut scope, event)
             .map_err(|reason| ReplayError::Inapplicable {
                 lsn: event.lsn,
@@ -598,10 +619,23 @@ impl Ledger {
                 }
                 Ok(Outcome::Recorded)
             }
-            Command::RecordSale(_)
-            | Command::RecordReturn(_)
-            | Command::Adjust(_)
-            | Command::SetSafetyStock(_) => Ok(Outcome::Recorded),
+            Command::RecordReturn(c) => {
+                let returns = scope.returns.as_ref().expect("returns lock their table");
+                if let Some(record) = returns.by_id.get(&c.return_id)
+                    && record.quarantined.iter().any(|(_, _, q)| *q > 0)
+                {
+                    // Its key is past retention, but its units are still in quarantine:
+                    // recording the id again would orphan them.
+                    return Err(crate::command::invalid(
+                        "return_id",
+                        "this return still has units in quarantine; dispose of them or use a new return id",
+                    ));
+                }
+                Ok(Outcome::Recorded)
+            }
+            Command::RecordSale(_) | Command::Adjust(_) | Command::SetSafetyStock(_) => {
+                Ok(Outcome::Recorded)
+            }
         }
     }
 
@@ -983,6 +1017,7 @@ impl Ledger {
 
     /// Availability of one position at `now_ms`; `None` if the position has never existed.
     pub fn check(&self, sku: &str, location: &str, now_ms: u64) -> Option<Availability> {
+        let now_ms = self.read_time(now_ms);
         let location = LocationId(self.locations.get(location)?);
         let shard = lock(&self.positions[self.shard_of(sku)]);
         shard.skus.get(sku)?.availability(location, now_ms)
@@ -990,6 +1025,7 @@ impl Ledger {
 
     /// Every location of one sku, by location name.
     pub fn check_sku(&self, sku: &str, now_ms: u64) -> Vec<(String, Availability)> {
+        let now_ms = self.read_time(now_ms);
         let shard = lock(&self.positions[self.shard_of(sku)]);
         let Some(entry) = shard.skus.get(sku) else {
             return Vec::new();
@@ -1009,6 +1045,7 @@ impl Ledger {
     }
 
     pub fn reservation(&self, id: &str, now_ms: u64) -> Option<HoldView> {
+        let now_ms = self.read_time(now_ms);
         let shard = lock(&self.holds[self.shard_of(id)]);
         let hold = self.live_hold(&shard, &ReservationId::from(id), now_ms)?;
         Some(self.hold_view(id, hold, now_ms))

@@ -457,18 +457,18 @@ fn expire_due_records_an_expiry_event_per_lapsed_hold() {
     assert_eq!(f.ledger.holds_open(), 1);
     assert_eq!(
         f.ledger
-            .check("sku-1", "dc-1", T0 + TTL)
+            .check("sku-1", "dc-1", T0 + TTL + 10)
             .expect("exists")
             .reserved,
         3
     );
     // The batch limit bounds the work per call.
-    f.ok(reserve("r4", &[("sku-1", "dc-1", 1)]), T0 + 20);
-    assert_eq!(f.ledger.expire_due(T0 + 2 * TTL, 1).expect("ok"), 1);
-    assert_eq!(f.ledger.expire_due(T0 + 2 * TTL, 10).expect("ok"), 1);
+    f.ok(reserve("r4", &[("sku-1", "dc-1", 1)]), T0 + TTL + 10);
+    assert_eq!(f.ledger.expire_due(T0 + 3 * TTL, 1).expect("ok"), 1);
+    assert_eq!(f.ledger.expire_due(T0 + 3 * TTL, 10).expect("ok"), 1);
     assert_eq!(f.ledger.holds_open(), 0);
     assert_eq!(
-        f.ok(release("r1"), T0 + 2 * TTL).outcome,
+        f.ok(release("r1"), T0 + 3 * TTL).outcome,
         Outcome::HoldAlreadyEnded(HoldState::Expired)
     );
     f.assert_replays();
@@ -626,6 +626,21 @@ fn dispositions_for_unknown_returns_or_too_many_units_are_refused() {
 }
 
 // ---- Adjustments and retention --------------------------------------------------------------
+
+#[test]
+fn decisions_never_go_back_in_time() {
+    // A decision timed before an earlier one (a stale clock read, or a wall clock stepping
+    // back) is made as of the earlier one, so a lapsed hold stays lapsed.
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 1);
+    f.ok(reserve("r1", &[("sku-1", "dc-1", 1)]), T0);
+    f.ok(adjust("a-late", "sku-2", "dc-1", 1), T0 + TTL);
+    assert_eq!(f.available("sku-1", "dc-1", T0), 1, "reads are clamped too");
+    let late_commit = f.ok(commit("r1", None), T0 + 1);
+    assert_eq!(late_commit.outcome, Outcome::Expired);
+    assert_eq!(f.log.events().last().expect("logged").at_ms, T0 + TTL);
+    f.assert_replays();
+}
 
 #[test]
 fn adjustments_change_on_hand_and_a_zero_delta_is_refused() {
