@@ -38,6 +38,9 @@ impl Engine {
 
     /// Decides and applies `command`, and returns once its outcome is durable.
     pub fn submit(&self, command: Command) -> Result<Receipt, SubmitError> {
+        // Back-pressure before any lock is taken: a full log queue refuses the command
+        // untouched, so the caller may retry it as it is.
+        self.ledger.log().admit()?;
         let receipt = self.ledger.submit(command, self.clock.now_ms())?;
         self.ledger.log().wait_durable(receipt.lsn)?;
         Ok(receipt)

@@ -12,7 +12,8 @@
 //! - [`event`]: command + decision time + outcome; what the log stores and replay applies.
 //! - [`hold`]: the hold state machine.
 //! - [`ledger`]: sharded state and the decide / sequence / apply protocol.
-//! - [`log`]: the [`EventLog`] interface, and in-memory logs.
+//! - [`log`]: the [`EventLog`] interface, in-memory logs, the event encoding, and (feature
+//!   `redb`, on by default) `RedbLog`, the durable log.
 //! - [`clock`]: injected time.
 //! - [`engine`]: ledger + clock + durable acknowledgement.
 //! - `sync`: the std/loom switch every lock goes through.
@@ -52,6 +53,8 @@ pub use hold::HoldState;
 pub use ledger::{
     Availability, HoldView, Ledger, LedgerConfig, PositionView, Receipt, StoreStatus,
 };
+#[cfg(feature = "redb")]
+pub use log::redb::{OpenError, RedbLog, RedbLogOptions};
 pub use log::{DiscardLog, EventLog, MemLog};
 pub use outcome::{Outcome, ShortLine};
 pub use types::*;

@@ -6,13 +6,20 @@
 //! makes it durable later, and the caller learns of durability through
 //! [`EventLog::wait_durable`]. If `append` fails the event is not applied and the engine
 //! fail-stops. Four methods, each with its contract (redb's `StorageBackend` is the model for
-//! the size of this trait).
+//! the size of this trait), plus [`EventLog::admit`], the back-pressure check with a default.
+//!
+//! [`encoding`] is the byte format of an event in a durable log; `redb` (feature `redb`) is
+//! the durable log itself.
 
 use crate::error::LogError;
 use crate::event::Event;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 use crate::types::Lsn;
 use std::sync::Arc;
+
+pub mod encoding;
+#[cfg(feature = "redb")]
+pub mod redb;
 
 pub trait EventLog: Send + Sync {
     /// Queues `event`, whose LSN is exactly one more than the previous append's. Called under
@@ -27,6 +34,14 @@ pub trait EventLog: Send + Sync {
 
     /// Up to `max` events starting at `from`, in LSN order (for recovery and change feeds).
     fn read_from(&self, from: Lsn, max: usize) -> Result<Vec<Arc<Event>>, LogError>;
+
+    /// Called before a command is decided, outside any ledger lock. `Err(LogError::Full)`
+    /// means the write queue is at its limit: retry later, nothing was applied. Any other error
+    /// means the log has failed or closed. Logs without a queue keep the default, which admits
+    /// everything.
+    fn admit(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// Keeps every event in memory; durable as soon as appended. For tests, simulations and

@@ -1,0 +1,473 @@
+//! Durable reserve throughput and acknowledgement latency through `Engine` over `RedbLog`.
+//!
+//! Each run opens a fresh log in a temporary folder, stocks 1024 positions with `Adjust`, then
+//! lets N submitter threads send single-line reserves (each on its own reservation id, skus
+//! spread over the shards) for a fixed time. A reserve counts when `Engine::submit` returns,
+//! i.e. when its event is durable. Reported per run: throughput, ack latency percentiles,
+//! the writer's batch sizes and where its time went, and process / writer CPU.
+//!
+//! Also measured: the disk's own fsync latency (4 KiB write + `sync_data`, 200 times), the
+//! engine on `DiscardLog` (no log at all: the ceiling of the submitters themselves), and
+//! `Durability::Async`.
+//!
+//! Run: `cargo run --release -p inv-engine --example log_throughput -- [--secs 3]
+//! [--dir PATH] [--threads 1,16,64]`. The folder defaults to the system temp dir; point it at
+//! the disk you mean to measure.
+
+use hdrhistogram::Histogram;
+use inv_engine::log::redb::{BATCH_SIZE_BUCKETS, Durability, LogStats};
+use inv_engine::*;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SKUS: usize = 1024;
+const LOCATION: &str = "dc-1";
+
+struct Args {
+    secs: f64,
+    dir: PathBuf,
+    threads: Vec<usize>,
+    /// Set in the child processes: the one run to make (`none`, `sync` or `async`, a colon,
+    /// the submitter count, and `:reopen` to time a restart afterwards).
+    child: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        secs: 3.0,
+        dir: std::env::temp_dir(),
+        threads: vec![1, 16, 64],
+        child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--secs" => args.secs = value.parse().expect("--secs takes seconds"),
+            "--dir" => args.dir = PathBuf::from(value),
+            "--threads" => {
+                args.threads = value
+                    .split(',')
+                    .map(|t| t.parse().expect("--threads takes a comma list"))
+                    .collect();
+            }
+            "--child" => args.child = Some(value),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+/// Process CPU time in seconds (user + system), from /proc; 0 where unavailable.
+fn process_cpu_s() -> f64 {
+    cpu_of("/proc/self/stat")
+}
+
+fn cpu_of(stat_path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Field 14 is index 11 after the state field (field 3 is index 0).
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU seconds of the live thread named `name`.
+fn thread_cpu_s(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            return cpu_of(&task.path().join("stat").display().to_string());
+        }
+    }
+    0.0
+}
+
+fn fsync_baseline(dir: &Path) {
+    let path = dir.join(format!("fsync-probe-{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("probe file");
+    let block = vec![0xA5u8; 4096];
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
+    for i in 0..220 {
+        let started = Instant::now();
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("sync");
+        if i >= 20 {
+            histogram
+                .record(started.elapsed().as_micros() as u64)
+                .expect("in range");
+        }
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    println!(
+        "disk: 4 KiB append + sync_data x200: median {} us, p99 {} us, max {} us",
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.max()
+    );
+}
+
+/// redb alone, no engine and no threads: back-to-back fsync commits of `batch` pre-encoded
+/// ~100-byte events, through the same table and cursor the writer uses. With N submitters that
+/// each wait for their ack, no batch can exceed N events, so this bounds durable throughput.
+fn redb_bound(base: &Path) {
+    use inv_engine::log::redb::EVENTS;
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let db = redb::Database::create(dir.path().join("bound.redb")).expect("db");
+    let value = vec![0x42u8; 100];
+    let mut next = 1u64;
+    for batch in [1u64, 16, 64, 256, 4096] {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
+        let rounds = if batch >= 4096 { 60 } else { 300 };
+        for round in 0..rounds {
+            let started = Instant::now();
+            let txn = db.begin_write().expect("begin");
+            {
+                let mut table = txn.open_table(EVENTS).expect("table");
+                let mut cursor = table
+                    .upper_bound_mut(std::ops::Bound::<u64>::Unbounded)
+                    .expect("cursor");
+                for _ in 0..batch {
+                    cursor
+                        .insert_before(next, value.as_slice())
+                        .expect("insert");
+                    next += 1;
+                }
+                cursor.close().expect("close");
+            }
+            txn.commit().expect("commit");
+            if round >= 10 {
+                histogram
+                    .record(started.elapsed().as_micros() as u64)
+                    .expect("in range");
+            }
+        }
+        let median = histogram.value_at_quantile(0.5);
+        println!(
+            "redb alone: {batch:>4} events per fsync commit: median {median} us, p99 {} us -> {:.0} events/s",
+            histogram.value_at_quantile(0.99),
+            batch as f64 / (median.max(1) as f64 / 1e6),
+        );
+    }
+}
+
+enum LogKind {
+    Redb(Durability),
+    Discard,
+}
+
+struct RunResult {
+    ops: u64,
+    /// Submits refused with `LogError::Full` (retried after a short sleep).
+    refused_full: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+    stats: Option<LogStats>,
+    cpu_s: f64,
+    writer_cpu_s: f64,
+}
+
+fn run(kind: &LogKind, threads: usize, secs: f64, base: &Path) -> (RunResult, tempfile::TempDir) {
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let redb_log = match kind {
+        LogKind::Redb(durability) => Some(Arc::new(
+            RedbLog::open(
+                dir.path(),
+                RedbLogOptions {
+                    durability: *durability,
+                    ..RedbLogOptions::default()
+                },
+            )
+            .expect("log opens"),
+        )),
+        LogKind::Discard => None,
+    };
+    let log: Arc<dyn EventLog> = match &redb_log {
+        Some(log) => Arc::clone(log) as Arc<dyn EventLog>,
+        None => Arc::new(DiscardLog::default()),
+    };
+    let engine = Arc::new(
+        Engine::recover(LedgerConfig::default(), log, Arc::new(SystemClock)).expect("empty"),
+    );
+    for s in 0..SKUS {
+        engine
+            .submit(Command::Adjust(Adjust {
+                adjustment_id: AdjustmentId::from(format!("stock-{s}").as_str()),
+                sku: Sku::from(format!("sku-{s}").as_str()),
+                location: Location::from(LOCATION),
+                delta: 1_000_000_000,
+                reason: "benchmark stock".into(),
+            }))
+            .expect("stocked");
+    }
+    let stats_before = redb_log.as_ref().map(|l| l.stats());
+
+    let cpu_before = process_cpu_s();
+    let writer_before = thread_cpu_s("inv-log-writer");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let engine = Arc::clone(&engine);
+            std::thread::spawn(move || {
+                let mut latency =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let mut ops = 0u64;
+                let mut refused_full = 0u64;
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let sku = (t * 7_919 + i as usize * 13) % SKUS;
+                    let command = Command::Reserve(Reserve {
+                        reservation_id: ReservationId::from(format!("t{t}-{i}").as_str()),
+                        channel: Channel::from("web"),
+                        lines: vec![Line::new(&format!("sku-{sku}"), LOCATION, 1)],
+                        ttl_ms: 600_000,
+                    });
+                    i += 1;
+                    let sent = Instant::now();
+                    match engine.submit(command) {
+                        Ok(receipt) => {
+                            assert!(receipt.outcome.is_success(), "{:?}", receipt.outcome);
+                            ops += 1;
+                            latency
+                                .record(sent.elapsed().as_micros() as u64)
+                                .expect("in range");
+                        }
+                        Err(SubmitError::Log(LogError::Full { .. })) => {
+                            // Back off as a client should: spinning would take CPU from the
+                            // writer that is draining the queue.
+                            refused_full += 1;
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        Err(error) => panic!("submit failed: {error}"),
+                    }
+                }
+                (ops, refused_full, latency)
+            })
+        })
+        .collect();
+    let mut ops = 0;
+    let mut refused_full = 0;
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for worker in workers {
+        let (n, full, h) = worker.join().expect("worker");
+        ops += n;
+        refused_full += full;
+        latency_us.add(&h).expect("same bounds");
+    }
+    let elapsed = started.elapsed();
+    let cpu_s = process_cpu_s() - cpu_before;
+    let writer_cpu_s = thread_cpu_s("inv-log-writer") - writer_before;
+    let stats = redb_log.as_ref().map(|l| {
+        let after = l.stats();
+        let before = stats_before.unwrap_or_default();
+        let mut delta = after.clone();
+        delta.batches -= before.batches;
+        delta.events -= before.events;
+        delta.fsync_commits -= before.fsync_commits;
+        delta.insert_ns -= before.insert_ns;
+        delta.commit_ns -= before.commit_ns;
+        for i in 0..BATCH_SIZE_BUCKETS {
+            delta.batch_sizes[i] -= before.batch_sizes[i];
+        }
+        delta
+    });
+    drop(engine);
+    if let Some(log) = redb_log {
+        Arc::into_inner(log)
+            .expect("engine dropped")
+            .close()
+            .expect("clean close");
+    }
+    (
+        RunResult {
+            ops,
+            refused_full,
+            elapsed,
+            latency_us,
+            stats,
+            cpu_s,
+            writer_cpu_s,
+        },
+        dir,
+    )
+}
+
+/// Reopens a log a run left behind and replays it: what a restart costs today (no checkpoints).
+fn reopen(dir: &Path) {
+    for check_integrity_on_open in [true, false] {
+        let started = Instant::now();
+        let log = RedbLog::open(
+            dir,
+            RedbLogOptions {
+                check_integrity_on_open,
+                ..RedbLogOptions::default()
+            },
+        )
+        .expect("reopens");
+        let opened = started.elapsed();
+        let events = log.durable_lsn().0;
+        let log: Arc<dyn EventLog> = Arc::new(log);
+        let engine =
+            Engine::recover(LedgerConfig::default(), log, Arc::new(SystemClock)).expect("replays");
+        let recovered = started.elapsed();
+        let bytes =
+            std::fs::metadata(dir.join(inv_engine::log::redb::FILE_NAME)).map_or(0, |m| m.len());
+        println!(
+            "restart (integrity check {}): {events} events, {:.1} MiB file: open {:.0} ms, open + replay {:.0} ms ({:.0} events/s)",
+            if check_integrity_on_open { "on" } else { "off" },
+            bytes as f64 / (1 << 20) as f64,
+            opened.as_secs_f64() * 1e3,
+            recovered.as_secs_f64() * 1e3,
+            events as f64 / recovered.as_secs_f64(),
+        );
+        drop(engine);
+    }
+}
+
+fn report(label: &str, threads: usize, r: &RunResult) {
+    let secs = r.elapsed.as_secs_f64();
+    println!(
+        "{label:<14} {threads:>3} submitters: {:>9.0} reserves/s ({} in {secs:.2} s); ack p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        r.ops as f64 / secs,
+        r.ops,
+        r.latency_us.value_at_quantile(0.5),
+        r.latency_us.value_at_quantile(0.99),
+        r.latency_us.value_at_quantile(0.999),
+        r.latency_us.max(),
+    );
+    println!(
+        "{:<14}      cpu: process {:.2} core-s of {:.2} available; log writer thread {:.2} core-s; {} submits refused Full",
+        "",
+        r.cpu_s,
+        secs * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        r.writer_cpu_s,
+        r.refused_full
+    );
+    if let Some(stats) = &r.stats
+        && stats.batches > 0
+    {
+        let mean = stats.events as f64 / stats.batches as f64;
+        println!(
+            "{:<14}      writer: {} batches, mean {:.1} events, largest {}, {} fsync commits; per batch: insert {:.0} us, commit {:.0} us; busy {:.0}% of wall time",
+            "",
+            stats.batches,
+            mean,
+            stats.batch_events_largest,
+            stats.fsync_commits,
+            stats.insert_ns as f64 / stats.batches as f64 / 1e3,
+            stats.commit_ns as f64 / stats.batches as f64 / 1e3,
+            (stats.insert_ns + stats.commit_ns) as f64 / 1e9 / secs * 100.0,
+        );
+        let buckets: Vec<String> = stats
+            .batch_sizes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| {
+                let (low, high) = LogStats::bucket_bounds(i);
+                if high == u64::MAX {
+                    format!("{low}+: {n}")
+                } else {
+                    format!("{low}-{high}: {n}")
+                }
+            })
+            .collect();
+        println!("{:<14}      batch sizes: {}", "", buckets.join(", "));
+    }
+}
+
+/// Makes one run (in a child process) and prints its report.
+fn child(spec: &str, args: &Args) {
+    let mut parts = spec.split(':');
+    let kind = parts.next().expect("kind");
+    let threads: usize = parts
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("submitter count");
+    let reopen_after = parts.next() == Some("reopen");
+    let (label, kind) = match kind {
+        "none" => ("no log", LogKind::Discard),
+        "sync" => ("durable sync", LogKind::Redb(Durability::Sync)),
+        "async" => (
+            "async 10ms",
+            LogKind::Redb(Durability::Async {
+                flush_interval_ms: 10,
+            }),
+        ),
+        other => panic!("unknown run kind {other}"),
+    };
+    let (result, dir) = run(&kind, threads, args.secs, &args.dir);
+    report(label, threads, &result);
+    if reopen_after {
+        reopen(dir.path());
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    std::fs::create_dir_all(&args.dir).expect("bench folder");
+    if let Some(spec) = &args.child {
+        child(spec, &args);
+        return;
+    }
+    println!(
+        "log_throughput: {} cores, folder {}, {} s per run",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.dir.display(),
+        args.secs
+    );
+    // Other work on the machine skews every figure below; say how much there was.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at start: {}", load.trim());
+    }
+    fsync_baseline(&args.dir);
+    redb_bound(&args.dir);
+    // Each run in its own process: a run leaves millions of holds behind in the allocator,
+    // and freeing them measurably slowed the fsyncs of the next run in the same process.
+    let largest = args.threads.iter().copied().max().unwrap_or(1);
+    let mut specs = Vec::new();
+    for kind in ["none", "sync", "async"] {
+        for &threads in &args.threads {
+            let reopen = if kind == "sync" && threads == largest {
+                ":reopen"
+            } else {
+                ""
+            };
+            specs.push(format!("{kind}:{threads}{reopen}"));
+        }
+    }
+    let exe = std::env::current_exe().expect("own path");
+    for spec in specs {
+        let status = std::process::Command::new(&exe)
+            .args(["--child", &spec, "--secs", &args.secs.to_string()])
+            .arg("--dir")
+            .arg(&args.dir)
+            .status()
+            .expect("child runs");
+        assert!(status.success(), "run {spec} failed: {status}");
+    }
+}

@@ -1,0 +1,321 @@
+//! The byte encoding of one [`Event`] as a durable log stores it.
+//!
+//! # Format (version 1)
+//! ```text
+//! +---------+--------------------------------------------+
+//! | version | payload                                    |
+//! | 1 byte  | postcard encoding of `Event`, to the end   |
+//! +---------+--------------------------------------------+
+//! ```
+//! - `version` is [`FORMAT_VERSION`] (1). A reader refuses any other value instead of guessing:
+//!   an event it cannot read is corruption, or a file from a newer build, and either way
+//!   replaying past it would build the wrong ledger.
+//! - `payload` is [postcard](https://docs.rs/postcard) 1.x applied to the serde derives of
+//!   [`Event`], [`crate::Command`] and [`crate::Outcome`]: unsigned integers as LEB128 varints,
+//!   signed ones zigzag-encoded, strings and sequences as a varint length then the bytes, enum
+//!   variants as a varint index in declaration order, `Option` as a 0/1 byte. postcard's wire
+//!   format is stable within its major version 1.
+//! - The payload fills the rest of the value: trailing bytes are refused, so a torn or
+//!   concatenated value cannot decode as a shorter valid event.
+//! - The event's own `lsn` is inside the payload, and the store keeps the LSN as the key too;
+//!   [`decode`] checks they agree (the pair of the writer's continuity assertion).
+//!
+//! # Evolving the format
+//! Because the payload follows declaration order, renaming a field is free but reordering
+//! fields, reordering enum variants or inserting a variant anywhere but the end changes the
+//! meaning of old bytes. Such a change needs a new version number, and a decoder that keeps
+//! reading version 1.
+
+use crate::error::LogError;
+use crate::event::Event;
+use crate::types::Lsn;
+
+/// The version byte this build writes, and the only one it reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Appends the encoding of `event` to `out` (which is not cleared first).
+pub fn encode_into(event: &Event, out: &mut Vec<u8>) -> Result<(), LogError> {
+    out.push(FORMAT_VERSION);
+    let buffer = std::mem::take(out);
+    match postcard::to_extend(event, buffer) {
+        Ok(buffer) => {
+            *out = buffer;
+            Ok(())
+        }
+        // Serialization of these types cannot fail (no maps, no unsized sequences); if a future
+        // field made it fail, refusing the event is the safe answer.
+        Err(error) => Err(LogError::Corrupt(format!(
+            "cannot encode event at lsn {}: {error}",
+            event.lsn
+        ))),
+    }
+}
+
+/// The encoding of `event`.
+pub fn encode(event: &Event) -> Result<Vec<u8>, LogError> {
+    let mut out = Vec::with_capacity(128);
+    encode_into(event, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes the value stored under `lsn`. Refuses an unknown version, a payload that does not
+/// decode or does not end where the value ends, and an event whose own LSN is not `lsn`.
+pub fn decode(lsn: Lsn, bytes: &[u8]) -> Result<Event, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt(format!("event at lsn {lsn}: {reason}"));
+    let (&version, payload) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty value".to_owned()))?;
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "unknown format version {version} (this build reads {FORMAT_VERSION})"
+        )));
+    }
+    let (event, rest): (Event, &[u8]) =
+        postcard::take_from_bytes(payload).map_err(|error| corrupt(error.to_string()))?;
+    if !rest.is_empty() {
+        return Err(corrupt(format!("{} trailing bytes", rest.len())));
+    }
+    if event.lsn != lsn {
+        return Err(corrupt(format!("the event says lsn {}", event.lsn)));
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::*;
+    use crate::hold::HoldState;
+    use crate::outcome::{Outcome, ShortLine};
+    use crate::types::*;
+
+    fn event(lsn: u64, command: Command, outcome: Outcome) -> Event {
+        Event {
+            lsn: Lsn(lsn),
+            at_ms: 1_700_000_000_000 + lsn,
+            command,
+            outcome,
+        }
+    }
+
+    /// One event of every command kind, with outcomes that exercise every outcome shape.
+    fn every_kind() -> Vec<Event> {
+        vec![
+            event(
+                1,
+                Command::Reserve(Reserve {
+                    reservation_id: ReservationId::from("r-1"),
+                    channel: Channel::from("web"),
+                    lines: vec![Line::new("sku-1", "dc-1", 2), Line::new("sku-2", "dc-1", 1)],
+                    ttl_ms: 60_000,
+                }),
+                Outcome::Granted {
+                    expires_at_ms: 1_700_000_060_001,
+                },
+            ),
+            event(
+                2,
+                Command::Reserve(Reserve {
+                    reservation_id: ReservationId::from("r-2"),
+                    channel: Channel::from("amazon-us"),
+                    lines: vec![Line::new("sku-1", "dc-1", 500)],
+                    ttl_ms: 1_000,
+                }),
+                Outcome::Insufficient {
+                    short: vec![ShortLine {
+                        line_index: 0,
+                        requested: 500,
+                        available: -3,
+                    }],
+                },
+            ),
+            event(
+                3,
+                Command::Commit(Commit {
+                    reservation_id: ReservationId::from("r-1"),
+                    lines: Some(vec![Line::new("sku-1", "dc-1", 1)]),
+                }),
+                Outcome::Committed {
+                    committed: vec![1, 0],
+                },
+            ),
+            event(
+                4,
+                Command::Commit(Commit {
+                    reservation_id: ReservationId::from("r-3"),
+                    lines: None,
+                }),
+                Outcome::HoldAlreadyEnded(HoldState::Released),
+            ),
+            event(
+                5,
+                Command::Release(Release {
+                    reservation_id: ReservationId::from("r-4"),
+                }),
+                Outcome::Released,
+            ),
+            event(
+                6,
+                Command::Extend(Extend {
+                    reservation_id: ReservationId::from("r-5"),
+                    request_id: RequestId::from("x-1"),
+                    ttl_ms: 120_000,
+                }),
+                Outcome::Extended {
+                    expires_at_ms: 1_700_000_120_006,
+                },
+            ),
+            event(
+                7,
+                Command::Expire(Expire {
+                    reservation_id: ReservationId::from("r-6"),
+                }),
+                Outcome::Expired,
+            ),
+            event(
+                8,
+                Command::RecordSale(RecordSale {
+                    store_id: StoreId::from("store-0042"),
+                    txn_id: TxnId::from("t-99"),
+                    store_seq: 17,
+                    occurred_at_ms: 1_699_999_999_000,
+                    lines: vec![Line::new("sku-1", "store-0042", 3)],
+                }),
+                Outcome::Recorded,
+            ),
+            event(
+                9,
+                Command::RecordReturn(RecordReturn {
+                    return_id: ReturnId::from("ret-1"),
+                    lines: vec![
+                        ReturnLine {
+                            sku: Sku::from("sku-1"),
+                            location: Location::from("dc-1"),
+                            qty: 1,
+                            disposition: ReturnDisposition::Restock,
+                        },
+                        ReturnLine {
+                            sku: Sku::from("sku-2"),
+                            location: Location::from("dc-1"),
+                            qty: 2,
+                            disposition: ReturnDisposition::Inspect,
+                        },
+                    ],
+                }),
+                Outcome::Recorded,
+            ),
+            event(
+                10,
+                Command::Dispose(Dispose {
+                    disposition_id: DispositionId::from("d-1"),
+                    return_id: ReturnId::from("ret-1"),
+                    sku: Sku::from("sku-2"),
+                    location: Location::from("dc-1"),
+                    qty: 2,
+                    action: DispositionAction::Scrap,
+                }),
+                Outcome::Recorded,
+            ),
+            event(
+                11,
+                Command::Adjust(Adjust {
+                    adjustment_id: AdjustmentId::from("adj-1"),
+                    sku: Sku::from("sku-1"),
+                    location: Location::from("dc-1"),
+                    delta: -1_000_000_000,
+                    reason: "cycle count: a reason longer than twenty-four bytes".into(),
+                }),
+                Outcome::Recorded,
+            ),
+            event(
+                12,
+                Command::SetSafetyStock(SetSafetyStock {
+                    request_id: RequestId::from("ss-1"),
+                    sku: Sku::from("sku-1"),
+                    location: Location::from("dc-1"),
+                    qty: 5,
+                }),
+                Outcome::Recorded,
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_command_kind_roundtrips() {
+        let events = every_kind();
+        let mut kinds: Vec<CommandKind> = events.iter().map(|e| e.command.kind()).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 10, "the fixture covers every command kind");
+        for original in events {
+            let bytes = encode(&original).expect("encodes");
+            assert_eq!(bytes[0], FORMAT_VERSION);
+            let decoded = decode(original.lsn, &bytes).expect("decodes");
+            assert_eq!(decoded, original);
+        }
+    }
+
+    #[test]
+    fn encode_into_appends() {
+        let events = every_kind();
+        let mut buffer = vec![0xAA];
+        encode_into(&events[0], &mut buffer).expect("encodes");
+        assert_eq!(buffer[0], 0xAA);
+        assert_eq!(decode(Lsn(1), &buffer[1..]), Ok(events[0].clone()));
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let original = &every_kind()[0];
+        for version in [0u8, 2, 255] {
+            let mut bytes = encode(original).expect("encodes");
+            bytes[0] = version;
+            let error = decode(original.lsn, &bytes).expect_err("refused");
+            let LogError::Corrupt(message) = error else {
+                panic!("expected Corrupt, got {error:?}");
+            };
+            assert!(message.contains("lsn 1"), "{message}");
+            assert!(message.contains(&format!("version {version}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn truncated_bytes_are_refused() {
+        // Every strict prefix of every event must fail to decode: none may pass as a shorter
+        // valid event.
+        for original in every_kind() {
+            let bytes = encode(&original).expect("encodes");
+            for len in 0..bytes.len() {
+                let error = decode(original.lsn, &bytes[..len]).expect_err("prefix refused");
+                let LogError::Corrupt(message) = error else {
+                    panic!("expected Corrupt, got {error:?}");
+                };
+                assert!(
+                    message.contains(&format!("lsn {}", original.lsn)),
+                    "{message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let original = &every_kind()[4];
+        let mut bytes = encode(original).expect("encodes");
+        bytes.push(0);
+        assert!(matches!(
+            decode(original.lsn, &bytes),
+            Err(LogError::Corrupt(m)) if m.contains("trailing")
+        ));
+    }
+
+    #[test]
+    fn lsn_mismatch_is_refused() {
+        let original = &every_kind()[2];
+        let bytes = encode(original).expect("encodes");
+        assert!(matches!(
+            decode(Lsn(99), &bytes),
+            Err(LogError::Corrupt(m)) if m.contains("lsn 99") && m.contains("says lsn 3")
+        ));
+    }
+}

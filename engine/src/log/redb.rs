@@ -1,0 +1,1183 @@
+//! The durable event log: events in a redb file, written by one thread with group commit.
+//!
+//! # Shape
+//! The ledger calls [`EventLog::append`] under its locks, so append only checks the LSN and
+//! pushes the event onto an unbounded channel: no I/O, no waiting. One writer thread takes the
+//! first queued event, drains up to [`RedbLogOptions::batch_events_max`] more without waiting,
+//! writes the whole batch in one redb write transaction, commits it, and then wakes every
+//! submitter waiting in [`EventLog::wait_durable`]. Under load a batch is everything that
+//! arrived during the previous commit, so one fsync acknowledges hundreds of submitters; when
+//! idle, a lone event is committed at once. `docs/durability.md` says what each step means for a
+//! crash.
+//!
+//! # File layout
+//! One file, `<dir>/ledger.redb` ([`FILE_NAME`]), with two tables:
+//! - [`EVENTS`] (`u64 -> &[u8]`): LSN to the event's bytes (see [`super::encoding`]). The keys are
+//!   always `1..=n` with no gap: the writer asserts continuity before every insert, and
+//!   [`RedbLog::open`] and [`EventLog::read_from`] check it again.
+//! - [`META`] (`&str -> u64`): [`FORMAT_VERSION_KEY`] holds [`LOG_FORMAT_VERSION`]. A file with a
+//!   larger version is refused, never half-read.
+//!
+//! # Failure
+//! The log is fail-stop (redb's `PreviousIo`, TigerBeetle's "crash, don't limp"): the first
+//! write or commit that fails is recorded, every waiter is woken with
+//! [`LogError::Io`], and every later `append`, `admit` and `wait_durable` for an LSN that is not
+//! durable fails the same way until the process reopens the file. An LSN is reported durable
+//! only after the commit holding it returned `Ok` (in [`Durability::Sync`], a commit with an
+//! fsync).
+//!
+//! "Transaction" is a redb word and stays in this file; the engine speaks of append and
+//! durability.
+
+use super::EventLog;
+use super::encoding::{self, FORMAT_VERSION as EVENT_FORMAT_VERSION};
+use crate::error::LogError;
+use crate::event::Event;
+use crate::types::Lsn;
+use ::redb::backends::FileBackend;
+use ::redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend, StorageError, TableDefinition,
+};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// The file the log lives in, inside the data folder.
+pub const FILE_NAME: &str = "ledger.redb";
+/// LSN to encoded event.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Small named numbers about the file.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The key in [`META`] that holds the file's format version.
+pub const FORMAT_VERSION_KEY: &str = "format_version";
+/// The version of this file layout (tables above, values in event encoding version 1). A
+/// change to either takes the next number.
+pub const LOG_FORMAT_VERSION: u64 = 1;
+const _: () = assert!(
+    EVENT_FORMAT_VERSION == 1,
+    "bump LOG_FORMAT_VERSION with the encoding"
+);
+
+/// Default most events in one commit. 4096 events of ~100 bytes is ~400 KiB, a few ms to write
+/// even on a slow disk, so one batch never holds later submitters back for long; a larger
+/// batch gains little, since the fsync is already shared by thousands.
+pub const BATCH_EVENTS_MAX_DEFAULT: usize = 4_096;
+/// Default most events appended but not yet committed before [`EventLog::admit`] refuses new
+/// commands: 16 full batches. It bounds the channel's memory (an `Arc<Event>` each) and the
+/// time a new command would wait behind the queue when the disk stalls.
+pub const QUEUE_EVENTS_MAX_DEFAULT: usize = 65_536;
+/// Batch-size histogram buckets: bucket `i` counts batches of `2^i ..= 2^(i+1) - 1` events; the
+/// last bucket also takes anything larger.
+pub const BATCH_SIZE_BUCKETS: usize = 17;
+
+/// When an appended event counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every batch commits with an fsync (redb `Durability::Immediate`), and `wait_durable`
+    /// returns once the batch holding the LSN has. An acknowledged command survives a crash or
+    /// power loss.
+    Sync,
+    /// Batches commit without an fsync (redb `Durability::None`); an fsync commit follows at
+    /// most `flush_interval_ms` after the first unflushed batch (and on close). `wait_durable`
+    /// returns at once. Any crash (`kill -9` too: redb rolls back to its last fsync commit on
+    /// open) or power loss can lose the last `flush_interval_ms` (plus one batch) of
+    /// acknowledged commands. [`EventLog::durable_lsn`] still reports only what an fsync
+    /// covered.
+    Async { flush_interval_ms: u64 },
+}
+
+/// How a [`RedbLog`] batches, queues and opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedbLogOptions {
+    pub durability: Durability,
+    /// Most events in one commit (at least 1).
+    pub batch_events_max: usize,
+    /// Most events appended but not yet committed before `admit` answers `Full` (at least 1).
+    pub queue_events_max: usize,
+    /// Verify every page checksum when the file is opened (redb's
+    /// `set_check_integrity_on_open`). Costs a read of the whole file, like the replay that
+    /// follows; without it a file damaged outside redb may make redb panic on open instead of
+    /// reporting corruption.
+    pub check_integrity_on_open: bool,
+    /// redb's page cache, in bytes. The log only appends and replays once, so a small cache is
+    /// enough.
+    pub cache_size_bytes: usize,
+}
+
+impl Default for RedbLogOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            queue_events_max: QUEUE_EVENTS_MAX_DEFAULT,
+            check_integrity_on_open: true,
+            cache_size_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why [`RedbLog::open`] failed. Every message names the file (or folder).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("invalid log options for {}: {reason}", .path.display())]
+    Options { path: PathBuf, reason: String },
+    #[error("cannot open {}: {source}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// redb holds a lock on the file for as long as a database is open on it.
+    #[error("data folder in use by another process: {}", .path.display())]
+    InUse { path: PathBuf },
+    #[error(
+        "{} has log format version {found}; this build reads up to {supported}: \
+         upgrade the engine, or restore a file written by this version",
+        .path.display()
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    /// The file is not a redb database, fails its checksums, or its tables break the log's
+    /// invariants. Nothing was changed; the file is left for inspection.
+    #[error("{} is corrupt: {reason}", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot start the log writer for {}: {source}", .path.display())]
+    Thread { path: PathBuf, source: io::Error },
+}
+
+/// Counters from the writer thread, for benchmarks and diagnosis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Commits that carried events.
+    pub batches: u64,
+    /// Events committed.
+    pub events: u64,
+    /// Commits with an fsync (in `Sync` mode, every batch; in `Async`, the flushes).
+    pub fsync_commits: u64,
+    /// Batches by size: see [`BATCH_SIZE_BUCKETS`].
+    pub batch_sizes: [u64; BATCH_SIZE_BUCKETS],
+    pub batch_events_largest: u64,
+    /// Time spent encoding and inserting events, in ns.
+    pub insert_ns: u64,
+    /// Time spent in redb's commit (including its fsync), in ns.
+    pub commit_ns: u64,
+}
+
+impl LogStats {
+    /// The sizes bucket `i` counts, inclusive.
+    pub fn bucket_bounds(i: usize) -> (u64, u64) {
+        let low = 1u64 << i;
+        let high = if i + 1 == BATCH_SIZE_BUCKETS {
+            u64::MAX
+        } else {
+            (low << 1) - 1
+        };
+        (low, high)
+    }
+
+    fn record_batch(&mut self, events: u64, insert_ns: u64, commit_ns: u64, fsync: bool) {
+        self.batches += 1;
+        self.events += events;
+        self.fsync_commits += u64::from(fsync);
+        let bucket = (events.max(1).ilog2() as usize).min(BATCH_SIZE_BUCKETS - 1);
+        self.batch_sizes[bucket] += 1;
+        self.batch_events_largest = self.batch_events_largest.max(events);
+        self.insert_ns += insert_ns;
+        self.commit_ns += commit_ns;
+    }
+}
+
+/// State the submitters and the writer thread share.
+struct Shared {
+    path: PathBuf,
+    durability: Durability,
+    queue_events_max: usize,
+    /// LSN of the last event `append` accepted.
+    appended_lsn: AtomicU64,
+    /// LSN of the last event in a committed batch (durable in `Sync` mode, visible in both).
+    committed_lsn: AtomicU64,
+    /// LSN up to which every event is covered by an fsync commit.
+    durable_lsn: AtomicU64,
+    /// Set once, on the first failure; checked without a lock on every call.
+    failed: AtomicBool,
+    /// Set when `close` (or drop) starts.
+    closed: AtomicBool,
+    /// Set when the writer thread has ended, however it ended.
+    writer_exited: AtomicBool,
+    /// Why the log failed (the first failure only).
+    failure: Mutex<Option<String>>,
+    /// Where `wait_durable` sleeps: a waiter for LSN `n` uses slot `n % WAIT_SLOTS`.
+    slots: Box<[WaitSlot]>,
+    stats: Mutex<LogStats>,
+}
+
+/// Waiters are spread over this many Mutex+Condvar pairs. With one pair, each commit's
+/// `notify_all` wakes every submitter at once and they queue on the one mutex to leave `wait`,
+/// one after another; with the batch spread over slots, each queue is short.
+const WAIT_SLOTS: usize = 16;
+
+#[derive(Default)]
+struct WaitSlot {
+    /// Threads asleep (or about to sleep) on `wake`. The mutex orders the writer's "the LSN
+    /// advanced" against a waiter's "not yet, sleep", so no wakeup is lost.
+    sleeping: Mutex<u32>,
+    wake: Condvar,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its data consistent, so a panic elsewhere while the
+    // lock was held does not make the data wrong.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn failure_error(&self) -> LogError {
+        LogError::Io(
+            lock(&self.failure)
+                .clone()
+                .unwrap_or_else(|| format!("{}: log failed", self.path.display())),
+        )
+    }
+
+    /// Records the first failure and wakes every waiter.
+    fn fail(&self, failure: String) {
+        lock(&self.failure).get_or_insert(failure);
+        self.failed.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    /// Publishes new committed and durable LSNs and wakes the waiters.
+    fn advance(&self, committed: u64, durable: Option<u64>) {
+        self.committed_lsn.store(committed, Ordering::Release);
+        if let Some(durable) = durable {
+            self.durable_lsn.store(durable, Ordering::Release);
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every sleeping waiter, after the state it waits on has been published.
+    fn wake_all(&self) {
+        for slot in self.slots.iter() {
+            // Taking the slot's lock after the store is what makes a waiter that checked just
+            // before the store see this notify.
+            let sleeping = *lock(&slot.sleeping);
+            if sleeping > 0 {
+                slot.wake.notify_all();
+            }
+        }
+    }
+}
+
+/// A durable [`EventLog`] in a redb file, with group commit on one writer thread.
+pub struct RedbLog {
+    shared: Arc<Shared>,
+    /// The channel to the writer. `None` once closed; the mutex also makes the LSN check and
+    /// the send one step, so concurrent appends cannot enqueue out of order.
+    sender: Mutex<Option<Sender<Arc<Event>>>>,
+    writer: Option<JoinHandle<()>>,
+    db: Option<Arc<Database>>,
+}
+
+impl fmt::Debug for RedbLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbLog")
+            .field("path", &self.shared.path)
+            .field("durability", &self.shared.durability)
+            .field("durable_lsn", &self.durable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbLog {
+    /// Opens `<dir>/ledger.redb`, creating the folder and the file if missing, and starts the
+    /// writer thread. Fails, naming the file, if another process (or another `RedbLog` in this
+    /// one) has it open, if it was written by a newer format, or if it is corrupt: a file that
+    /// cannot be read never opens as an empty log.
+    pub fn open(dir: &Path, options: RedbLogOptions) -> Result<RedbLog, OpenError> {
+        let path = dir.join(FILE_NAME);
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| OpenError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let backend = FileBackend::new(file).map_err(|error| map_open_error(&path, error))?;
+        Self::open_with_backend(&path, backend, options)
+    }
+
+    /// Opens the log on any redb storage backend. For fault injection in tests and
+    /// simulations (see [`FaultyFileBackend`]); `path` is only used in messages.
+    pub fn open_with_backend(
+        path: &Path,
+        backend: impl StorageBackend,
+        options: RedbLogOptions,
+    ) -> Result<RedbLog, OpenError> {
+        let path = path.to_owned();
+        validate(&path, &options)?;
+        let db = open_database(&path, backend, &options)?;
+        let last_lsn = prepare_tables(&path, &db)?;
+
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            durability: options.durability,
+            queue_events_max: options.queue_events_max,
+            appended_lsn: AtomicU64::new(last_lsn),
+            committed_lsn: AtomicU64::new(last_lsn),
+            durable_lsn: AtomicU64::new(last_lsn),
+            failed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            writer_exited: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            slots: (0..WAIT_SLOTS).map(|_| WaitSlot::default()).collect(),
+            stats: Mutex::new(LogStats::default()),
+        });
+        let db = Arc::new(db);
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let writer = Writer {
+            db: Arc::clone(&db),
+            receiver,
+            shared: Arc::clone(&shared),
+            durability: options.durability,
+            batch_events_max: options.batch_events_max,
+            next_lsn: last_lsn + 1,
+            batch: Vec::with_capacity(options.batch_events_max),
+            buffer: Vec::with_capacity(256),
+            unflushed_since: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("inv-log-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|source| OpenError::Thread { path, source })?;
+        Ok(RedbLog {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            writer: Some(handle),
+            db: Some(db),
+        })
+    }
+
+    /// The file this log writes.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
+    }
+
+    /// A copy of the writer's counters.
+    pub fn stats(&self) -> LogStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// The first failure, if the log has failed.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
+    }
+
+    /// Stops accepting events, lets the writer commit everything queued (with an fsync), joins
+    /// it and closes the file. Returns the log's failure if it had one. Dropping the log does
+    /// the same and ignores the result.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), LogError> {
+        self.shared.closed.store(true, Ordering::Release);
+        // Dropping the only sender lets the writer drain the channel and exit.
+        lock(&self.sender).take();
+        let mut result = Ok(());
+        if let Some(handle) = self.writer.take()
+            && handle.join().is_err()
+        {
+            result = Err(LogError::Io(format!(
+                "{}: the log writer panicked",
+                self.shared.path.display()
+            )));
+        }
+        if self.shared.failed.load(Ordering::Acquire) {
+            result = Err(self.shared.failure_error());
+        }
+        if let Some(db) = self.db.take() {
+            // The writer has exited, so this is the last reference unless a read is running
+            // on another thread, which `close(self)` rules out; drop covers the rest.
+            if let Ok(db) = Arc::try_unwrap(db)
+                && let Err(error) = db.close()
+                && result.is_ok()
+            {
+                result = Err(LogError::Io(format!(
+                    "{}: close failed: {error}",
+                    self.shared.path.display()
+                )));
+            }
+        }
+        result
+    }
+}
+
+impl Drop for RedbLog {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl EventLog for RedbLog {
+    fn append(&self, event: &Arc<Event>) -> Result<(), LogError> {
+        let sender = lock(&self.sender);
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.shared.failure_error());
+        }
+        let Some(sender) = sender.as_ref() else {
+            return Err(LogError::Closed);
+        };
+        let expected = Lsn(self.shared.appended_lsn.load(Ordering::Relaxed) + 1);
+        if event.lsn != expected {
+            return Err(LogError::OutOfOrder {
+                expected,
+                got: event.lsn,
+            });
+        }
+        if sender.send(Arc::clone(event)).is_err() {
+            // The writer exited: it failed (and recorded why) or panicked.
+            return Err(self.shared.failure_error());
+        }
+        self.shared
+            .appended_lsn
+            .store(event.lsn.0, Ordering::Release);
+        Ok(())
+    }
+
+    fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+        let shared = &self.shared;
+        if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
+            return Ok(());
+        }
+        if shared.failed.load(Ordering::Acquire) {
+            return Err(shared.failure_error());
+        }
+        let appended = shared.appended_lsn.load(Ordering::Acquire);
+        if lsn.0 > appended {
+            return Err(LogError::Io(format!(
+                "{}: wait for lsn {lsn}, which was never appended (last appended: {appended})",
+                shared.path.display()
+            )));
+        }
+        if let Durability::Async { .. } = shared.durability {
+            // The documented trade: the writer commits it shortly, an fsync follows within
+            // the flush interval.
+            return Ok(());
+        }
+        let slot = &shared.slots[(lsn.0 % WAIT_SLOTS as u64) as usize];
+        let mut sleeping = lock(&slot.sleeping);
+        *sleeping += 1;
+        let result = loop {
+            if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
+                break Ok(());
+            }
+            if shared.failed.load(Ordering::Acquire) {
+                break Err(LogError::Io(String::new()));
+            }
+            if shared.writer_exited.load(Ordering::Acquire) {
+                break Err(LogError::Closed);
+            }
+            sleeping = slot
+                .wake
+                .wait(sleeping)
+                .unwrap_or_else(PoisonError::into_inner);
+        };
+        *sleeping -= 1;
+        drop(sleeping);
+        match result {
+            Err(LogError::Io(_)) => Err(shared.failure_error()),
+            other => other,
+        }
+    }
+
+    fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable_lsn.load(Ordering::Acquire))
+    }
+
+    fn read_from(&self, from: Lsn, max: usize) -> Result<Vec<Arc<Event>>, LogError> {
+        let path = &self.shared.path;
+        let io = |what: &str, error: &dyn fmt::Display| {
+            LogError::Io(format!("{}: {what}: {error}", path.display()))
+        };
+        let db = self.db.as_ref().ok_or(LogError::Closed)?;
+        let txn = db.begin_read().map_err(|e| io("begin read", &e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| io("open events", &e))?;
+        let start = from.0.max(1);
+        let mut events = Vec::with_capacity(max.min(BATCH_EVENTS_MAX_DEFAULT));
+        for entry in table.range(start..).map_err(|e| io("range", &e))? {
+            if events.len() >= max {
+                break;
+            }
+            let (key, value) = entry.map_err(|e| io("read", &e))?;
+            let lsn = key.value();
+            let expected = start + events.len() as u64;
+            if lsn != expected {
+                return Err(LogError::Corrupt(format!(
+                    "{}: gap in the log: expected lsn {expected}, found {lsn}",
+                    path.display()
+                )));
+            }
+            let event = encoding::decode(Lsn(lsn), value.value()).map_err(|error| match error {
+                LogError::Corrupt(reason) => {
+                    LogError::Corrupt(format!("{}: {reason}", path.display()))
+                }
+                other => other,
+            })?;
+            events.push(Arc::new(event));
+        }
+        Ok(events)
+    }
+
+    fn admit(&self) -> Result<(), LogError> {
+        let shared = &self.shared;
+        if shared.failed.load(Ordering::Acquire) {
+            return Err(shared.failure_error());
+        }
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        // Read committed first: appended only grows, so the difference can only be
+        // overstated, never understated.
+        let committed = shared.committed_lsn.load(Ordering::Acquire);
+        let appended = shared.appended_lsn.load(Ordering::Acquire);
+        let queued = appended.saturating_sub(committed);
+        if queued >= shared.queue_events_max as u64 {
+            return Err(LogError::Full {
+                capacity: shared.queue_events_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Opening
+
+fn validate(path: &Path, options: &RedbLogOptions) -> Result<(), OpenError> {
+    let invalid = |reason: &str| OpenError::Options {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if options.batch_events_max == 0 {
+        return Err(invalid("batch_events_max must be at least 1"));
+    }
+    if options.queue_events_max == 0 {
+        return Err(invalid("queue_events_max must be at least 1"));
+    }
+    if let Durability::Async { flush_interval_ms } = options.durability
+        && flush_interval_ms == 0
+    {
+        return Err(invalid(
+            "flush_interval_ms must be at least 1 (use Durability::Sync for an fsync per batch)",
+        ));
+    }
+    Ok(())
+}
+
+fn map_open_error(path: &Path, error: DatabaseError) -> OpenError {
+    let path = path.to_owned();
+    match error {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            OpenError::InUse { path }
+        }
+        DatabaseError::UpgradeRequired(version) => OpenError::Corrupt {
+            path,
+            reason: format!("redb file format {version} is too old for redb 4"),
+        },
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == io::ErrorKind::InvalidData =>
+        {
+            OpenError::Corrupt {
+                path,
+                reason: format!("not a redb database ({source})"),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(source)) => OpenError::Io { path, source },
+        DatabaseError::Storage(StorageError::Corrupted(reason)) => {
+            OpenError::Corrupt { path, reason }
+        }
+        other => OpenError::Io {
+            path,
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
+fn open_database(
+    path: &Path,
+    backend: impl StorageBackend,
+    options: &RedbLogOptions,
+) -> Result<Database, OpenError> {
+    let mut builder = Database::builder();
+    builder
+        .set_cache_size(options.cache_size_bytes)
+        .set_check_integrity_on_open(options.check_integrity_on_open);
+    // redb may panic on a file damaged outside it (its documented behaviour without the
+    // integrity check). A panic here is still a refusal to open, so report it as corruption,
+    // naming the file, rather than unwinding through the caller.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        builder.create_with_backend(backend)
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(error)) => Err(map_open_error(path, error)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("redb panicked");
+            Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("redb could not open it: {message}"),
+            })
+        }
+    }
+}
+
+/// Creates the tables on first open, checks the format version and the gap-free prefix, and
+/// returns the last LSN in the file.
+fn prepare_tables(path: &Path, db: &Database) -> Result<u64, OpenError> {
+    let io = |what: &str, error: &dyn fmt::Display| OpenError::Io {
+        path: path.to_owned(),
+        source: io::Error::other(format!("{what}: {error}")),
+    };
+    let corrupt = |reason: String| OpenError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let txn = db.begin_write().map_err(|e| io("begin write", &e))?;
+    let last_lsn = {
+        let mut meta = txn.open_table(META).map_err(|e| io("open meta", &e))?;
+        let events = txn.open_table(EVENTS).map_err(|e| io("open events", &e))?;
+        let version = meta
+            .get(FORMAT_VERSION_KEY)
+            .map_err(|e| io("read format version", &e))?
+            .map(|v| v.value());
+        let len = events.len().map_err(|e| io("count events", &e))?;
+        match version {
+            Some(found) if found > LOG_FORMAT_VERSION => {
+                return Err(OpenError::NewerFormat {
+                    path: path.to_owned(),
+                    found,
+                    supported: LOG_FORMAT_VERSION,
+                });
+            }
+            Some(LOG_FORMAT_VERSION) => {}
+            Some(found) => return Err(corrupt(format!("unknown log format version {found}"))),
+            None if len == 0 => {
+                meta.insert(FORMAT_VERSION_KEY, LOG_FORMAT_VERSION)
+                    .map_err(|e| io("write format version", &e))?;
+            }
+            None => {
+                return Err(corrupt(format!(
+                    "{len} events but no {FORMAT_VERSION_KEY} in the meta table"
+                )));
+            }
+        }
+        let first = events.first().map_err(|e| io("read first event", &e))?;
+        let last = events.last().map_err(|e| io("read last event", &e))?;
+        match (first, last) {
+            (None, None) => 0,
+            (Some((first, _)), Some((last, _))) => {
+                let (first, last) = (first.value(), last.value());
+                if first != 1 || last != len {
+                    return Err(corrupt(format!(
+                        "the events are not a gap-free prefix: lsn {first}..={last} in {len} \
+                         entries"
+                    )));
+                }
+                last
+            }
+            _ => return Err(corrupt("the events table is inconsistent".to_owned())),
+        }
+    };
+    txn.commit().map_err(|e| io("commit", &e))?;
+    Ok(last_lsn)
+}
+
+// --------------------------------------------------------------------------------------------
+// The writer thread
+
+struct Writer {
+    db: Arc<Database>,
+    receiver: Receiver<Arc<Event>>,
+    shared: Arc<Shared>,
+    durability: Durability,
+    batch_events_max: usize,
+    /// The LSN the next written event must have.
+    next_lsn: u64,
+    batch: Vec<Arc<Event>>,
+    /// Reused for every event's bytes.
+    buffer: Vec<u8>,
+    /// In `Async` mode, when the oldest commit not yet covered by an fsync was made.
+    unflushed_since: Option<Instant>,
+}
+
+/// Marks the writer gone when its thread ends, however it ends: waiters must never sleep on a
+/// writer that will not wake them.
+struct ExitGuard(Arc<Shared>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(format!(
+                "{}: the log writer panicked",
+                self.0.path.display()
+            ));
+        }
+        self.0.writer_exited.store(true, Ordering::Release);
+        self.0.wake_all();
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let _exit = ExitGuard(Arc::clone(&self.shared));
+        loop {
+            let first = match self.flush_deadline() {
+                None => self
+                    .receiver
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(deadline) => self.receiver.recv_deadline(deadline),
+            };
+            match first {
+                Ok(event) => self.batch.push(event),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(failure) = self.flush() {
+                        self.shared.fail(failure);
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Closed: everything queued has been committed; make it durable.
+                    if self.unflushed_since.is_some()
+                        && let Err(failure) = self.flush()
+                    {
+                        self.shared.fail(failure);
+                    }
+                    return;
+                }
+            }
+            while self.batch.len() < self.batch_events_max {
+                match self.receiver.try_recv() {
+                    Ok(event) => self.batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            let fsync = match self.durability {
+                Durability::Sync => true,
+                Durability::Async { .. } => self
+                    .flush_deadline()
+                    .is_some_and(|deadline| Instant::now() >= deadline),
+            };
+            if let Err(failure) = self.commit_batch(fsync) {
+                self.shared.fail(failure);
+                return;
+            }
+            self.batch.clear();
+        }
+    }
+
+    fn flush_deadline(&self) -> Option<Instant> {
+        match self.durability {
+            Durability::Sync => None,
+            Durability::Async { flush_interval_ms } => self
+                .unflushed_since
+                .map(|since| since + Duration::from_millis(flush_interval_ms)),
+        }
+    }
+
+    /// Writes the batch in one transaction and commits it, with an fsync if `fsync`.
+    fn commit_batch(&mut self, fsync: bool) -> Result<(), String> {
+        let first = self.next_lsn;
+        let count = self.batch.len() as u64;
+        let last = first + count - 1;
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!(
+                "{}: {what} of lsn {first}..={last} failed: {error}",
+                self.shared.path.display()
+            )
+        };
+        let started = Instant::now();
+        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
+        txn.set_durability(if fsync {
+            ::redb::Durability::Immediate
+        } else {
+            ::redb::Durability::None
+        })
+        .map_err(|e| fail("set durability", &e))?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| fail("open", &e))?;
+            // Appending through a cursor at the end of the table: the keys are ascending, and
+            // the cursor refuses one that is not (a second guard on continuity).
+            let mut cursor = table
+                .upper_bound_mut(Bound::<u64>::Unbounded)
+                .map_err(|e| fail("seek", &e))?;
+            for event in &self.batch {
+                // The durable log must stay a gap-free prefix: checked in every build.
+                assert_eq!(
+                    event.lsn.0, self.next_lsn,
+                    "log writer: events must arrive in LSN order with no gap"
+                );
+                self.buffer.clear();
+                encoding::encode_into(event, &mut self.buffer).map_err(|e| fail("encode", &e))?;
+                cursor
+                    .insert_before(event.lsn.0, self.buffer.as_slice())
+                    .map_err(|e| fail("insert", &e))?;
+                self.next_lsn += 1;
+            }
+            cursor.close().map_err(|e| fail("insert", &e))?;
+        }
+        let inserted = Instant::now();
+        txn.commit().map_err(|e| fail("commit", &e))?;
+        let committed = Instant::now();
+
+        lock(&self.shared.stats).record_batch(
+            count,
+            nanos(inserted - started),
+            nanos(committed - inserted),
+            fsync,
+        );
+        if fsync {
+            self.unflushed_since = None;
+            self.shared.advance(last, Some(last));
+        } else {
+            self.unflushed_since.get_or_insert(started);
+            self.shared.advance(last, None);
+        }
+        Ok(())
+    }
+
+    /// Makes every committed batch durable with an empty fsync commit (`Async` mode).
+    fn flush(&mut self) -> Result<(), String> {
+        let last = self.next_lsn - 1;
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!(
+                "{}: {what} of the flush up to lsn {last} failed: {error}",
+                self.shared.path.display()
+            )
+        };
+        let started = Instant::now();
+        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
+        txn.set_durability(::redb::Durability::Immediate)
+            .map_err(|e| fail("set durability", &e))?;
+        txn.commit().map_err(|e| fail("commit", &e))?;
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.fsync_commits += 1;
+            stats.commit_ns += nanos(started.elapsed());
+        }
+        self.unflushed_since = None;
+        self.shared.advance(last, Some(last));
+        Ok(())
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// --------------------------------------------------------------------------------------------
+// Fault injection
+
+/// A [`FileBackend`] behind a volatile write cache, with a switch that makes the device fail.
+/// For tests and simulations of disk faults, with a real redb file underneath.
+///
+/// Writes and length changes are held in memory until `sync_data`, which applies them to the
+/// file and syncs it; reads see the cached writes over the file. That is the model of a disk
+/// (or page cache) whose unsynced writes are lost on power failure, and of Linux after a failed
+/// fsync, which may drop the dirty pages it could not write. Through the [`FaultSwitch`]:
+/// - [`FaultSwitch::fail_next_sync`]: the next `sync_data` fails with `EIO` and the cached
+///   writes are lost; from then on the device is dead.
+/// - [`FaultSwitch::power_cut`]: the cached writes are lost now and the device is dead.
+/// - [`FaultSwitch::hold_syncs`] / [`FaultSwitch::release_syncs`]: a stalled disk; every
+///   `sync_data` blocks until released (for back-pressure tests).
+///
+/// A dead device fails every read, write, length change and sync with `EIO`; the file keeps
+/// what the last successful sync left, which is what a reopen (with a plain backend) sees.
+/// Locks are passed through to the file, so a dead backend still holds and releases them.
+#[derive(Debug)]
+pub struct FaultyFileBackend {
+    inner: FileBackend,
+    state: Arc<FaultState>,
+}
+
+/// Controls a [`FaultyFileBackend`] from outside the database.
+#[derive(Debug, Clone)]
+pub struct FaultSwitch(Arc<FaultState>);
+
+#[derive(Debug, Default)]
+struct FaultState {
+    fail_next_sync: AtomicBool,
+    dead: AtomicBool,
+    cache: Mutex<WriteCache>,
+    stall: Mutex<Stall>,
+    stall_released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Stall {
+    held: bool,
+    /// `sync_data` calls blocked right now.
+    blocked: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriteCache {
+    ops: Vec<CachedOp>,
+    /// The storage length as redb sees it (`None`: the file's own length).
+    len: Option<u64>,
+}
+
+#[derive(Debug)]
+enum CachedOp {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+impl FaultSwitch {
+    /// The next `sync_data` fails and loses the writes since the last one; the device is dead
+    /// after it.
+    pub fn fail_next_sync(&self) {
+        self.0.fail_next_sync.store(true, Ordering::Release);
+    }
+
+    /// Loses every write since the last sync, now, and kills the device: the file is what a
+    /// power cut at this instant would leave.
+    pub fn power_cut(&self) {
+        let mut cache = lock(&self.0.cache);
+        self.0.dead.store(true, Ordering::Release);
+        *cache = WriteCache::default();
+        drop(cache);
+        // A dead device does not stall: blocked syncs go on to fail.
+        self.release_syncs();
+    }
+
+    /// From now on every `sync_data` blocks (before touching the file) until
+    /// [`Self::release_syncs`].
+    pub fn hold_syncs(&self) {
+        lock(&self.0.stall).held = true;
+    }
+
+    pub fn release_syncs(&self) {
+        lock(&self.0.stall).held = false;
+        self.0.stall_released.notify_all();
+    }
+
+    /// How many `sync_data` calls are blocked by [`Self::hold_syncs`] right now.
+    pub fn blocked_syncs(&self) -> u64 {
+        lock(&self.0.stall).blocked
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.0.dead.load(Ordering::Acquire)
+    }
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("injected fault: device dead ({what})"))
+}
+
+impl FaultyFileBackend {
+    /// Opens (or creates) `path` behind the cache; returns the backend and its switch.
+    pub fn open(path: &Path) -> io::Result<(FaultyFileBackend, FaultSwitch)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let inner = FileBackend::new(file).map_err(|e| io::Error::other(e.to_string()))?;
+        let state = Arc::new(FaultState::default());
+        Ok((
+            FaultyFileBackend {
+                inner,
+                state: Arc::clone(&state),
+            },
+            FaultSwitch(state),
+        ))
+    }
+
+    fn check_alive(&self, what: &str) -> io::Result<()> {
+        if self.state.dead.load(Ordering::Acquire) {
+            return Err(eio(what));
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for FaultyFileBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.check_alive("len")?;
+        let cache = lock(&self.state.cache);
+        match cache.len {
+            Some(len) => Ok(len),
+            None => self.inner.len(),
+        }
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.check_alive("read")?;
+        let cache = lock(&self.state.cache);
+        let len = match cache.len {
+            Some(len) => len,
+            None => self.inner.len()?,
+        };
+        let end = offset + out.len() as u64;
+        if end > len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the storage",
+            ));
+        }
+        // The file's bytes (zeros past its end), then every cached operation in order.
+        let file_len = self.inner.len()?;
+        let from_file = file_len.saturating_sub(offset).min(out.len() as u64) as usize;
+        if from_file > 0 {
+            self.inner.read(offset, &mut out[..from_file])?;
+        }
+        out[from_file..].fill(0);
+        for op in &cache.ops {
+            match op {
+                CachedOp::Write { offset: at, data } => {
+                    let at_end = at + data.len() as u64;
+                    let start = offset.max(*at);
+                    let stop = end.min(at_end);
+                    if start < stop {
+                        out[(start - offset) as usize..(stop - offset) as usize]
+                            .copy_from_slice(&data[(start - at) as usize..(stop - at) as usize]);
+                    }
+                }
+                CachedOp::SetLen(new_len) => {
+                    // Bytes cut off by a shrink read as zero if the storage grows again.
+                    if *new_len < end {
+                        let start = new_len.saturating_sub(offset) as usize;
+                        out[start..].fill(0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.check_alive("set_len")?;
+        let mut cache = lock(&self.state.cache);
+        cache.ops.push(CachedOp::SetLen(len));
+        cache.len = Some(len);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        {
+            let mut stall = lock(&self.state.stall);
+            stall.blocked += 1;
+            while stall.held {
+                stall = self
+                    .state
+                    .stall_released
+                    .wait(stall)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            stall.blocked -= 1;
+        }
+        self.check_alive("sync_data")?;
+        let mut cache = lock(&self.state.cache);
+        if self.state.fail_next_sync.swap(false, Ordering::AcqRel) {
+            self.state.dead.store(true, Ordering::Release);
+            *cache = WriteCache::default();
+            return Err(eio("sync_data failed; unsynced writes lost"));
+        }
+        for op in cache.ops.drain(..) {
+            match op {
+                CachedOp::Write { offset, data } => self.inner.write(offset, &data)?,
+                CachedOp::SetLen(len) => self.inner.set_len(len)?,
+            }
+        }
+        cache.len = None;
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.check_alive("write")?;
+        let mut cache = lock(&self.state.cache);
+        let end = offset + data.len() as u64;
+        let len = match cache.len {
+            Some(len) => len,
+            None => self.inner.len()?,
+        };
+        cache.len = Some(len.max(end));
+        cache.ops.push(CachedOp::Write {
+            offset,
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), ::redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), ::redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), ::redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}

@@ -1,0 +1,660 @@
+//! The durable log on real redb files in a temporary folder: what survives a close and a
+//! reopen, how opening refuses files it must not trust, and what a failing or vanishing disk
+//! leaves behind.
+//!
+//! Disk faults come from `FaultyFileBackend`, a real `FileBackend` behind a volatile write
+//! cache: a failed sync or a power cut loses exactly the writes since the last successful sync,
+//! and the file on disk is then what a restart would find. Reopening always goes through the
+//! plain `RedbLog::open`, as a restarted process would.
+#![cfg(feature = "redb")]
+
+use inv_engine::log::redb::{
+    Durability, EVENTS, FILE_NAME, FORMAT_VERSION_KEY, FaultSwitch, FaultyFileBackend,
+    LOG_FORMAT_VERSION, META,
+};
+use inv_engine::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn adjust(id: &str, sku: &str, location: &str, delta: i64) -> Command {
+    Command::Adjust(Adjust {
+        adjustment_id: AdjustmentId::from(id),
+        sku: Sku::from(sku),
+        location: Location::from(location),
+        delta,
+        reason: "receipt".into(),
+    })
+}
+
+fn reserve(id: &str, sku: &str, location: &str, qty: u64) -> Command {
+    Command::Reserve(Reserve {
+        reservation_id: ReservationId::from(id),
+        channel: Channel::from("web"),
+        lines: vec![Line::new(sku, location, qty)],
+        ttl_ms: 60_000,
+    })
+}
+
+/// A workload touching every command kind, so replay exercises every decoder and apply path.
+fn mixed_workload() -> Vec<Command> {
+    let mut commands = vec![
+        adjust("a1", "sku-1", "dc-1", 100),
+        adjust("a2", "sku-2", "dc-1", 50),
+        Command::SetSafetyStock(SetSafetyStock {
+            request_id: RequestId::from("ss1"),
+            sku: Sku::from("sku-1"),
+            location: Location::from("dc-1"),
+            qty: 5,
+        }),
+    ];
+    for i in 0..40 {
+        commands.push(reserve(&format!("r{i}"), "sku-1", "dc-1", 2));
+    }
+    commands.push(reserve("too-big", "sku-2", "dc-1", 1_000));
+    for i in 0..10 {
+        commands.push(Command::Commit(Commit {
+            reservation_id: ReservationId::from(format!("r{i}").as_str()),
+            lines: None,
+        }));
+        commands.push(Command::Release(Release {
+            reservation_id: ReservationId::from(format!("r{}", i + 10).as_str()),
+        }));
+        commands.push(Command::Extend(Extend {
+            reservation_id: ReservationId::from(format!("r{}", i + 20).as_str()),
+            request_id: RequestId::from("x1"),
+            ttl_ms: 120_000,
+        }));
+    }
+    for seq in 1..=5 {
+        commands.push(Command::RecordSale(RecordSale {
+            store_id: StoreId::from("store-1"),
+            txn_id: TxnId::from(format!("t{seq}").as_str()),
+            store_seq: seq,
+            occurred_at_ms: T0,
+            lines: vec![Line::new("sku-2", "dc-1", 1)],
+        }));
+    }
+    commands.push(Command::RecordReturn(RecordReturn {
+        return_id: ReturnId::from("ret1"),
+        lines: vec![ReturnLine {
+            sku: Sku::from("sku-2"),
+            location: Location::from("dc-1"),
+            qty: 3,
+            disposition: ReturnDisposition::Inspect,
+        }],
+    }));
+    commands.push(Command::Dispose(Dispose {
+        disposition_id: DispositionId::from("d1"),
+        return_id: ReturnId::from("ret1"),
+        sku: Sku::from("sku-2"),
+        location: Location::from("dc-1"),
+        qty: 2,
+        action: DispositionAction::Restock,
+    }));
+    commands
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(T0))
+}
+
+fn engine_on(log: &Arc<RedbLog>, clock: &Arc<ManualClock>) -> Engine {
+    let log: Arc<dyn EventLog> = Arc::clone(log) as Arc<dyn EventLog>;
+    let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
+    Engine::recover(LedgerConfig::default(), log, clock).expect("recovers")
+}
+
+fn close(engine: Engine, log: Arc<RedbLog>) -> Result<(), LogError> {
+    drop(engine);
+    Arc::into_inner(log)
+        .expect("the engine held the only other reference")
+        .close()
+}
+
+fn open(dir: &Path) -> Arc<RedbLog> {
+    Arc::new(RedbLog::open(dir, RedbLogOptions::default()).expect("opens"))
+}
+
+fn open_faulty(dir: &Path, options: RedbLogOptions) -> (Arc<RedbLog>, FaultSwitch) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let path = dir.join(FILE_NAME);
+    let (backend, switch) = FaultyFileBackend::open(&path).expect("file opens");
+    let log = RedbLog::open_with_backend(&path, backend, options).expect("log opens");
+    (Arc::new(log), switch)
+}
+
+/// Runs `commands` through an engine on a `MemLog` with the same clock: the ledger the
+/// durable log must reproduce.
+fn reference_digest(commands: &[Command]) -> u64 {
+    let engine = Engine::recover(
+        LedgerConfig::default(),
+        Arc::new(MemLog::new()),
+        Arc::new(ManualClock::new(T0)),
+    )
+    .expect("empty log");
+    for command in commands {
+        engine.submit(command.clone()).expect("accepted");
+    }
+    engine.ledger().digest()
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn events_survive_close_and_reopen_and_recovery_reproduces_the_ledger() {
+    // Goal: a reopened log replays to the same ledger. Method: run every command kind through
+    // an engine on a RedbLog, close, reopen the folder, recover, and compare digests with the
+    // live ledger and with a ledger built on a MemLog.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commands = mixed_workload();
+    let clock = clock();
+    let log = open(dir.path());
+    let engine = engine_on(&log, &clock);
+    for command in &commands {
+        let receipt = engine.submit(command.clone()).expect("accepted");
+        assert!(log.durable_lsn() >= receipt.lsn);
+    }
+    engine.ledger().check_invariants().expect("invariants");
+    let live = engine.ledger().digest();
+    assert_eq!(live, reference_digest(&commands));
+    let last = log.durable_lsn();
+    assert_eq!(last, Lsn(commands.len() as u64));
+    close(engine, log).expect("clean close");
+
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), last);
+    let engine = engine_on(&log, &clock);
+    assert_eq!(engine.ledger().digest(), live);
+    engine.ledger().check_invariants().expect("invariants");
+
+    // The reopened log keeps going from the next LSN, and a retry of an old command is
+    // answered from the replayed idempotency index.
+    let receipt = engine
+        .submit(reserve("after-reopen", "sku-1", "dc-1", 1))
+        .expect("accepted");
+    assert_eq!(receipt.lsn, last.next());
+    let retry = engine.submit(commands[3].clone()).expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, Lsn(4));
+    close(engine, log).expect("clean close");
+
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), last.next());
+    let events = log.read_from(Lsn(1), usize::MAX).expect("reads");
+    assert_eq!(events.len() as u64, last.next().0);
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.lsn, Lsn(i as u64 + 1));
+    }
+}
+
+#[test]
+fn read_from_pages_through_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    let engine = engine_on(&log, &clock());
+    engine
+        .submit(adjust("a", "sku-1", "dc-1", 1_000))
+        .expect("accepted");
+    for i in 0..99 {
+        engine
+            .submit(reserve(&format!("r{i}"), "sku-1", "dc-1", 1))
+            .expect("accepted");
+    }
+    let page = log.read_from(Lsn(10), 7).expect("reads");
+    let lsns: Vec<u64> = page.iter().map(|e| e.lsn.0).collect();
+    assert_eq!(lsns, (10..17).collect::<Vec<_>>());
+    assert_eq!(log.read_from(Lsn(0), 2).expect("reads")[0].lsn, Lsn(1));
+    assert_eq!(log.read_from(Lsn(98), 10).expect("reads").len(), 3);
+    assert!(log.read_from(Lsn(101), 10).expect("reads").is_empty());
+    assert!(log.read_from(Lsn(5), 0).expect("reads").is_empty());
+}
+
+#[test]
+fn durable_lsn_advances_with_every_acknowledged_submit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(0));
+    let engine = engine_on(&log, &clock());
+    engine
+        .submit(adjust("a", "sku-1", "dc-1", 10))
+        .expect("accepted");
+    assert_eq!(log.durable_lsn(), Lsn(1));
+    for i in 0..5 {
+        let receipt = engine
+            .submit(reserve(&format!("r{i}"), "sku-1", "dc-1", 1))
+            .expect("accepted");
+        assert_eq!(receipt.lsn, Lsn(i + 2));
+        assert!(log.durable_lsn() >= receipt.lsn);
+    }
+    let stats = log.stats();
+    assert_eq!(stats.events, 6);
+    assert_eq!(stats.fsync_commits, stats.batches);
+    assert_eq!(stats.batch_sizes.iter().sum::<u64>(), stats.batches);
+}
+
+#[test]
+fn concurrent_submitters_share_commits() {
+    // Goal: group commit under concurrency keeps the log gap-free and acknowledges every
+    // submitter. Method: 8 threads each submit 200 reserves; then the log must hold exactly
+    // the 1601 events in order, and replay must match the live ledger.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    let engine = Arc::new(engine_on(&log, &clock()));
+    engine
+        .submit(adjust("a", "sku-1", "dc-1", 1_000_000))
+        .expect("accepted");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = Arc::clone(&engine);
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let receipt = engine
+                        .submit(reserve(&format!("t{t}-{i}"), "sku-1", "dc-1", 1))
+                        .expect("accepted");
+                    assert!(log.durable_lsn() >= receipt.lsn);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("submitter");
+    }
+    let live = engine.ledger().digest();
+    let stats = log.stats();
+    assert_eq!(stats.events, 1_601);
+    let engine = Arc::into_inner(engine).expect("threads done");
+    close(engine, log).expect("clean close");
+
+    let log = open(dir.path());
+    let engine = engine_on(&log, &clock());
+    assert_eq!(engine.ledger().digest(), live);
+}
+
+#[test]
+fn a_second_open_of_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = RedbLog::open(dir.path(), RedbLogOptions::default()).expect("opens");
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("in use");
+    assert!(matches!(error, OpenError::InUse { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("data folder in use by another process"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&dir.path().join(FILE_NAME).display().to_string()),
+        "{message}"
+    );
+    // Once the first closes, the folder opens again.
+    first.close().expect("clean close");
+    RedbLog::open(dir.path(), RedbLogOptions::default())
+        .expect("opens after close")
+        .close()
+        .expect("clean close");
+}
+
+#[test]
+fn a_file_from_a_newer_format_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        engine
+            .submit(adjust("a", "sku-1", "dc-1", 10))
+            .expect("accepted");
+        close(engine, log).expect("clean close");
+    }
+    {
+        let db = redb::Database::open(&path).expect("redb opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(FORMAT_VERSION_KEY, LOG_FORMAT_VERSION + 1)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::NewerFormat { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("format version 2"), "{message}");
+
+    // Nothing was changed: the version and the event are still there.
+    let db = redb::Database::open(&path).expect("redb opens");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let meta = txn.open_table(META).expect("meta");
+    let version = redb::ReadableTable::get(&meta, FORMAT_VERSION_KEY)
+        .expect("get")
+        .expect("present")
+        .value();
+    assert_eq!(version, LOG_FORMAT_VERSION + 1);
+    let events = txn.open_table(EVENTS).expect("events");
+    assert_eq!(redb::ReadableTableMetadata::len(&events).expect("len"), 1);
+}
+
+#[test]
+fn a_garbage_file_is_refused_naming_it() {
+    // Goal: a damaged file never opens as an empty log. Method: fill ledger.redb with bytes
+    // that are not a redb database (and, separately, damage a valid one past its header).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, vec![0x5Au8; 64 * 1024]).expect("write garbage");
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("corrupt"), "{message}");
+    // The garbage is still there for inspection.
+    assert_eq!(std::fs::read(&path).expect("read"), vec![0x5Au8; 64 * 1024]);
+}
+
+#[test]
+fn a_valid_file_damaged_inside_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        engine
+            .submit(adjust("a", "sku-1", "dc-1", 1_000))
+            .expect("accepted");
+        for i in 0..500 {
+            engine
+                .submit(reserve(&format!("r{i}"), "sku-1", "dc-1", 1))
+                .expect("accepted");
+        }
+        close(engine, log).expect("clean close");
+    }
+    // Overwrite everything after the first 8 KiB (the header region) with garbage.
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert!(bytes.len() > 16 * 1024, "file is {} bytes", bytes.len());
+    for byte in &mut bytes[8 * 1024..] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+}
+
+#[test]
+fn an_undecodable_event_stops_recovery_naming_its_lsn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        engine
+            .submit(adjust("a", "sku-1", "dc-1", 10))
+            .expect("accepted");
+        engine
+            .submit(adjust("b", "sku-1", "dc-1", 10))
+            .expect("accepted");
+        close(engine, log).expect("clean close");
+    }
+    {
+        let db = redb::Database::open(&path).expect("redb opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut events = txn.open_table(EVENTS).expect("events");
+            events.insert(2, [9u8, 1, 2, 3].as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let log = open(dir.path());
+    let Err(error) = Engine::recover(LedgerConfig::default(), log, clock()) else {
+        panic!("recovery must refuse the damaged event");
+    };
+    let message = error.to_string();
+    assert!(message.contains("lsn 2"), "{message}");
+    assert!(message.contains("version 9"), "{message}");
+}
+
+#[test]
+fn a_failed_sync_fail_stops_and_only_acknowledged_events_survive() {
+    // Goal: after an fsync failure the log never claims durability it does not have, refuses
+    // further work, and the file holds exactly what was acknowledged. Method: acknowledge 20
+    // commands, make the next sync fail (losing its unsynced writes, as Linux may), submit
+    // once more (refused), then reopen with a plain backend and compare with a reference
+    // ledger built from the acknowledged commands only.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, switch) = open_faulty(dir.path(), RedbLogOptions::default());
+    let engine = engine_on(&log, &clock());
+    let mut acknowledged = vec![adjust("a", "sku-1", "dc-1", 100)];
+    for i in 0..19 {
+        acknowledged.push(reserve(&format!("r{i}"), "sku-1", "dc-1", 1));
+    }
+    for command in &acknowledged {
+        engine.submit(command.clone()).expect("accepted");
+    }
+    assert_eq!(log.durable_lsn(), Lsn(20));
+
+    switch.fail_next_sync();
+    let error = engine
+        .submit(reserve("lost", "sku-1", "dc-1", 1))
+        .expect_err("the sync fails");
+    assert!(
+        matches!(error, SubmitError::Log(LogError::Io(ref m)) if m.contains("injected fault")),
+        "{error:?}"
+    );
+    assert_eq!(
+        log.durable_lsn(),
+        Lsn(20),
+        "the failed batch is not durable"
+    );
+    assert!(log.failure().is_some());
+    assert!(matches!(log.admit(), Err(LogError::Io(_))));
+    assert!(matches!(log.wait_durable(Lsn(21)), Err(LogError::Io(_))));
+    assert_eq!(log.wait_durable(Lsn(20)), Ok(()), "durable stays durable");
+    // Later commands are refused before anything is decided.
+    let next_lsn = engine.ledger().next_lsn();
+    let error = engine
+        .submit(reserve("after", "sku-1", "dc-1", 1))
+        .expect_err("fail-stopped");
+    assert!(
+        matches!(error, SubmitError::Log(LogError::Io(_))),
+        "{error:?}"
+    );
+    assert_eq!(engine.ledger().next_lsn(), next_lsn);
+    assert!(matches!(
+        close(engine, log),
+        Err(LogError::Io(m)) if m.contains("injected fault")
+    ));
+
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(20));
+    let engine = engine_on(&log, &clock());
+    assert_eq!(engine.ledger().digest(), reference_digest(&acknowledged));
+}
+
+#[test]
+fn acknowledged_events_survive_a_power_cut() {
+    // Sync mode: whatever was acknowledged before the power went is in the file afterwards.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, switch) = open_faulty(dir.path(), RedbLogOptions::default());
+    let engine = engine_on(&log, &clock());
+    let mut acknowledged = vec![adjust("a", "sku-1", "dc-1", 100)];
+    for i in 0..30 {
+        acknowledged.push(reserve(&format!("r{i}"), "sku-1", "dc-1", 1));
+    }
+    for command in &acknowledged {
+        engine.submit(command.clone()).expect("accepted");
+    }
+    switch.power_cut();
+    drop(engine);
+    drop(log);
+
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(31));
+    let engine = engine_on(&log, &clock());
+    assert_eq!(engine.ledger().digest(), reference_digest(&acknowledged));
+}
+
+#[test]
+fn async_mode_roundtrips_and_flushes_within_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = RedbLogOptions {
+        durability: Durability::Async {
+            flush_interval_ms: 20,
+        },
+        ..RedbLogOptions::default()
+    };
+    let commands = mixed_workload();
+    let log = Arc::new(RedbLog::open(dir.path(), options).expect("opens"));
+    let engine = engine_on(&log, &clock());
+    for command in &commands {
+        engine.submit(command.clone()).expect("accepted");
+    }
+    let last = Lsn(commands.len() as u64);
+    // Acknowledged at once; durable within the flush interval even with no further traffic.
+    wait_until("the flush covers every event", || log.durable_lsn() == last);
+    assert!(log.stats().fsync_commits >= 1);
+    let live = engine.ledger().digest();
+    close(engine, log).expect("clean close");
+
+    let log = Arc::new(RedbLog::open(dir.path(), options).expect("reopens"));
+    assert_eq!(log.durable_lsn(), last);
+    let engine = engine_on(&log, &clock());
+    assert_eq!(engine.ledger().digest(), live);
+    assert_eq!(live, reference_digest(&commands));
+}
+
+#[test]
+fn async_mode_loses_at_most_the_unflushed_window_on_a_power_cut() {
+    // Goal: the documented trade of Async mode, no more. Method: with a flush interval far
+    // longer than the test, acknowledge commands (committed without fsync), cut the power,
+    // and check that the file holds exactly the prefix an fsync had covered: the events up
+    // to the first flush (at open) and nothing after.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = RedbLogOptions {
+        durability: Durability::Async {
+            flush_interval_ms: 600_000,
+        },
+        ..RedbLogOptions::default()
+    };
+    let (log, switch) = open_faulty(dir.path(), options);
+    let engine = engine_on(&log, &clock());
+    for i in 0..10 {
+        engine
+            .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
+            .expect("acknowledged");
+    }
+    wait_until("the writer commits every batch", || {
+        log.stats().events == 10
+    });
+    assert_eq!(log.durable_lsn(), Lsn(0), "nothing was fsynced");
+    // Readable before it is durable.
+    assert_eq!(log.read_from(Lsn(1), 100).expect("reads").len(), 10);
+    switch.power_cut();
+    drop(engine);
+    drop(log);
+
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(0));
+    assert!(log.read_from(Lsn(1), 100).expect("reads").is_empty());
+}
+
+#[test]
+fn a_full_queue_refuses_commands_untouched() {
+    // Goal: back-pressure. Method: stall the disk so the writer sits in its first fsync,
+    // append until the queue limit, and check admit refuses and the engine decides nothing;
+    // then release the disk and check everything drains and is acknowledged.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = RedbLogOptions {
+        queue_events_max: 4,
+        ..RedbLogOptions::default()
+    };
+    let (log, switch) = open_faulty(dir.path(), options);
+    let engine = Arc::new(engine_on(&log, &clock()));
+    switch.hold_syncs();
+    let first = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || engine.submit(adjust("a", "sku-1", "dc-1", 100)))
+    };
+    wait_until("the writer blocks in its fsync", || {
+        switch.blocked_syncs() == 1
+    });
+    // Three more fit in the queue (one batch in flight + three queued = 4 = the limit).
+    let queued: Vec<_> = (0..3)
+        .map(|i| {
+            let engine = Arc::clone(&engine);
+            std::thread::spawn(move || engine.submit(reserve(&format!("q{i}"), "sku-1", "dc-1", 1)))
+        })
+        .collect();
+    wait_until("the queue is full", || engine.ledger().next_lsn() == Lsn(5));
+    let before = engine.ledger().next_lsn();
+    let error = engine
+        .submit(reserve("refused", "sku-1", "dc-1", 1))
+        .expect_err("queue full");
+    assert_eq!(error, SubmitError::Log(LogError::Full { capacity: 4 }));
+    assert_eq!(engine.ledger().next_lsn(), before, "nothing was decided");
+    assert!(engine.reservation("refused").is_none());
+
+    switch.release_syncs();
+    first.join().expect("thread").expect("acknowledged");
+    for thread in queued {
+        thread.join().expect("thread").expect("acknowledged");
+    }
+    assert_eq!(log.durable_lsn(), Lsn(4));
+    assert_eq!(log.admit(), Ok(()));
+    engine
+        .submit(reserve("refused", "sku-1", "dc-1", 1))
+        .expect("accepted once drained");
+}
+
+#[test]
+fn appends_out_of_order_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = RedbLog::open(dir.path(), RedbLogOptions::default()).expect("opens");
+    let event = |lsn: u64| {
+        Arc::new(Event {
+            lsn: Lsn(lsn),
+            at_ms: T0,
+            command: adjust("a", "sku-1", "dc-1", 1),
+            outcome: Outcome::Recorded,
+        })
+    };
+    assert_eq!(
+        log.append(&event(2)),
+        Err(LogError::OutOfOrder {
+            expected: Lsn(1),
+            got: Lsn(2)
+        })
+    );
+    log.append(&event(1)).expect("in order");
+    assert!(matches!(
+        log.append(&event(1)),
+        Err(LogError::OutOfOrder { .. })
+    ));
+    log.wait_durable(Lsn(1)).expect("durable");
+    assert!(log.wait_durable(Lsn(2)).is_err(), "never appended");
+    log.close().expect("clean close");
+}
+
+#[test]
+fn invalid_options_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let error = RedbLog::open(
+        dir.path(),
+        RedbLogOptions {
+            batch_events_max: 0,
+            ..RedbLogOptions::default()
+        },
+    )
+    .expect_err("refused");
+    assert!(matches!(error, OpenError::Options { .. }), "{error:?}");
+    assert!(error.to_string().contains(FILE_NAME), "{error}");
+}
