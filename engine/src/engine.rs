@@ -6,7 +6,7 @@
 
 use crate::clock::Clock;
 use crate::command::Command;
-use crate::error::{ReplayError, SubmitError};
+use crate::error::{LogError, ReplayError, SubmitError};
 use crate::ledger::{Availability, HoldView, Ledger, LedgerConfig, Receipt, StoreStatus};
 use crate::log::EventLog;
 use std::sync::Arc;
@@ -40,7 +40,10 @@ impl Engine {
     pub fn submit(&self, command: Command) -> Result<Receipt, SubmitError> {
         // Back-pressure before any lock is taken: a full log queue refuses the command
         // untouched, so the caller may retry it as it is.
-        self.ledger.log().admit()?;
+        self.ledger.log().admit().map_err(|error| match error {
+            LogError::Full { capacity } => SubmitError::Busy { capacity },
+            error => SubmitError::Log(error),
+        })?;
         let receipt = self.ledger.submit(command, self.clock.now_ms())?;
         self.ledger.log().wait_durable(receipt.lsn)?;
         Ok(receipt)

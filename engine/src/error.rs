@@ -32,10 +32,14 @@ pub enum SubmitError {
         requested: u64,
         quarantined: u64,
     },
+    /// The log's write queue is at its limit. Nothing was applied; retry the same command.
+    #[error("write queue full ({capacity} events waiting to be made durable); retry later")]
+    Busy { capacity: usize },
     /// The event log failed earlier; the engine refuses writes until restarted (fail-stop).
     #[error("engine stopped accepting writes after a log failure: {0}")]
     FailStopped(String),
-    /// The log refused this event (it was not applied); the engine is now fail-stopped.
+    /// The log failed. If `submit` returns this, the event was not acknowledged (it may or
+    /// may not survive a restart) and the engine is now fail-stopped.
     #[error("event log: {0}")]
     Log(#[from] LogError),
 }

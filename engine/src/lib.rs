@@ -55,6 +55,6 @@ pub use ledger::{
 };
 #[cfg(feature = "redb")]
 pub use log::redb::{OpenError, RedbLog, RedbLogOptions};
-pub use log::{DiscardLog, EventLog, MemLog};
+pub use log::{DiscardLog, DurableListener, EventLog, MemLog};
 pub use outcome::{Outcome, ShortLine};
 pub use types::*;

@@ -599,7 +599,7 @@ fn a_full_queue_refuses_commands_untouched() {
     let error = engine
         .submit(reserve("refused", "sku-1", "dc-1", 1))
         .expect_err("queue full");
-    assert_eq!(error, SubmitError::Log(LogError::Full { capacity: 4 }));
+    assert_eq!(error, SubmitError::Busy { capacity: 4 });
     assert_eq!(engine.ledger().next_lsn(), before, "nothing was decided");
     assert!(engine.reservation("refused").is_none());
 

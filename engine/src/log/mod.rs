@@ -42,7 +42,21 @@ pub trait EventLog: Send + Sync {
     fn admit(&self) -> Result<(), LogError> {
         Ok(())
     }
+
+    /// `Err` once the log has failed or closed; never blocks. With [`EventLog::durable_lsn`]
+    /// and a listener, this lets an async caller wait for durability without a thread.
+    fn health(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// Registers `listener`, called on the log's own thread whenever the durable LSN advances
+    /// or the log fails (it must be quick and must not block). At most one listener; logs that
+    /// are durable as soon as `append` returns keep the default, which never calls it.
+    fn set_durable_listener(&self, _listener: DurableListener) {}
 }
+
+/// A wake-up for whoever waits on durability; it reads [`EventLog::durable_lsn`] itself.
+pub type DurableListener = Arc<dyn Fn() + Send + Sync>;
 
 /// Keeps every event in memory; durable as soon as appended. For tests, simulations and
 /// replay checks: `read_from(1)` into a fresh ledger must reproduce the live one.

@@ -217,6 +217,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// Where `wait_durable` sleeps: a waiter for LSN `n` uses slot `n % WAIT_SLOTS`.
     slots: Box<[WaitSlot]>,
+    /// Told after every advance or failure (see `EventLog::set_durable_listener`).
+    listener: std::sync::OnceLock<super::DurableListener>,
     stats: Mutex<LogStats>,
 }
 
@@ -266,6 +268,9 @@ impl Shared {
 
     /// Wakes every sleeping waiter, after the state it waits on has been published.
     fn wake_all(&self) {
+        if let Some(listener) = self.listener.get() {
+            listener();
+        }
         for slot in self.slots.iter() {
             // Taking the slot's lock after the store is what makes a waiter that checked just
             // before the store see this notify.
@@ -346,6 +351,7 @@ impl RedbLog {
             writer_exited: AtomicBool::new(false),
             failure: Mutex::new(None),
             slots: (0..WAIT_SLOTS).map(|_| WaitSlot::default()).collect(),
+            listener: std::sync::OnceLock::new(),
             stats: Mutex::new(LogStats::default()),
         });
         let db = Arc::new(db);
@@ -546,6 +552,20 @@ impl EventLog for RedbLog {
             events.push(Arc::new(event));
         }
         Ok(events)
+    }
+
+    fn health(&self) -> Result<(), LogError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.shared.failure_error());
+        }
+        Ok(())
+    }
+
+    fn set_durable_listener(&self, listener: super::DurableListener) {
+        // A second listener is ignored: the API registers one at startup.
+        let _ = self.shared.listener.set(listener);
+        // Anything already durable should not wait for the next batch to be noticed.
+        self.shared.wake_all();
     }
 
     fn admit(&self) -> Result<(), LogError> {
