@@ -252,29 +252,30 @@ fn hash_str(s: &str) -> u64 {
     xxh3_64(s.as_bytes())
 }
 
-fn hash_lines(lines: &[Line]) -> u64 {
+/// Hashes (sku, location, qty, extra) per line; `extra` carries per-line fields beyond those.
+fn hash_positions<'a>(lines: impl Iterator<Item = (&'a Sku, &'a Location, u64, u8)>) -> u64 {
     let mut h = Xxh3::new();
-    for line in lines {
-        h.update(line.sku.as_str().as_bytes());
+    for (sku, location, qty, extra) in lines {
+        h.update(sku.as_str().as_bytes());
         h.update(&[0]);
-        h.update(line.location.as_str().as_bytes());
+        h.update(location.as_str().as_bytes());
         h.update(&[0]);
-        h.update(&line.qty.to_le_bytes());
+        h.update(&qty.to_le_bytes());
+        h.update(&[extra]);
     }
     h.digest()
 }
 
+fn hash_lines(lines: &[Line]) -> u64 {
+    hash_positions(lines.iter().map(|l| (&l.sku, &l.location, l.qty, 0)))
+}
+
 fn hash_return_lines(lines: &[ReturnLine]) -> u64 {
-    let mut h = Xxh3::new();
-    for line in lines {
-        h.update(line.sku.as_str().as_bytes());
-        h.update(&[0]);
-        h.update(line.location.as_str().as_bytes());
-        h.update(&[0]);
-        h.update(&line.qty.to_le_bytes());
-        h.update(&[line.disposition as u8]);
-    }
-    h.digest()
+    hash_positions(
+        lines
+            .iter()
+            .map(|l| (&l.sku, &l.location, l.qty, l.disposition as u8)),
+    )
 }
 
 impl Command {

@@ -168,6 +168,21 @@ impl Scope<'_> {
         guard
     }
 
+    /// Remembers `event`'s outcome under its idempotency key, so a retry gets it back.
+    fn record_outcome(&mut self, key: IdempotencyKey, fingerprint: Fingerprint, event: &Event) {
+        let record = KeyRecord {
+            fingerprint,
+            lsn: event.lsn,
+            at_ms: event.at_ms,
+            outcome: event.outcome.clone(),
+        };
+        self.keys
+            .as_mut()
+            .expect("keyed commands lock their key shard")
+            .records
+            .insert(key, record);
+    }
+
     fn holds(&mut self) -> &mut HoldShard {
         self.holds
             .as_mut()
@@ -400,20 +415,7 @@ impl Ledger {
         self.apply(&mut scope, &event)
             .expect("an event decided under these locks applies to them");
         if let Some(key) = key {
-            scope
-                .keys
-                .as_mut()
-                .expect("keyed commands lock their key shard")
-                .records
-                .insert(
-                    key,
-                    KeyRecord {
-                        fingerprint,
-                        lsn: event.lsn,
-                        at_ms: event.at_ms,
-                        outcome: event.outcome.clone(),
-                    },
-                );
+            scope.record_outcome(key, fingerprint, &event);
         }
         Ok(Receipt {
             lsn: event.lsn,
@@ -445,20 +447,7 @@ impl Ledger {
                 reason,
             })?;
         if let Some(key) = key {
-            scope
-                .keys
-                .as_mut()
-                .expect("keyed commands lock their key shard")
-                .records
-                .insert(
-                    key,
-                    KeyRecord {
-                        fingerprint: event.command.fingerprint(),
-                        lsn: event.lsn,
-                        at_ms: event.at_ms,
-                        outcome: event.outcome.clone(),
-                    },
-                );
+            scope.record_outcome(key, event.command.fingerprint(), event);
         }
         Ok(())
     }
