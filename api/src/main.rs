@@ -1,201 +1,468 @@
 //! `inventory`: the engine's command-line entry point.
 //!
-//! Until the gRPC server lands (see the API issue), running it without arguments plays an
-//! in-process flash sale against a real ledger, so a fresh checkout shows the engine working:
-//! concurrent marketplace holds racing for a hot sku, commits, releases, expiries, store sales
-//! and a return, then the invariants and a replay of the log checked against the live state.
+//! - `inventory` or `inventory serve`: open the data folder's event log, recover the ledger
+//!   from it, and serve the gRPC API until SIGINT or SIGTERM, then drain and flush.
+//! - `inventory demo`: an in-process flash sale against a real ledger (see `demo.rs`).
+//!
+//! Settings come from, in order of precedence: flags, `INVENTORY_*` environment variables, the
+//! TOML file named by `--config`, and the defaults. Everything here is wiring: the server
+//! itself is `inv_api::serve`.
+
+mod demo;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
-use inv_engine::*;
+use clap::{Parser, Subcommand, ValueEnum};
+use inv_api::ServerConfig;
+use inv_engine::log::redb::Durability;
+use inv_engine::{Engine, LedgerConfig, RedbLog, RedbLogOptions, SystemClock};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
     name = "inventory",
     version,
-    about = "Inventory availability and reservation engine"
+    about = "Inventory availability and reservation engine",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// With no subcommand, `inventory` serves (these are `serve`'s flags).
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Play an in-process flash sale against a real ledger and check its invariants (default).
-    Demo(DemoArgs),
+    /// Serve the gRPC API over the data folder (the default).
+    Serve(ServeArgs),
+    /// Play an in-process flash sale against a real ledger and check its invariants.
+    Demo(demo::DemoArgs),
 }
 
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Units of the hot sku in stock when the sale opens.
-    #[arg(long, default_value_t = 1_000)]
-    stock: u64,
-    /// Concurrent marketplace connectors.
-    #[arg(long, default_value_t = 8)]
-    connectors: u64,
-    /// Reserve attempts per connector.
-    #[arg(long, default_value_t = 400)]
-    attempts: u64,
-    /// Lock shards (a power of two).
-    #[arg(long, default_value_t = 64)]
-    shards: usize,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DurabilityMode {
+    /// Acknowledge a write only after its fsync (group commit shares one fsync across writers).
+    Sync,
+    /// Acknowledge once queued; fsync every --flush-interval-ms. A power loss can lose that
+    /// window of acknowledged writes; a process crash loses nothing the writer committed.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "INVENTORY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "INVENTORY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Folder of the event log (created if missing) [default: ./data].
+    #[arg(long, env = "INVENTORY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Lock shards of the ledger, a power of two [default: 64].
+    #[arg(long, env = "INVENTORY_SHARDS")]
+    shards: Option<usize>,
+    /// When a write is acknowledged [default: sync].
+    #[arg(long, env = "INVENTORY_DURABILITY", value_enum)]
+    durability: Option<DurabilityMode>,
+    /// With --durability async: most time between fsyncs, in ms [default: 100].
+    #[arg(long, env = "INVENTORY_FLUSH_INTERVAL_MS", value_name = "MS")]
+    flush_interval_ms: Option<u64>,
+    /// How long idempotency keys and ended holds are remembered, in ms [default: 7 days].
+    #[arg(long, env = "INVENTORY_KEY_RETENTION_MS", value_name = "MS")]
+    key_retention_ms: Option<u64>,
+    /// Interactive writes in progress at once [default: 8192].
+    #[arg(long, env = "INVENTORY_WRITES_IN_FLIGHT_MAX", value_name = "N")]
+    writes_in_flight_max: Option<usize>,
+    /// Bulk calls (RecordSales, RecordReturns) running at once [default: 8].
+    #[arg(long, env = "INVENTORY_BULK_IN_FLIGHT_MAX", value_name = "N")]
+    bulk_in_flight_max: Option<usize>,
+    /// Open WatchAvailability streams [default: 1024].
+    #[arg(long, env = "INVENTORY_WATCH_STREAMS_MAX", value_name = "N")]
+    watch_streams_max: Option<usize>,
+    /// How long shutdown waits for in-flight calls, in ms [default: 10000].
+    #[arg(long, env = "INVENTORY_DRAIN_TIMEOUT_MS", value_name = "MS")]
+    drain_timeout_ms: Option<u64>,
+    /// Log filter, in tracing's EnvFilter syntax [default: info].
+    #[arg(long, env = "INVENTORY_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// Log line format [default: text].
+    #[arg(long, env = "INVENTORY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// The `--config` file. Every key is optional; unknown keys are refused so a typo is not
+/// silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    durability: Option<DurabilityMode>,
+    flush_interval_ms: Option<u64>,
+    key_retention_ms: Option<u64>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+    /// Limits and timings of the server (`inv_api::ServerConfig`; missing keys take defaults).
+    server: ServerConfig,
+    /// The event log's batching and caching.
+    event_log: EventLogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct EventLogFile {
+    batch_events_max: Option<usize>,
+    queue_events_max: Option<usize>,
+    check_integrity_on_open: Option<bool>,
+    cache_size_bytes: Option<usize>,
+}
+
+/// Every setting resolved.
+#[derive(Debug)]
+struct Settings {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    ledger: LedgerConfig,
+    log_options: RedbLogOptions,
+    server: ServerConfig,
+    log: String,
+    log_format: LogFormat,
+}
+
+const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
+const DATA_DIR_DEFAULT: &str = "./data";
+const FLUSH_INTERVAL_MS_DEFAULT: u64 = 100;
+
+impl Settings {
+    fn resolve(args: ServeArgs) -> Result<Settings> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Flags and environment (already merged by clap) over the file over the defaults.
+    fn merge(args: ServeArgs, file: FileConfig) -> Result<Settings> {
+        let ledger_default = LedgerConfig::default();
+        let ledger = LedgerConfig {
+            shards: args.shards.or(file.shards).unwrap_or(ledger_default.shards),
+            key_retention_ms: args
+                .key_retention_ms
+                .or(file.key_retention_ms)
+                .unwrap_or(ledger_default.key_retention_ms),
+        };
+        if !ledger.shards.is_power_of_two() || ledger.shards > inv_engine::limits::SHARDS_MAX {
+            bail!(
+                "shards must be a power of two of at most {}, got {}",
+                inv_engine::limits::SHARDS_MAX,
+                ledger.shards
+            );
+        }
+        let flush_interval_ms = args
+            .flush_interval_ms
+            .or(file.flush_interval_ms)
+            .unwrap_or(FLUSH_INTERVAL_MS_DEFAULT);
+        let durability = match args
+            .durability
+            .or(file.durability)
+            .unwrap_or(DurabilityMode::Sync)
+        {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Async => Durability::Async { flush_interval_ms },
+        };
+        let log_default = RedbLogOptions::default();
+        let log_options = RedbLogOptions {
+            durability,
+            batch_events_max: file
+                .event_log
+                .batch_events_max
+                .unwrap_or(log_default.batch_events_max),
+            queue_events_max: file
+                .event_log
+                .queue_events_max
+                .unwrap_or(log_default.queue_events_max),
+            check_integrity_on_open: file
+                .event_log
+                .check_integrity_on_open
+                .unwrap_or(log_default.check_integrity_on_open),
+            cache_size_bytes: file
+                .event_log
+                .cache_size_bytes
+                .unwrap_or(log_default.cache_size_bytes),
+        };
+        let mut server = file.server;
+        if let Some(n) = args.writes_in_flight_max {
+            server.writes_in_flight_max = n;
+        }
+        if let Some(n) = args.bulk_in_flight_max {
+            server.bulk_in_flight_max = n;
+        }
+        if let Some(n) = args.watch_streams_max {
+            server.watch_streams_max = n;
+        }
+        if let Some(ms) = args.drain_timeout_ms {
+            server.drain_timeout_ms = ms;
+        }
+        // An async log acknowledges on append (its wait_durable returns at once); so does the
+        // server, rather than waiting for the next fsync.
+        server.ack_on_append = matches!(durability, Durability::Async { .. });
+        server.validate()?;
+        Ok(Settings {
+            listen: match args.listen.or(file.listen) {
+                Some(listen) => listen,
+                None => LISTEN_DEFAULT.parse().expect("the default address parses"),
+            },
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            ledger,
+            log_options,
+            server,
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+        })
+    }
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Cmd::Demo(DemoArgs {
-        stock: 1_000,
-        connectors: 8,
-        attempts: 400,
-        shards: 64,
-    })) {
-        Cmd::Demo(args) => demo(&args),
+    match cli.command {
+        Some(Cmd::Demo(args)) => demo::run(&args),
+        Some(Cmd::Serve(args)) => serve(args),
+        None => serve(cli.serve),
     }
 }
 
-const SKU: &str = "sneaker-42";
-const DC: &str = "web-dc";
-const TTL_MS: u64 = 15 * 60_000;
-
-fn demo(args: &DemoArgs) -> Result<()> {
-    if !args.shards.is_power_of_two() {
-        bail!("--shards must be a power of two, got {}", args.shards);
-    }
-    let log = Arc::new(MemLog::new());
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let config = LedgerConfig {
-        shards: args.shards,
-        ..LedgerConfig::default()
+fn init_tracing(settings: &Settings) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .with_context(|| format!("invalid log filter {:?}", settings.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match settings.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
     };
-    let engine = Engine::recover(config, log.clone(), clock.clone())?;
+    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
 
-    engine.submit(Command::Adjust(Adjust {
-        adjustment_id: AdjustmentId::from("receipt-1"),
-        sku: Sku::from(SKU),
-        location: Location::from(DC),
-        delta: i64::try_from(args.stock).context("--stock too large")?,
-        reason: "goods receipt".into(),
-    }))?;
+fn serve(args: ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(args)?;
+    init_tracing(&settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("inventory")
+        // Every write waits for durability on a blocking thread; see ServerConfig.
+        .max_blocking_threads(settings.server.blocking_threads_max() + 16)
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(settings))
+}
 
-    let granted_units = AtomicU64::new(0);
-    let rejected = AtomicU64::new(0);
-    let committed_units = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for connector in 0..args.connectors {
-            let (engine, granted_units, rejected, committed_units) =
-                (&engine, &granted_units, &rejected, &committed_units);
-            scope.spawn(move || -> Result<()> {
-                for attempt in 0..args.attempts {
-                    let id = format!("c{connector}-{attempt}");
-                    let qty = 1 + (connector + attempt) % 3;
-                    let receipt = engine.submit(Command::Reserve(Reserve {
-                        reservation_id: ReservationId::from(id.as_str()),
-                        channel: Channel::from(format!("marketplace-{connector}").as_str()),
-                        lines: vec![Line::new(SKU, DC, qty)],
-                        ttl_ms: TTL_MS,
-                    }))?;
-                    // Retries are safe: the same request gets the same answer.
-                    let retry = engine.submit(Command::Reserve(Reserve {
-                        reservation_id: ReservationId::from(id.as_str()),
-                        channel: Channel::from(format!("marketplace-{connector}").as_str()),
-                        lines: vec![Line::new(SKU, DC, qty)],
-                        ttl_ms: TTL_MS,
-                    }))?;
-                    assert_eq!(retry.lsn, receipt.lsn);
-                    match receipt.outcome {
-                        Outcome::Granted { .. } => {
-                            granted_units.fetch_add(qty, Ordering::Relaxed);
-                            // 7 in 10 checkouts complete, 1 in 10 is abandoned, the rest time out.
-                            match attempt % 10 {
-                                0..=6 => {
-                                    engine.submit(Command::Commit(Commit {
-                                        reservation_id: ReservationId::from(id.as_str()),
-                                        lines: None,
-                                    }))?;
-                                    committed_units.fetch_add(qty, Ordering::Relaxed);
-                                }
-                                7 => {
-                                    engine.submit(Command::Release(Release {
-                                        reservation_id: ReservationId::from(id.as_str()),
-                                    }))?;
-                                }
-                                _ => {}
-                            }
-                        }
-                        _ => {
-                            rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Ok(())
-            });
-        }
-    });
+async fn run(settings: Settings) -> Result<()> {
+    info!(
+        data_dir = %settings.data_dir.display(),
+        durability = ?settings.log_options.durability,
+        shards = settings.ledger.shards,
+        "opening the event log"
+    );
+    let started = Instant::now();
+    let (engine, log) = {
+        let data_dir = settings.data_dir.clone();
+        let (ledger, log_options) = (settings.ledger, settings.log_options);
+        tokio::task::spawn_blocking(move || open(&data_dir, ledger, log_options))
+            .await
+            .context("recovery panicked")??
+    };
+    let events = engine.ledger().next_lsn().0 - 1;
+    info!(
+        events,
+        holds_open = engine.ledger().holds_open(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered the ledger from the log"
+    );
 
-    let during = engine.check(SKU, DC).context("position exists")?;
-    clock.advance_ms(TTL_MS);
-    let mut expired = 0;
-    loop {
-        let n = engine.expire_due(1_000)?;
-        if n == 0 {
-            break;
-        }
-        expired += n;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    info!(addr = %listener.local_addr()?, "serving inventory.v1");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let engine = Arc::new(engine);
+    inv_api::serve(
+        Arc::clone(&engine),
+        settings.server,
+        incoming,
+        shutdown_signal(),
+    )
+    .await?;
+
+    // Calls whose clients left may still be finishing on the blocking pool; each holds the
+    // engine until it is done. Wait for them (bounded), then close the log, which commits
+    // and fsyncs everything still queued.
+    let deadline = Instant::now() + Duration::from_millis(settings.server.drain_timeout_ms);
+    while Arc::strong_count(&engine) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let after = engine.check(SKU, DC).context("position exists")?;
-
-    let replayed = Ledger::new(config, Arc::new(MemLog::new()));
-    replayed.replay_log(log.as_ref())?;
-    let invariants = engine.ledger().check_invariants();
-
-    println!(
-        "flash sale on {SKU} at {DC}: {} units, {} connectors x {} attempts",
-        args.stock, args.connectors, args.attempts
-    );
-    println!(
-        "  units granted            {:>8}",
-        granted_units.load(Ordering::Relaxed)
-    );
-    println!(
-        "  reserves rejected        {:>8}   (oversells prevented)",
-        rejected.load(Ordering::Relaxed)
-    );
-    println!(
-        "  units committed          {:>8}",
-        committed_units.load(Ordering::Relaxed)
-    );
-    println!(
-        "  during sale   on_hand {:>6}  reserved {:>6}  available {:>6}",
-        during.on_hand, during.reserved, during.available
-    );
-    println!("  holds expired            {expired:>8}");
-    println!(
-        "  after expiry  on_hand {:>6}  reserved {:>6}  available {:>6}",
-        after.on_hand, after.reserved, after.available
-    );
-    println!("  events logged            {:>8}", log.len());
-    println!(
-        "  invariants               {}",
-        if invariants.is_ok() { "ok" } else { "VIOLATED" }
-    );
-    println!(
-        "  replay digest            {}",
-        if replayed.digest() == engine.ledger().digest() {
-            "equal to live state"
-        } else {
-            "DIFFERS"
+    let lsn = engine.ledger().next_lsn().0 - 1;
+    drop(engine);
+    match Arc::try_unwrap(log) {
+        Ok(log) => {
+            tokio::task::spawn_blocking(move || log.close())
+                .await
+                .context("closing the log panicked")?
+                .context("closing the event log")?;
+            info!(lsn, "event log closed");
         }
-    );
-    invariants.map_err(anyhow::Error::msg)?;
-    if replayed.digest() != engine.ledger().digest() {
-        bail!("replaying the log did not reproduce the live state");
-    }
-    // Released and expired units go back on sale, so grants may exceed stock; sales may not.
-    if committed_units.load(Ordering::Relaxed) > args.stock || during.available < 0 {
-        bail!("sold more units than were in stock");
+        Err(_) => warn!("engine calls still running; the log flushes when the last one ends"),
     }
     Ok(())
+}
+
+/// Opens the data folder's log and rebuilds the ledger from it.
+fn open(
+    data_dir: &Path,
+    ledger: LedgerConfig,
+    options: RedbLogOptions,
+) -> Result<(Engine, Arc<RedbLog>)> {
+    let log = Arc::new(
+        RedbLog::open(data_dir, options)
+            .with_context(|| format!("opening the event log in {}", data_dir.display()))?,
+    );
+    let engine = Engine::recover(ledger, log.clone(), Arc::new(SystemClock))
+        .with_context(|| format!("replaying the event log in {}", data_dir.display()))?;
+    Ok((engine, log))
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => info!("SIGINT received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:7000"
+            shards = 32
+            durability = "async"
+            [server]
+            bulk_in_flight_max = 2
+            expire_interval_ms = 250
+            [event_log]
+            batch_events_max = 64
+            "#,
+        )
+        .expect("a valid file");
+        let args = ServeArgs {
+            shards: Some(128),
+            bulk_in_flight_max: Some(4),
+            ..ServeArgs::default()
+        };
+        let settings = Settings::merge(args, file).expect("valid settings");
+        assert_eq!(settings.listen, "0.0.0.0:7000".parse().expect("an address"));
+        assert_eq!(settings.ledger.shards, 128);
+        assert_eq!(settings.server.bulk_in_flight_max, 4);
+        assert_eq!(settings.server.expire_interval_ms, 250);
+        assert_eq!(
+            settings.server.writes_in_flight_max,
+            ServerConfig::default().writes_in_flight_max
+        );
+        assert_eq!(settings.log_options.batch_events_max, 64);
+        assert_eq!(
+            settings.log_options.durability,
+            Durability::Async {
+                flush_interval_ms: FLUSH_INTERVAL_MS_DEFAULT
+            }
+        );
+        assert_eq!(settings.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_with_sync_durability() {
+        let settings =
+            Settings::merge(ServeArgs::default(), FileConfig::default()).expect("valid defaults");
+        assert_eq!(settings.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(settings.log_options.durability, Durability::Sync);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let args = ServeArgs {
+            shards: Some(3),
+            ..ServeArgs::default()
+        };
+        assert!(Settings::merge(args, FileConfig::default()).is_err());
+        assert!(toml::from_str::<FileConfig>("shardz = 4").is_err());
+        let args = ServeArgs {
+            bulk_in_flight_max: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(Settings::merge(args, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_serves() {
+        let cli = Cli::try_parse_from(["inventory", "--listen", "127.0.0.1:1"]).expect("parses");
+        assert!(cli.command.is_none());
+        assert_eq!(
+            cli.serve.listen,
+            Some("127.0.0.1:1".parse().expect("an address"))
+        );
+        let cli = Cli::try_parse_from(["inventory", "demo", "--stock", "5"]).expect("parses");
+        assert!(matches!(cli.command, Some(Cmd::Demo(_))));
+    }
 }

@@ -1,0 +1,345 @@
+//! The inventory service: the gRPC adapter over the engine.
+//!
+//! This crate decodes requests, hands them to the [`Engine`], and encodes what it answers. It
+//! holds no domain logic: every decision (availability, idempotency, hold states, validation of
+//! a command's shape) is the engine's, and an answer here is only a translation of it.
+//!
+//! # Layout
+//! - [`serve`] (this file): wires the `Inventory` service, health, reflection, the expirer and
+//!   graceful shutdown around any stream of connections, so tests (and a simulator) can host it
+//!   on `127.0.0.1:0` or on a simulated network.
+//! - `service`: the tonic trait impl. Each handler is decode, call the engine, encode.
+//! - `durability`: writes await their durability through the log's listener, so no thread is
+//!   parked per in-flight write.
+//! - `convert`: proto <-> domain, collecting every field violation of a request at once.
+//! - `status`: the one mapping from engine errors and refusing outcomes to `tonic::Status`
+//!   (and to per-item errors of batch calls).
+//! - `watch`: the `WatchAvailability` change feed, read from the event log.
+//! - `expirer`: the background task that records expiry events for lapsed holds.
+//! - `main.rs` (the `inventory` binary): CLI, config, tracing, the data folder, signals.
+//!
+//! # Limits and back-pressure
+//! Every queue has a bound (see [`ServerConfig`]). Interactive writes (Reserve, Commit, Release,
+//! Extend, Disposition, Adjust, SetSafetyStock), bulk writes (RecordSales, RecordReturns) and
+//! change-feed streams each have their own concurrency budget, so a flood of store batches can
+//! never make a checkout's Reserve queue behind it. A budget that is used up answers
+//! RESOURCE_EXHAUSTED at once (nothing applied, retry later) instead of queueing unboundedly.
+//!
+//! # Shutdown
+//! When the `shutdown` future completes: health turns NOT_SERVING, the expirer stops, change
+//! feeds end with UNAVAILABLE (naming the LSN to resume from), the listener stops accepting,
+//! and in-flight calls finish (bounded by [`ServerConfig::drain_timeout_ms`]). The log is
+//! flushed when the last reference to the engine (and so to the log) is dropped, which the
+//! caller does after `serve` returns.
+
+mod convert;
+mod durability;
+mod expirer;
+mod service;
+mod status;
+mod watch;
+
+use durability::DurabilityWaiter;
+use inv_engine::{Engine, SubmitError};
+use inv_proto::v1::inventory_server::InventoryServer;
+use serde::Deserialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, Semaphore};
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{error, info, warn};
+
+pub use service::InventoryService;
+
+/// Most items in one batch call (Check positions, RecordSales sales, RecordReturns returns,
+/// CheckSku and WatchAvailability filters): large enough for a store's end-of-day batch,
+/// small enough that one call cannot hold a blocking thread for long.
+pub const BATCH_ITEMS_MAX: usize = 1_000;
+
+/// The server's limits and timings. Every field has a default suited to one process on a
+/// small machine; `main.rs` fills them from flags, environment and the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest request the server decodes, in bytes. A RecordSales batch of 1,000 sales of a
+    /// few lines each is well under 1 MiB; 8 MiB leaves room for wide baskets.
+    pub request_bytes_max: usize,
+    /// Largest response the server encodes, in bytes (a Check of 1,000 positions is ~100 KiB;
+    /// StoreStatus of every store is the largest answer).
+    pub response_bytes_max: usize,
+    /// Interactive writes in progress at once (most of that time is the wait for the log's
+    /// group commit, which costs a task, not a thread); past this, RESOURCE_EXHAUSTED. The
+    /// log's own queue bound (`LogError::Full`) applies as well.
+    pub writes_in_flight_max: usize,
+    /// Bulk calls (RecordSales, RecordReturns) running at once; their own budget, so they
+    /// never delay interactive writes. Past this, RESOURCE_EXHAUSTED.
+    pub bulk_in_flight_max: usize,
+    /// Open WatchAvailability streams. Past this, RESOURCE_EXHAUSTED.
+    pub watch_streams_max: usize,
+    /// How often the expirer looks for lapsed holds, in ms. Lapsed holds stop counting against
+    /// availability at once; this only bounds how late their expiry events are recorded.
+    pub expire_interval_ms: u64,
+    /// Most holds expired per round (more rounds follow at once while there is a backlog).
+    pub expire_batch_max: usize,
+    /// How long shutdown waits for in-flight calls before closing connections anyway, in ms.
+    pub drain_timeout_ms: u64,
+    /// Acknowledge a write once its event is appended instead of once it is durable. Only
+    /// for a log that itself acknowledges on append (`RedbLog` with `Durability::Async`, whose
+    /// `wait_durable` returns at once and whose durable LSN moves only with each fsync);
+    /// `main.rs` sets it from `--durability`. With a log that fsyncs before acknowledging it
+    /// must stay false, or acknowledged writes could be lost in a crash.
+    #[serde(skip)]
+    pub ack_on_append: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            request_bytes_max: 8 << 20,
+            response_bytes_max: 16 << 20,
+            writes_in_flight_max: 8_192,
+            bulk_in_flight_max: 8,
+            watch_streams_max: 1_024,
+            expire_interval_ms: 100,
+            expire_batch_max: 10_000,
+            drain_timeout_ms: 10_000,
+            ack_on_append: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Blocking threads the server may use at once: one per bulk call and change-feed read,
+    /// plus the expirer. Size the runtime's blocking pool to at least this.
+    pub fn blocking_threads_max(&self) -> usize {
+        self.bulk_in_flight_max + self.watch_streams_max + 1
+    }
+
+    /// Refuses settings that would make the server unusable.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        let positive: [(&str, u64); 7] = [
+            ("request_bytes_max", self.request_bytes_max as u64),
+            ("response_bytes_max", self.response_bytes_max as u64),
+            ("writes_in_flight_max", self.writes_in_flight_max as u64),
+            ("bulk_in_flight_max", self.bulk_in_flight_max as u64),
+            ("watch_streams_max", self.watch_streams_max as u64),
+            ("expire_interval_ms", self.expire_interval_ms),
+            ("expire_batch_max", self.expire_batch_max as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ServeError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        // tokio's semaphores hold at most this many permits.
+        for (name, value) in [
+            ("writes_in_flight_max", self.writes_in_flight_max),
+            ("bulk_in_flight_max", self.bulk_in_flight_max),
+            ("watch_streams_max", self.watch_streams_max),
+        ] {
+            if value > Semaphore::MAX_PERMITS {
+                return Err(ServeError::Config(format!(
+                    "{name} must be at most {}",
+                    Semaphore::MAX_PERMITS
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why [`serve`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("invalid server config: {0}")]
+    Config(String),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// What every handler, the expirer and the change feeds share.
+pub(crate) struct Shared {
+    pub engine: Arc<Engine>,
+    pub config: ServerConfig,
+    /// Budget of interactive writes waiting on the log.
+    pub writes: Arc<Semaphore>,
+    /// Budget of bulk calls; separate so interactive writes never wait behind them.
+    pub bulk: Arc<Semaphore>,
+    /// Budget of open change feeds.
+    pub watches: Arc<Semaphore>,
+    /// The highest LSN this server knows to be applied. Change feeds wake when it moves, so
+    /// they follow the log without polling it hard.
+    pub head: tokio::sync::watch::Sender<u64>,
+    /// Cancelled when shutdown starts: stops the expirer and ends change feeds.
+    pub shutdown: CancellationToken,
+    /// Set once a write failed because the log failed: the engine is fail-stopped until a
+    /// restart, and health reports NOT_SERVING.
+    pub failed: AtomicBool,
+    /// Wakes the health task when `failed` is set.
+    pub failed_notify: Notify,
+    /// Where writes await durability.
+    pub durability: DurabilityWaiter,
+}
+
+impl Shared {
+    fn new(engine: Arc<Engine>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        let head = engine.ledger().next_lsn().0.saturating_sub(1);
+        let durability =
+            DurabilityWaiter::new(Arc::clone(engine.ledger().log()), config.ack_on_append);
+        Self {
+            engine,
+            config,
+            writes: Arc::new(Semaphore::new(config.writes_in_flight_max)),
+            bulk: Arc::new(Semaphore::new(config.bulk_in_flight_max)),
+            watches: Arc::new(Semaphore::new(config.watch_streams_max)),
+            head: tokio::sync::watch::Sender::new(head),
+            shutdown,
+            failed: AtomicBool::new(false),
+            failed_notify: Notify::new(),
+            durability,
+        }
+    }
+
+    /// Tells change feeds that events up to `lsn` are in the log.
+    pub fn advance_head(&self, lsn: u64) {
+        self.head.send_if_modified(|head| {
+            let moved = lsn > *head;
+            if moved {
+                *head = lsn;
+            }
+            moved
+        });
+    }
+
+    /// Notes a write error; a log failure (anything but a full queue) fail-stops the server.
+    pub fn observe_error(&self, error: &SubmitError) {
+        if status::is_fail_stop(error) && !self.failed.swap(true, Ordering::AcqRel) {
+            error!(%error, "the event log failed; refusing writes until restarted");
+            self.failed_notify.notify_one();
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire) || self.engine.ledger().failure().is_some()
+    }
+}
+
+/// Serves the inventory API over `incoming` until `shutdown` completes, then drains (see the
+/// crate docs). `engine` must be recovered already: health reports SERVING from the start.
+/// Returns after the last in-flight call has finished (or the drain timeout passed) and the
+/// background tasks have stopped; the caller then drops its engine, which flushes the log.
+pub async fn serve<I, IO, IE, F>(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    incoming: I,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    config.validate()?;
+    let token = CancellationToken::new();
+    let shared = Arc::new(Shared::new(engine, config, token.clone()));
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<InventoryServer<InventoryService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(inv_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    // Older grpcurl and grpcui builds only speak v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(inv_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let inventory = InventoryServer::new(InventoryService::new(Arc::clone(&shared)))
+        .max_decoding_message_size(config.request_bytes_max)
+        .max_encoding_message_size(config.response_bytes_max);
+
+    let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));
+    let health_task = tokio::spawn(report_failures(Arc::clone(&shared), reporter.clone()));
+
+    let signal = {
+        let token = token.clone();
+        let reporter = reporter.clone();
+        async move {
+            shutdown.await;
+            info!("shutdown requested: draining");
+            set_all_not_serving(&reporter).await;
+            token.cancel();
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(inventory)
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    // The server future completes once every in-flight call has finished after the signal.
+    // A stream that never ends (a health Watch, say) would hold it forever, so the drain is
+    // bounded: past the timeout the remaining connections are dropped.
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        () = async {
+            token.cancelled().await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            warn!(drain_timeout_ms = config.drain_timeout_ms, "drain timed out; closing the remaining connections");
+            Ok(())
+        }
+    };
+    token.cancel();
+    for task in [expirer, health_task] {
+        if let Err(error) = task.await {
+            error!(%error, "a background task panicked");
+        }
+    }
+    info!("server stopped");
+    result
+}
+
+async fn set_all_not_serving(reporter: &HealthReporter) {
+    reporter
+        .set_not_serving::<InventoryServer<InventoryService>>()
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+}
+
+/// Turns health NOT_SERVING once the engine fail-stops. Checks on every observed failure and
+/// once a second (the engine may also fail on the expirer's or another caller's write).
+async fn report_failures(shared: Arc<Shared>, reporter: HealthReporter) {
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = shared.failed_notify.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if shared.is_failed() {
+            set_all_not_serving(&reporter).await;
+            // Fail-stop is permanent until a restart: nothing more to report.
+            shared.shutdown.cancelled().await;
+            return;
+        }
+    }
+}

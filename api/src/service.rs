@@ -1,0 +1,453 @@
+//! The `inventory.v1.Inventory` service: decode, call the engine, encode.
+//!
+//! Writes return only once their event is durable. Each write is decided and appended inline
+//! (a few short engine locks, no I/O), then awaits durability through the shared
+//! `DurabilityWaiter`, so no thread is parked per call; bulk calls decide their items on the
+//! blocking pool. Each kind of call holds a permit of its own budget while it runs (see the
+//! crate docs). A client that goes away mid-call changes nothing: its event is already in the
+//! log and becomes durable with the rest, and a retry gets the recorded answer.
+//!
+//! Reads (`Check`, `CheckSku`, `GetReservation`, `StoreStatus`) take one short engine lock
+//! each and never wait for the log, so they run inline.
+
+use crate::convert::{self, FieldErrors};
+use crate::status::{self, Failure};
+use crate::watch::{self, WatchStream};
+use crate::{BATCH_ITEMS_MAX, Shared};
+use inv_engine::{Command, Engine, LogError, Lsn, Outcome, Receipt, SubmitError};
+use inv_proto::v1 as pb;
+use inv_proto::v1::inventory_server::Inventory;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Gaps listed for one store; the count of missing sequence numbers is always exact.
+const STORE_GAPS_LISTED_MAX: usize = 1_000;
+/// Gaps listed per store when every store is listed.
+const STORE_GAPS_LISTED_IN_LIST_MAX: usize = 100;
+
+/// The service. Cheap to clone: everything lives in the shared state.
+#[derive(Clone)]
+pub struct InventoryService {
+    shared: Arc<Shared>,
+}
+
+impl InventoryService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// Submits one interactive write and waits for it to be durable.
+    ///
+    /// Deciding takes a few short engine locks and never waits for I/O (the log's `append`
+    /// only queues), so it runs inline; the wait for durability is asynchronous (see
+    /// `durability`). This is `Engine::submit` with its blocking wait replaced.
+    async fn submit(&self, command: Command) -> Result<Receipt, Failure> {
+        let _permit =
+            self.shared.writes.try_acquire().map_err(|_| {
+                Failure::overloaded("writes", self.shared.config.writes_in_flight_max)
+            })?;
+        let engine = self.engine();
+        let ledger = engine.ledger();
+        let receipt = ledger
+            .log()
+            .admit()
+            .map_err(admit_error)
+            .and_then(|()| ledger.submit(command, engine.now_ms()))
+            .map_err(|error| self.failure(&error))?;
+        self.shared
+            .durability
+            .wait(receipt.lsn)
+            .await
+            .map_err(|error| self.failure(&SubmitError::Log(error)))?;
+        self.shared.advance_head(receipt.lsn.0);
+        Ok(receipt)
+    }
+
+    fn failure(&self, error: &SubmitError) -> Failure {
+        self.shared.observe_error(error);
+        status::submit_error(error)
+    }
+
+    /// Submits a write that answers `Recorded` (disposition, adjustment, safety stock).
+    async fn submit_recorded(&self, command: Command) -> Result<(u64, bool), Status> {
+        let receipt = self.submit(command).await?;
+        match receipt.outcome {
+            Outcome::Recorded => Ok((receipt.lsn.0, receipt.duplicate)),
+            other => Err(Failure::internal(format!("unexpected outcome {other:?}")).into()),
+        }
+    }
+
+    /// Submits the items of one bulk call under one permit of the bulk budget, in order, and
+    /// answers per item. Items that failed to decode are passed through as they are. Deciding
+    /// a thousand items takes milliseconds, so it runs on the blocking pool; then one wait
+    /// covers the whole batch (one group commit instead of one per item).
+    async fn submit_bulk(
+        &self,
+        items: Vec<Result<Command, Failure>>,
+    ) -> Result<Vec<Result<Receipt, Failure>>, Failure> {
+        let _permit = self.shared.bulk.try_acquire().map_err(|_| {
+            Failure::overloaded("bulk calls", self.shared.config.bulk_in_flight_max)
+        })?;
+        let shared = Arc::clone(&self.shared);
+        let (mut results, wait_for) =
+            tokio::task::spawn_blocking(move || decide_batch(&shared, items))
+                .await
+                .map_err(|e| status::join_error(&e))?;
+        if wait_for > Lsn::ZERO {
+            match self.shared.durability.wait(wait_for).await {
+                Ok(()) => self.shared.advance_head(wait_for.0),
+                Err(error) => {
+                    let failure = self.failure(&SubmitError::Log(error));
+                    for result in &mut results {
+                        if result.is_ok() {
+                            *result = Err(failure.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Decides and appends every item in order (the first half of `Engine::submit`, item by item)
+/// and returns the answers with the highest LSN to wait for.
+fn decide_batch(
+    shared: &Shared,
+    items: Vec<Result<Command, Failure>>,
+) -> (Vec<Result<Receipt, Failure>>, Lsn) {
+    let engine = &shared.engine;
+    let ledger = engine.ledger();
+    let mut wait_for = Lsn::ZERO;
+    let results = items
+        .into_iter()
+        .map(|item| {
+            let command = item?;
+            let receipt = ledger
+                .log()
+                .admit()
+                .map_err(admit_error)
+                .and_then(|()| ledger.submit(command, engine.now_ms()))
+                .map_err(|error| {
+                    shared.observe_error(&error);
+                    status::submit_error(&error)
+                })?;
+            wait_for = wait_for.max(receipt.lsn);
+            Ok(receipt)
+        })
+        .collect();
+    (results, wait_for)
+}
+
+/// As in `Engine::submit`: a full queue is `Busy` (retryable), anything else a log failure.
+fn admit_error(error: LogError) -> SubmitError {
+    match error {
+        LogError::Full { capacity } => SubmitError::Busy { capacity },
+        error => SubmitError::Log(error),
+    }
+}
+
+fn batch_results(results: Vec<Result<Receipt, Failure>>) -> Vec<pb::BatchItemResult> {
+    use pb::batch_item_result::Result as R;
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| pb::BatchItemResult {
+            index: index as u32,
+            result: Some(match result {
+                Ok(receipt) => R::Recorded(convert::recorded(&receipt)),
+                Err(failure) => R::Error(failure.into_item_error()),
+            }),
+        })
+        .collect()
+}
+
+fn check_reservation_id(id: &str) -> Result<(), Failure> {
+    let mut errors = FieldErrors::default();
+    convert::check_id(&mut errors, "reservation_id", id);
+    errors.finish(())
+}
+
+#[tonic::async_trait]
+impl Inventory for InventoryService {
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let reserve = convert::reserve(request.into_inner());
+        let lines = reserve.lines.clone();
+        let receipt = self.submit(Command::Reserve(reserve)).await?;
+        Ok(Response::new(convert::reserve_response(&receipt, &lines)?))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let request = request.into_inner();
+        let reservation_id = request.reservation_id.clone();
+        let receipt = self.submit(convert::commit(request)).await?;
+        if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
+            return Err(refusal.into());
+        }
+        let hold = self.engine().reservation(&reservation_id);
+        Ok(Response::new(convert::commit_response(
+            &receipt,
+            hold.as_ref(),
+        )?))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let receipt = self.submit(convert::release(request.into_inner())).await?;
+        if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
+            return Err(refusal.into());
+        }
+        match receipt.outcome {
+            Outcome::Released => Ok(Response::new(pb::ReleaseResponse {
+                lsn: receipt.lsn.0,
+                duplicate: receipt.duplicate,
+            })),
+            other => Err(Failure::internal(format!("unexpected outcome {other:?}")).into()),
+        }
+    }
+
+    async fn extend(
+        &self,
+        request: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let receipt = self.submit(convert::extend(request.into_inner())).await?;
+        if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
+            return Err(refusal.into());
+        }
+        match receipt.outcome {
+            Outcome::Extended { expires_at_ms } => Ok(Response::new(pb::ExtendResponse {
+                lsn: receipt.lsn.0,
+                duplicate: receipt.duplicate,
+                expires_at_ms,
+            })),
+            other => Err(Failure::internal(format!("unexpected outcome {other:?}")).into()),
+        }
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        let id = request.into_inner().reservation_id;
+        check_reservation_id(&id)?;
+        let hold = self
+            .engine()
+            .reservation(&id)
+            .ok_or_else(|| Failure::reservation_not_found(&id))?;
+        Ok(Response::new(pb::GetReservationResponse {
+            reservation: Some(convert::reservation(&hold)),
+        }))
+    }
+
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        use pb::check_result::Result as R;
+        let positions = request.into_inner().positions;
+        convert::check_batch_len("positions", positions.len())?;
+        let engine = self.engine();
+        let results = positions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut errors = FieldErrors::default();
+                convert::check_id(&mut errors, &format!("positions[{i}].sku"), &p.sku);
+                convert::check_id(
+                    &mut errors,
+                    &format!("positions[{i}].location"),
+                    &p.location,
+                );
+                let result = match errors.finish(()) {
+                    Ok(()) => R::Availability(convert::availability(
+                        &p.sku,
+                        &p.location,
+                        engine.check(&p.sku, &p.location),
+                    )),
+                    Err(failure) => R::Error(failure.into_item_error()),
+                };
+                pb::CheckResult {
+                    result: Some(result),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CheckResponse { results }))
+    }
+
+    async fn check_sku(
+        &self,
+        request: Request<pb::CheckSkuRequest>,
+    ) -> Result<Response<pb::CheckSkuResponse>, Status> {
+        let request = request.into_inner();
+        convert::check_filter_len("locations", request.locations.len())?;
+        let mut errors = FieldErrors::default();
+        convert::check_id(&mut errors, "sku", &request.sku);
+        for (i, location) in request.locations.iter().enumerate() {
+            convert::check_id(&mut errors, &format!("locations[{i}]"), location);
+        }
+        errors.finish(())?;
+        let found = self.engine().check_sku(&request.sku);
+        let rows: Vec<pb::PositionAvailability> = if request.locations.is_empty() {
+            found
+                .iter()
+                .map(|(location, a)| convert::availability(&request.sku, location, Some(*a)))
+                .collect()
+        } else {
+            let mut wanted = request.locations.clone();
+            wanted.sort_unstable();
+            wanted.dedup();
+            wanted
+                .iter()
+                .map(|location| {
+                    let a = found
+                        .binary_search_by(|(l, _)| l.as_str().cmp(location))
+                        .ok()
+                        .map(|i| found[i].1);
+                    convert::availability(&request.sku, location, a)
+                })
+                .collect()
+        };
+        let total = convert::totals(&rows);
+        Ok(Response::new(pb::CheckSkuResponse {
+            sku: request.sku,
+            rows,
+            total: Some(total),
+        }))
+    }
+
+    async fn record_sales(
+        &self,
+        request: Request<pb::RecordSalesRequest>,
+    ) -> Result<Response<pb::RecordSalesResponse>, Status> {
+        let request = request.into_inner();
+        convert::check_batch_len("sales", request.sales.len())?;
+        // The store is the envelope: a bad store id fails the call, not each sale.
+        let mut errors = FieldErrors::default();
+        convert::check_id(&mut errors, "store_id", &request.store_id);
+        errors.finish(())?;
+        let store_id = request.store_id;
+        let items = request
+            .sales
+            .into_iter()
+            .map(|sale| Ok(convert::sale(&store_id, sale)))
+            .collect();
+        let results = self
+            .submit_bulk(items)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| {
+                result.map_err(|failure| {
+                    failure.map_fields(|field| match field {
+                        "store_id" => field.to_owned(),
+                        _ => format!("sales[{i}].{field}"),
+                    })
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::RecordSalesResponse {
+            results: batch_results(results),
+        }))
+    }
+
+    async fn record_returns(
+        &self,
+        request: Request<pb::RecordReturnsRequest>,
+    ) -> Result<Response<pb::RecordReturnsResponse>, Status> {
+        let returns = request.into_inner().returns;
+        convert::check_batch_len("returns", returns.len())?;
+        debug_assert!(returns.len() <= BATCH_ITEMS_MAX);
+        let items = returns.into_iter().map(convert::return_).collect();
+        let results = self
+            .submit_bulk(items)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| {
+                result
+                    .map_err(|failure| failure.map_fields(|field| format!("returns[{i}].{field}")))
+            })
+            .collect();
+        Ok(Response::new(pb::RecordReturnsResponse {
+            results: batch_results(results),
+        }))
+    }
+
+    async fn disposition(
+        &self,
+        request: Request<pb::DispositionRequest>,
+    ) -> Result<Response<pb::DispositionResponse>, Status> {
+        let command = convert::disposition(request.into_inner())?;
+        let (lsn, duplicate) = self.submit_recorded(command).await?;
+        Ok(Response::new(pb::DispositionResponse { lsn, duplicate }))
+    }
+
+    async fn adjust(
+        &self,
+        request: Request<pb::AdjustRequest>,
+    ) -> Result<Response<pb::AdjustResponse>, Status> {
+        let (lsn, duplicate) = self
+            .submit_recorded(convert::adjust(request.into_inner()))
+            .await?;
+        Ok(Response::new(pb::AdjustResponse { lsn, duplicate }))
+    }
+
+    async fn set_safety_stock(
+        &self,
+        request: Request<pb::SetSafetyStockRequest>,
+    ) -> Result<Response<pb::SetSafetyStockResponse>, Status> {
+        let (lsn, duplicate) = self
+            .submit_recorded(convert::set_safety_stock(request.into_inner()))
+            .await?;
+        Ok(Response::new(pb::SetSafetyStockResponse { lsn, duplicate }))
+    }
+
+    async fn store_status(
+        &self,
+        request: Request<pb::StoreStatusRequest>,
+    ) -> Result<Response<pb::StoreStatusResponse>, Status> {
+        let store_id = request.into_inner().store_id;
+        let stores = if store_id.is_empty() {
+            self.engine()
+                .ledger()
+                .store_statuses()
+                .into_iter()
+                .map(|s| convert::store_status(s, STORE_GAPS_LISTED_IN_LIST_MAX))
+                .collect()
+        } else {
+            let mut errors = FieldErrors::default();
+            convert::check_id(&mut errors, "store_id", &store_id);
+            errors.finish(())?;
+            let status = self
+                .engine()
+                .store_status(&store_id)
+                .ok_or_else(|| Failure::store_not_found(&store_id))?;
+            vec![convert::store_status(status, STORE_GAPS_LISTED_MAX)]
+        };
+        Ok(Response::new(pb::StoreStatusResponse { stores }))
+    }
+
+    type WatchAvailabilityStream = WatchStream;
+
+    async fn watch_availability(
+        &self,
+        request: Request<pb::WatchAvailabilityRequest>,
+    ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
+        Ok(Response::new(watch::start(
+            &self.shared,
+            request.into_inner(),
+        )?))
+    }
+}

@@ -1,0 +1,368 @@
+//! The one mapping from engine errors and refusing outcomes to gRPC statuses.
+//!
+//! Every failure becomes a [`Failure`] first: a canonical code, a machine-readable
+//! [`ErrorReason`], the offending field (when one is to blame) and a message. A unary call turns
+//! it into a `tonic::Status` carrying a `google.rpc.ErrorInfo` (domain [`DOMAIN`]) and, for
+//! INVALID_ARGUMENT, a `google.rpc.BadRequest` with every field violation; a batch call turns it
+//! into the item's `ItemError`. One mapping for both keeps a bad sale in a batch and the same
+//! sale sent alone answering alike.
+//!
+//! | engine says | code | reason |
+//! |---|---|---|
+//! | `SubmitError::Invalid`, conversion errors | INVALID_ARGUMENT | INVALID_FIELD |
+//! | `SubmitError::KeyConflict` | ALREADY_EXISTS | KEY_REUSED |
+//! | `SubmitError::ReservationNotFound` / `ReturnNotFound` | NOT_FOUND | RESERVATION_NOT_FOUND / RETURN_NOT_FOUND |
+//! | `Outcome::Expired` | FAILED_PRECONDITION | HOLD_EXPIRED |
+//! | `Outcome::HoldAlreadyEnded(state)` | FAILED_PRECONDITION | HOLD_ALREADY_{COMMITTED,RELEASED,EXPIRED} |
+//! | `SubmitError::NotHeld` / `NotQuarantined` | FAILED_PRECONDITION | NOT_HELD / NOT_QUARANTINED |
+//! | `SubmitError::Busy` (`LogError::Full`), a concurrency budget used up | RESOURCE_EXHAUSTED | LOG_FULL / OVERLOADED |
+//! | `SubmitError::FailStopped`, any other `SubmitError::Log` | UNAVAILABLE | FAIL_STOPPED |
+//!
+//! RESOURCE_EXHAUSTED and UNAVAILABLE mean nothing was applied (or, for a log failure after the
+//! append, nothing is promised): retrying the same request is always safe, because every write
+//! is idempotent.
+
+use inv_engine::{HoldState, LogError, Lsn, Outcome, SubmitError};
+use inv_proto::v1 as pb;
+use pb::ErrorReason;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `google.rpc.ErrorInfo` domain of every error this service returns.
+pub const DOMAIN: &str = "inventory.v1";
+
+/// One field that is wrong, by its path in the request (`lines[2].qty`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+/// A failed call or batch item, before it is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: Code,
+    pub reason: ErrorReason,
+    pub message: String,
+    /// For INVALID_ARGUMENT: every violation found (at least one). For other codes: at most
+    /// one, the field to blame, if any.
+    pub violations: Vec<FieldViolation>,
+    /// Extra machine-readable facts (the LSN that recorded a refusal, a hold's state).
+    pub metadata: Vec<(&'static str, String)>,
+}
+
+impl Failure {
+    fn new(code: Code, reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            violations: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+
+    fn with_field(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+        self
+    }
+
+    fn with_metadata(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.metadata.push((key, value.to_string()));
+        self
+    }
+
+    /// INVALID_ARGUMENT listing every violation; the message names them all.
+    pub fn invalid(violations: Vec<FieldViolation>) -> Self {
+        debug_assert!(!violations.is_empty(), "an invalid request names a field");
+        let message = violations
+            .iter()
+            .map(|v| format!("invalid {}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            violations,
+            ..Self::new(Code::InvalidArgument, ErrorReason::InvalidField, message)
+        }
+    }
+
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// RESOURCE_EXHAUSTED: a concurrency budget of this server is used up.
+    pub fn overloaded(what: &str, limit: usize) -> Self {
+        Self::new(
+            Code::ResourceExhausted,
+            ErrorReason::Overloaded,
+            format!("{what}: {limit} already in progress; retry with back-off"),
+        )
+        .with_metadata("limit", limit)
+    }
+
+    /// UNAVAILABLE: the server is draining.
+    pub fn shutting_down(message: impl Into<String>) -> Self {
+        Self::new(Code::Unavailable, ErrorReason::ShuttingDown, message)
+    }
+
+    /// OUT_OF_RANGE: a resume point past the end of the log.
+    pub fn lsn_ahead_of_log(field: &str, lsn: u64, head: u64) -> Self {
+        Self::new(
+            Code::OutOfRange,
+            ErrorReason::LsnAheadOfLog,
+            format!("{field} {lsn} is beyond the end of the log (last lsn {head})"),
+        )
+        .with_field(field, "beyond the end of the log")
+        .with_metadata("last_lsn", head)
+    }
+
+    pub fn store_not_found(store_id: &str) -> Self {
+        Self::new(
+            Code::NotFound,
+            ErrorReason::StoreNotFound,
+            format!("store {store_id} has posted no sales"),
+        )
+        .with_field("store_id", "unknown store")
+    }
+
+    pub fn reservation_not_found(reservation_id: &str) -> Self {
+        Self::new(
+            Code::NotFound,
+            ErrorReason::ReservationNotFound,
+            format!("reservation {reservation_id} not found"),
+        )
+        .with_field("reservation_id", "unknown reservation")
+    }
+
+    /// INTERNAL: a server bug (an outcome that does not belong to the command, a panicked
+    /// task). Logged where it is raised.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, ErrorReason::Internal, message)
+    }
+
+    /// Rewrites every field path, e.g. to place an item's fields under `sales[3].`.
+    pub fn map_fields(mut self, map: impl Fn(&str) -> String) -> Self {
+        for violation in &mut self.violations {
+            violation.field = map(&violation.field);
+        }
+        if self.code == Code::InvalidArgument {
+            self.message = self
+                .violations
+                .iter()
+                .map(|v| format!("invalid {}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        self
+    }
+
+    /// The item error of a batch call.
+    pub fn into_item_error(self) -> pb::ItemError {
+        pb::ItemError {
+            code: self.code as u32,
+            reason: self.reason as i32,
+            field: self
+                .violations
+                .first()
+                .map(|v| v.field.clone())
+                .unwrap_or_default(),
+            message: self.message,
+        }
+    }
+
+    /// The reason as `google.rpc.ErrorInfo` wants it: the enum name without its prefix.
+    pub fn reason_name(&self) -> &'static str {
+        let name = self.reason.as_str_name();
+        name.strip_prefix("ERROR_REASON_").unwrap_or(name)
+    }
+}
+
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Status {
+        let mut metadata: HashMap<String, String> = failure
+            .metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        if failure.code != Code::InvalidArgument
+            && let Some(violation) = failure.violations.first()
+        {
+            metadata.insert("field".to_owned(), violation.field.clone());
+        }
+        let mut details = ErrorDetails::with_error_info(failure.reason_name(), DOMAIN, metadata);
+        if failure.code == Code::InvalidArgument {
+            for violation in &failure.violations {
+                details.add_bad_request_violation(&violation.field, &violation.description);
+            }
+        }
+        Status::with_error_details(failure.code, failure.message, details)
+    }
+}
+
+/// True for errors after which the engine refuses writes until restarted.
+pub fn is_fail_stop(error: &SubmitError) -> bool {
+    match error {
+        SubmitError::FailStopped(_) => true,
+        SubmitError::Log(LogError::Full { .. }) => false,
+        SubmitError::Log(_) => true,
+        _ => false,
+    }
+}
+
+/// The failure for an error the engine returned for a command.
+pub fn submit_error(error: &SubmitError) -> Failure {
+    match error {
+        SubmitError::Invalid { field, reason } => Failure::invalid_field(field.clone(), reason),
+        SubmitError::KeyConflict { key, field } => Failure::new(
+            Code::AlreadyExists,
+            ErrorReason::KeyReused,
+            error.to_string(),
+        )
+        .with_field(*field, "differs from the request first sent under this key")
+        .with_metadata("key", key),
+        SubmitError::ReservationNotFound(id) => Failure::reservation_not_found(id),
+        SubmitError::ReturnNotFound(id) => Failure::new(
+            Code::NotFound,
+            ErrorReason::ReturnNotFound,
+            error.to_string(),
+        )
+        .with_field("return_id", format!("unknown return {id}")),
+        SubmitError::NotHeld { field, reason } => Failure::new(
+            Code::FailedPrecondition,
+            ErrorReason::NotHeld,
+            error.to_string(),
+        )
+        .with_field(field.clone(), reason),
+        SubmitError::NotQuarantined { quarantined, .. } => Failure::new(
+            Code::FailedPrecondition,
+            ErrorReason::NotQuarantined,
+            error.to_string(),
+        )
+        .with_field("qty", "more than the return has in quarantine")
+        .with_metadata("quarantined", quarantined),
+        SubmitError::Busy { capacity } | SubmitError::Log(LogError::Full { capacity }) => {
+            Failure::new(
+                Code::ResourceExhausted,
+                ErrorReason::LogFull,
+                error.to_string(),
+            )
+            .with_metadata("capacity", capacity)
+        }
+        SubmitError::FailStopped(_) | SubmitError::Log(_) => Failure::new(
+            Code::Unavailable,
+            ErrorReason::FailStopped,
+            error.to_string(),
+        ),
+        other => Failure::internal(format!("unexpected engine error: {other}")),
+    }
+}
+
+/// The failure for an outcome that refuses a hold command (commit, release or extend of a hold
+/// that ended or expired). `None` for every other outcome. The refusal was recorded at `lsn`,
+/// so a retry gets the same answer.
+pub fn refusal(outcome: &Outcome, lsn: Lsn) -> Option<Failure> {
+    let failure = match outcome {
+        Outcome::Expired => Failure::new(
+            Code::FailedPrecondition,
+            ErrorReason::HoldExpired,
+            "the hold's TTL had passed; it is now expired",
+        ),
+        Outcome::HoldAlreadyEnded(state) => {
+            let (reason, word) = match state {
+                HoldState::Committed => (ErrorReason::HoldAlreadyCommitted, "committed"),
+                HoldState::Released => (ErrorReason::HoldAlreadyReleased, "released"),
+                HoldState::Expired => (ErrorReason::HoldAlreadyExpired, "expired"),
+                HoldState::Open => {
+                    return Some(Failure::internal(
+                        "engine answered HoldAlreadyEnded(Open) for a hold",
+                    ));
+                }
+            };
+            Failure::new(
+                Code::FailedPrecondition,
+                reason,
+                format!("the hold was already {word}"),
+            )
+            .with_metadata("state", word)
+        }
+        _ => return None,
+    };
+    Some(failure.with_metadata("lsn", lsn))
+}
+
+/// A blocking task that panicked or was cancelled.
+pub fn join_error(error: &tokio::task::JoinError) -> Failure {
+    tracing::error!(%error, "an engine call panicked");
+    Failure::internal("the engine call did not complete")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_submit_error_maps_to_its_code() {
+        let cases = [
+            (
+                SubmitError::Invalid {
+                    field: "lines[0].qty".into(),
+                    reason: "must be greater than zero".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                SubmitError::KeyConflict {
+                    key: "Reserve:r1".into(),
+                    field: "ttl_ms",
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                SubmitError::ReservationNotFound("r1".into()),
+                Code::NotFound,
+            ),
+            (SubmitError::ReturnNotFound("x".into()), Code::NotFound),
+            (
+                SubmitError::NotHeld {
+                    field: "lines[0]".into(),
+                    reason: "not held".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                SubmitError::Log(LogError::Full { capacity: 1 }),
+                Code::ResourceExhausted,
+            ),
+            (SubmitError::Busy { capacity: 1 }, Code::ResourceExhausted),
+            (SubmitError::FailStopped("disk".into()), Code::Unavailable),
+            (
+                SubmitError::Log(LogError::Io("disk".into())),
+                Code::Unavailable,
+            ),
+        ];
+        for (error, code) in cases {
+            let status = Status::from(submit_error(&error));
+            assert_eq!(status.code(), code, "{error}");
+            let info = status.get_details_error_info().expect("error info");
+            assert_eq!(info.domain, DOMAIN);
+        }
+    }
+
+    #[test]
+    fn item_fields_are_placed_under_their_item() {
+        let failure = Failure::invalid_field("lines[0].qty", "must be greater than zero")
+            .map_fields(|f| format!("sales[3].{f}"));
+        let item = failure.into_item_error();
+        assert_eq!(item.field, "sales[3].lines[0].qty");
+        assert!(item.message.contains("sales[3].lines[0].qty"));
+        assert_eq!(item.code, Code::InvalidArgument as u32);
+    }
+}

@@ -1,0 +1,21 @@
+//! The gRPC contract of the inventory engine, `inventory.v1`.
+//!
+//! The source of truth is `proto/inventory/v1/inventory.proto`; this crate only compiles it.
+//! [`inventory::v1`] holds the messages and the `Inventory` client and server stubs, and
+//! [`FILE_DESCRIPTOR_SET`] the encoded descriptors the server registers for reflection, so
+//! `grpcurl` works without a local copy of the `.proto` files.
+//!
+//! The package is versioned from day one: a breaking change goes into `inventory.v2` beside it.
+
+pub mod inventory {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("inventory.v1");
+    }
+}
+
+pub use inventory::v1;
+
+/// The encoded `FileDescriptorSet` of every file in `inventory.v1`, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/inventory_descriptor.bin"));
