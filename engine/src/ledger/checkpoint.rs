@@ -5,7 +5,9 @@
 //! order), so it is an exact cut: the state after event `next_lsn - 1` and before any later
 //! one. Copying is in memory and quick; encoding and writing happen after the locks are
 //! released. Names are stored, not interned ids, because ids are assigned in first-seen order
-//! and differ between processes.
+//! and differ between processes. The outcomes the ledger keeps with their holds (Reserve,
+//! Commit, Release) are listed as keys like every other, and loading puts them back with their
+//! holds: where the ledger keeps a record is its own business, not the checkpoint's.
 
 use super::*;
 
@@ -70,7 +72,7 @@ impl Ledger {
         let positions: Vec<_> = self.positions.iter().map(lock).collect();
         let sequencer = lock(&self.sequencer);
 
-        let location = |id: LocationId| Location(self.locations.name(id.0));
+        let location = |id: LocationId| Location(self.names.name(Kind::Location, id.0));
         let mut checkpoint = Checkpoint {
             next_lsn: sequencer.next_lsn,
             last_at_ms: sequencer.last_at_ms,
@@ -85,24 +87,39 @@ impl Ledger {
                 .collect(),
         };
         for shard in &positions {
-            for (sku, entry) in &shard.skus {
+            for entry in shard.iter() {
                 checkpoint
                     .positions
                     .extend(entry.positions.iter().map(|p| CheckpointPosition {
-                        sku: sku.clone(),
+                        sku: entry.sku.clone(),
                         location: location(p.location),
                         on_hand: p.on_hand,
                         reserved: p.reserved,
-                        safety_stock: p.safety_stock,
+                        safety_stock: i64::from(p.safety_stock),
                         quarantined: p.quarantined,
                     }));
             }
         }
         for shard in &holds {
-            checkpoint.holds.extend(shard.holds.iter().map(|(id, h)| {
+            for (_, entry) in shard.entries.iter() {
+                checkpoint
+                    .keys
+                    .extend(entry.records.iter().map(|r| CheckpointKey {
+                        key: entry.key_of(r),
+                        fingerprint: r.fingerprint,
+                        lsn: r.lsn,
+                        at_ms: r.at_ms,
+                        outcome: r.outcome.clone(),
+                    }));
+            }
+            let holds = shard
+                .entries
+                .iter()
+                .filter_map(|(_, e)| Some((&e.id, e.hold.as_ref()?)));
+            checkpoint.holds.extend(holds.map(|(id, h)| {
                 CheckpointHold {
                     reservation_id: id.clone(),
-                    channel: Channel(self.channels.name(h.channel.0)),
+                    channel: Channel(self.names.name(Kind::Channel, h.channel.0)),
                     lines: h
                         .lines
                         .iter()
@@ -160,25 +177,22 @@ impl Ledger {
             reason: format!("checkpoint: {reason}"),
         };
         for p in &checkpoint.positions {
-            let location = LocationId(ledger.locations.intern(p.location.as_str()));
+            let location = LocationId(ledger.names.intern(Kind::Location, p.location.as_str()));
             let mut shard = lock(&ledger.positions[ledger.shard_of(p.sku.as_str())]);
-            let position = shard
-                .skus
-                .entry(p.sku.clone())
-                .or_default()
-                .position_or_insert(location);
+            let position = shard.get_or_insert(&p.sku).position_or_insert(location);
             position.on_hand = p.on_hand;
             position.reserved = p.reserved;
-            position.safety_stock = p.safety_stock;
+            position.safety_stock = u32::try_from(p.safety_stock)
+                .map_err(|_| bad(format!("safety stock of {} out of range", p.sku)))?;
             position.quarantined = p.quarantined;
         }
         for h in &checkpoint.holds {
-            let channel = ChannelId(ledger.channels.intern(h.channel.as_str()));
+            let channel = ChannelId(ledger.names.intern(Kind::Channel, h.channel.as_str()));
             let mut lines = SmallVec::with_capacity(h.lines.len());
             for line in &h.lines {
                 let location = ledger
-                    .locations
-                    .get(line.location.as_str())
+                    .names
+                    .get(Kind::Location, line.location.as_str())
                     .map(LocationId)
                     .ok_or_else(|| bad(format!("hold {} on unknown location", h.reservation_id)))?;
                 let qty =
@@ -186,8 +200,7 @@ impl Ledger {
                 if h.state == HoldState::Open {
                     let mut shard = lock(&ledger.positions[ledger.shard_of(line.sku.as_str())]);
                     let entry = shard
-                        .skus
-                        .get_mut(&line.sku)
+                        .get_mut(line.sku.as_str())
                         .ok_or_else(|| bad(format!("hold {} on unknown sku", h.reservation_id)))?;
                     entry.ladder_insert(
                         LadderKey {
@@ -205,36 +218,50 @@ impl Ledger {
                 });
             }
             let mut shard = lock(&ledger.holds[ledger.shard_of(h.reservation_id.as_str())]);
-            if h.state == HoldState::Open {
-                shard
-                    .expiry
-                    .insert((h.expires_at_ms, h.placed_lsn), h.reservation_id.clone());
+            let slot = shard.slot_or_insert(h.reservation_id.as_str());
+            let entry = shard.entries.at_mut(slot);
+            if entry.hold.is_some() {
+                return Err(bad(format!("hold {} listed twice", h.reservation_id)));
             }
-            shard.holds.insert(
-                h.reservation_id.clone(),
-                Hold {
-                    lines,
-                    channel,
-                    state: h.state,
-                    expires_at_ms: h.expires_at_ms,
-                    placed_lsn: h.placed_lsn,
-                    placed_at_ms: h.placed_at_ms,
-                    ended_at_ms: h.ended_at_ms,
-                },
-            );
+            entry.hold = Some(Hold {
+                lines,
+                channel,
+                state: h.state,
+                expires_at_ms: h.expires_at_ms,
+                placed_lsn: h.placed_lsn,
+                placed_at_ms: h.placed_at_ms,
+                ended_at_ms: h.ended_at_ms,
+            });
+            if h.state == HoldState::Open {
+                shard.expiry.insert((h.expires_at_ms, h.placed_lsn), slot);
+            }
         }
         for k in &checkpoint.keys {
-            lock(&ledger.keys[ledger.shard_of(&k.key.id)])
-                .records
-                .insert(
-                    k.key.clone(),
-                    KeyRecord {
-                        fingerprint: k.fingerprint,
-                        lsn: k.lsn,
-                        at_ms: k.at_ms,
-                        outcome: k.outcome.clone(),
-                    },
-                );
+            let record = KeyRecord {
+                fingerprint: k.fingerprint,
+                lsn: k.lsn,
+                at_ms: k.at_ms,
+                outcome: k.outcome.clone(),
+            };
+            if record.fingerprint.kind != k.key.kind {
+                return Err(bad(format!(
+                    "key {} has a fingerprint of another kind",
+                    k.key
+                )));
+            }
+            let shard = ledger.shard_of(&k.key.id);
+            if kept_with_hold(k.key.kind) {
+                if !k.key.sub.is_empty() {
+                    return Err(bad(format!("key {} has a sub id", k.key)));
+                }
+                let mut shard = lock(&ledger.holds[shard]);
+                let slot = shard.slot_or_insert(&k.key.id);
+                shard.entries.at_mut(slot).set_record(record);
+            } else {
+                lock(&ledger.keys[shard])
+                    .records
+                    .insert(k.key.clone(), record);
+            }
         }
         {
             let mut returns = lock(&ledger.returns);
@@ -245,7 +272,7 @@ impl Ledger {
                     .map(|(sku, loc, q)| {
                         (
                             sku.clone(),
-                            LocationId(ledger.locations.intern(loc.as_str())),
+                            LocationId(ledger.names.intern(Kind::Location, loc.as_str())),
                             *q,
                         )
                     })

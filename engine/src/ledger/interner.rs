@@ -4,12 +4,22 @@
 //! write lock is only taken to add a name. The lock is a leaf: nothing else is locked while it
 //! is held, so it cannot take part in a deadlock. Ids are assigned in first-seen order, which
 //! may differ between a live run and a replay, so nothing observable (digests, reports) may
-//! depend on an id's value, only on its name.
+//! depend on an id's value, only on its name. Both tables are behind the one lock, so a
+//! reserve resolves its channel and all its locations in one acquisition (`get_reserve`), and
+//! carries the ids from deciding to applying.
 
 use crate::sync::RwLock;
 use compact_str::CompactString;
 use foldhash::fast::FixedState;
+use smallvec::SmallVec;
 use std::collections::HashMap;
+
+/// Which table a name is in; each has its own ids.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Location = 0,
+    Channel = 1,
+}
 
 #[derive(Debug, Default)]
 struct Names {
@@ -19,20 +29,37 @@ struct Names {
 
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    table: RwLock<Names>,
+    tables: RwLock<[Names; 2]>,
 }
 
 impl Interner {
-    pub fn get(&self, name: &str) -> Option<u32> {
-        let table = self.table.read().expect("interner lock poisoned");
-        table.ids.get(name).copied()
+    pub fn get(&self, kind: Kind, name: &str) -> Option<u32> {
+        let tables = self.tables.read().expect("interner lock poisoned");
+        tables[kind as usize].ids.get(name).copied()
     }
 
-    pub fn intern(&self, name: &str) -> u32 {
-        if let Some(id) = self.get(name) {
+    /// The ids of a reserve's channel and line locations, under one read lock (`None` for a
+    /// name never interned).
+    pub fn get_reserve<'a>(
+        &self,
+        channel: &str,
+        locations: impl Iterator<Item = &'a str>,
+    ) -> (Option<u32>, SmallVec<[Option<u32>; 4]>) {
+        let tables = self.tables.read().expect("interner lock poisoned");
+        let [location_ids, channel_ids] = &*tables;
+        let channel = channel_ids.ids.get(channel).copied();
+        let locations = locations
+            .map(|name| location_ids.ids.get(name).copied())
+            .collect();
+        (channel, locations)
+    }
+
+    pub fn intern(&self, kind: Kind, name: &str) -> u32 {
+        if let Some(id) = self.get(kind, name) {
             return id;
         }
-        let mut table = self.table.write().expect("interner lock poisoned");
+        let mut tables = self.tables.write().expect("interner lock poisoned");
+        let table = &mut tables[kind as usize];
         if let Some(&id) = table.ids.get(name) {
             return id;
         }
@@ -42,8 +69,8 @@ impl Interner {
         id
     }
 
-    pub fn name(&self, id: u32) -> CompactString {
-        let table = self.table.read().expect("interner lock poisoned");
-        table.names[id as usize].clone()
+    pub fn name(&self, kind: Kind, id: u32) -> CompactString {
+        let tables = self.tables.read().expect("interner lock poisoned");
+        tables[kind as usize].names[id as usize].clone()
     }
 }

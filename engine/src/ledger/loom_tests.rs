@@ -84,10 +84,11 @@ fn position(ledger: &Ledger, sku: &str) -> PositionView {
 
 /// Two names (`{prefix}-0` and another) that the ledger's own shard function puts in different
 /// shards. Sku names chosen this way put two positions behind two locks; reservation ids chosen
-/// this way put two reserves behind different key and hold shard locks, so the reserves meet
-/// first at the position shards, which is the locking the models are about (two reserves in one
-/// hold shard would be serialised before they reach any position). Found at run time so the
-/// models keep their meaning if the hash seed changes.
+/// this way put two reserves behind different hold shard locks (a reserve keeps its key in its
+/// hold entry, so it takes no key-shard lock), so the reserves meet first at the position shards,
+/// which is the locking the models are about (two reserves in one hold shard would be serialised
+/// before they reach any position). Found at run time so the models keep their meaning if the
+/// hash seed changes.
 fn names_in_distinct_shards(ledger: &Ledger, prefix: &str) -> (String, String) {
     let first = format!("{prefix}-0");
     let second = (1..64)

@@ -5,7 +5,8 @@
 //! A command is decided while the ledger holds the locks of everything it reads or writes, in
 //! one global order (which is why it cannot deadlock):
 //!
-//! 1. the idempotency-key shard of the command's key,
+//! 1. the idempotency-key shard of the command's key (unless the key is kept with its hold, see
+//!    below),
 //! 2. the hold shard of its reservation id,
 //! 3. the returns table, then the stores table,
 //! 4. the position shards of its skus, in ascending shard index,
@@ -17,13 +18,23 @@
 //! every position, hold and key, so replaying the log in LSN order reproduces the state.
 //! Replay ([`Ledger::replay`]) runs steps 1 to 4 and the same apply code, without deciding.
 //!
+//! # Where outcomes are kept
+//! The outcomes of Reserve, Commit and Release are keyed by (command, reservation id), so they
+//! are kept in the hold shard's entry for that id, next to the hold, rather than in the key
+//! shards: a reserve and its release then find and record everything in one table entry that
+//! step 2 locks anyway, instead of three entries in two tables far beyond the CPU caches. The
+//! retention rules are the key table's (a record is live while `at_ms + retention > now`), and
+//! digests, checkpoints and purges count those records as keys. Every other keyed command
+//! (Extend, whose key also has a request id, and the stock commands) uses the key shards.
+//!
 //! Reads (`check`, `check_sku`) take one position-shard lock and never wait for the log or for
-//! other shards. The location and channel name tables are leaf locks (see `interner`).
+//! other shards. The location and channel name tables share a leaf lock (see `interner`).
 
 mod checkpoint;
 mod interner;
 mod positions;
 mod stores;
+mod table;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -46,13 +57,13 @@ use crate::outcome::{Outcome, ShortLine};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, lock};
 use crate::types::*;
 use foldhash::fast::FixedState;
-use interner::Interner;
+use interner::{Interner, Kind};
 use positions::{LadderKey, PositionShard, SkuEntry};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
 use std::sync::Arc;
+use table::{DenseTable, Keyed, hash_key};
 
 /// Sizing and retention, fixed when the ledger is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,16 +125,89 @@ struct KeyRecord {
     outcome: Outcome,
 }
 
+/// Whether a command's outcome is kept in the hold entry of its reservation id instead of the
+/// key shards (see "Where outcomes are kept" in the module doc). Such keys are
+/// `(kind, reservation id, "")`, and the key's id is the hold shard's id.
+fn kept_with_hold(kind: CommandKind) -> bool {
+    matches!(
+        kind,
+        CommandKind::Reserve | CommandKind::Commit | CommandKind::Release
+    )
+}
+
+/// The outcomes of every keyed command not kept with a hold.
 #[derive(Default)]
 struct KeyShard {
     records: HashMap<IdempotencyKey, KeyRecord, FixedState>,
 }
 
+/// Everything remembered under one reservation id. An entry exists while it holds a hold or a
+/// record; both are dropped by purge once past retention (an open hold never is).
+struct HoldEntry {
+    id: ReservationId,
+    /// The hold placed under this id; `None` after an insufficient reserve, or once the ended
+    /// hold was purged while a later record under the id is still retained.
+    hold: Option<Hold>,
+    /// The outcomes recorded under this id's Reserve, Commit and Release keys, at most one per
+    /// kind (`fingerprint.kind` says which). Two inline: a reserve and the command that ended
+    /// its hold.
+    records: SmallVec<[KeyRecord; 2]>,
+}
+
+impl Keyed for HoldEntry {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+
+impl HoldEntry {
+    fn record(&self, kind: CommandKind) -> Option<&KeyRecord> {
+        self.records.iter().find(|r| r.fingerprint.kind == kind)
+    }
+
+    /// Records `record` under its kind, replacing a previous record of that kind (which a
+    /// retried command only gets past once it is out of retention).
+    fn set_record(&mut self, record: KeyRecord) {
+        match self
+            .records
+            .iter_mut()
+            .find(|r| r.fingerprint.kind == record.fingerprint.kind)
+        {
+            Some(previous) => *previous = record,
+            None => self.records.push(record),
+        }
+    }
+
+    /// The key a record of this entry would have in the key shards.
+    fn key_of(&self, record: &KeyRecord) -> IdempotencyKey {
+        IdempotencyKey {
+            kind: record.fingerprint.kind,
+            id: self.id.0.clone(),
+            sub: Default::default(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct HoldShard {
-    holds: HashMap<ReservationId, Hold, FixedState>,
-    /// Open holds by expiry: what the expiry sweep walks.
-    expiry: BTreeMap<(u64, Lsn), ReservationId>,
+    entries: DenseTable<HoldEntry>,
+    /// Open holds by expiry, to their entry's slot: what the expiry sweep walks.
+    expiry: BTreeMap<(u64, Lsn), u32>,
+}
+
+impl HoldShard {
+    fn entry(&self, id: &str) -> Option<&HoldEntry> {
+        self.entries.get(hash_key(id), id)
+    }
+
+    /// The slot of the entry for `id`, created empty if there is none.
+    fn slot_or_insert(&mut self, id: &str) -> u32 {
+        self.entries.find_or_insert(hash_key(id), id, || HoldEntry {
+            id: ReservationId::from(id),
+            hold: None,
+            records: SmallVec::new(),
+        })
+    }
 }
 
 struct ReturnRecord {
@@ -153,12 +237,36 @@ struct Sequencer {
 struct Scope<'a> {
     keys: Option<MutexGuard<'a, KeyShard>>,
     holds: Option<MutexGuard<'a, HoldShard>>,
+    /// The slot of the command's reservation entry in `holds`, looked up once when the shard is
+    /// locked (and set when the command creates the entry). Stable while the lock is held.
+    hold_slot: Option<u32>,
     returns: Option<MutexGuard<'a, Returns>>,
     stores: Option<MutexGuard<'a, Stores>>,
     positions: SmallVec<[(usize, MutexGuard<'a, PositionShard>); 2]>,
+    /// A reserve's lines, resolved once for deciding and applying.
+    reserve_lines: SmallVec<[ResolvedLine; 4]>,
+    /// A reserve's channel, if its name is known yet.
+    reserve_channel: Option<ChannelId>,
+}
+
+/// Where a reserve line's position is, as far as it exists.
+#[derive(Clone, Copy)]
+struct ResolvedLine {
+    /// The position shard of the line's sku.
+    shard: usize,
+    /// The sku's slot in that shard (`None`: the sku has no position anywhere).
+    sku: Option<u32>,
+    /// `None`: a location name never seen, so no position there.
+    location: Option<LocationId>,
 }
 
 impl Scope<'_> {
+    /// Availability of a resolved reserve line's position; `None` if it does not exist.
+    fn availability(&mut self, line: ResolvedLine, now_ms: u64) -> Option<Availability> {
+        let entry = self.shard(line.shard).at(line.sku?);
+        entry.availability(line.location?, now_ms)
+    }
+
     fn shard(&mut self, index: usize) -> &mut PositionShard {
         let (_, guard) = self
             .positions
@@ -166,6 +274,19 @@ impl Scope<'_> {
             .find(|(i, _)| *i == index)
             .expect("the scope locked every shard its command touches");
         guard
+    }
+
+    /// The record kept under `key`, live or not.
+    fn record(&self, key: &IdempotencyKey) -> Option<&KeyRecord> {
+        if kept_with_hold(key.kind) {
+            self.hold_entry()?.record(key.kind)
+        } else {
+            let keys = self
+                .keys
+                .as_ref()
+                .expect("keyed commands lock their key shard");
+            keys.records.get(key)
+        }
     }
 
     /// Remembers `event`'s outcome under its idempotency key, so a retry gets it back.
@@ -176,11 +297,16 @@ impl Scope<'_> {
             at_ms: event.at_ms,
             outcome: event.outcome.clone(),
         };
-        self.keys
-            .as_mut()
-            .expect("keyed commands lock their key shard")
-            .records
-            .insert(key, record);
+        if kept_with_hold(key.kind) {
+            let slot = self.hold_slot_or_insert(&key.id);
+            self.holds().entries.at_mut(slot).set_record(record);
+        } else {
+            self.keys
+                .as_mut()
+                .expect("keyed commands lock their key shard")
+                .records
+                .insert(key, record);
+        }
     }
 
     fn holds(&mut self) -> &mut HoldShard {
@@ -188,18 +314,47 @@ impl Scope<'_> {
             .as_mut()
             .expect("hold commands lock their hold shard")
     }
+
+    /// The command's reservation entry, if it has one.
+    fn hold_entry(&self) -> Option<&HoldEntry> {
+        let holds = self
+            .holds
+            .as_ref()
+            .expect("hold commands lock their hold shard");
+        Some(holds.entries.at(self.hold_slot?))
+    }
+
+    fn hold(&self) -> Option<&Hold> {
+        self.hold_entry()?.hold.as_ref()
+    }
+
+    fn hold_mut(&mut self) -> Option<&mut Hold> {
+        let slot = self.hold_slot?;
+        self.holds().entries.at_mut(slot).hold.as_mut()
+    }
+
+    /// The slot of the command's reservation entry (whose id is `id`), created if needed.
+    fn hold_slot_or_insert(&mut self, id: &str) -> u32 {
+        match self.hold_slot {
+            Some(slot) => slot,
+            None => {
+                let slot = self.holds().slot_or_insert(id);
+                self.hold_slot = Some(slot);
+                slot
+            }
+        }
+    }
 }
 
 pub struct Ledger {
     config: LedgerConfig,
-    hasher: FixedState,
     positions: Box<[Mutex<PositionShard>]>,
     holds: Box<[Mutex<HoldShard>]>,
     keys: Box<[Mutex<KeyShard>]>,
     returns: Mutex<Returns>,
     stores: Mutex<Stores>,
-    locations: Interner,
-    channels: Interner,
+    /// Location and channel names.
+    names: Interner,
     sequencer: Mutex<Sequencer>,
     /// Set once the log fails; checked without a lock on every submit.
     failed: AtomicBool,
@@ -226,14 +381,12 @@ impl Ledger {
         assert!(config.shards <= SHARDS_MAX, "at most {SHARDS_MAX} shards");
         Self {
             config,
-            hasher: FixedState::with_seed(0x1e_d6e5),
             positions: shards_of(config.shards),
             holds: shards_of(config.shards),
             keys: shards_of(config.shards),
             returns: Mutex::new(Returns::default()),
             stores: Mutex::new(Stores::default()),
-            locations: Interner::default(),
-            channels: Interner::default(),
+            names: Interner::default(),
             sequencer: Mutex::new(Sequencer {
                 next_lsn: Lsn(1),
                 last_at_ms: 0,
@@ -264,13 +417,25 @@ impl Ledger {
     }
 
     fn shard_of(&self, s: &str) -> usize {
-        // High bits: the HashMap inside the shard uses the low ones.
-        let hash = self.hasher.hash_one(s);
+        self.shard_of_hash(hash_key(s))
+    }
+
+    /// The shard of a key whose `hash_key` is `hash`.
+    fn shard_of_hash(&self, hash: u64) -> usize {
+        // High bits: the tables inside the shard use the low ones.
         (hash >> 40) as usize & (self.config.shards - 1)
     }
 
     /// `max(now_ms, floor)`, raising the floor to it. Called with the command's locks held.
     fn raise_time_floor(&self, now_ms: u64) -> u64 {
+        // Most decisions are not later than the floor (the clock has not ticked since the
+        // last one): a load, not a read-modify-write, is enough for them. Whatever an earlier
+        // decision under any of these locks raised the floor to happens-before this load (the
+        // locks order them), so it is seen.
+        let floor = self.time_floor_ms.load(Ordering::Acquire);
+        if now_ms <= floor {
+            return floor;
+        }
         self.time_floor_ms
             .fetch_max(now_ms, Ordering::AcqRel)
             .max(now_ms)
@@ -289,7 +454,9 @@ impl Ledger {
     // Locking
 
     fn lock_scope(&self, command: &Command, key: Option<&IdempotencyKey>) -> Scope<'_> {
-        let keys = key.map(|k| lock(&self.keys[self.shard_of(&k.id)]));
+        let keys = key
+            .filter(|k| !kept_with_hold(k.kind))
+            .map(|k| lock(&self.keys[self.shard_of(&k.id)]));
         let reservation_id = match command {
             Command::Reserve(c) => Some(&c.reservation_id),
             Command::Commit(c) => Some(&c.reservation_id),
@@ -298,15 +465,27 @@ impl Ledger {
             Command::Expire(c) => Some(&c.reservation_id),
             _ => None,
         };
-        let holds = reservation_id.map(|id| lock(&self.holds[self.shard_of(id.as_str())]));
+        let hold_hash = reservation_id.map(|id| hash_key(id.as_str()));
+        let holds = hold_hash.map(|hash| lock(&self.holds[self.shard_of_hash(hash)]));
+        let hold_slot = holds
+            .as_ref()
+            .zip(reservation_id.zip(hold_hash))
+            .and_then(|(holds, (id, hash))| holds.entries.find(hash, id.as_str()));
         let returns = matches!(command, Command::RecordReturn(_) | Command::Dispose(_))
             .then(|| lock(&self.returns));
         let stores = matches!(command, Command::RecordSale(_)).then(|| lock(&self.stores));
 
+        // A reserve's sku hashes, kept to find the skus once their shards are locked.
+        let reserve_hashes: SmallVec<[u64; 4]> = match command {
+            Command::Reserve(c) => c.lines.iter().map(|l| hash_key(l.sku.as_str())).collect(),
+            _ => SmallVec::new(),
+        };
         let mut shard_indexes: SmallVec<[usize; 4]> = SmallVec::new();
         match command {
-            Command::Reserve(Reserve { lines, .. })
-            | Command::RecordSale(RecordSale { lines, .. }) => {
+            Command::Reserve(_) => {
+                shard_indexes.extend(reserve_hashes.iter().map(|&h| self.shard_of_hash(h)));
+            }
+            Command::RecordSale(RecordSale { lines, .. }) => {
                 shard_indexes.extend(lines.iter().map(|l| self.shard_of(l.sku.as_str())));
             }
             Command::RecordReturn(c) => {
@@ -318,8 +497,11 @@ impl Ledger {
                 shard_indexes.push(self.shard_of(sku.as_str()));
             }
             Command::Commit(_) | Command::Release(_) | Command::Extend(_) | Command::Expire(_) => {
-                let id = reservation_id.expect("hold commands name a reservation");
-                if let Some(hold) = holds.as_ref().and_then(|h| h.holds.get(id)) {
+                let hold = holds
+                    .as_ref()
+                    .zip(hold_slot)
+                    .and_then(|(holds, slot)| holds.entries.at(slot).hold.as_ref());
+                if let Some(hold) = hold {
                     shard_indexes.extend(hold.lines.iter().map(|l| self.shard_of(l.sku.as_str())));
                 }
             }
@@ -332,13 +514,36 @@ impl Ledger {
             .into_iter()
             .map(|i| (i, lock(&self.positions[i])))
             .collect();
-        Scope {
+        let mut scope = Scope {
             keys,
             holds,
+            hold_slot,
             returns,
             stores,
             positions,
+            reserve_lines: SmallVec::new(),
+            reserve_channel: None,
+        };
+        if let Command::Reserve(c) = command {
+            // Names are looked up once the position shards are locked: a position is created
+            // (and its location named) under its shard's lock, so every position an earlier
+            // command created is seen.
+            let (channel, locations) = self.names.get_reserve(
+                c.channel.as_str(),
+                c.lines.iter().map(|l| l.location.as_str()),
+            );
+            scope.reserve_channel = channel.map(ChannelId);
+            for ((line, location), hash) in c.lines.iter().zip(locations).zip(reserve_hashes) {
+                let shard = self.shard_of_hash(hash);
+                let sku = scope.shard(shard).find(hash, line.sku.as_str());
+                scope.reserve_lines.push(ResolvedLine {
+                    shard,
+                    sku,
+                    location: location.map(LocationId),
+                });
+            }
         }
+        scope
     }
 
     // ----------------------------------------------------------------------------------------
@@ -358,35 +563,29 @@ impl Ledger {
         let now_ms = self.raise_time_floor(now_ms);
         let fingerprint = command.fingerprint();
 
-        if let Some(key) = &key {
-            let keys = scope
-                .keys
-                .as_ref()
-                .expect("keyed commands lock their key shard");
-            if let Some(record) = keys.records.get(key)
-                && self.retained(record.at_ms, now_ms)
-            {
-                if let Some(field) = record.fingerprint.differing_field(&fingerprint) {
-                    return Err(SubmitError::KeyConflict {
-                        key: key.to_string(),
-                        field,
-                    });
-                }
-                let receipt = Receipt {
-                    lsn: record.lsn,
-                    outcome: record.outcome.clone(),
-                    duplicate: true,
-                };
-                if let Command::RecordSale(sale) = &command
-                    && let Some(store) = scope
-                        .stores
-                        .as_mut()
-                        .and_then(|s| s.by_id.get_mut(&sale.store_id))
-                {
-                    store.duplicates_absorbed += 1;
-                }
-                return Ok(receipt);
+        if let Some(key) = &key
+            && let Some(record) = scope.record(key).filter(|r| self.retained(r.at_ms, now_ms))
+        {
+            if let Some(field) = record.fingerprint.differing_field(&fingerprint) {
+                return Err(SubmitError::KeyConflict {
+                    key: key.to_string(),
+                    field,
+                });
             }
+            let receipt = Receipt {
+                lsn: record.lsn,
+                outcome: record.outcome.clone(),
+                duplicate: true,
+            };
+            if let Command::RecordSale(sale) = &command
+                && let Some(store) = scope
+                    .stores
+                    .as_mut()
+                    .and_then(|s| s.by_id.get_mut(&sale.store_id))
+            {
+                store.duplicates_absorbed += 1;
+            }
+            return Ok(receipt);
         }
 
         let outcome = self.decide(&mut scope, &command, now_ms)?;
@@ -483,7 +682,7 @@ impl Ledger {
                     .expiry
                     .range(..=(now_ms, Lsn(u64::MAX)))
                     .take(remaining)
-                    .map(|(_, id)| id.clone()),
+                    .map(|(_, &slot)| shard.entries.at(slot).id.clone()),
             );
         }
         let mut expired = 0;
@@ -514,12 +713,19 @@ impl Ledger {
         }
         for shard in self.holds.iter() {
             let mut shard = lock(shard);
-            let before = shard.holds.len();
-            shard.holds.retain(|_, h| {
-                h.state == HoldState::Open
-                    || h.ended_at_ms.saturating_add(self.config.key_retention_ms) > as_of_ms
+            shard.entries.retain(|entry| {
+                let records = entry.records.len();
+                entry.records.retain(|r| self.retained(r.at_ms, as_of_ms));
+                entry.records.shrink_to_fit();
+                purged += records - entry.records.len();
+                if entry.hold.as_ref().is_some_and(|h| {
+                    h.state != HoldState::Open && !self.retained(h.ended_at_ms, as_of_ms)
+                }) {
+                    entry.hold = None;
+                    purged += 1;
+                }
+                entry.hold.is_some() || !entry.records.is_empty()
             });
-            purged += before - shard.holds.len();
         }
         let mut returns = lock(&self.returns);
         let before = returns.by_id.len();
@@ -533,16 +739,9 @@ impl Ledger {
     // ----------------------------------------------------------------------------------------
     // Deciding
 
-    fn live_hold<'s>(
-        &self,
-        holds: &'s HoldShard,
-        id: &ReservationId,
-        now_ms: u64,
-    ) -> Option<&'s Hold> {
-        holds
-            .holds
-            .get(id)
-            .filter(|h| h.state == HoldState::Open || self.retained(h.ended_at_ms, now_ms))
+    /// `hold` if it is open or ended within the retention window.
+    fn live_hold<'s>(&self, hold: Option<&'s Hold>, now_ms: u64) -> Option<&'s Hold> {
+        hold.filter(|h| h.state == HoldState::Open || self.retained(h.ended_at_ms, now_ms))
     }
 
     fn decide(
@@ -591,7 +790,10 @@ impl Ledger {
                     .by_id
                     .get(&c.return_id)
                     .ok_or_else(|| SubmitError::ReturnNotFound(c.return_id.to_string()))?;
-                let location = self.locations.get(c.location.as_str()).map(LocationId);
+                let location = self
+                    .names
+                    .get(Kind::Location, c.location.as_str())
+                    .map(LocationId);
                 let quarantined = record
                     .quarantined
                     .iter()
@@ -634,7 +836,7 @@ impl Ledger {
         c: &Reserve,
         now_ms: u64,
     ) -> Result<Outcome, SubmitError> {
-        if let Some(hold) = self.live_hold(scope.holds(), &c.reservation_id, now_ms) {
+        if let Some(hold) = self.live_hold(scope.hold(), now_ms) {
             // The key was forgotten but the hold is still remembered (an extended hold can
             // outlive its reserve's key): the id is taken.
             return Err(crate::command::invalid(
@@ -644,8 +846,8 @@ impl Ledger {
         }
         let mut short = Vec::new();
         for (i, line) in c.lines.iter().enumerate() {
-            let available = self
-                .availability_in(scope, &line.sku, &line.location, now_ms)
+            let available = scope
+                .availability(scope.reserve_lines[i], now_ms)
                 .map_or(0, |a| a.available);
             if available < line.qty as i64 {
                 short.push(ShortLine {
@@ -664,36 +866,23 @@ impl Ledger {
         }
     }
 
-    fn availability_in(
-        &self,
-        scope: &mut Scope<'_>,
-        sku: &Sku,
-        location: &Location,
-        now_ms: u64,
-    ) -> Option<Availability> {
-        let location = LocationId(self.locations.get(location.as_str())?);
-        let shard = scope.shard(self.shard_of(sku.as_str()));
-        shard.skus.get(sku)?.availability(location, now_ms)
-    }
-
     fn hold_for<'s>(
         &self,
         scope: &'s mut Scope<'_>,
         id: &ReservationId,
         now_ms: u64,
     ) -> Result<&'s Hold, SubmitError> {
-        let holds = scope
-            .holds
-            .as_ref()
-            .expect("hold commands lock their hold shard");
-        self.live_hold(holds, id, now_ms)
+        self.live_hold(scope.hold(), now_ms)
             .ok_or_else(|| SubmitError::ReservationNotFound(id.to_string()))
     }
 
     fn partial_commit(&self, hold: &Hold, lines: &[Line]) -> Result<Vec<u64>, SubmitError> {
         let mut committed = vec![0u64; hold.lines.len()];
         for (i, line) in lines.iter().enumerate() {
-            let location = self.locations.get(line.location.as_str()).map(LocationId);
+            let location = self
+                .names
+                .get(Kind::Location, line.location.as_str())
+                .map(LocationId);
             let Some(index) = hold
                 .lines
                 .iter()
@@ -726,19 +915,21 @@ impl Ledger {
         let at_ms = event.at_ms;
         match (&event.command, &event.outcome) {
             (Command::Reserve(c), Outcome::Granted { expires_at_ms }) => {
-                let channel = ChannelId(self.channels.intern(c.channel.as_str()));
+                if scope.hold().is_some_and(|h| h.state == HoldState::Open) {
+                    return Err("granted reserve of an id whose hold is open".into());
+                }
+                let channel = match scope.reserve_channel {
+                    Some(channel) => channel,
+                    None => ChannelId(self.names.intern(Kind::Channel, c.channel.as_str())),
+                };
                 let mut lines = SmallVec::with_capacity(c.lines.len());
-                for line in &c.lines {
-                    let location = self
-                        .locations
-                        .get(line.location.as_str())
-                        .map(LocationId)
+                for (i, line) in c.lines.iter().enumerate() {
+                    let resolved = scope.reserve_lines[i];
+                    let location = resolved
+                        .location
                         .ok_or("granted reserve on an unknown location")?;
-                    let entry = scope
-                        .shard(self.shard_of(line.sku.as_str()))
-                        .skus
-                        .get_mut(&line.sku)
-                        .ok_or("granted reserve on an unknown sku")?;
+                    let sku = resolved.sku.ok_or("granted reserve on an unknown sku")?;
+                    let entry = scope.shard(resolved.shard).at_mut(sku);
                     let qty = u32::try_from(line.qty).map_err(|_| "line qty exceeds u32")?;
                     let position = entry
                         .position_mut(location)
@@ -758,22 +949,19 @@ impl Ledger {
                         qty,
                     });
                 }
+                let slot = scope.hold_slot_or_insert(c.reservation_id.as_str());
                 let holds = scope.holds();
-                holds
-                    .expiry
-                    .insert((*expires_at_ms, event.lsn), c.reservation_id.clone());
-                holds.holds.insert(
-                    c.reservation_id.clone(),
-                    Hold {
-                        lines,
-                        channel,
-                        state: HoldState::Open,
-                        expires_at_ms: *expires_at_ms,
-                        placed_lsn: event.lsn,
-                        placed_at_ms: at_ms,
-                        ended_at_ms: 0,
-                    },
-                );
+                holds.expiry.insert((*expires_at_ms, event.lsn), slot);
+                // Replaces an ended hold past retention, as a new reserve of its id may.
+                holds.entries.at_mut(slot).hold = Some(Hold {
+                    lines,
+                    channel,
+                    state: HoldState::Open,
+                    expires_at_ms: *expires_at_ms,
+                    placed_lsn: event.lsn,
+                    placed_at_ms: at_ms,
+                    ended_at_ms: 0,
+                });
             }
             (Command::Reserve(_), Outcome::Insufficient { .. }) => {}
             (Command::Commit(c), Outcome::Committed { committed }) => {
@@ -797,11 +985,9 @@ impl Ledger {
             ) => {
                 self.end_hold(scope, reservation_id, HoldState::Expired, None, at_ms)?;
             }
-            (Command::Extend(c), Outcome::Extended { expires_at_ms }) => {
+            (Command::Extend(_), Outcome::Extended { expires_at_ms }) => {
                 let hold = scope
-                    .holds()
-                    .holds
-                    .get(&c.reservation_id)
+                    .hold()
                     .filter(|h| h.state == HoldState::Open)
                     .ok_or("extend of a hold that is not open")?;
                 let old_expiry = hold.expires_at_ms;
@@ -824,16 +1010,12 @@ impl Ledger {
                     );
                 }
                 let holds = scope.holds();
-                let id = holds
+                let slot = holds
                     .expiry
                     .remove(&(old_expiry, placed_lsn))
                     .ok_or("open hold missing from the expiry index")?;
-                holds.expiry.insert((*expires_at_ms, placed_lsn), id);
-                let hold = holds
-                    .holds
-                    .get_mut(&c.reservation_id)
-                    .ok_or("hold vanished")?;
-                hold.expires_at_ms = *expires_at_ms;
+                holds.expiry.insert((*expires_at_ms, placed_lsn), slot);
+                scope.hold_mut().ok_or("hold vanished")?.expires_at_ms = *expires_at_ms;
             }
             (
                 Command::Commit(_) | Command::Release(_) | Command::Extend(_),
@@ -856,7 +1038,8 @@ impl Ledger {
             (Command::RecordReturn(c), Outcome::Recorded) => {
                 let mut quarantined = Vec::new();
                 for line in &c.lines {
-                    let location = LocationId(self.locations.intern(line.location.as_str()));
+                    let location =
+                        LocationId(self.names.intern(Kind::Location, line.location.as_str()));
                     let position = self.position_or_insert(scope, &line.sku, &line.location);
                     match line.disposition {
                         ReturnDisposition::Restock => position.on_hand += line.qty as i64,
@@ -875,8 +1058,8 @@ impl Ledger {
             }
             (Command::Dispose(c), Outcome::Recorded) => {
                 let location = self
-                    .locations
-                    .get(c.location.as_str())
+                    .names
+                    .get(Kind::Location, c.location.as_str())
                     .map(LocationId)
                     .ok_or("disposition at an unknown location")?;
                 let record = scope
@@ -905,8 +1088,9 @@ impl Ledger {
                 self.position_or_insert(scope, &c.sku, &c.location).on_hand += c.delta;
             }
             (Command::SetSafetyStock(c), Outcome::Recorded) => {
+                let qty = u32::try_from(c.qty).map_err(|_| "safety stock exceeds u32")?;
                 self.position_or_insert(scope, &c.sku, &c.location)
-                    .safety_stock = c.qty as i64;
+                    .safety_stock = qty;
             }
             (command, outcome) => {
                 return Err(format!(
@@ -925,8 +1109,7 @@ impl Ledger {
     ) -> Result<&'s mut SkuEntry, String> {
         scope
             .shard(self.shard_of(sku.as_str()))
-            .skus
-            .get_mut(sku)
+            .get_mut(sku.as_str())
             .ok_or_else(|| format!("hold line on unknown sku {sku}"))
     }
 
@@ -936,12 +1119,10 @@ impl Ledger {
         sku: &Sku,
         location: &Location,
     ) -> &'s mut positions::Position {
-        let location = LocationId(self.locations.intern(location.as_str()));
+        let location = LocationId(self.names.intern(Kind::Location, location.as_str()));
         scope
             .shard(self.shard_of(sku.as_str()))
-            .skus
-            .entry(sku.clone())
-            .or_default()
+            .get_or_insert(sku)
             .position_or_insert(location)
     }
 
@@ -956,9 +1137,7 @@ impl Ledger {
         at_ms: u64,
     ) -> Result<(), String> {
         let hold = scope
-            .holds()
-            .holds
-            .get(id)
+            .hold()
             .filter(|h| h.state == HoldState::Open)
             .ok_or_else(|| format!("hold {id} is not open"))?;
         let (expires_at_ms, placed_lsn) = (hold.expires_at_ms, hold.placed_lsn);
@@ -993,9 +1172,8 @@ impl Ledger {
             .expiry
             .remove(&(expires_at_ms, placed_lsn))
             .ok_or("open hold missing from the expiry index")?;
-        holds
-            .holds
-            .get_mut(id)
+        scope
+            .hold_mut()
             .ok_or("hold vanished")?
             .transition(to, at_ms);
         Ok(())
@@ -1007,16 +1185,16 @@ impl Ledger {
     /// Availability of one position at `now_ms`; `None` if the position has never existed.
     pub fn check(&self, sku: &str, location: &str, now_ms: u64) -> Option<Availability> {
         let now_ms = self.read_time(now_ms);
-        let location = LocationId(self.locations.get(location)?);
+        let location = LocationId(self.names.get(Kind::Location, location)?);
         let shard = lock(&self.positions[self.shard_of(sku)]);
-        shard.skus.get(sku)?.availability(location, now_ms)
+        shard.get(sku)?.availability(location, now_ms)
     }
 
     /// Every location of one sku, by location name.
     pub fn check_sku(&self, sku: &str, now_ms: u64) -> Vec<(String, Availability)> {
         let now_ms = self.read_time(now_ms);
         let shard = lock(&self.positions[self.shard_of(sku)]);
-        let Some(entry) = shard.skus.get(sku) else {
+        let Some(entry) = shard.get(sku) else {
             return Vec::new();
         };
         let mut rows: Vec<(String, Availability)> = entry
@@ -1024,7 +1202,7 @@ impl Ledger {
             .iter()
             .filter_map(|p| {
                 Some((
-                    self.locations.name(p.location.0).to_string(),
+                    self.names.name(Kind::Location, p.location.0).to_string(),
                     entry.availability(p.location, now_ms)?,
                 ))
             })
@@ -1036,20 +1214,20 @@ impl Ledger {
     pub fn reservation(&self, id: &str, now_ms: u64) -> Option<HoldView> {
         let now_ms = self.read_time(now_ms);
         let shard = lock(&self.holds[self.shard_of(id)]);
-        let hold = self.live_hold(&shard, &ReservationId::from(id), now_ms)?;
+        let hold = self.live_hold(shard.entry(id)?.hold.as_ref(), now_ms)?;
         Some(self.hold_view(id, hold, now_ms))
     }
 
     fn hold_view(&self, id: &str, hold: &Hold, now_ms: u64) -> HoldView {
         HoldView {
             reservation_id: id.to_owned(),
-            channel: self.channels.name(hold.channel.0).to_string(),
+            channel: self.names.name(Kind::Channel, hold.channel.0).to_string(),
             lines: hold
                 .lines
                 .iter()
                 .map(|l| Line {
                     sku: l.sku.clone(),
-                    location: Location(self.locations.name(l.location.0)),
+                    location: Location(self.names.name(Kind::Location, l.location.0)),
                     qty: u64::from(l.qty),
                 })
                 .collect(),
@@ -1090,17 +1268,17 @@ impl Ledger {
         let mut all = BTreeMap::new();
         for shard in self.positions.iter() {
             let shard = lock(shard);
-            for (sku, entry) in &shard.skus {
+            for entry in shard.iter() {
                 for p in &entry.positions {
                     all.insert(
                         (
-                            sku.to_string(),
-                            self.locations.name(p.location.0).to_string(),
+                            entry.sku.to_string(),
+                            self.names.name(Kind::Location, p.location.0).to_string(),
                         ),
                         PositionView {
                             on_hand: p.on_hand,
                             reserved: p.reserved,
-                            safety_stock: p.safety_stock,
+                            safety_stock: i64::from(p.safety_stock),
                             quarantined: p.quarantined,
                         },
                     );
@@ -1126,27 +1304,37 @@ impl Ledger {
         for ((sku, location), p) in self.positions() {
             lines.push(format!("P {sku} {location} {p:?}"));
         }
+        let key_line = |key: &IdempotencyKey, r: &KeyRecord| {
+            format!(
+                "K {key} {:?} {} {} {:?}",
+                r.fingerprint, r.lsn, r.at_ms, r.outcome
+            )
+        };
         for shard in self.holds.iter() {
             let shard = lock(shard);
-            for (id, hold) in &shard.holds {
-                if hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms) {
+            for (_, entry) in shard.entries.iter() {
+                if let Some(hold) = &entry.hold
+                    && (hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms))
+                {
                     // Stored fields, not the clock-dependent view.
-                    let view = self.hold_view(id.as_str(), hold, 0);
+                    let view = self.hold_view(entry.id.as_str(), hold, 0);
                     lines.push(format!("H {view:?} {:?}", hold.state));
                 }
+                for r in &entry.records {
+                    if self.retained(r.at_ms, as_of_ms) {
+                        lines.push(key_line(&entry.key_of(r), r));
+                    }
+                }
             }
-            for ((expires, lsn), id) in &shard.expiry {
-                lines.push(format!("X {expires} {lsn} {id}"));
+            for ((expires, lsn), &slot) in &shard.expiry {
+                lines.push(format!("X {expires} {lsn} {}", shard.entries.at(slot).id));
             }
         }
         for shard in self.keys.iter() {
             let shard = lock(shard);
             for (key, r) in &shard.records {
                 if self.retained(r.at_ms, as_of_ms) {
-                    lines.push(format!(
-                        "K {key} {:?} {} {} {:?}",
-                        r.fingerprint, r.lsn, r.at_ms, r.outcome
-                    ));
+                    lines.push(key_line(key, r));
                 }
             }
         }
@@ -1155,7 +1343,7 @@ impl Ledger {
                 let q: Vec<_> = r
                     .quarantined
                     .iter()
-                    .map(|(s, l, q)| format!("{s}@{}={q}", self.locations.name(l.0)))
+                    .map(|(s, l, q)| format!("{s}@{}={q}", self.names.name(Kind::Location, l.0)))
                     .collect();
                 lines.push(format!("R {id} {} {q:?}", r.at_ms));
             }
@@ -1179,6 +1367,7 @@ impl Ledger {
     /// Checks every structural invariant, taking all locks in protocol order. For tests and
     /// simulations (it is O(ledger)), never the hot path.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let keys: Vec<_> = self.keys.iter().map(lock).collect();
         let holds: Vec<_> = self.holds.iter().map(lock).collect();
         let returns = lock(&self.returns);
         let stores = lock(&self.stores);
@@ -1188,16 +1377,44 @@ impl Ledger {
         let mut reserved: HashMap<(Sku, LocationId), i64> = HashMap::new();
         let mut ladder: BTreeMap<(Sku, LadderKey), u32> = BTreeMap::new();
         let mut open = 0usize;
-        for shard in &holds {
-            for (id, hold) in &shard.holds {
+        for shard in &keys {
+            if let Some(key) = shard.records.keys().find(|k| kept_with_hold(k.kind)) {
+                return Err(format!("key {key} is in the key shards, not with its hold"));
+            }
+        }
+        for (index, shard) in holds.iter().enumerate() {
+            shard.entries.check()?;
+            for (slot, entry) in shard.entries.iter() {
+                let id = &entry.id;
+                if self.shard_of(id.as_str()) != index {
+                    return Err(format!("hold entry {id} is in the wrong shard"));
+                }
+                if entry.hold.is_none() && entry.records.is_empty() {
+                    return Err(format!("hold entry {id} is empty but kept"));
+                }
+                for (i, r) in entry.records.iter().enumerate() {
+                    if !kept_with_hold(r.fingerprint.kind) {
+                        return Err(format!(
+                            "{id}: a {:?} record kept with a hold",
+                            r.fingerprint.kind
+                        ));
+                    }
+                    if entry.records[..i]
+                        .iter()
+                        .any(|p| p.fingerprint.kind == r.fingerprint.kind)
+                    {
+                        return Err(format!("{id}: two {:?} records", r.fingerprint.kind));
+                    }
+                }
+                let Some(hold) = &entry.hold else { continue };
                 if hold.state != HoldState::Open {
-                    if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) == Some(id) {
+                    if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) == Some(&slot) {
                         return Err(format!("ended hold {id} is still in the expiry index"));
                     }
                     continue;
                 }
                 open += 1;
-                if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) != Some(id) {
+                if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) != Some(&slot) {
                     return Err(format!("open hold {id} is missing from the expiry index"));
                 }
                 for line in &hold.lines {
@@ -1231,8 +1448,13 @@ impl Ledger {
             }
         }
         let mut ladder_seen = 0usize;
-        for shard in &positions {
-            for (sku, entry) in &shard.skus {
+        for (index, shard) in positions.iter().enumerate() {
+            shard.check()?;
+            for entry in shard.iter() {
+                let sku = &entry.sku;
+                if self.shard_of(sku.as_str()) != index {
+                    return Err(format!("sku {sku} is in the wrong shard"));
+                }
                 if entry
                     .positions
                     .windows(2)
@@ -1256,19 +1478,14 @@ impl Ledger {
                             p.location.0, p.quarantined
                         ));
                     }
-                    if p.safety_stock < 0 {
-                        return Err(format!("{sku}@{}: negative safety stock", p.location.0));
-                    }
                 }
-                if let Some(l) = &entry.ladder {
-                    if l.is_empty() {
-                        return Err(format!("{sku}: empty ladder kept allocated"));
-                    }
-                    for (k, qty) in l.iter() {
-                        ladder_seen += 1;
-                        if ladder.get(&(sku.clone(), *k)) != Some(qty) {
-                            return Err(format!("{sku}: ladder entry {k:?} has no open hold line"));
-                        }
+                if entry.ladder.is_misshapen() {
+                    return Err(format!("{sku}: ladder kept in a shape it should have left"));
+                }
+                for (k, qty) in entry.ladder.lines() {
+                    ladder_seen += 1;
+                    if ladder.get(&(sku.clone(), k)) != Some(&qty) {
+                        return Err(format!("{sku}: ladder entry {k:?} has no open hold line"));
                     }
                 }
             }

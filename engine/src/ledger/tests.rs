@@ -804,3 +804,83 @@ fn a_checkpoint_plus_the_log_tail_reproduces_the_ledger() {
         .expect("ok");
     assert!(retry.duplicate);
 }
+
+/// Reserve, Commit and Release outcomes are kept with their holds (see the module doc): they
+/// must still be answered, conflict, expire, purge and checkpoint exactly like any other key.
+#[test]
+fn outcomes_kept_with_holds_behave_like_keys() {
+    let log = Arc::new(MemLog::new());
+    let config = LedgerConfig {
+        shards: 2,
+        key_retention_ms: 1_000,
+    };
+    let ledger = Ledger::new(config, log.clone());
+    let ok = |command: Command, now_ms: u64| {
+        let receipt = ledger.submit(command, now_ms).expect("accepted");
+        ledger.check_invariants().expect("invariants hold");
+        receipt
+    };
+    ok(adjust("a0", "sku-1", "dc-1", 10), T0);
+    // An insufficient reserve: a record with no hold.
+    let short = ok(reserve("r-short", &[("sku-1", "dc-1", 100)]), T0);
+    assert!(matches!(short.outcome, Outcome::Insufficient { .. }));
+    ok(adjust("a-more", "sku-1", "dc-1", 100), T0);
+    let retry = ok(reserve("r-short", &[("sku-1", "dc-1", 100)]), T0 + 100);
+    assert!(retry.duplicate, "a rejected reserve stays rejected");
+    assert_eq!(retry.outcome, short.outcome);
+    ok(reserve("r1", &[("sku-1", "dc-1", 1)]), T0);
+    assert!(matches!(
+        ledger.submit(reserve("r1", &[("sku-1", "dc-1", 2)]), T0 + 500),
+        Err(SubmitError::KeyConflict { field: "lines", .. })
+    ));
+    let released = ok(release("r1"), T0 + 900);
+    let retry = ok(release("r1"), T0 + 1_500);
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, released.lsn);
+    let late_commit = ok(commit("r1", None), T0 + 1_800);
+    assert_eq!(
+        late_commit.outcome,
+        Outcome::HoldAlreadyEnded(HoldState::Released)
+    );
+
+    let checkpoint = ledger.checkpoint();
+    let restored =
+        Ledger::from_checkpoint(config, Arc::new(MemLog::new()), &checkpoint).expect("loads");
+    assert_eq!(restored.digest(), ledger.digest());
+    let retry = restored.submit(release("r1"), T0 + 1_800).expect("ok");
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, released.lsn);
+
+    // Past retention: the two stocking keys, both reserve records, the release record and the
+    // released hold go; the late commit's record stays, alone in its entry.
+    ok(adjust("a1", "sku-1", "dc-1", 1), T0 + 2_000);
+    let digest = ledger.digest();
+    assert_eq!(ledger.purge(T0 + 2_000), 6);
+    assert_eq!(
+        ledger.digest(),
+        digest,
+        "purging changes nothing observable"
+    );
+    ledger.check_invariants().expect("invariants hold");
+    assert!(ledger.reservation("r1", T0 + 2_000).is_none());
+    let retry = ok(commit("r1", None), T0 + 2_100);
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, late_commit.lsn);
+
+    // The id is free again for a reserve; the commit key is still the late commit's.
+    let again = ok(reserve("r1", &[("sku-1", "dc-1", 1)]), T0 + 2_100);
+    assert!(matches!(again.outcome, Outcome::Granted { .. }));
+    let retry = ok(commit("r1", None), T0 + 2_200);
+    assert!(retry.duplicate);
+    assert_eq!(retry.lsn, late_commit.lsn);
+    assert_eq!(ok(release("r1"), T0 + 2_200).outcome, Outcome::Released);
+
+    let checkpoint = ledger.checkpoint();
+    let restored =
+        Ledger::from_checkpoint(config, Arc::new(MemLog::new()), &checkpoint).expect("loads");
+    assert_eq!(restored.digest(), ledger.digest());
+    let replayed = Ledger::new(config, Arc::new(MemLog::new()));
+    replayed.replay_log(log.as_ref()).expect("replays");
+    replayed.check_invariants().expect("invariants hold");
+    assert_eq!(replayed.digest(), ledger.digest());
+}
