@@ -1,31 +1,110 @@
 //! The engine: a ledger, the clock it decides by, and the log it answers through.
 //!
-//! This is the type the API and simulations hold. It adds two things to the ledger: time (read
-//! once per command from the injected [`Clock`]) and durability (a submit returns only once its
-//! event, or for a retry the original event, is durable in the log).
+//! This is the type the API and simulations hold. It adds three things to the ledger: time
+//! (read once per command from the injected [`Clock`]), durability (a submit returns only once
+//! its event, or for a retry the original event, is durable in the log), and recovery with
+//! checkpoints.
+//!
+//! # Recovery and checkpoints
+//! [`Engine::recover`] loads the log's newest checkpoint, if it has one
+//! ([`EventLog::latest_checkpoint`], [`Ledger::from_checkpoint`]), and replays the events from
+//! the checkpoint's `next_lsn` on; without a checkpoint it replays from LSN 1. While the ledger
+//! applies one batch of events, another thread reads and decodes the next one.
+//!
+//! [`Engine::checkpoint`] writes a checkpoint through the log, which then drops the events it
+//! covers. [`Engine::checkpoint_if_due`] does so when a [`CheckpointPolicy`] says it is time:
+//! the server calls it from a timer (every few seconds), so no submit ever pays for one.
 
 use crate::clock::Clock;
 use crate::command::Command;
 use crate::error::{LogError, ReplayError, SubmitError};
+use crate::event::Event;
 use crate::ledger::{Availability, HoldView, Ledger, LedgerConfig, Receipt, StoreStatus};
 use crate::log::EventLog;
-use std::sync::Arc;
+use crate::types::Lsn;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Events per `read_from` call during recovery: large enough that the per-call cost (a redb
+/// read transaction, a thread hand-off) vanishes, small enough (a few MiB decoded) that the
+/// reader stays only a batch or two ahead.
+pub const RECOVERY_BATCH_EVENTS: usize = 16_384;
+
+/// When [`Engine::checkpoint_if_due`] writes a checkpoint: once `every_events` events have been
+/// appended since the last one, or once `every_ms` of engine time has passed since the last one
+/// and at least one event was appended. Zero turns a trigger off.
+///
+/// The trade: a checkpoint costs time proportional to the ledger (copy under all locks, encode,
+/// write; see `docs/durability.md` for measurements), and while the log writes it the
+/// acknowledgements queued behind it wait; the events since the last checkpoint are what a
+/// restart must replay. The events trigger bounds restart time under load; the time trigger
+/// keeps a quiet engine's log short, and its checkpoint fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    pub every_events: u64,
+    pub every_ms: u64,
+}
+
+impl Default for CheckpointPolicy {
+    /// Every 1,000,000 events (about a second of replay) or every 10 minutes.
+    fn default() -> Self {
+        Self {
+            every_events: 1_000_000,
+            every_ms: 600_000,
+        }
+    }
+}
+
+/// The last checkpoint this engine wrote (or recovered from).
+#[derive(Debug, Clone, Copy)]
+struct CheckpointMark {
+    next_lsn: Lsn,
+    at_ms: u64,
+}
 
 pub struct Engine {
     ledger: Ledger,
     clock: Arc<dyn Clock>,
+    /// Held for the whole of a checkpoint, so two never run at once.
+    checkpoints: Mutex<CheckpointMark>,
 }
 
 impl Engine {
-    /// Rebuilds the ledger from everything in `log`, then accepts new events into it.
+    /// Rebuilds the ledger from `log` (its newest checkpoint, if any, then every event after
+    /// it), then accepts new events into it.
+    ///
+    /// Fails if the checkpoint does not load, if the log does not continue exactly at the
+    /// checkpoint's `next_lsn`, or if an event does not decode or apply.
     pub fn recover(
         config: LedgerConfig,
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ReplayError> {
-        let ledger = Ledger::new(config, Arc::clone(&log));
-        ledger.replay_log(log.as_ref())?;
-        Ok(Self { ledger, clock })
+        let ledger = match log.latest_checkpoint()? {
+            Some(checkpoint) => {
+                // The log must hold (or end just before) the checkpoint's next LSN: a log that
+                // ends earlier would take the next append at a used LSN.
+                let durable = log.durable_lsn();
+                if durable.0 + 1 < checkpoint.next_lsn.0 {
+                    return Err(ReplayError::Gap {
+                        expected: checkpoint.next_lsn,
+                        found: durable.next(),
+                    });
+                }
+                Ledger::from_checkpoint(config, Arc::clone(&log), &checkpoint)?
+            }
+            None => Ledger::new(config, Arc::clone(&log)),
+        };
+        replay_tail(&ledger, log.as_ref())?;
+        let mark = CheckpointMark {
+            next_lsn: ledger.next_lsn(),
+            at_ms: clock.now_ms(),
+        };
+        Ok(Self {
+            ledger,
+            clock,
+            checkpoints: Mutex::new(mark),
+        })
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -74,5 +153,276 @@ impl Engine {
                 .wait_durable(self.ledger.next_lsn().0.saturating_sub(1).into())?;
         }
         Ok(expired)
+    }
+
+    /// Writes a checkpoint of the whole ledger through the log, which may then drop the events
+    /// it covers. Returns the checkpoint's `next_lsn`: a restart loads the checkpoint and
+    /// replays from there.
+    ///
+    /// First it forgets what is past retention ([`Ledger::purge`]: keys, ended holds and fully
+    /// disposed returns that lookups and digests already ignore; one shard lock at a time), so
+    /// that the copy made with every lock held ([`Ledger::checkpoint`]: an exact cut, during
+    /// which submits wait) is proportional to what is live, and so is the checkpoint. Encoding
+    /// and writing happen after the locks are released. The
+    /// checkpoint is handed to the log only once every event it covers is durable, so a
+    /// stored checkpoint never contains an effect the log could still lose. One checkpoint at
+    /// a time: a second caller waits for the first.
+    pub fn checkpoint(&self) -> Result<Lsn, LogError> {
+        let mut mark = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let at_ms = self.clock.now_ms();
+        self.ledger.purge(at_ms);
+        let checkpoint = self.ledger.checkpoint();
+        let next_lsn = checkpoint.next_lsn;
+        if next_lsn.0 > 1 {
+            self.ledger.log().wait_durable(Lsn(next_lsn.0 - 1))?;
+        }
+        self.ledger.log().write_checkpoint(&checkpoint)?;
+        *mark = CheckpointMark { next_lsn, at_ms };
+        Ok(next_lsn)
+    }
+
+    /// Writes a checkpoint if `policy` says one is due (see [`CheckpointPolicy`]); returns its
+    /// `next_lsn` if it wrote one. Counts from the last checkpoint this engine wrote, or from
+    /// recovery.
+    pub fn checkpoint_if_due(&self, policy: &CheckpointPolicy) -> Result<Option<Lsn>, LogError> {
+        let mark = *self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let events = self.ledger.next_lsn().0.saturating_sub(mark.next_lsn.0);
+        let elapsed_ms = self.clock.now_ms().saturating_sub(mark.at_ms);
+        let due = events > 0
+            && ((policy.every_events > 0 && events >= policy.every_events)
+                || (policy.every_ms > 0 && elapsed_ms >= policy.every_ms));
+        if !due {
+            return Ok(None);
+        }
+        self.checkpoint().map(Some)
+    }
+}
+
+/// Replays every event of `log` from the ledger's `next_lsn` on. A reader thread fetches (and,
+/// for a durable log, decodes) the next batch while this thread applies the current one.
+/// Returns how many events were replayed.
+fn replay_tail(ledger: &Ledger, log: &dyn EventLog) -> Result<u64, ReplayError> {
+    let start = ledger.next_lsn();
+    std::thread::scope(|scope| {
+        // Two batches in flight: one being applied, one ready.
+        let (batches, received) = mpsc::sync_channel::<Result<Vec<Arc<Event>>, LogError>>(1);
+        scope.spawn(move || {
+            let mut next = start;
+            loop {
+                let batch = log.read_from(next, RECOVERY_BATCH_EVENTS);
+                let done = match &batch {
+                    Ok(events) => match events.last() {
+                        Some(last) => {
+                            next = last.lsn.next();
+                            false
+                        }
+                        None => true,
+                    },
+                    Err(_) => true,
+                };
+                // A send fails once the applier gave up on an error: stop reading.
+                if batches.send(batch).is_err() || done {
+                    return;
+                }
+            }
+        });
+        let mut replayed = 0u64;
+        for batch in received {
+            let events = batch?;
+            for event in &events {
+                // `replay` refuses any event but the ledger's next LSN: the tail must start
+                // exactly at the checkpoint and have no gap.
+                ledger.replay(event)?;
+            }
+            replayed += events.len() as u64;
+        }
+        Ok(replayed)
+    })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::command::*;
+    use crate::ledger::Checkpoint;
+    use crate::log::MemLog;
+    use crate::types::*;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn adjust(id: &str, sku: &str, delta: i64) -> Command {
+        Command::Adjust(Adjust {
+            adjustment_id: AdjustmentId::from(id),
+            sku: Sku::from(sku),
+            location: Location::from("dc-1"),
+            delta,
+            reason: "receipt".into(),
+        })
+    }
+
+    fn reserve(id: &str, sku: &str, qty: u64) -> Command {
+        Command::Reserve(Reserve {
+            reservation_id: ReservationId::from(id),
+            channel: Channel::from("web"),
+            lines: vec![Line::new(sku, "dc-1", qty)],
+            ttl_ms: 60_000,
+        })
+    }
+
+    fn engine_on(log: &Arc<MemLog>, clock: &Arc<ManualClock>) -> Result<Engine, ReplayError> {
+        Engine::recover(
+            LedgerConfig {
+                shards: 4,
+                ..LedgerConfig::default()
+            },
+            Arc::clone(log) as Arc<dyn EventLog>,
+            Arc::clone(clock) as Arc<dyn Clock>,
+        )
+    }
+
+    /// A from-scratch replay of every event in `log`.
+    fn full_replay(log: &MemLog) -> Ledger {
+        let ledger = Ledger::new(LedgerConfig::default(), Arc::new(MemLog::new()));
+        for event in log.events() {
+            ledger.replay(&event).expect("replays");
+        }
+        ledger
+    }
+
+    #[test]
+    fn recovery_from_a_checkpoint_plus_the_tail_equals_a_full_replay() {
+        let log = Arc::new(MemLog::new());
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = engine_on(&log, &clock).expect("empty log");
+        for i in 0..30 {
+            engine
+                .submit(adjust(&format!("a{i}"), &format!("sku-{}", i % 7), 10))
+                .expect("accepted");
+        }
+        for i in 0..20 {
+            engine
+                .submit(reserve(&format!("r{i}"), &format!("sku-{}", i % 7), 2))
+                .expect("accepted");
+        }
+        assert_eq!(engine.checkpoint(), Ok(Lsn(51)));
+        for i in 0..10 {
+            engine
+                .submit(Command::Release(Release {
+                    reservation_id: ReservationId::from(format!("r{i}").as_str()),
+                }))
+                .expect("accepted");
+        }
+        clock.advance_ms(120_000);
+        assert_eq!(engine.expire_due(100), Ok(10));
+        let live = engine.ledger().digest();
+        drop(engine);
+
+        // MemLog keeps the checkpoint and every event: recovery uses the checkpoint, and a
+        // full replay is still possible to compare with.
+        assert_eq!(
+            log.latest_checkpoint().expect("kept").map(|c| c.next_lsn),
+            Some(Lsn(51))
+        );
+        let recovered = engine_on(&log, &clock).expect("recovers");
+        assert_eq!(recovered.ledger().digest(), live);
+        assert_eq!(full_replay(&log).digest(), live);
+        recovered.ledger().check_invariants().expect("invariants");
+        let retry = recovered.submit(reserve("r3", "sku-3", 2)).expect("retry");
+        assert!(retry.duplicate);
+        assert_eq!(retry.lsn, Lsn(34));
+        assert_eq!(
+            recovered
+                .submit(adjust("next", "sku-0", 1))
+                .expect("accepted")
+                .lsn,
+            Lsn(71)
+        );
+    }
+
+    /// A log that reports a checkpoint it cannot continue from.
+    struct ShortLog {
+        inner: MemLog,
+        checkpoint: Checkpoint,
+    }
+
+    impl EventLog for ShortLog {
+        fn append(&self, event: &Arc<Event>) -> Result<(), LogError> {
+            self.inner.append(event)
+        }
+        fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+            self.inner.wait_durable(lsn)
+        }
+        fn durable_lsn(&self) -> Lsn {
+            self.inner.durable_lsn()
+        }
+        fn read_from(&self, from: Lsn, max: usize) -> Result<Vec<Arc<Event>>, LogError> {
+            self.inner.read_from(from, max)
+        }
+        fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
+            Ok(Some(self.checkpoint.clone()))
+        }
+    }
+
+    #[test]
+    fn recovery_refuses_a_log_that_does_not_continue_at_the_checkpoint() {
+        let source = Arc::new(MemLog::new());
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = engine_on(&source, &clock).expect("empty log");
+        for i in 0..5 {
+            engine
+                .submit(adjust(&format!("a{i}"), "sku-1", 1))
+                .expect("accepted");
+        }
+        let checkpoint = engine.ledger().checkpoint();
+        assert_eq!(checkpoint.next_lsn, Lsn(6));
+
+        // The log ends before the checkpoint: its next append would reuse an LSN.
+        let inner = MemLog::new();
+        for event in source.events().iter().take(3) {
+            inner.append(event).expect("in order");
+        }
+        let short = Arc::new(ShortLog { inner, checkpoint });
+        let error = Engine::recover(LedgerConfig::default(), short, clock)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            error,
+            ReplayError::Gap {
+                expected: Lsn(6),
+                found: Lsn(4)
+            }
+        );
+    }
+
+    #[test]
+    fn a_memlog_refuses_a_checkpoint_ahead_of_it_and_ignores_older_ones() {
+        let log = Arc::new(MemLog::new());
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = engine_on(&log, &clock).expect("empty log");
+        engine.submit(adjust("a", "sku-1", 1)).expect("accepted");
+        let old = engine.ledger().checkpoint();
+        engine.submit(adjust("b", "sku-1", 1)).expect("accepted");
+        let mut ahead = engine.ledger().checkpoint();
+        ahead.next_lsn = Lsn(9);
+        assert_eq!(
+            log.write_checkpoint(&ahead),
+            Err(LogError::OutOfOrder {
+                expected: Lsn(3),
+                got: Lsn(9)
+            })
+        );
+        assert_eq!(engine.checkpoint(), Ok(Lsn(3)));
+        assert_eq!(log.write_checkpoint(&old), Ok(()));
+        assert_eq!(
+            log.latest_checkpoint().expect("kept").map(|c| c.next_lsn),
+            Some(Lsn(3))
+        );
     }
 }

@@ -58,6 +58,9 @@ pub enum LogError {
     OutOfOrder { expected: Lsn, got: Lsn },
     #[error("log corrupt: {0}")]
     Corrupt(String),
+    /// Events before `first_retained` were folded into a checkpoint and removed from the log.
+    #[error("log trimmed: events before lsn {first_retained} are in the checkpoint")]
+    Trimmed { first_retained: Lsn },
 }
 
 /// A replayed event did not fit the ledger: the log is corrupt or from another ledger.

@@ -6,13 +6,24 @@
 //! makes it durable later, and the caller learns of durability through
 //! [`EventLog::wait_durable`]. If `append` fails the event is not applied and the engine
 //! fail-stops. Four methods, each with its contract (redb's `StorageBackend` is the model for
-//! the size of this trait), plus [`EventLog::admit`], the back-pressure check with a default.
+//! the size of this trait), plus defaulted ones: [`EventLog::admit`] (back-pressure),
+//! [`EventLog::health`] and [`EventLog::set_durable_listener`] (waiting without a thread), and
+//! [`EventLog::write_checkpoint`] / [`EventLog::latest_checkpoint`] (recovery from a checkpoint
+//! plus the log's tail, and trimming).
+//!
+//! # Checkpoints and trimming
+//! A log may store the newest [`Checkpoint`] and drop the events it covers (LSNs below
+//! `checkpoint.next_lsn`). Recovery then loads the checkpoint and replays from its `next_lsn`
+//! (`Engine::recover`), and [`EventLog::read_from`] refuses a start below the first retained
+//! event with [`LogError::Trimmed`]. A log that keeps the defaults stores no checkpoint and
+//! trims nothing, which is always correct: recovery replays from LSN 1.
 //!
 //! [`encoding`] is the byte format of an event in a durable log; `redb` (feature `redb`) is
 //! the durable log itself.
 
 use crate::error::LogError;
 use crate::event::Event;
+use crate::ledger::Checkpoint;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 use crate::types::Lsn;
 use std::sync::Arc;
@@ -53,6 +64,22 @@ pub trait EventLog: Send + Sync {
     /// or the log fails (it must be quick and must not block). At most one listener; logs that
     /// are durable as soon as `append` returns keep the default, which never calls it.
     fn set_durable_listener(&self, _listener: DurableListener) {}
+
+    /// The newest checkpoint this log stores, if any. Recovery loads it and replays the log
+    /// from its `next_lsn`, which the log must still hold (or be about to append).
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
+        Ok(None)
+    }
+
+    /// Stores `checkpoint` as the newest, and may drop the events it covers (LSNs below
+    /// `checkpoint.next_lsn`); returns once it is durable. The caller must have waited until
+    /// every event below `checkpoint.next_lsn` is durable (`Engine::checkpoint` does), and a
+    /// log may refuse a checkpoint ahead of its appends (`LogError::OutOfOrder`). A checkpoint
+    /// not newer than the stored one is ignored: the stored one already covers it. The default
+    /// stores nothing, which is correct for a log that also trims nothing.
+    fn write_checkpoint(&self, _checkpoint: &Checkpoint) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// A wake-up for whoever waits on durability; it reads [`EventLog::durable_lsn`] itself.
@@ -60,9 +87,14 @@ pub type DurableListener = Arc<dyn Fn() + Send + Sync>;
 
 /// Keeps every event in memory; durable as soon as appended. For tests, simulations and
 /// replay checks: `read_from(1)` into a fresh ledger must reproduce the live one.
+///
+/// It keeps the newest checkpoint written to it, so `Engine::recover` on a `MemLog` exercises
+/// recovery from a checkpoint plus the tail, but it never trims: every event stays readable
+/// from LSN 1, so a test can still compare that recovery with a full replay.
 #[derive(Default)]
 pub struct MemLog {
     events: Mutex<Vec<Arc<Event>>>,
+    checkpoint: Mutex<Option<Checkpoint>>,
 }
 
 impl MemLog {
@@ -110,6 +142,28 @@ impl EventLog for MemLog {
         let events = lock(&self.events);
         let start = usize::try_from(from.0.max(1) - 1).unwrap_or(usize::MAX);
         Ok(events.iter().skip(start).take(max).cloned().collect())
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
+        Ok(lock(&self.checkpoint).clone())
+    }
+
+    fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), LogError> {
+        let appended = lock(&self.events).len() as u64;
+        if checkpoint.next_lsn.0 > appended + 1 {
+            return Err(LogError::OutOfOrder {
+                expected: Lsn(appended + 1),
+                got: checkpoint.next_lsn,
+            });
+        }
+        let mut stored = lock(&self.checkpoint);
+        if stored
+            .as_ref()
+            .is_none_or(|current| current.next_lsn < checkpoint.next_lsn)
+        {
+            *stored = Some(checkpoint.clone());
+        }
+        Ok(())
     }
 }
 

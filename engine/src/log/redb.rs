@@ -11,12 +11,28 @@
 //! crash.
 //!
 //! # File layout
-//! One file, `<dir>/ledger.redb` ([`FILE_NAME`]), with two tables:
+//! One file, `<dir>/ledger.redb` ([`FILE_NAME`]), with three tables:
 //! - [`EVENTS`] (`u64 -> &[u8]`): LSN to the event's bytes (see [`super::encoding`]). The keys are
-//!   always `1..=n` with no gap: the writer asserts continuity before every insert, and
-//!   [`RedbLog::open`] and [`EventLog::read_from`] check it again.
-//! - [`META`] (`&str -> u64`): [`FORMAT_VERSION_KEY`] holds [`LOG_FORMAT_VERSION`]. A file with a
-//!   larger version is refused, never half-read.
+//!   always `k..=n` with no gap, where `k` is the newest checkpoint's `next_lsn` (1 without a
+//!   checkpoint): the writer asserts continuity before every insert, and [`RedbLog::open`] and
+//!   [`EventLog::read_from`] check it again.
+//! - [`CHECKPOINT`] (`u64 -> &[u8]`): the newest checkpoint only, as its encoding (see
+//!   [`super::encoding::encode_checkpoint`]) cut into chunks of [`CHECKPOINT_CHUNK_BYTES`] under
+//!   keys `0..chunks`. Chunks keep every value a little under a power of two of pages, so redb
+//!   allocates no slack for a checkpoint of any size.
+//! - [`META`] (`&str -> u64`): [`FORMAT_VERSION_KEY`] holds the layout version (1 or
+//!   [`LOG_FORMAT_VERSION`]); a file with a larger version is refused, never half-read. With a
+//!   checkpoint, [`CHECKPOINT_NEXT_LSN_KEY`], [`CHECKPOINT_CHUNKS_KEY`],
+//!   [`CHECKPOINT_BYTES_KEY`] and [`CHECKPOINT_XXH3_KEY`] describe it.
+//!
+//! # Checkpoints and trimming
+//! [`EventLog::write_checkpoint`] encodes the checkpoint on the caller's thread and hands the
+//! bytes to the writer thread on the same channel as the events, so it is written after every
+//! event queued before it. The writer commits any batch it holds first, then writes the chunks,
+//! the meta rows and the deletion of every event below `next_lsn` in one fsync commit: after a
+//! crash the file holds either the old checkpoint and all its events, or the new checkpoint and
+//! only the events after it. That commit also makes every batch before it durable (in `Async`
+//! mode too). Submitters whose batches queue behind it wait for it.
 //!
 //! # Failure
 //! The log is fail-stop (redb's `PreviousIo`, TigerBeetle's "crash, don't limp"): the first
@@ -30,9 +46,10 @@
 //! durability.
 
 use super::EventLog;
-use super::encoding::{self, FORMAT_VERSION as EVENT_FORMAT_VERSION};
+use super::encoding::{self, CHECKPOINT_FORMAT_VERSION, FORMAT_VERSION as EVENT_FORMAT_VERSION};
 use crate::error::LogError;
 use crate::event::Event;
+use crate::ledger::Checkpoint;
 use crate::types::Lsn;
 use ::redb::backends::FileBackend;
 use ::redb::{
@@ -57,14 +74,32 @@ pub const FILE_NAME: &str = "ledger.redb";
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Small named numbers about the file.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The newest checkpoint's encoding, chunk index to chunk bytes.
+pub const CHECKPOINT: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoint");
 /// The key in [`META`] that holds the file's format version.
 pub const FORMAT_VERSION_KEY: &str = "format_version";
+/// In [`META`], with a checkpoint: its `next_lsn`, which is also the first LSN in [`EVENTS`].
+pub const CHECKPOINT_NEXT_LSN_KEY: &str = "checkpoint_next_lsn";
+/// In [`META`], with a checkpoint: how many chunks [`CHECKPOINT`] holds.
+pub const CHECKPOINT_CHUNKS_KEY: &str = "checkpoint_chunks";
+/// In [`META`], with a checkpoint: the length of its encoding.
+pub const CHECKPOINT_BYTES_KEY: &str = "checkpoint_bytes";
+/// In [`META`], with a checkpoint: the xxh3-64 of its encoding (checked on load, beyond redb's
+/// page checksums: it catches chunks from different checkpoints mixed together).
+pub const CHECKPOINT_XXH3_KEY: &str = "checkpoint_xxh3";
+/// Size of every checkpoint chunk but the last: 1 MiB less a page, so a chunk with its leaf
+/// header fits a 1 MiB redb allocation.
+pub const CHECKPOINT_CHUNK_BYTES: usize = (1 << 20) - 4096;
 /// The version of this file layout (tables above, values in event encoding version 1). A
-/// change to either takes the next number.
-pub const LOG_FORMAT_VERSION: u64 = 1;
+/// change to either takes the next number. Version 2 added the checkpoint table and trimming;
+/// a version 1 file (events `1..=n`, no checkpoint) is read as is and marked version 2 by the
+/// commit that writes its first checkpoint, after which older builds refuse it.
+pub const LOG_FORMAT_VERSION: u64 = 2;
+/// The oldest layout this build reads.
+pub const LOG_FORMAT_VERSION_OLDEST: u64 = 1;
 const _: () = assert!(
-    EVENT_FORMAT_VERSION == 1,
-    "bump LOG_FORMAT_VERSION with the encoding"
+    EVENT_FORMAT_VERSION == 1 && CHECKPOINT_FORMAT_VERSION == 1,
+    "bump LOG_FORMAT_VERSION with the encodings"
 );
 
 /// Default most events in one commit. 4096 events of ~100 bytes is ~400 KiB, a few ms to write
@@ -170,6 +205,14 @@ pub struct LogStats {
     pub insert_ns: u64,
     /// Time spent in redb's commit (including its fsync), in ns.
     pub commit_ns: u64,
+    /// Checkpoints written (each its own fsync commit, not counted in `fsync_commits`).
+    pub checkpoints: u64,
+    /// Size of the newest checkpoint written, in bytes.
+    pub checkpoint_bytes_last: u64,
+    /// Events deleted because a checkpoint covered them.
+    pub events_trimmed: u64,
+    /// Time the writer spent writing checkpoints (chunks, trim and commit), in ns.
+    pub checkpoint_ns: u64,
 }
 
 impl LogStats {
@@ -207,6 +250,8 @@ struct Shared {
     committed_lsn: AtomicU64,
     /// LSN up to which every event is covered by an fsync commit.
     durable_lsn: AtomicU64,
+    /// The stored checkpoint's `next_lsn` (0: none), i.e. the first LSN the file still holds.
+    checkpoint_lsn: AtomicU64,
     /// Set once, on the first failure; checked without a lock on every call.
     failed: AtomicBool,
     /// Set when `close` (or drop) starts.
@@ -282,12 +327,25 @@ impl Shared {
     }
 }
 
+/// What the writer thread is asked to do, in order.
+enum Message {
+    Event(Arc<Event>),
+    Checkpoint(CheckpointWrite),
+}
+
+/// An encoded checkpoint on its way to the writer, and where to send the result.
+struct CheckpointWrite {
+    next_lsn: u64,
+    bytes: Vec<u8>,
+    reply: Sender<Result<(), LogError>>,
+}
+
 /// A durable [`EventLog`] in a redb file, with group commit on one writer thread.
 pub struct RedbLog {
     shared: Arc<Shared>,
     /// The channel to the writer. `None` once closed; the mutex also makes the LSN check and
     /// the send one step, so concurrent appends cannot enqueue out of order.
-    sender: Mutex<Option<Sender<Arc<Event>>>>,
+    sender: Mutex<Option<Sender<Message>>>,
     writer: Option<JoinHandle<()>>,
     db: Option<Arc<Database>>,
 }
@@ -337,7 +395,10 @@ impl RedbLog {
         let path = path.to_owned();
         validate(&path, &options)?;
         let db = open_database(&path, backend, &options)?;
-        let last_lsn = prepare_tables(&path, &db)?;
+        let Prepared {
+            last_lsn,
+            checkpoint_lsn,
+        } = prepare_tables(&path, &db)?;
 
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -346,6 +407,7 @@ impl RedbLog {
             appended_lsn: AtomicU64::new(last_lsn),
             committed_lsn: AtomicU64::new(last_lsn),
             durable_lsn: AtomicU64::new(last_lsn),
+            checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             writer_exited: AtomicBool::new(false),
@@ -363,6 +425,7 @@ impl RedbLog {
             durability: options.durability,
             batch_events_max: options.batch_events_max,
             next_lsn: last_lsn + 1,
+            checkpoint_lsn,
             batch: Vec::with_capacity(options.batch_events_max),
             buffer: Vec::with_capacity(256),
             unflushed_since: None,
@@ -396,6 +459,15 @@ impl RedbLog {
     /// The first failure, if the log has failed.
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failure).clone()
+    }
+
+    /// The stored checkpoint's `next_lsn`, which is the first LSN the file still holds
+    /// (`None`: no checkpoint, the file holds every event from LSN 1).
+    pub fn checkpoint_lsn(&self) -> Option<Lsn> {
+        match self.shared.checkpoint_lsn.load(Ordering::Acquire) {
+            0 => None,
+            lsn => Some(Lsn(lsn)),
+        }
     }
 
     /// Stops accepting events, lets the writer commit everything queued (with an fsync), joins
@@ -460,7 +532,7 @@ impl EventLog for RedbLog {
                 got: event.lsn,
             });
         }
-        if sender.send(Arc::clone(event)).is_err() {
+        if sender.send(Message::Event(Arc::clone(event))).is_err() {
             // The writer exited: it failed (and recorded why) or panicked.
             return Err(self.shared.failure_error());
         }
@@ -529,6 +601,18 @@ impl EventLog for RedbLog {
         let txn = db.begin_read().map_err(|e| io("begin read", &e))?;
         let table = txn.open_table(EVENTS).map_err(|e| io("open events", &e))?;
         let start = from.0.max(1);
+        // The checkpoint row and the events are read from the same snapshot, so a checkpoint
+        // committed meanwhile cannot make a trimmed range look like a gap.
+        let meta = txn.open_table(META).map_err(|e| io("open meta", &e))?;
+        let first_retained = ReadableTable::get(&meta, CHECKPOINT_NEXT_LSN_KEY)
+            .map_err(|e| io("read checkpoint lsn", &e))?
+            .map_or(1, |v| v.value())
+            .max(1);
+        if start < first_retained {
+            return Err(LogError::Trimmed {
+                first_retained: Lsn(first_retained),
+            });
+        }
         let mut events = Vec::with_capacity(max.min(BATCH_EVENTS_MAX_DEFAULT));
         for entry in table.range(start..).map_err(|e| io("range", &e))? {
             if events.len() >= max {
@@ -566,6 +650,104 @@ impl EventLog for RedbLog {
         let _ = self.shared.listener.set(listener);
         // Anything already durable should not wait for the next batch to be noticed.
         self.shared.wake_all();
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
+        let path = &self.shared.path;
+        let io = |what: &str, error: &dyn fmt::Display| {
+            LogError::Io(format!("{}: {what}: {error}", path.display()))
+        };
+        let corrupt =
+            |reason: String| LogError::Corrupt(format!("{}: checkpoint: {reason}", path.display()));
+        let db = self.db.as_ref().ok_or(LogError::Closed)?;
+        let txn = db.begin_read().map_err(|e| io("begin read", &e))?;
+        let meta = txn.open_table(META).map_err(|e| io("open meta", &e))?;
+        let number = |key: &str| -> Result<Option<u64>, LogError> {
+            Ok(ReadableTable::get(&meta, key)
+                .map_err(|e| io("read meta", &e))?
+                .map(|v| v.value()))
+        };
+        let Some(next_lsn) = number(CHECKPOINT_NEXT_LSN_KEY)? else {
+            return Ok(None);
+        };
+        let (Some(chunks), Some(length), Some(xxh3)) = (
+            number(CHECKPOINT_CHUNKS_KEY)?,
+            number(CHECKPOINT_BYTES_KEY)?,
+            number(CHECKPOINT_XXH3_KEY)?,
+        ) else {
+            return Err(corrupt("its meta rows are incomplete".to_owned()));
+        };
+        let length = usize::try_from(length).map_err(|_| corrupt("too large".to_owned()))?;
+        let table = txn
+            .open_table(CHECKPOINT)
+            .map_err(|e| io("open checkpoint", &e))?;
+        let mut bytes = Vec::with_capacity(length);
+        let mut seen = 0u64;
+        for entry in table.range(0u64..).map_err(|e| io("range", &e))? {
+            let (key, value) = entry.map_err(|e| io("read checkpoint", &e))?;
+            if key.value() != seen {
+                return Err(corrupt(format!(
+                    "expected chunk {seen}, found chunk {}",
+                    key.value()
+                )));
+            }
+            bytes.extend_from_slice(value.value());
+            seen += 1;
+        }
+        if seen != chunks || bytes.len() != length {
+            return Err(corrupt(format!(
+                "{seen} chunks of {} bytes, expected {chunks} chunks of {length} bytes",
+                bytes.len()
+            )));
+        }
+        if xxhash_rust::xxh3::xxh3_64(&bytes) != xxh3 {
+            return Err(corrupt("checksum mismatch".to_owned()));
+        }
+        let checkpoint = encoding::decode_checkpoint(&bytes).map_err(|error| match error {
+            LogError::Corrupt(reason) => LogError::Corrupt(format!("{}: {reason}", path.display())),
+            other => other,
+        })?;
+        if checkpoint.next_lsn.0 != next_lsn {
+            return Err(corrupt(format!(
+                "it says next lsn {}, the meta table {next_lsn}",
+                checkpoint.next_lsn
+            )));
+        }
+        Ok(Some(checkpoint))
+    }
+
+    fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), LogError> {
+        self.health()?;
+        // Encoding a large checkpoint takes a while: do it here, not on the writer thread that
+        // every submitter waits for.
+        let bytes = encoding::encode_checkpoint(checkpoint)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        {
+            let sender = lock(&self.sender);
+            if self.shared.failed.load(Ordering::Acquire) {
+                return Err(self.shared.failure_error());
+            }
+            let Some(sender) = sender.as_ref() else {
+                return Err(LogError::Closed);
+            };
+            let message = Message::Checkpoint(CheckpointWrite {
+                next_lsn: checkpoint.next_lsn.0,
+                bytes,
+                reply,
+            });
+            if sender.send(message).is_err() {
+                return Err(self.shared.failure_error());
+            }
+        }
+        // The writer answers every checkpoint it takes; if it exits first (a failure before it
+        // got there), the reply sender is dropped and this returns.
+        match answer.recv() {
+            Ok(result) => result,
+            Err(_) if self.shared.failed.load(Ordering::Acquire) => {
+                Err(self.shared.failure_error())
+            }
+            Err(_) => Err(LogError::Closed),
+        }
     }
 
     fn admit(&self) -> Result<(), LogError> {
@@ -675,9 +857,17 @@ fn open_database(
     }
 }
 
-/// Creates the tables on first open, checks the format version and the gap-free prefix, and
-/// returns the last LSN in the file.
-fn prepare_tables(path: &Path, db: &Database) -> Result<u64, OpenError> {
+/// What [`prepare_tables`] found in the file.
+struct Prepared {
+    /// The last LSN the file holds (or covers, if the checkpoint trimmed every event).
+    last_lsn: u64,
+    /// The stored checkpoint's `next_lsn`; 0 without one.
+    checkpoint_lsn: u64,
+}
+
+/// Creates the tables on first open, checks the format version, the checkpoint rows and the
+/// gap-free run of events after the checkpoint, and returns what it found.
+fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
     let io = |what: &str, error: &dyn fmt::Display| OpenError::Io {
         path: path.to_owned(),
         source: io::Error::other(format!("{what}: {error}")),
@@ -687,13 +877,21 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<u64, OpenError> {
         reason,
     };
     let txn = db.begin_write().map_err(|e| io("begin write", &e))?;
-    let last_lsn = {
+    let prepared = {
         let mut meta = txn.open_table(META).map_err(|e| io("open meta", &e))?;
         let events = txn.open_table(EVENTS).map_err(|e| io("open events", &e))?;
-        let version = meta
-            .get(FORMAT_VERSION_KEY)
-            .map_err(|e| io("read format version", &e))?
-            .map(|v| v.value());
+        let chunks = txn
+            .open_table(CHECKPOINT)
+            .map_err(|e| io("open checkpoint", &e))?;
+        let number =
+            |meta: &::redb::Table<&str, u64>, key: &str| -> Result<Option<u64>, OpenError> {
+                Ok(meta
+                    .get(key)
+                    .map_err(|e| io("read meta", &e))?
+                    .map(|v| v.value()))
+            };
+        let version = number(&meta, FORMAT_VERSION_KEY)?;
+        let checkpoint_lsn = number(&meta, CHECKPOINT_NEXT_LSN_KEY)?;
         let len = events.len().map_err(|e| io("count events", &e))?;
         match version {
             Some(found) if found > LOG_FORMAT_VERSION => {
@@ -703,9 +901,9 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<u64, OpenError> {
                     supported: LOG_FORMAT_VERSION,
                 });
             }
-            Some(LOG_FORMAT_VERSION) => {}
+            Some(found) if found >= LOG_FORMAT_VERSION_OLDEST => {}
             Some(found) => return Err(corrupt(format!("unknown log format version {found}"))),
-            None if len == 0 => {
+            None if len == 0 && checkpoint_lsn.is_none() => {
                 meta.insert(FORMAT_VERSION_KEY, LOG_FORMAT_VERSION)
                     .map_err(|e| io("write format version", &e))?;
             }
@@ -715,25 +913,54 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<u64, OpenError> {
                 )));
             }
         }
+        if version == Some(1) && checkpoint_lsn.is_some() {
+            return Err(corrupt(
+                "a format version 1 file cannot hold a checkpoint".to_owned(),
+            ));
+        }
+        let first_expected = match checkpoint_lsn {
+            None => {
+                if chunks.len().map_err(|e| io("count chunks", &e))? != 0 {
+                    return Err(corrupt(
+                        "checkpoint chunks without a checkpoint row in the meta table".to_owned(),
+                    ));
+                }
+                1
+            }
+            Some(0) => return Err(corrupt("a checkpoint at lsn 0".to_owned())),
+            Some(lsn) => {
+                let stored = chunks.len().map_err(|e| io("count chunks", &e))?;
+                if number(&meta, CHECKPOINT_CHUNKS_KEY)? != Some(stored) {
+                    return Err(corrupt(format!(
+                        "the checkpoint has {stored} chunks, the meta table says otherwise"
+                    )));
+                }
+                lsn
+            }
+        };
         let first = events.first().map_err(|e| io("read first event", &e))?;
         let last = events.last().map_err(|e| io("read last event", &e))?;
-        match (first, last) {
-            (None, None) => 0,
+        let last_lsn = match (first, last) {
+            (None, None) => first_expected - 1,
             (Some((first, _)), Some((last, _))) => {
                 let (first, last) = (first.value(), last.value());
-                if first != 1 || last != len {
+                if first != first_expected || last - first + 1 != len {
                     return Err(corrupt(format!(
-                        "the events are not a gap-free prefix: lsn {first}..={last} in {len} \
-                         entries"
+                        "the events are not a gap-free run from lsn {first_expected}: lsn \
+                         {first}..={last} in {len} entries"
                     )));
                 }
                 last
             }
             _ => return Err(corrupt("the events table is inconsistent".to_owned())),
+        };
+        Prepared {
+            last_lsn,
+            checkpoint_lsn: checkpoint_lsn.unwrap_or(0),
         }
     };
     txn.commit().map_err(|e| io("commit", &e))?;
-    Ok(last_lsn)
+    Ok(prepared)
 }
 
 // --------------------------------------------------------------------------------------------
@@ -741,12 +968,14 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<u64, OpenError> {
 
 struct Writer {
     db: Arc<Database>,
-    receiver: Receiver<Arc<Event>>,
+    receiver: Receiver<Message>,
     shared: Arc<Shared>,
     durability: Durability,
     batch_events_max: usize,
     /// The LSN the next written event must have.
     next_lsn: u64,
+    /// The stored checkpoint's `next_lsn` (0: none).
+    checkpoint_lsn: u64,
     batch: Vec<Arc<Event>>,
     /// Reused for every event's bytes.
     buffer: Vec<u8>,
@@ -783,7 +1012,14 @@ impl Writer {
                 Some(deadline) => self.receiver.recv_deadline(deadline),
             };
             match first {
-                Ok(event) => self.batch.push(event),
+                Ok(Message::Event(event)) => self.batch.push(event),
+                Ok(Message::Checkpoint(checkpoint)) => {
+                    if let Err(failure) = self.write_checkpoint(checkpoint) {
+                        self.shared.fail(failure);
+                        return;
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(failure) = self.flush() {
                         self.shared.fail(failure);
@@ -801,9 +1037,15 @@ impl Writer {
                     return;
                 }
             }
+            // A checkpoint ends the batch: it is written right after the events before it.
+            let mut checkpoint = None;
             while self.batch.len() < self.batch_events_max {
                 match self.receiver.try_recv() {
-                    Ok(event) => self.batch.push(event),
+                    Ok(Message::Event(event)) => self.batch.push(event),
+                    Ok(Message::Checkpoint(write)) => {
+                        checkpoint = Some(write);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -814,11 +1056,114 @@ impl Writer {
                     .is_some_and(|deadline| Instant::now() >= deadline),
             };
             if let Err(failure) = self.commit_batch(fsync) {
+                // A checkpoint taken here is answered by its dropped reply sender.
                 self.shared.fail(failure);
                 return;
             }
             self.batch.clear();
+            if let Some(checkpoint) = checkpoint
+                && let Err(failure) = self.write_checkpoint(checkpoint)
+            {
+                self.shared.fail(failure);
+                return;
+            }
         }
+    }
+
+    /// Writes a checkpoint and trims the events it covers, in one fsync commit, and answers
+    /// the caller. `Err` is a log failure (the caller gets it through `fail`); a checkpoint
+    /// refused for being ahead of the log is answered without failing the log.
+    fn write_checkpoint(&mut self, write: CheckpointWrite) -> Result<(), String> {
+        let CheckpointWrite {
+            next_lsn,
+            bytes,
+            reply,
+        } = write;
+        if next_lsn == 0 || next_lsn > self.next_lsn {
+            // Nothing is written: the caller asked for something the log cannot hold.
+            let _ = reply.send(Err(LogError::OutOfOrder {
+                expected: Lsn(self.next_lsn),
+                got: Lsn(next_lsn),
+            }));
+            return Ok(());
+        }
+        if next_lsn <= self.checkpoint_lsn {
+            // The stored checkpoint is at least as new; it already covers this one.
+            let _ = reply.send(Ok(()));
+            return Ok(());
+        }
+        match self.commit_checkpoint(next_lsn, &bytes) {
+            Ok(()) => {
+                let _ = reply.send(Ok(()));
+                Ok(())
+            }
+            Err(failure) => {
+                // Recorded before the caller hears of it, so it gets this failure.
+                self.shared.fail(failure.clone());
+                let _ = reply.send(Err(self.shared.failure_error()));
+                Err(failure)
+            }
+        }
+    }
+
+    fn commit_checkpoint(&mut self, next_lsn: u64, bytes: &[u8]) -> Result<(), String> {
+        let last = self.next_lsn - 1;
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!(
+                "{}: {what} of the checkpoint at lsn {next_lsn} failed: {error}",
+                self.shared.path.display()
+            )
+        };
+        let started = Instant::now();
+        let trimmed = next_lsn - self.checkpoint_lsn.max(1);
+        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
+        txn.set_durability(::redb::Durability::Immediate)
+            .map_err(|e| fail("set durability", &e))?;
+        {
+            let mut chunks = txn.open_table(CHECKPOINT).map_err(|e| fail("open", &e))?;
+            chunks
+                .retain(|_, _| false)
+                .map_err(|e| fail("delete old chunks", &e))?;
+            let mut count = 0u64;
+            for chunk in bytes.chunks(CHECKPOINT_CHUNK_BYTES) {
+                chunks
+                    .insert(count, chunk)
+                    .map_err(|e| fail("insert chunk", &e))?;
+                count += 1;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| fail("open meta", &e))?;
+            for (key, value) in [
+                (FORMAT_VERSION_KEY, LOG_FORMAT_VERSION),
+                (CHECKPOINT_NEXT_LSN_KEY, next_lsn),
+                (CHECKPOINT_CHUNKS_KEY, count),
+                (CHECKPOINT_BYTES_KEY, bytes.len() as u64),
+                (CHECKPOINT_XXH3_KEY, xxhash_rust::xxh3::xxh3_64(bytes)),
+            ] {
+                meta.insert(key, value)
+                    .map_err(|e| fail("write meta", &e))?;
+            }
+            let mut events = txn.open_table(EVENTS).map_err(|e| fail("open", &e))?;
+            events
+                .retain_in(..next_lsn, |_, _| false)
+                .map_err(|e| fail("trim", &e))?;
+        }
+        txn.commit().map_err(|e| fail("commit", &e))?;
+
+        self.checkpoint_lsn = next_lsn;
+        self.shared
+            .checkpoint_lsn
+            .store(next_lsn, Ordering::Release);
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.checkpoints += 1;
+            stats.checkpoint_bytes_last = bytes.len() as u64;
+            stats.events_trimmed += trimmed;
+            stats.checkpoint_ns += nanos(started.elapsed());
+        }
+        // An fsync commit persists every commit before it.
+        self.unflushed_since = None;
+        self.shared.advance(last, Some(last));
+        Ok(())
     }
 
     fn flush_deadline(&self) -> Option<Instant> {
