@@ -227,11 +227,20 @@ pub fn availability(
     location: &str,
     availability: Option<Availability>,
 ) -> pb::PositionAvailability {
+    availability_owned(sku.to_owned(), location.to_owned(), availability)
+}
+
+/// [`availability`] with the ids moved in rather than copied (Check's hot path).
+pub fn availability_owned(
+    sku: String,
+    location: String,
+    availability: Option<Availability>,
+) -> pb::PositionAvailability {
     let exists = availability.is_some();
     let a = availability.unwrap_or_default();
     pb::PositionAvailability {
-        sku: sku.to_owned(),
-        location: location.to_owned(),
+        sku,
+        location,
         exists,
         on_hand: a.on_hand,
         reserved: a.reserved,

@@ -40,6 +40,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(Ok(0)) => {}
             Ok(Ok(expired)) => {
                 debug!(expired, "holds expired");
+                shared.metrics.observe_expiries(expired);
                 let head = shared.engine.ledger().next_lsn().0.saturating_sub(1);
                 shared.advance_head(head);
                 backlog = expired >= batch_max;

@@ -15,7 +15,12 @@
 //! - `status`: the one mapping from engine errors and refusing outcomes to `tonic::Status`
 //!   (and to per-item errors of batch calls).
 //! - `watch`: the `WatchAvailability` change feed, read from the event log.
+//! - `session`: the `Session` stream: checks and writes over one bidirectional stream, through
+//!   the same handlers as the unary calls, at most `SESSION_IN_FLIGHT_MAX` in flight each.
 //! - `expirer`: the background task that records expiry events for lapsed holds.
+//! - `metrics`: Prometheus metrics: a layer counting every call of the service by method and
+//!   status code, a few domain counters, the engine's state read at scrape, and the `/metrics`
+//!   HTTP endpoint ([`ServeOptions::metrics_listener`]).
 //! - `main.rs` (the `inventory` binary): CLI, config, tracing, the data folder, signals.
 //!
 //! # Limits and back-pressure
@@ -24,10 +29,14 @@
 //! change-feed streams each have their own concurrency budget, so a flood of store batches can
 //! never make a checkout's Reserve queue behind it. A budget that is used up answers
 //! RESOURCE_EXHAUSTED at once (nothing applied, retry later) instead of queueing unboundedly.
+//! A `Session` stream has no budget of its own: each write on it takes a permit of the
+//! interactive writes budget, and each stream reads at most `SESSION_IN_FLIGHT_MAX` requests
+//! ahead of its answers (then HTTP/2 flow control holds the client back).
 //!
 //! # Shutdown
 //! When the `shutdown` future completes: health turns NOT_SERVING, the expirer stops, change
-//! feeds end with UNAVAILABLE (naming the LSN to resume from), the listener stops accepting,
+//! feeds end with UNAVAILABLE (naming the LSN to resume from), session streams stop reading,
+//! answer what they have read and end with UNAVAILABLE, the listener stops accepting,
 //! and in-flight calls finish (bounded by [`ServerConfig::drain_timeout_ms`]). The log is
 //! flushed when the last reference to the engine (and so to the log) is dropped, which the
 //! caller does after `serve` returns.
@@ -35,7 +44,9 @@
 mod convert;
 mod durability;
 mod expirer;
+mod metrics;
 mod service;
+mod session;
 mod status;
 mod watch;
 
@@ -56,6 +67,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{error, info, warn};
 
+pub use metrics::{CHANNELS_MAX, LogStatsSource, STORES_LISTED_MAX};
 pub use service::InventoryService;
 
 /// Most items in one batch call (Check positions, RecordSales sales, RecordReturns returns,
@@ -189,10 +201,19 @@ pub(crate) struct Shared {
     pub failed_notify: Notify,
     /// Where writes await durability.
     pub durability: DurabilityWaiter,
+    /// Counters and histograms, encoded at `/metrics` with a snapshot of the engine.
+    pub metrics: metrics::Metrics,
+    /// The event log's writer statistics, read at scrape (see [`ServeOptions::log_stats`]).
+    pub log_stats: Option<LogStatsSource>,
 }
 
 impl Shared {
-    fn new(engine: Arc<Engine>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        config: ServerConfig,
+        shutdown: CancellationToken,
+        log_stats: Option<LogStatsSource>,
+    ) -> Self {
         let head = engine.ledger().next_lsn().0.saturating_sub(1);
         let durability =
             DurabilityWaiter::new(Arc::clone(engine.ledger().log()), config.ack_on_append);
@@ -207,6 +228,8 @@ impl Shared {
             failed: AtomicBool::new(false),
             failed_notify: Notify::new(),
             durability,
+            metrics: metrics::Metrics::new(),
+            log_stats,
         }
     }
 
@@ -234,6 +257,28 @@ impl Shared {
     }
 }
 
+/// What [`serve_with`] adds to [`serve`]. The default is what `serve` does: no metrics
+/// endpoint (the counters are kept all the same) and no log statistics.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Where to serve `GET /metrics` (Prometheus text format). Bound by the caller, so a test
+    /// can bind `127.0.0.1:0` and read the port. Served until `serve_with` returns: through the
+    /// drain, so the last scrapes see the shutdown.
+    pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// Reads the event log's writer statistics (commit time, batch sizes) at each scrape;
+    /// `main.rs` passes `RedbLog::stats`. Without it those series are left out.
+    pub log_stats: Option<LogStatsSource>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("metrics_listener", &self.metrics_listener)
+            .field("log_stats", &self.log_stats.is_some())
+            .finish()
+    }
+}
+
 /// Serves the inventory API over `incoming` until `shutdown` completes, then drains (see the
 /// crate docs). `engine` must be recovered already: health reports SERVING from the start.
 /// Returns after the last in-flight call has finished (or the drain timeout passed) and the
@@ -250,9 +295,31 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
 {
+    serve_with(engine, config, incoming, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`], with a metrics endpoint and log statistics (see [`ServeOptions`]).
+pub async fn serve_with<I, IO, IE, F>(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    incoming: I,
+    shutdown: F,
+    options: ServeOptions,
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
     config.validate()?;
     let token = CancellationToken::new();
-    let shared = Arc::new(Shared::new(engine, config, token.clone()));
+    let shared = Arc::new(Shared::new(
+        engine,
+        config,
+        token.clone(),
+        options.log_stats,
+    ));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -270,9 +337,20 @@ where
     let inventory = InventoryServer::new(InventoryService::new(Arc::clone(&shared)))
         .max_decoding_message_size(config.request_bytes_max)
         .max_encoding_message_size(config.response_bytes_max);
+    let inventory = metrics::Instrumented::new(inventory, Arc::clone(&shared));
 
     let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));
     let health_task = tokio::spawn(report_failures(Arc::clone(&shared), reporter.clone()));
+    // The metrics endpoint has its own stop: it keeps answering through the drain and stops
+    // once the gRPC server has.
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = options.metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve_http(
+            listener,
+            Arc::clone(&shared),
+            metrics_stop.clone(),
+        ))
+    });
 
     let signal = {
         let token = token.clone();
@@ -308,7 +386,8 @@ where
         }
     };
     token.cancel();
-    for task in [expirer, health_task] {
+    metrics_stop.cancel();
+    for task in [expirer, health_task].into_iter().chain(metrics_task) {
         if let Err(error) = task.await {
             error!(%error, "a background task panicked");
         }

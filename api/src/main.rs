@@ -3,11 +3,14 @@
 //! - `inventory` or `inventory serve`: open the data folder's event log, recover the ledger
 //!   from it, and serve the gRPC API until SIGINT or SIGTERM, then drain and flush.
 //! - `inventory demo`: an in-process flash sale against a real ledger (see `demo.rs`).
+//! - `inventory check`, `reserve`, `commit`, ... : a client of a running server, with tables
+//!   or `--json` and exit codes scripts can rely on (see `cli.rs`).
 //!
 //! Settings come from, in order of precedence: flags, `INVENTORY_*` environment variables, the
 //! TOML file named by `--config`, and the defaults. Everything here is wiring: the server
 //! itself is `inv_api::serve`.
 
+mod cli;
 mod demo;
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +21,7 @@ use inv_engine::{Engine, LedgerConfig, RedbLog, RedbLogOptions, SystemClock};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -27,6 +31,11 @@ use tracing::{info, warn};
     name = "inventory",
     version,
     about = "Inventory availability and reservation engine",
+    long_about = "Inventory availability and reservation engine.\n\n\
+        With no subcommand (or `serve`), serves the gRPC API over the data folder. The client \
+        subcommands (check, reserve, commit, ...) talk to a running server: --server or \
+        INVENTORY_SERVER says where.",
+    after_help = cli::EXIT_CODES_HELP,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -43,6 +52,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Play an in-process flash sale against a real ledger and check its invariants.
     Demo(demo::DemoArgs),
+    #[command(flatten)]
+    Client(cli::ClientCmd),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -72,6 +83,10 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:50051].
     #[arg(long, env = "INVENTORY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics endpoint (GET /metrics), or `off` [default:
+    /// 127.0.0.1:9090].
+    #[arg(long, env = "INVENTORY_METRICS_LISTEN", value_name = "ADDR|off")]
+    metrics_listen: Option<MetricsListen>,
     /// Folder of the event log (created if missing) [default: ./data].
     #[arg(long, env = "INVENTORY_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -113,6 +128,7 @@ struct ServeArgs {
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<MetricsListen>,
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     durability: Option<DurabilityMode>,
@@ -135,10 +151,41 @@ struct EventLogFile {
     cache_size_bytes: Option<usize>,
 }
 
+/// Where the metrics endpoint listens: an address, or nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+enum MetricsListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(MetricsListen::Off);
+        }
+        text.parse()
+            .map(MetricsListen::On)
+            .map_err(|e| format!("{text:?} is neither an address (host:port) nor `off`: {e}"))
+    }
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
 /// Every setting resolved.
 #[derive(Debug)]
 struct Settings {
     listen: SocketAddr,
+    /// None: no metrics endpoint.
+    metrics_listen: Option<SocketAddr>,
     data_dir: PathBuf,
     ledger: LedgerConfig,
     log_options: RedbLogOptions,
@@ -148,6 +195,7 @@ struct Settings {
 }
 
 const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
+const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9090";
 const DATA_DIR_DEFAULT: &str = "./data";
 const FLUSH_INTERVAL_MS_DEFAULT: u64 = 100;
 
@@ -236,6 +284,15 @@ impl Settings {
                 Some(listen) => listen,
                 None => LISTEN_DEFAULT.parse().expect("the default address parses"),
             },
+            metrics_listen: match args.metrics_listen.or(file.metrics_listen) {
+                Some(MetricsListen::On(addr)) => Some(addr),
+                Some(MetricsListen::Off) => None,
+                None => Some(
+                    METRICS_LISTEN_DEFAULT
+                        .parse()
+                        .expect("the default metrics address parses"),
+                ),
+            },
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -252,12 +309,21 @@ impl Settings {
     }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Cmd::Demo(args)) => demo::run(&args),
-        Some(Cmd::Serve(args)) => serve(args),
-        None => serve(cli.serve),
+fn main() -> ExitCode {
+    // Usage errors exit 2 (clap's own code, the same as an invalid argument below).
+    let args = Cli::parse();
+    let result = match args.command {
+        Some(Cmd::Demo(demo)) => demo::run(&demo),
+        Some(Cmd::Serve(serve_args)) => serve(serve_args),
+        Some(Cmd::Client(command)) => return cli::run(command),
+        None => serve(args.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -314,12 +380,30 @@ async fn run(settings: Settings) -> Result<()> {
     info!(addr = %listener.local_addr()?, "serving inventory.v1");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
 
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    // A weak reference, so the statistics source never keeps the log open past shutdown.
+    let log_stats: inv_api::LogStatsSource = {
+        let log = Arc::downgrade(&log);
+        Arc::new(move || log.upgrade().map(|log| log.stats()))
+    };
+
     let engine = Arc::new(engine);
-    inv_api::serve(
+    inv_api::serve_with(
         Arc::clone(&engine),
         settings.server,
         incoming,
         shutdown_signal(),
+        inv_api::ServeOptions {
+            metrics_listener,
+            log_stats: Some(log_stats),
+        },
     )
     .await?;
 
@@ -437,6 +521,48 @@ mod tests {
             Settings::merge(ServeArgs::default(), FileConfig::default()).expect("valid defaults");
         assert_eq!(settings.listen.to_string(), LISTEN_DEFAULT);
         assert_eq!(settings.log_options.durability, Durability::Sync);
+        assert_eq!(
+            settings.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(METRICS_LISTEN_DEFAULT)
+        );
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_or_off() {
+        let cli = Cli::try_parse_from(["inventory", "--metrics-listen", "off"]).expect("parses");
+        let settings = Settings::merge(cli.serve, FileConfig::default()).expect("valid");
+        assert_eq!(settings.metrics_listen, None);
+        let file: FileConfig =
+            toml::from_str(r#"metrics_listen = "0.0.0.0:9100""#).expect("a valid file");
+        let settings = Settings::merge(ServeArgs::default(), file).expect("valid");
+        assert_eq!(
+            settings.metrics_listen,
+            Some("0.0.0.0:9100".parse().expect("an address"))
+        );
+        assert!(Cli::try_parse_from(["inventory", "--metrics-listen", "nine"]).is_err());
+        assert!(toml::from_str::<FileConfig>(r#"metrics_listen = "nine""#).is_err());
+    }
+
+    #[test]
+    fn client_subcommands_parse_with_their_own_flags() {
+        let cli = Cli::try_parse_from([
+            "inventory",
+            "reserve",
+            "--server",
+            "http://10.0.0.1:50051",
+            "--id",
+            "o-1",
+            "a@b=2",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Cmd::Client(cli::ClientCmd::Reserve(_)))
+        ));
+        let error = Cli::try_parse_from(["inventory", "reserve", "--id", "o-1", "a-b-2"])
+            .err()
+            .expect("a bad LINE is refused");
+        assert_eq!(error.exit_code(), 2);
     }
 
     #[test]

@@ -9,16 +9,23 @@
 //!
 //! Reads (`Check`, `CheckSku`, `GetReservation`, `StoreStatus`) take one short engine lock
 //! each and never wait for the log, so they run inline.
+//!
+//! Check, Reserve, Commit and Release are also served over the `Session` stream (`session`),
+//! through the same `*_now` methods: a write is decided when called, and the future it returns
+//! waits for durability and encodes the answer, so both paths answer alike.
 
 use crate::convert::{self, FieldErrors};
+use crate::session::{self, SessionStream};
 use crate::status::{self, Failure};
 use crate::watch::{self, WatchStream};
 use crate::{BATCH_ITEMS_MAX, Shared};
 use inv_engine::{Command, Engine, LogError, Lsn, Outcome, Receipt, SubmitError};
 use inv_proto::v1 as pb;
 use inv_proto::v1::inventory_server::Inventory;
+use std::future::Future;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Gaps listed for one store; the count of missing sequence numbers is always exact.
 const STORE_GAPS_LISTED_MAX: usize = 1_000;
@@ -46,30 +53,112 @@ impl InventoryService {
     /// only queues), so it runs inline; the wait for durability is asynchronous (see
     /// `durability`). This is `Engine::submit` with its blocking wait replaced.
     async fn submit(&self, command: Command) -> Result<Receipt, Failure> {
-        let _permit =
-            self.shared.writes.try_acquire().map_err(|_| {
-                Failure::overloaded("writes", self.shared.config.writes_in_flight_max)
-            })?;
-        let engine = self.engine();
-        let ledger = engine.ledger();
-        let receipt = ledger
-            .log()
-            .admit()
-            .map_err(admit_error)
-            .and_then(|()| ledger.submit(command, engine.now_ms()))
-            .map_err(|error| self.failure(&error))?;
-        self.shared
-            .durability
-            .wait(receipt.lsn)
-            .await
-            .map_err(|error| self.failure(&SubmitError::Log(error)))?;
-        self.shared.advance_head(receipt.lsn.0);
-        Ok(receipt)
+        let decided = decide(&self.shared, command)?;
+        settle(&self.shared, decided).await
     }
 
     fn failure(&self, error: &SubmitError) -> Failure {
-        self.shared.observe_error(error);
-        status::submit_error(error)
+        failure(&self.shared, error)
+    }
+
+    /// Reserve, decided now (so requests on one Session stream are decided in arrival order);
+    /// the returned future waits for durability and encodes the answer. Owns what it needs, so
+    /// a Session stream can keep many in flight.
+    pub(crate) fn reserve_now(
+        &self,
+        request: pb::ReserveRequest,
+    ) -> impl Future<Output = Result<pb::ReserveResponse, Failure>> + Send + 'static {
+        self.shared
+            .metrics
+            .observe_reserve_channel(&request.channel);
+        let reserve = convert::reserve(request);
+        let lines = reserve.lines.clone();
+        let decided = decide(&self.shared, Command::Reserve(reserve));
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let receipt = settle(&shared, decided?).await?;
+            shared.metrics.observe_reserve_outcome(&receipt);
+            convert::reserve_response(&receipt, &lines)
+        }
+    }
+
+    /// Commit, decided now; the future waits for durability and encodes the answer (see
+    /// [`InventoryService::reserve_now`]).
+    pub(crate) fn commit_now(
+        &self,
+        request: pb::CommitRequest,
+    ) -> impl Future<Output = Result<pb::CommitResponse, Failure>> + Send + 'static {
+        let reservation_id = request.reservation_id.clone();
+        let decided = decide(&self.shared, convert::commit(request));
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let receipt = settle(&shared, decided?).await?;
+            if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
+                return Err(refusal);
+            }
+            let hold = shared.engine.reservation(&reservation_id);
+            convert::commit_response(&receipt, hold.as_ref())
+        }
+    }
+
+    /// Release, decided now; the future waits for durability and encodes the answer (see
+    /// [`InventoryService::reserve_now`]).
+    pub(crate) fn release_now(
+        &self,
+        request: pb::ReleaseRequest,
+    ) -> impl Future<Output = Result<pb::ReleaseResponse, Failure>> + Send + 'static {
+        let decided = decide(&self.shared, convert::release(request));
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let receipt = settle(&shared, decided?).await?;
+            if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
+                return Err(refusal);
+            }
+            match receipt.outcome {
+                Outcome::Released => Ok(pb::ReleaseResponse {
+                    lsn: receipt.lsn.0,
+                    duplicate: receipt.duplicate,
+                }),
+                other => Err(Failure::internal(format!("unexpected outcome {other:?}"))),
+            }
+        }
+    }
+
+    /// Check: answered at once, per position. Only a malformed envelope fails the whole call.
+    pub(crate) fn check_now(
+        &self,
+        request: pb::CheckRequest,
+    ) -> Result<pb::CheckResponse, Failure> {
+        use pb::check_result::Result as R;
+        let positions = request.positions;
+        convert::check_batch_len("positions", positions.len())?;
+        let engine = self.engine();
+        let results = positions
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // Field paths are formatted only for a position that is wrong, and the ids move
+                // into the answer: this is the hottest read path.
+                let mut errors = FieldErrors::default();
+                if let Some(problem) = convert::id_problem(&p.sku) {
+                    errors.push(format!("positions[{i}].sku"), problem);
+                }
+                if let Some(problem) = convert::id_problem(&p.location) {
+                    errors.push(format!("positions[{i}].location"), problem);
+                }
+                let result = match errors.finish(()) {
+                    Ok(()) => {
+                        let found = engine.check(&p.sku, &p.location);
+                        R::Availability(convert::availability_owned(p.sku, p.location, found))
+                    }
+                    Err(failure) => R::Error(failure.into_item_error()),
+                };
+                pb::CheckResult {
+                    result: Some(result),
+                }
+            })
+            .collect();
+        Ok(pb::CheckResponse { results })
     }
 
     /// Submits a write that answers `Recorded` (disposition, adjustment, safety stock).
@@ -112,6 +201,51 @@ impl InventoryService {
         }
         Ok(results)
     }
+}
+
+/// An interactive write decided and appended, not yet durable. Holds its permit of the writes
+/// budget until it is answered.
+pub(crate) struct Decided {
+    receipt: Receipt,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The first half of an interactive write: take a permit of the writes budget, then decide and
+/// append (a few short engine locks, no I/O).
+fn decide(shared: &Arc<Shared>, command: Command) -> Result<Decided, Failure> {
+    let permit = Arc::clone(&shared.writes)
+        .try_acquire_owned()
+        .map_err(|_| Failure::overloaded("writes", shared.config.writes_in_flight_max))?;
+    let engine = &shared.engine;
+    let ledger = engine.ledger();
+    let receipt = ledger
+        .log()
+        .admit()
+        .map_err(admit_error)
+        .and_then(|()| ledger.submit(command, engine.now_ms()))
+        .map_err(|error| failure(shared, &error))?;
+    Ok(Decided {
+        receipt,
+        _permit: permit,
+    })
+}
+
+/// The second half: wait until the write is durable, without parking a thread.
+async fn settle(shared: &Shared, decided: Decided) -> Result<Receipt, Failure> {
+    let Decided { receipt, _permit } = decided;
+    shared
+        .durability
+        .wait(receipt.lsn)
+        .await
+        .map_err(|error| failure(shared, &SubmitError::Log(error)))?;
+    shared.advance_head(receipt.lsn.0);
+    Ok(receipt)
+}
+
+/// Notes the error (a log failure fail-stops the server) and maps it.
+fn failure(shared: &Shared, error: &SubmitError) -> Failure {
+    shared.observe_error(error);
+    status::submit_error(error)
 }
 
 /// Decides and appends every item in order (the first half of `Engine::submit`, item by item)
@@ -178,44 +312,21 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let reserve = convert::reserve(request.into_inner());
-        let lines = reserve.lines.clone();
-        let receipt = self.submit(Command::Reserve(reserve)).await?;
-        Ok(Response::new(convert::reserve_response(&receipt, &lines)?))
+        Ok(Response::new(self.reserve_now(request.into_inner()).await?))
     }
 
     async fn commit(
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let request = request.into_inner();
-        let reservation_id = request.reservation_id.clone();
-        let receipt = self.submit(convert::commit(request)).await?;
-        if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
-            return Err(refusal.into());
-        }
-        let hold = self.engine().reservation(&reservation_id);
-        Ok(Response::new(convert::commit_response(
-            &receipt,
-            hold.as_ref(),
-        )?))
+        Ok(Response::new(self.commit_now(request.into_inner()).await?))
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let receipt = self.submit(convert::release(request.into_inner())).await?;
-        if let Some(refusal) = status::refusal(&receipt.outcome, receipt.lsn) {
-            return Err(refusal.into());
-        }
-        match receipt.outcome {
-            Outcome::Released => Ok(Response::new(pb::ReleaseResponse {
-                lsn: receipt.lsn.0,
-                duplicate: receipt.duplicate,
-            })),
-            other => Err(Failure::internal(format!("unexpected outcome {other:?}")).into()),
-        }
+        Ok(Response::new(self.release_now(request.into_inner()).await?))
     }
 
     async fn extend(
@@ -255,35 +366,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        use pb::check_result::Result as R;
-        let positions = request.into_inner().positions;
-        convert::check_batch_len("positions", positions.len())?;
-        let engine = self.engine();
-        let results = positions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut errors = FieldErrors::default();
-                convert::check_id(&mut errors, &format!("positions[{i}].sku"), &p.sku);
-                convert::check_id(
-                    &mut errors,
-                    &format!("positions[{i}].location"),
-                    &p.location,
-                );
-                let result = match errors.finish(()) {
-                    Ok(()) => R::Availability(convert::availability(
-                        &p.sku,
-                        &p.location,
-                        engine.check(&p.sku, &p.location),
-                    )),
-                    Err(failure) => R::Error(failure.into_item_error()),
-                };
-                pb::CheckResult {
-                    result: Some(result),
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::CheckResponse { results }))
+        Ok(Response::new(self.check_now(request.into_inner())?))
     }
 
     async fn check_sku(
@@ -449,5 +532,17 @@ impl Inventory for InventoryService {
             &self.shared,
             request.into_inner(),
         )?))
+    }
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(session::start(
+            self.clone(),
+            self.shared.shutdown.clone(),
+            request.into_inner(),
+        )))
     }
 }

@@ -15,7 +15,7 @@
 //! Every test runs under [`bounded`], so a hang fails in seconds instead of stalling CI.
 
 use anyhow::{Context, Result, bail};
-use inv_api::{ServeError, ServerConfig};
+use inv_api::{ServeError, ServeOptions, ServerConfig};
 use inv_engine::{
     DurableListener, Engine, Event, EventLog, LedgerConfig, LogError, Lsn, ManualClock, MemLog,
     RedbLog, RedbLogOptions,
@@ -68,6 +68,9 @@ pub struct TestServer {
     /// [`TestServer::join`] keeps the log open.
     pub engine: Arc<Engine>,
     pub clock: Arc<ManualClock>,
+    /// Where `GET /metrics` answers, when the server was started with a metrics listener
+    /// ([`TestServer::start_with_metrics`]).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -86,12 +89,50 @@ impl TestServer {
         .await
     }
 
+    /// As [`TestServer::start`], with the metrics endpoint on an ephemeral port of 127.0.0.1
+    /// (see [`TestServer::scrape`]) and the `RedbLog`'s statistics in it, as `main.rs` does.
+    pub async fn start_with_metrics(data_dir: &Path) -> Result<TestServer> {
+        let log = Arc::new(
+            RedbLog::open(data_dir, RedbLogOptions::default())
+                .with_context(|| format!("opening the log in {}", data_dir.display()))?,
+        );
+        // Weak, as in main.rs: the source must not keep the log open after `join`.
+        let weak = Arc::downgrade(&log);
+        let log_stats: inv_api::LogStatsSource =
+            Arc::new(move || weak.upgrade().map(|log| log.stats()));
+        let options = ServeOptions {
+            metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            log_stats: Some(log_stats),
+        };
+        Self::start_with_options(
+            log,
+            Arc::new(ManualClock::new(T0_MS)),
+            test_config(),
+            options,
+        )
+        .await
+    }
+
     /// Serves any log, with the given clock and settings.
     pub async fn start_with(
         log: Arc<dyn EventLog>,
         clock: Arc<ManualClock>,
         config: ServerConfig,
     ) -> Result<TestServer> {
+        Self::start_with_options(log, clock, config, ServeOptions::default()).await
+    }
+
+    /// Serves any log, with the given clock, settings and options (`inv_api::serve_with`).
+    pub async fn start_with_options(
+        log: Arc<dyn EventLog>,
+        clock: Arc<ManualClock>,
+        config: ServerConfig,
+        options: ServeOptions,
+    ) -> Result<TestServer> {
+        let metrics_addr = match &options.metrics_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
         let engine = Arc::new(Engine::recover(
             LedgerConfig {
                 shards: 16,
@@ -103,7 +144,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(inv_api::serve(
+        let task = tokio::spawn(inv_api::serve_with(
             Arc::clone(&engine),
             config,
             // As in main.rs: without TCP_NODELAY, small stream messages wait ~40 ms for
@@ -113,6 +154,7 @@ impl TestServer {
                 // A dropped sender also shuts down, so a panicking test never leaks a server.
                 let _ = signal.await;
             },
+            options,
         ));
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_secs(5))
@@ -125,9 +167,18 @@ impl TestServer {
             addr,
             engine,
             clock,
+            metrics_addr,
             shutdown: Some(shutdown),
             task,
         })
+    }
+
+    /// `GET /metrics` over a plain HTTP/1.1 connection; the body, once the status is 200.
+    pub async fn scrape(&self) -> Result<String> {
+        let Some(addr) = self.metrics_addr else {
+            bail!("the server has no metrics endpoint (start it with start_with_metrics)");
+        };
+        scrape(addr).await
     }
 
     /// A fresh connection to the server (a second client, or one after a shutdown began).
@@ -305,6 +356,47 @@ impl EventLog for ControlledLog {
     fn set_durable_listener(&self, listener: DurableListener) {
         *self.listener.lock().expect("not poisoned") = Some(listener);
     }
+}
+
+/// `GET /metrics` from `addr` with `Connection: close`, read to the end (bounded by 5 s);
+/// the body of a 200 answer.
+pub async fn scrape(addr: SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(String::from_utf8(answer)?)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .context("scraping /metrics timed out")??;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("an HTTP answer without a blank line after its headers")?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("GET /metrics answered {status:?}");
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-type: text/plain; version=0.0.4")
+    {
+        bail!("GET /metrics answered without the Prometheus text content type:\n{head}");
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        bail!("unexpected chunked answer:\n{head}");
+    }
+    Ok(body.to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------

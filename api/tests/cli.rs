@@ -1,0 +1,336 @@
+//! The `inventory` binary's client subcommands, end to end: the real binary (Cargo builds it
+//! for this test) against a real server started in this process on 127.0.0.1:0.
+//!
+//! What a script relies on is checked: the exit code of each kind of answer (granted 0,
+//! rejected 1, malformed 2, unknown 3, unreachable 4), and the shape of `--json` output. The
+//! server runs over a `MemLog` with a `ManualClock`; every child process is killed if it runs
+//! past [`CHILD_TIMEOUT`], and every test is bounded by [`TEST_TIMEOUT`].
+
+use inv_engine::{Engine, LedgerConfig, ManualClock, MemLog};
+use inv_proto::v1 as pb;
+use serde_json::Value;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const T0_MS: u64 = 1_700_000_000_000;
+const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server in this process; stops when dropped (its shutdown sender goes with it).
+struct Server {
+    addr: SocketAddr,
+    url: String,
+    _shutdown: oneshot::Sender<()>,
+}
+
+async fn start() -> Server {
+    let engine = Arc::new(
+        Engine::recover(
+            LedgerConfig {
+                shards: 4,
+                ..LedgerConfig::default()
+            },
+            Arc::new(MemLog::new()),
+            Arc::new(ManualClock::new(T0_MS)),
+        )
+        .expect("an empty log recovers"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("bound");
+    let (shutdown, signal) = oneshot::channel::<()>();
+    tokio::spawn(inv_api::serve(
+        engine,
+        inv_api::ServerConfig {
+            drain_timeout_ms: 1_000,
+            ..inv_api::ServerConfig::default()
+        },
+        tonic::transport::server::TcpIncoming::from(listener),
+        async move {
+            let _ = signal.await;
+        },
+    ));
+    Server {
+        addr,
+        url: format!("http://{addr}"),
+        _shutdown: shutdown,
+    }
+}
+
+/// Stocks `qty` units through the gRPC API (the CLI has no adjust command).
+async fn stock(server: &Server, sku: &str, location: &str, qty: i64) {
+    let mut client =
+        pb::inventory_client::InventoryClient::connect(format!("http://{}", server.addr))
+            .await
+            .expect("connects");
+    client
+        .adjust(pb::AdjustRequest {
+            adjustment_id: format!("receipt-{sku}-{location}"),
+            sku: sku.into(),
+            location: location.into(),
+            delta: qty,
+            reason: "goods receipt".into(),
+        })
+        .await
+        .expect("adjusts");
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `inventory ARGS...` with `INVENTORY_SERVER=server` (off the async workers), killing
+/// it past [`CHILD_TIMEOUT`].
+async fn inventory(server: &str, args: &[&str]) -> Run {
+    let server = server.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || run_blocking(&server, &args))
+        .await
+        .expect("the runner did not panic")
+}
+
+fn run_blocking(server: &str, args: &[String]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args(args)
+        .env("INVENTORY_SERVER", server)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // Drain both pipes while waiting, so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("inventory {args:?} ran past {CHILD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code().expect("exited, not killed by a signal"),
+        stdout: out_reader.join().expect("reader"),
+        stderr: err_reader.join().expect("reader"),
+    }
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {run:?}"))
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("the test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_check_and_commit_exit_with_what_happened() {
+    // Goal: each answer of the hold lifecycle maps to its exit code, and the output names it.
+    bounded(async {
+        let server = start().await;
+        stock(&server, "sneaker", "dc", 5).await;
+        let url = server.url.as_str();
+
+        let granted = inventory(
+            url,
+            &["reserve", "--id", "o-1", "--ttl", "15m", "sneaker@dc=2"],
+        )
+        .await;
+        assert_eq!(granted.code, 0, "{granted:?}");
+        assert!(granted.stdout.starts_with("granted o-1"), "{granted:?}");
+
+        let rejected = inventory(url, &["reserve", "--id", "o-2", "sneaker@dc=9"]).await;
+        assert_eq!(rejected.code, 1, "{rejected:?}");
+        assert!(rejected.stdout.starts_with("rejected o-2"), "{rejected:?}");
+        assert!(rejected.stdout.contains("REQUESTED"), "{rejected:?}");
+
+        let rejected_json =
+            inventory(url, &["reserve", "--json", "--id", "o-2", "sneaker@dc=9"]).await;
+        assert_eq!(rejected_json.code, 1, "{rejected_json:?}");
+        let answer = json(&rejected_json);
+        assert_eq!(answer["result"], "rejected");
+        assert_eq!(
+            answer["duplicate"], true,
+            "a retry gets the recorded answer"
+        );
+        assert_eq!(answer["short_lines"][0]["requested"], 9);
+        assert_eq!(answer["short_lines"][0]["available"], 3);
+
+        let check = inventory(url, &["check", "--json", "sneaker", "dc", "nowhere"]).await;
+        assert_eq!(check.code, 0, "{check:?}");
+        let positions = json(&check)["positions"].clone();
+        assert_eq!(positions[0]["on_hand"], 5);
+        assert_eq!(positions[0]["reserved"], 2);
+        assert_eq!(positions[0]["available"], 3);
+        assert_eq!(positions[1]["exists"], false);
+
+        let unknown = inventory(url, &["commit", "no-such-order"]).await;
+        assert_eq!(unknown.code, 3, "{unknown:?}");
+        assert!(unknown.stderr.contains("not found"), "{unknown:?}");
+        let unknown_json = inventory(url, &["commit", "--json", "no-such-order"]).await;
+        assert_eq!(unknown_json.code, 3, "{unknown_json:?}");
+        let error = json(&unknown_json)["error"].clone();
+        assert_eq!(error["code"], "NOT_FOUND");
+        assert_eq!(error["reason"], "RESERVATION_NOT_FOUND");
+        assert_eq!(error["exit_code"], 3);
+
+        let committed = inventory(url, &["commit", "o-1", "sneaker@dc=1"]).await;
+        assert_eq!(committed.code, 0, "{committed:?}");
+        assert!(
+            committed.stdout.starts_with("committed o-1"),
+            "{committed:?}"
+        );
+
+        // The hold has ended: releasing it is refused by a business rule.
+        let released = inventory(url, &["release", "o-1"]).await;
+        assert_eq!(released.code, 1, "{released:?}");
+        assert!(
+            released.stderr.contains("HOLD_ALREADY_COMMITTED"),
+            "{released:?}"
+        );
+
+        let hold = inventory(url, &["reservation", "--json", "o-1"]).await;
+        assert_eq!(hold.code, 0, "{hold:?}");
+        assert_eq!(json(&hold)["state"], "committed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_arguments_exit_2_before_any_call() {
+    // Goal: usage errors (found by the CLI or by the server) exit 2 and say what is wrong.
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        let bad_line = inventory(url, &["reserve", "--id", "o-1", "sneaker-dc-2"]).await;
+        assert_eq!(bad_line.code, 2, "{bad_line:?}");
+        assert!(bad_line.stderr.contains("SKU@LOCATION=QTY"), "{bad_line:?}");
+
+        let bad_ttl = inventory(url, &["reserve", "--id", "o-1", "--ttl", "soon", "a@b=1"]).await;
+        assert_eq!(bad_ttl.code, 2, "{bad_ttl:?}");
+
+        // The server's validation: a TTL under its 1 s minimum.
+        let short_ttl = inventory(url, &["reserve", "--id", "o-1", "--ttl", "10ms", "a@b=1"]).await;
+        assert_eq!(short_ttl.code, 2, "{short_ttl:?}");
+        assert!(short_ttl.stderr.contains("INVALID_FIELD"), "{short_ttl:?}");
+
+        let help = inventory(url, &["--help"]).await;
+        assert_eq!(help.code, 0, "{help:?}");
+        assert!(help.stdout.contains("Exit codes"), "{help:?}");
+        assert!(help.stdout.contains("4  server unavailable"), "{help:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_files_post_and_store_status_shows_the_gap() {
+    // Goal: a JSON Lines file of sales posts per sale, the store's gap shows in store-status,
+    // and a file with a bad sale exits with that sale's code while the others are recorded.
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        let dir = std::env::temp_dir().join(format!(
+            "inv-cli-sales-{}-{}",
+            std::process::id(),
+            server.addr.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let file = dir.join("sales.jsonl");
+        std::fs::write(
+            &file,
+            concat!(
+                r#"{"txn_id":"t-1","store_seq":1,"occurred_at_ms":1699999999000,"lines":["sock@s7=1"]}"#,
+                "\n",
+                r#"{"txn_id":"t-3","store_seq":3,"occurred_at_ms":1699999999000,"lines":[{"sku":"sock","location":"s7","qty":2}]}"#,
+                "\n",
+            ),
+        )
+        .expect("written");
+        let file = file.to_str().expect("a UTF-8 path");
+        let posted = inventory(url, &["sales", "--store", "s7", "--file", file]).await;
+        assert_eq!(posted.code, 0, "{posted:?}");
+        assert!(posted.stdout.contains("2 of 2 sales recorded"), "{posted:?}");
+
+        let status = inventory(url, &["store-status", "--json", "s7"]).await;
+        assert_eq!(status.code, 0, "{status:?}");
+        let store = json(&status)["stores"][0].clone();
+        assert_eq!(store["contiguous_seq"], 1);
+        assert_eq!(store["missing_count"], 1);
+        assert_eq!(store["newest_lag_ms"], 1_000);
+
+        let unknown = inventory(url, &["store-status", "s8"]).await;
+        assert_eq!(unknown.code, 3, "{unknown:?}");
+
+        let csv = dir.join("more.csv");
+        std::fs::write(
+            &csv,
+            "txn_id,store_seq,occurred_at_ms,lines\nt-4,4,1699999999000,sock@s7=1\nt-5,5,1699999999000,sock@s7=1;sock@s7=1\n",
+        )
+        .expect("written");
+        let csv = csv.to_str().expect("a UTF-8 path");
+        let partly = inventory(url, &["sales", "--json", "--store", "s7", "--file", csv]).await;
+        assert_eq!(partly.code, 2, "{partly:?}");
+        let answer = json(&partly);
+        assert_eq!(answer["recorded"], 1);
+        assert_eq!(answer["failed"], 1);
+        assert_eq!(answer["items"][1]["error"]["code"], "INVALID_ARGUMENT");
+
+        // The change feed replays what happened, one JSON document per line.
+        let watched =
+            inventory(url, &["watch", "--json", "--after-lsn", "0", "--max-changes", "2"]).await;
+        assert_eq!(watched.code, 0, "{watched:?}");
+        let changes: Vec<Value> = watched
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(changes.len(), 2, "{watched:?}");
+        assert_eq!(changes[0]["cause"], "sold");
+        assert_eq!(changes[0]["lsn"], 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_exits_4() {
+    // Goal: no server at the address is "unavailable" (4), not a generic failure. Port 1 on
+    // loopback refuses at once.
+    bounded(async {
+        let run = inventory(
+            "http://127.0.0.1:1",
+            &["check", "--timeout", "5s", "a", "b"],
+        )
+        .await;
+        assert_eq!(run.code, 4, "{run:?}");
+        assert!(run.stderr.contains("cannot connect"), "{run:?}");
+    })
+    .await;
+}
