@@ -1,0 +1,117 @@
+//! The real server, in process: `inv_api::serve` over a `RedbLog` with `Sync` durability in a
+//! temporary data folder, on `127.0.0.1:0`.
+//!
+//! It runs on a runtime of its own, on a thread of its own, so the load generator's tasks and
+//! the server's tasks are scheduled as two processes' would be (they still share the machine's
+//! cores). Dropping a [`LocalServer`] without [`LocalServer::stop`] still shuts it down.
+
+use anyhow::{Context, Result, anyhow};
+use inv_api::ServerConfig;
+use inv_engine::{Engine, LedgerConfig, RedbLog, RedbLogOptions, SystemClock};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A running in-process server.
+pub struct LocalServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+    /// The data folder; removed when the server is dropped.
+    _dir: TempDir,
+}
+
+impl LocalServer {
+    /// Opens a fresh data folder and serves it with `worker_threads` runtime workers and the
+    /// default [`ServerConfig`].
+    pub fn start(worker_threads: usize) -> Result<LocalServer> {
+        Self::start_with(worker_threads, ServerConfig::default())
+    }
+
+    /// As [`LocalServer::start`], with the given limits.
+    pub fn start_with(worker_threads: usize, config: ServerConfig) -> Result<LocalServer> {
+        config.validate()?;
+        let dir = tempfile::tempdir().context("creating the data folder")?;
+        let log = RedbLog::open(dir.path(), RedbLogOptions::default())
+            .with_context(|| format!("opening the log in {}", dir.path().display()))?;
+        let engine = Engine::recover(
+            LedgerConfig::default(),
+            Arc::new(log),
+            Arc::new(SystemClock),
+        )?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads.max(1))
+            .max_blocking_threads(config.blocking_threads_max() + 16)
+            .thread_name("inv-server")
+            .enable_all()
+            .build()
+            .context("starting the server's runtime")?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .context("binding 127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("inv-server-main".into())
+            .spawn(move || -> Result<()> {
+                let engine = Arc::new(engine);
+                let served = runtime.block_on(inv_api::serve(
+                    Arc::clone(&engine),
+                    config,
+                    // Without TCP_NODELAY small answers wait for Nagle and delayed ACKs.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move {
+                        // A dropped sender shuts down too.
+                        let _ = signal.await;
+                    },
+                ));
+                // Calls still finishing on the blocking pool hold the engine; wait for them
+                // (bounded), then drop the runtime and the engine, which closes the log.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Arc::strong_count(&engine) > 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                drop(runtime);
+                drop(engine);
+                served.map_err(|e| anyhow!("serve failed: {e}"))
+            })
+            .context("starting the server thread")?;
+        Ok(LocalServer {
+            addr,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down, drains, and closes the log.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow!("the server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}

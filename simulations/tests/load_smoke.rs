@@ -1,0 +1,85 @@
+//! Every scenario of the load tool runs end to end against the real in-process server.
+//!
+//! Goal: each scenario, run for about half a second with a few callers, gets answers for
+//! every operation it drives and no error it does not expect (the only expected one is
+//! RESOURCE_EXHAUSTED for bulk calls beyond the server's bulk budget). No timing is asserted:
+//! CI machines are too noisy for that; `load` itself reports the figures.
+
+use anyhow::Result;
+use inv_sim::{LocalServer, Options, Scenario};
+use std::time::Duration;
+
+#[test]
+fn every_scenario_answers_without_unexpected_errors() -> Result<()> {
+    let server = LocalServer::start(2)?;
+    let options = Options {
+        callers: 4,
+        seconds: 0.5,
+        skus: 50,
+        pipeline: 4,
+        connections: 2,
+        // More bulk callers than the server's budget of 8, so some are refused and resent.
+        backfill_callers: 10,
+        backfill_sales: 100,
+        ..Options::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let url = server.url();
+    let rows = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), inv_sim::run(&url, options.clone())).await
+    })??;
+    drop(runtime);
+    server.stop()?;
+
+    let expected: &[(&str, &[&str])] = &[
+        ("check", &["check"]),
+        ("reserve", &["reserve", "release"]),
+        ("reserve-only", &["reserve"]),
+        ("mix", &["check", "reserve"]),
+        ("session-check", &["check"]),
+        ("session-reserve", &["reserve", "release"]),
+        ("backfill: hot alone", &["check", "reserve", "release"]),
+        ("backfill: hot + bulk", &["check", "reserve", "release"]),
+        ("backfill: bulk", &["record_sales"]),
+    ];
+    assert_eq!(options.scenarios, Scenario::ALL);
+    for (scenario, ops) in expected {
+        for op in *ops {
+            let row = rows
+                .iter()
+                .find(|r| r.scenario == *scenario && r.op == *op)
+                .unwrap_or_else(|| panic!("no row for {scenario} / {op} in {rows:#?}"));
+            assert!(row.ops > 0, "{row:?}");
+            assert!(row.ops_per_s > 0.0, "{row:?}");
+            assert!(
+                row.p50_us <= row.p99_us && row.p99_us <= row.max_us,
+                "{row:?}"
+            );
+        }
+    }
+    for row in &rows {
+        for (code, n) in &row.errors {
+            let expected = row.op == "record_sales" && code == "RESOURCE_EXHAUSTED";
+            assert!(expected, "{n} unexpected {code} errors in {row:?}");
+        }
+        // Stock is abundant: nothing is ever out of stock.
+        assert_eq!(row.rejected, 0, "{row:?}");
+    }
+    let table = inv_sim::stats::table(&rows);
+    assert!(table.contains("session-check"), "{table}");
+    let summary = inv_sim::summary(&rows, &options);
+    assert!(summary.contains("unary Check"), "{summary}");
+    Ok(())
+}
+
+#[test]
+fn only_loopback_targets_are_accepted() {
+    assert!(inv_sim::check_loopback("http://127.0.0.1:50051").is_ok());
+    assert!(inv_sim::check_loopback("http://localhost:50051").is_ok());
+    assert!(inv_sim::check_loopback("http://[::1]:50051").is_ok());
+    assert!(inv_sim::check_loopback("http://10.0.0.7:50051").is_err());
+    assert!(inv_sim::check_loopback("http://example.com:50051").is_err());
+}
