@@ -18,6 +18,8 @@
 //! - `session`: the `Session` stream: checks and writes over one bidirectional stream, through
 //!   the same handlers as the unary calls, at most `SESSION_IN_FLIGHT_MAX` in flight each.
 //! - `expirer`: the background task that records expiry events for lapsed holds.
+//! - `checkpointer`: the background task that writes a checkpoint when one is due, so a
+//!   restart replays a short tail instead of the whole log.
 //! - `metrics`: Prometheus metrics: a layer counting every call of the service by method and
 //!   status code, a few domain counters, the engine's state read at scrape, and the `/metrics`
 //!   HTTP endpoint ([`ServeOptions::metrics_listener`]).
@@ -41,6 +43,7 @@
 //! flushed when the last reference to the engine (and so to the log) is dropped, which the
 //! caller does after `serve` returns.
 
+mod checkpointer;
 mod convert;
 mod durability;
 mod expirer;
@@ -51,7 +54,7 @@ mod status;
 mod watch;
 
 use durability::DurabilityWaiter;
-use inv_engine::{Engine, SubmitError};
+use inv_engine::{CheckpointPolicy, Engine, SubmitError};
 use inv_proto::v1::inventory_server::InventoryServer;
 use serde::Deserialize;
 use std::future::Future;
@@ -102,6 +105,12 @@ pub struct ServerConfig {
     pub expire_batch_max: usize,
     /// How long shutdown waits for in-flight calls before closing connections anyway, in ms.
     pub drain_timeout_ms: u64,
+    /// Write a checkpoint once this many events were logged since the last one (0: never by
+    /// count). Bounds what a restart replays; see `inv_engine::CheckpointPolicy`.
+    pub checkpoint_every_events: u64,
+    /// Write a checkpoint once this long has passed since the last one and something was
+    /// logged, in ms (0: never by time).
+    pub checkpoint_every_ms: u64,
     /// Acknowledge a write once its event is appended instead of once it is durable. Only
     /// for a log that itself acknowledges on append (`RedbLog` with `Durability::Async`, whose
     /// `wait_durable` returns at once and whose durable LSN moves only with each fsync);
@@ -122,6 +131,8 @@ impl Default for ServerConfig {
             expire_interval_ms: 100,
             expire_batch_max: 10_000,
             drain_timeout_ms: 10_000,
+            checkpoint_every_events: CheckpointPolicy::default().every_events,
+            checkpoint_every_ms: CheckpointPolicy::default().every_ms,
             ack_on_append: false,
         }
     }
@@ -129,9 +140,17 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Blocking threads the server may use at once: one per bulk call and change-feed read,
-    /// plus the expirer. Size the runtime's blocking pool to at least this.
+    /// plus the expirer and the checkpointer. Size the runtime's blocking pool to at least this.
     pub fn blocking_threads_max(&self) -> usize {
-        self.bulk_in_flight_max + self.watch_streams_max + 1
+        self.bulk_in_flight_max + self.watch_streams_max + 2
+    }
+
+    /// When the checkpointer writes a checkpoint.
+    pub fn checkpoint_policy(&self) -> CheckpointPolicy {
+        CheckpointPolicy {
+            every_events: self.checkpoint_every_events,
+            every_ms: self.checkpoint_every_ms,
+        }
     }
 
     /// Refuses settings that would make the server unusable.
@@ -340,6 +359,7 @@ where
     let inventory = metrics::Instrumented::new(inventory, Arc::clone(&shared));
 
     let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));
+    let checkpointer = tokio::spawn(checkpointer::run(Arc::clone(&shared)));
     let health_task = tokio::spawn(report_failures(Arc::clone(&shared), reporter.clone()));
     // The metrics endpoint has its own stop: it keeps answering through the drain and stops
     // once the gRPC server has.
@@ -387,7 +407,10 @@ where
     };
     token.cancel();
     metrics_stop.cancel();
-    for task in [expirer, health_task].into_iter().chain(metrics_task) {
+    for task in [expirer, checkpointer, health_task]
+        .into_iter()
+        .chain(metrics_task)
+    {
         if let Err(error) = task.await {
             error!(%error, "a background task panicked");
         }

@@ -114,6 +114,14 @@ struct ServeArgs {
     /// How long shutdown waits for in-flight calls, in ms [default: 10000].
     #[arg(long, env = "INVENTORY_DRAIN_TIMEOUT_MS", value_name = "MS")]
     drain_timeout_ms: Option<u64>,
+    /// Write a checkpoint every N logged events; 0 turns the count trigger off [default:
+    /// 1000000].
+    #[arg(long, env = "INVENTORY_CHECKPOINT_EVERY_EVENTS", value_name = "N")]
+    checkpoint_every_events: Option<u64>,
+    /// Write a checkpoint every MS of time if anything was logged; 0 turns the time trigger off
+    /// [default: 600000].
+    #[arg(long, env = "INVENTORY_CHECKPOINT_EVERY_MS", value_name = "MS")]
+    checkpoint_every_ms: Option<u64>,
     /// Log filter, in tracing's EnvFilter syntax [default: info].
     #[arg(long, env = "INVENTORY_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -275,6 +283,12 @@ impl Settings {
         if let Some(ms) = args.drain_timeout_ms {
             server.drain_timeout_ms = ms;
         }
+        if let Some(n) = args.checkpoint_every_events {
+            server.checkpoint_every_events = n;
+        }
+        if let Some(ms) = args.checkpoint_every_ms {
+            server.checkpoint_every_ms = ms;
+        }
         // An async log acknowledges on append (its wait_durable returns at once); so does the
         // server, rather than waiting for the next fsync.
         server.ack_on_append = matches!(durability, Durability::Async { .. });
@@ -415,6 +429,7 @@ async fn run(settings: Settings) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let lsn = engine.ledger().next_lsn().0 - 1;
+    final_checkpoint(&engine, &settings.server).await;
     drop(engine);
     match Arc::try_unwrap(log) {
         Ok(log) => {
@@ -427,6 +442,33 @@ async fn run(settings: Settings) -> Result<()> {
         Err(_) => warn!("engine calls still running; the log flushes when the last one ends"),
     }
     Ok(())
+}
+
+/// Writes a checkpoint of what was logged since the last one, so the next start loads it
+/// instead of replaying the tail. Skipped when checkpoints are off or the engine failed.
+async fn final_checkpoint(engine: &Arc<Engine>, server: &ServerConfig) {
+    let policy = server.checkpoint_policy();
+    if (policy.every_events == 0 && policy.every_ms == 0) || engine.ledger().failure().is_some() {
+        return;
+    }
+    let started = Instant::now();
+    let engine = Arc::clone(engine);
+    let any_event = inv_engine::CheckpointPolicy {
+        every_events: 1,
+        every_ms: 0,
+    };
+    match tokio::task::spawn_blocking(move || engine.checkpoint_if_due(&any_event)).await {
+        Ok(Ok(Some(next_lsn))) => info!(
+            next_lsn = next_lsn.0,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "checkpoint written at shutdown"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(error)) => {
+            warn!(%error, "no checkpoint at shutdown; the next start replays the log")
+        }
+        Err(error) => warn!(%error, "checkpoint at shutdown panicked"),
+    }
 }
 
 /// Opens the data folder's log and rebuilds the ledger from it.

@@ -19,7 +19,7 @@ use crate::session::{self, SessionStream};
 use crate::status::{self, Failure};
 use crate::watch::{self, WatchStream};
 use crate::{BATCH_ITEMS_MAX, Shared};
-use inv_engine::{Command, Engine, LogError, Lsn, Outcome, Receipt, SubmitError};
+use inv_engine::{Command, Engine, Lsn, Outcome, Receipt, SubmitError};
 use inv_proto::v1 as pb;
 use inv_proto::v1::inventory_server::Inventory;
 use std::future::Future;
@@ -216,13 +216,9 @@ fn decide(shared: &Arc<Shared>, command: Command) -> Result<Decided, Failure> {
     let permit = Arc::clone(&shared.writes)
         .try_acquire_owned()
         .map_err(|_| Failure::overloaded("writes", shared.config.writes_in_flight_max))?;
-    let engine = &shared.engine;
-    let ledger = engine.ledger();
-    let receipt = ledger
-        .log()
-        .admit()
-        .map_err(admit_error)
-        .and_then(|()| ledger.submit(command, engine.now_ms()))
+    let receipt = shared
+        .engine
+        .submit_queued(command)
         .map_err(|error| failure(shared, &error))?;
     Ok(Decided {
         receipt,
@@ -254,35 +250,20 @@ fn decide_batch(
     shared: &Shared,
     items: Vec<Result<Command, Failure>>,
 ) -> (Vec<Result<Receipt, Failure>>, Lsn) {
-    let engine = &shared.engine;
-    let ledger = engine.ledger();
     let mut wait_for = Lsn::ZERO;
     let results = items
         .into_iter()
         .map(|item| {
             let command = item?;
-            let receipt = ledger
-                .log()
-                .admit()
-                .map_err(admit_error)
-                .and_then(|()| ledger.submit(command, engine.now_ms()))
-                .map_err(|error| {
-                    shared.observe_error(&error);
-                    status::submit_error(&error)
-                })?;
+            let receipt = shared.engine.submit_queued(command).map_err(|error| {
+                shared.observe_error(&error);
+                status::submit_error(&error)
+            })?;
             wait_for = wait_for.max(receipt.lsn);
             Ok(receipt)
         })
         .collect();
     (results, wait_for)
-}
-
-/// As in `Engine::submit`: a full queue is `Busy` (retryable), anything else a log failure.
-fn admit_error(error: LogError) -> SubmitError {
-    match error {
-        LogError::Full { capacity } => SubmitError::Busy { capacity },
-        error => SubmitError::Log(error),
-    }
 }
 
 fn batch_results(results: Vec<Result<Receipt, Failure>>) -> Vec<pb::BatchItemResult> {

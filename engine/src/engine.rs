@@ -117,15 +117,23 @@ impl Engine {
 
     /// Decides and applies `command`, and returns once its outcome is durable.
     pub fn submit(&self, command: Command) -> Result<Receipt, SubmitError> {
+        let receipt = self.submit_queued(command)?;
+        self.ledger.log().wait_durable(receipt.lsn)?;
+        Ok(receipt)
+    }
+
+    /// Decides and applies `command` and queues its event, without waiting for durability.
+    /// The receipt must not reach the client until `receipt.lsn` is durable
+    /// ([`EventLog::wait_durable`], or a [`crate::log::DurableListener`] for async callers):
+    /// this is the first half of [`Engine::submit`], for callers that wait without a thread.
+    pub fn submit_queued(&self, command: Command) -> Result<Receipt, SubmitError> {
         // Back-pressure before any lock is taken: a full log queue refuses the command
         // untouched, so the caller may retry it as it is.
         self.ledger.log().admit().map_err(|error| match error {
             LogError::Full { capacity } => SubmitError::Busy { capacity },
             error => SubmitError::Log(error),
         })?;
-        let receipt = self.ledger.submit(command, self.clock.now_ms())?;
-        self.ledger.log().wait_durable(receipt.lsn)?;
-        Ok(receipt)
+        self.ledger.submit(command, self.clock.now_ms())
     }
 
     pub fn check(&self, sku: &str, location: &str) -> Option<Availability> {

@@ -46,7 +46,7 @@ pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
-pub use engine::Engine;
+pub use engine::{CheckpointPolicy, Engine};
 pub use error::{LogError, ReplayError, SubmitError};
 pub use event::Event;
 pub use hold::HoldState;

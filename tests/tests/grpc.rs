@@ -1410,3 +1410,64 @@ async fn a_restart_over_the_same_data_folder_keeps_everything() -> Result<()> {
     .await?;
     server.join().await
 }
+
+#[tokio::test]
+async fn the_server_checkpoints_and_a_restart_resumes_from_the_checkpoint() -> Result<()> {
+    // Goal: with a checkpoint every 10 events, the server writes checkpoints on its own (the
+    // log before them is trimmed), and a restart over the folder loads the newest one plus the
+    // tail into the same ledger: same digest, same LSN sequence, keys still deduplicate.
+    let dir = tempfile::tempdir()?;
+    let config = inv_api::ServerConfig {
+        checkpoint_every_events: 10,
+        checkpoint_every_ms: 0,
+        ..test_config()
+    };
+    let open = |dir: &std::path::Path| {
+        inv_engine::RedbLog::open(dir, inv_engine::RedbLogOptions::default())
+            .map(Arc::new)
+            .map_err(anyhow::Error::from)
+    };
+    let log = open(dir.path())?;
+    let clock = Arc::new(inv_engine::ManualClock::new(T0_MS));
+    let server = TestServer::start_with(log.clone(), clock.clone(), config).await?;
+    let (first_lsn, digest, next_lsn) = bounded(async {
+        let mut client = server.client.clone();
+        let first_lsn = stock(&mut client, "a0", SKU, DC, 100).await?;
+        for i in 1..25 {
+            stock(&mut client, &format!("a{i}"), SKU, DC, 1).await?;
+        }
+        // The checkpointer polls once a second at most; wait (bounded) for it.
+        while log.checkpoint_lsn().is_none_or(|lsn| lsn.0 < 11) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok((
+            first_lsn,
+            server.engine.ledger().digest(),
+            server.engine.ledger().next_lsn(),
+        ))
+    })
+    .await?;
+    assert!(log.stats().checkpoints >= 1);
+    drop(log);
+    server.join().await?;
+
+    let log = open(dir.path())?;
+    let checkpoint = log.checkpoint_lsn().expect("a checkpoint was kept");
+    assert!(checkpoint.0 >= 11, "checkpoint at {checkpoint:?}");
+    let server = TestServer::start_with(log, clock, test_config()).await?;
+    bounded(async {
+        assert_eq!(server.engine.ledger().digest(), digest);
+        assert_eq!(server.engine.ledger().next_lsn(), next_lsn);
+        let mut client = server.client.clone();
+        let retry = client
+            .adjust(adjust("a0", SKU, DC, 100))
+            .await?
+            .into_inner();
+        assert_eq!((retry.lsn, retry.duplicate), (first_lsn, true));
+        let a = available(&mut client, SKU, DC).await?;
+        assert_eq!(a.on_hand, 124);
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}
