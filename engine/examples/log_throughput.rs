@@ -6,17 +6,21 @@
 //! i.e. when its event is durable. Reported per run: throughput, ack latency percentiles,
 //! the writer's batch sizes and where its time went, and process / writer CPU.
 //!
-//! Also measured: the disk's own fsync latency (4 KiB write + `sync_data`, 200 times), the
-//! engine on `DiscardLog` (no log at all: the ceiling of the submitters themselves), and
-//! `Durability::Async`.
+//! Also measured: the disk's own fsync latency (4 KiB write + `sync_data`, 200 times), redb
+//! alone with one record per event and one per batch, the engine on `DiscardLog` (no log at
+//! all: the ceiling of the submitters themselves), `Durability::Async`, and pipelined `sync`
+//! runs where each submitter keeps several reserves in flight (as a connection with many
+//! concurrent requests does) instead of one.
 //!
 //! Run: `cargo run --release -p inv-engine --example log_throughput -- [--secs 3]
-//! [--dir PATH] [--threads 1,16,64]`. The folder defaults to the system temp dir; point it at
-//! the disk you mean to measure.
+//! [--dir PATH] [--threads 1,2,16,64] [--inflight 4,8] [--runs sync:64,sync:64:8,async:2]
+//! [--bounds 0]`. The folder defaults to the system temp dir; point it at the disk you mean to
+//! measure.
 
 use hdrhistogram::Histogram;
 use inv_engine::log::redb::{BATCH_SIZE_BUCKETS, Durability, LogStats};
 use inv_engine::*;
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,14 @@ struct Args {
     secs: f64,
     dir: PathBuf,
     threads: Vec<usize>,
+    /// Reserves each submitter keeps in flight in the extra pipelined `sync` runs (made with
+    /// the largest submitter count).
+    inflight: Vec<usize>,
+    /// Explicit runs (`kind:submitters[:in flight][:reopen]`, comma-separated) instead of the
+    /// default set.
+    runs: Option<Vec<String>>,
+    /// Whether to measure the disk and redb alone first.
+    bounds: bool,
     /// Set in the child processes: the one run to make (`none`, `sync` or `async`, a colon,
     /// the submitter count, and `:reopen` to time a restart afterwards).
     child: Option<String>,
@@ -39,7 +51,10 @@ fn parse_args() -> Args {
     let mut args = Args {
         secs: 3.0,
         dir: std::env::temp_dir(),
-        threads: vec![1, 16, 64],
+        threads: vec![1, 2, 16, 64],
+        inflight: vec![4, 8],
+        runs: None,
+        bounds: true,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -54,6 +69,14 @@ fn parse_args() -> Args {
                     .map(|t| t.parse().expect("--threads takes a comma list"))
                     .collect();
             }
+            "--inflight" => {
+                args.inflight = value
+                    .split(',')
+                    .map(|t| t.parse().expect("--inflight takes a comma list"))
+                    .collect();
+            }
+            "--runs" => args.runs = Some(value.split(',').map(str::to_owned).collect()),
+            "--bounds" => args.bounds = value != "0" && value != "false",
             "--child" => args.child = Some(value),
             other => panic!("unknown flag {other}"),
         }
@@ -130,48 +153,90 @@ fn fsync_baseline(dir: &Path) {
     );
 }
 
-/// redb alone, no engine and no threads: back-to-back fsync commits of `batch` pre-encoded
-/// ~100-byte events, through the same table and cursor the writer uses. With N submitters that
-/// each wait for their ack, no batch can exceed N events, so this bounds durable throughput.
+/// redb alone, no engine and no threads: back-to-back fsync commits of `batch` ~100-byte
+/// events, through the same table and cursor the writer uses, stored two ways: one record per
+/// event (log format 2) and one record per batch (format 3, cut at `RECORD_BYTES_TARGET`),
+/// alternating so both see the same disk. With N submitters that each wait for their ack, no
+/// batch can exceed N events, so this bounds durable throughput.
 fn redb_bound(base: &Path) {
-    use inv_engine::log::redb::EVENTS;
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let db = redb::Database::create(dir.path().join("bound.redb")).expect("db");
-    let value = vec![0x42u8; 100];
-    let mut next = 1u64;
+    use inv_engine::log::encoding::{finish_batch, push_framed};
+    use inv_engine::log::redb::{EVENTS, RECORD_BYTES_TARGET};
+    let event = vec![0x42u8; 100];
     for batch in [1u64, 16, 64, 256, 4096] {
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
         let rounds = if batch >= 4096 { 60 } else { 300 };
+        let mut dbs = Vec::new();
+        for layout in ["per event", "per batch"] {
+            let dir = tempfile::tempdir_in(base).expect("tempdir");
+            let db = redb::Database::create(dir.path().join("bound.redb")).expect("db");
+            let histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
+            dbs.push((layout, dir, db, histogram, 1u64));
+        }
+        let (mut framed, mut record) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let started = Instant::now();
-            let txn = db.begin_write().expect("begin");
-            {
-                let mut table = txn.open_table(EVENTS).expect("table");
-                let mut cursor = table
-                    .upper_bound_mut(std::ops::Bound::<u64>::Unbounded)
-                    .expect("cursor");
-                for _ in 0..batch {
-                    cursor
-                        .insert_before(next, value.as_slice())
-                        .expect("insert");
-                    next += 1;
+            for (layout, _dir, db, histogram, next) in &mut dbs {
+                let started = Instant::now();
+                let txn = db.begin_write().expect("begin");
+                {
+                    let mut table = txn.open_table(EVENTS).expect("table");
+                    let mut cursor = table
+                        .upper_bound_mut(std::ops::Bound::<u64>::Unbounded)
+                        .expect("cursor");
+                    if *layout == "per event" {
+                        for _ in 0..batch {
+                            cursor
+                                .insert_before(*next, event.as_slice())
+                                .expect("insert");
+                            *next += 1;
+                        }
+                    } else {
+                        let mut left = batch;
+                        while left > 0 {
+                            let first = *next;
+                            framed.clear();
+                            record.clear();
+                            let mut count = 0;
+                            while left > 0 && framed.len() < RECORD_BYTES_TARGET {
+                                push_framed(&mut framed, &event);
+                                count += 1;
+                                left -= 1;
+                            }
+                            finish_batch(&mut record, count, &framed);
+                            cursor
+                                .insert_before(first, record.as_slice())
+                                .expect("insert");
+                            *next += count;
+                        }
+                    }
+                    cursor.close().expect("close");
                 }
-                cursor.close().expect("close");
-            }
-            txn.commit().expect("commit");
-            if round >= 10 {
-                histogram
-                    .record(started.elapsed().as_micros() as u64)
-                    .expect("in range");
+                txn.commit().expect("commit");
+                if round >= 10 {
+                    histogram
+                        .record(started.elapsed().as_micros() as u64)
+                        .expect("in range");
+                }
             }
         }
-        let median = histogram.value_at_quantile(0.5);
-        println!(
-            "redb alone: {batch:>4} events per fsync commit: median {median} us, p99 {} us -> {:.0} events/s",
-            histogram.value_at_quantile(0.99),
-            batch as f64 / (median.max(1) as f64 / 1e6),
-        );
+        for (layout, dir, _db, histogram, _) in &dbs {
+            let median = histogram.value_at_quantile(0.5);
+            let bytes = std::fs::metadata(dir.path().join("bound.redb")).map_or(0, |m| m.len());
+            println!(
+                "redb alone, one record {layout}: {batch:>4} events per fsync commit: median {median} us, p99 {} us -> {:.0} events/s; file {:.1} MiB",
+                histogram.value_at_quantile(0.99),
+                batch as f64 / (median.max(1) as f64 / 1e6),
+                bytes as f64 / (1 << 20) as f64,
+            );
+        }
     }
+}
+
+fn reserve_command(reservation_id: &str, sku: usize) -> Command {
+    Command::Reserve(Reserve {
+        reservation_id: ReservationId::from(reservation_id),
+        channel: Channel::from("web"),
+        lines: vec![Line::new(&format!("sku-{sku}"), LOCATION, 1)],
+        ttl_ms: 600_000,
+    })
 }
 
 enum LogKind {
@@ -181,7 +246,7 @@ enum LogKind {
 
 struct RunResult {
     ops: u64,
-    /// Submits refused with `LogError::Full` (retried after a short sleep).
+    /// Submits refused with `SubmitError::Busy` (retried after a short sleep).
     refused_full: u64,
     elapsed: Duration,
     latency_us: Histogram<u64>,
@@ -190,7 +255,113 @@ struct RunResult {
     writer_cpu_s: f64,
 }
 
-fn run(kind: &LogKind, threads: usize, secs: f64, base: &Path) -> (RunResult, tempfile::TempDir) {
+type WorkerResult = (u64, u64, Histogram<u64>);
+
+/// One reserve at a time: submit, wait for its ack, repeat (`Engine::submit`).
+fn closed_loop(engine: &Engine, t: usize, deadline: Instant) -> WorkerResult {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut ops = 0u64;
+    let mut refused_busy = 0u64;
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let sku = (t * 7_919 + i as usize * 13) % SKUS;
+        let reservation_id = format!("t{t}-{i}");
+        i += 1;
+        let sent = Instant::now();
+        // Retried as it is on Busy until accepted (or the time is up).
+        loop {
+            match engine.submit(reserve_command(&reservation_id, sku)) {
+                Ok(receipt) => {
+                    assert!(receipt.outcome.is_success(), "{:?}", receipt.outcome);
+                    ops += 1;
+                    latency
+                        .record(sent.elapsed().as_micros() as u64)
+                        .expect("in range");
+                    break;
+                }
+                // The write queue is full: nothing was applied. Back off as a client should:
+                // spinning would take CPU from the writer that is draining the queue.
+                Err(SubmitError::Busy { .. }) => {
+                    refused_busy += 1;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(error) => panic!("submit failed: {error}"),
+            }
+        }
+    }
+    (ops, refused_busy, latency)
+}
+
+/// `inflight` reserves outstanding at a time, as a connection with many concurrent requests
+/// behaves: `Engine::submit`'s steps (admit, ledger submit, wait for durability) with the
+/// waits deferred, oldest first. An ack is timed from its submit to the moment its wait
+/// returns (or, for the later ones, to when they are seen durable after it).
+fn pipelined(engine: &Engine, t: usize, deadline: Instant, inflight: usize) -> WorkerResult {
+    let log = engine.ledger().log();
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut ops = 0u64;
+    let mut refused_busy = 0u64;
+    let mut i = 0u64;
+    let mut pending: VecDeque<(Lsn, Instant)> = VecDeque::with_capacity(inflight);
+    while Instant::now() < deadline || !pending.is_empty() {
+        while pending.len() < inflight && Instant::now() < deadline {
+            match log.admit() {
+                Ok(()) => {}
+                Err(LogError::Full { .. }) => {
+                    refused_busy += 1;
+                    if !pending.is_empty() {
+                        // Waiting for our own oldest is the back-off.
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                Err(error) => panic!("admit failed: {error}"),
+            }
+            let sku = (t * 7_919 + i as usize * 13) % SKUS;
+            let command = reserve_command(&format!("t{t}-{i}"), sku);
+            i += 1;
+            let sent = Instant::now();
+            let receipt = engine
+                .ledger()
+                .submit(command, engine.now_ms())
+                .expect("submit");
+            assert!(receipt.outcome.is_success(), "{:?}", receipt.outcome);
+            pending.push_back((receipt.lsn, sent));
+        }
+        let Some((lsn, sent)) = pending.pop_front() else {
+            continue;
+        };
+        log.wait_durable(lsn).expect("durable");
+        let now = Instant::now();
+        latency
+            .record((now - sent).as_micros() as u64)
+            .expect("in range");
+        ops += 1;
+        let durable = log.durable_lsn();
+        while let Some(&(lsn, sent)) = pending.front()
+            && lsn <= durable
+        {
+            pending.pop_front();
+            latency
+                .record((now - sent).as_micros() as u64)
+                .expect("in range");
+            ops += 1;
+        }
+    }
+    (ops, refused_busy, latency)
+}
+
+fn run(
+    kind: &LogKind,
+    threads: usize,
+    inflight: usize,
+    secs: f64,
+    base: &Path,
+) -> (RunResult, tempfile::TempDir) {
     let dir = tempfile::tempdir_in(base).expect("tempdir");
     let redb_log = match kind {
         LogKind::Redb(durability) => Some(Arc::new(
@@ -233,39 +404,11 @@ fn run(kind: &LogKind, threads: usize, secs: f64, base: &Path) -> (RunResult, te
         .map(|t| {
             let engine = Arc::clone(&engine);
             std::thread::spawn(move || {
-                let mut latency =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-                let mut ops = 0u64;
-                let mut refused_full = 0u64;
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    let sku = (t * 7_919 + i as usize * 13) % SKUS;
-                    let command = Command::Reserve(Reserve {
-                        reservation_id: ReservationId::from(format!("t{t}-{i}").as_str()),
-                        channel: Channel::from("web"),
-                        lines: vec![Line::new(&format!("sku-{sku}"), LOCATION, 1)],
-                        ttl_ms: 600_000,
-                    });
-                    i += 1;
-                    let sent = Instant::now();
-                    match engine.submit(command) {
-                        Ok(receipt) => {
-                            assert!(receipt.outcome.is_success(), "{:?}", receipt.outcome);
-                            ops += 1;
-                            latency
-                                .record(sent.elapsed().as_micros() as u64)
-                                .expect("in range");
-                        }
-                        Err(SubmitError::Log(LogError::Full { .. })) => {
-                            // Back off as a client should: spinning would take CPU from the
-                            // writer that is draining the queue.
-                            refused_full += 1;
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                        Err(error) => panic!("submit failed: {error}"),
-                    }
+                if inflight <= 1 {
+                    closed_loop(&engine, t, deadline)
+                } else {
+                    pipelined(&engine, t, deadline, inflight)
                 }
-                (ops, refused_full, latency)
             })
         })
         .collect();
@@ -360,7 +503,7 @@ fn report(label: &str, threads: usize, r: &RunResult) {
         r.latency_us.max(),
     );
     println!(
-        "{:<14}      cpu: process {:.2} core-s of {:.2} available; log writer thread {:.2} core-s; {} submits refused Full",
+        "{:<14}      cpu: process {:.2} core-s of {:.2} available; log writer thread {:.2} core-s; {} submits refused Busy",
         "",
         r.cpu_s,
         secs * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
@@ -408,7 +551,14 @@ fn child(spec: &str, args: &Args) {
         .next()
         .and_then(|t| t.parse().ok())
         .expect("submitter count");
-    let reopen_after = parts.next() == Some("reopen");
+    let mut inflight = 1;
+    let mut reopen_after = false;
+    for part in parts {
+        match part {
+            "reopen" => reopen_after = true,
+            k => inflight = k.parse().expect("in flight per submitter"),
+        }
+    }
     let (label, kind) = match kind {
         "none" => ("no log", LogKind::Discard),
         "sync" => ("durable sync", LogKind::Redb(Durability::Sync)),
@@ -420,8 +570,13 @@ fn child(spec: &str, args: &Args) {
         ),
         other => panic!("unknown run kind {other}"),
     };
-    let (result, dir) = run(&kind, threads, args.secs, &args.dir);
-    report(label, threads, &result);
+    let (result, dir) = run(&kind, threads, inflight, args.secs, &args.dir);
+    let label = if inflight > 1 {
+        format!("{label} x{inflight}")
+    } else {
+        label.to_owned()
+    };
+    report(&label, threads, &result);
     if reopen_after {
         reopen(dir.path());
     }
@@ -444,8 +599,10 @@ fn main() {
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average at start: {}", load.trim());
     }
-    fsync_baseline(&args.dir);
-    redb_bound(&args.dir);
+    if args.bounds {
+        fsync_baseline(&args.dir);
+        redb_bound(&args.dir);
+    }
     // Each run in its own process: a run leaves millions of holds behind in the allocator,
     // and freeing them measurably slowed the fsyncs of the next run in the same process.
     let largest = args.threads.iter().copied().max().unwrap_or(1);
@@ -458,7 +615,15 @@ fn main() {
                 ""
             };
             specs.push(format!("{kind}:{threads}{reopen}"));
+            if kind == "sync" && threads == largest {
+                for k in &args.inflight {
+                    specs.push(format!("sync:{threads}:{k}"));
+                }
+            }
         }
+    }
+    if let Some(runs) = &args.runs {
+        specs = runs.clone();
     }
     let exe = std::env::current_exe().expect("own path");
     for spec in specs {

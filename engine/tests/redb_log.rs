@@ -402,28 +402,32 @@ fn a_valid_file_damaged_inside_is_refused_naming_it() {
 
 #[test]
 fn an_undecodable_event_stops_recovery_naming_its_lsn() {
+    // Open reads only the first and last records; recovery reads every one. Method: damage
+    // the middle record (recovery refuses it), then the last one (open refuses it).
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(FILE_NAME);
     {
         let log = open(dir.path());
         let engine = engine_on(&log, &clock());
-        engine
-            .submit(adjust("a", "sku-1", "dc-1", 10))
-            .expect("accepted");
-        engine
-            .submit(adjust("b", "sku-1", "dc-1", 10))
-            .expect("accepted");
+        for id in ["a", "b", "c"] {
+            engine
+                .submit(adjust(id, "sku-1", "dc-1", 10))
+                .expect("accepted");
+        }
         close(engine, log).expect("clean close");
     }
-    {
+    let damage = |key: u64| {
         let db = redb::Database::open(&path).expect("redb opens");
         let txn = db.begin_write().expect("write");
         {
             let mut events = txn.open_table(EVENTS).expect("events");
-            events.insert(2, [9u8, 1, 2, 3].as_slice()).expect("insert");
+            events
+                .insert(key, [9u8, 1, 2, 3].as_slice())
+                .expect("insert");
         }
         txn.commit().expect("commit");
-    }
+    };
+    damage(2);
     let log = open(dir.path());
     let Err(error) = Engine::recover(LedgerConfig::default(), log, clock()) else {
         panic!("recovery must refuse the damaged event");
@@ -431,6 +435,52 @@ fn an_undecodable_event_stops_recovery_naming_its_lsn() {
     let message = error.to_string();
     assert!(message.contains("lsn 2"), "{message}");
     assert!(message.contains("version 9"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+
+    damage(3);
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("lsn 3"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[test]
+fn a_missing_record_in_the_middle_stops_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        for i in 0..5 {
+            engine
+                .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 10))
+                .expect("accepted");
+        }
+        close(engine, log).expect("clean close");
+    }
+    {
+        let db = redb::Database::open(&path).expect("redb opens");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(EVENTS)
+            .expect("events")
+            .remove(3u64)
+            .expect("remove");
+        txn.commit().expect("commit");
+    }
+    let log = open(dir.path());
+    assert!(matches!(
+        log.read_from(Lsn(1), 10),
+        Err(LogError::Corrupt(m)) if m.contains("expected lsn 3, found 4")
+    ));
+    assert!(matches!(
+        log.read_from(Lsn(3), 10),
+        Err(LogError::Corrupt(m)) if m.contains("expected lsn 3, found 4")
+    ));
+    let Err(error) = Engine::recover(LedgerConfig::default(), log, clock()) else {
+        panic!("recovery must refuse the gap");
+    };
+    assert!(error.to_string().contains("gap"), "{error}");
 }
 
 #[test]
@@ -671,7 +721,7 @@ fn invalid_options_are_refused_naming_the_file() {
 
 // ---- Checkpoints ----------------------------------------------------------------------------
 
-/// The LSNs in the file's events table and its meta rows, read with redb directly (the log
+/// The keys of the file's events table (each record's first LSN) and its meta rows, read with redb directly (the log
 /// must be closed).
 fn file_contents(dir: &Path) -> (Vec<u64>, Vec<(String, u64)>, u64) {
     let db = redb::Database::open(dir.join(FILE_NAME)).expect("redb opens");
@@ -1003,55 +1053,246 @@ fn events_missing_after_a_checkpoint_are_refused_at_open() {
     assert!(error.to_string().contains("from lsn 7"), "{error}");
 }
 
-#[test]
-fn a_version_1_file_opens_and_its_first_checkpoint_marks_it_version_2() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(FILE_NAME);
-    let commands = mixed_workload();
+/// Writes a file as builds of log format 1 and 2 did: one record per event, under its LSN,
+/// in event encoding version 1.
+fn write_legacy_file(dir: &Path, version: u64, events: &[Arc<Event>]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let db = redb::Database::create(dir.join(FILE_NAME)).expect("redb creates");
+    let txn = db.begin_write().expect("write");
     {
-        let log = open(dir.path());
-        let engine = engine_on(&log, &clock());
-        for command in &commands[..10] {
-            engine.submit(command.clone()).expect("accepted");
+        let mut table = txn.open_table(EVENTS).expect("events");
+        for event in events {
+            let bytes = inv_engine::log::encoding::encode(event).expect("encodes");
+            table.insert(event.lsn.0, bytes.as_slice()).expect("insert");
         }
-        close(engine, log).expect("clean close");
-        let db = redb::Database::open(&path).expect("redb opens");
-        let txn = db.begin_write().expect("write");
         txn.open_table(META)
             .expect("meta")
-            .insert(FORMAT_VERSION_KEY, 1)
+            .insert(FORMAT_VERSION_KEY, version)
             .expect("insert");
-        txn.commit().expect("commit");
+        txn.open_table(CHECKPOINT).expect("chunks");
     }
-    let (_, meta, _) = file_contents(dir.path());
-    assert_eq!(meta_value(&meta, FORMAT_VERSION_KEY), Some(1));
-    {
+    txn.commit().expect("commit");
+}
+
+#[test]
+fn files_of_formats_1_and_2_read_as_they_are_and_continue_in_batches() {
+    // Goal: a file written before batch records opens without migration, replays, takes new
+    // batch records after its per-event ones, and trims them alike. Method: write 30 events
+    // one per record (as formats 1 and 2 did), open, recover, append 10 more, store a
+    // checkpoint at lsn 21 (among the old records), reopen; compare with a MemLog run of the
+    // same commands.
+    for version in [1, 2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commands = mixed_workload();
+        let reference_log = Arc::new(MemLog::new());
+        let reference = Engine::recover(
+            LedgerConfig::default(),
+            Arc::clone(&reference_log) as Arc<dyn EventLog>,
+            clock(),
+        )
+        .expect("empty log");
+        for command in &commands[..20] {
+            reference.submit(command.clone()).expect("accepted");
+        }
+        let checkpoint = reference.ledger().checkpoint();
+        assert_eq!(checkpoint.next_lsn, Lsn(21));
+        for command in &commands[20..30] {
+            reference.submit(command.clone()).expect("accepted");
+        }
+        write_legacy_file(dir.path(), version, &reference_log.events());
+
+        let log = open(dir.path());
+        assert_eq!(log.durable_lsn(), Lsn(30));
+        let engine = engine_on(&log, &clock());
+        assert_eq!(engine.ledger().digest(), reference.ledger().digest());
+        close(engine, log).expect("clean close");
+        let (_, meta, _) = file_contents(dir.path());
+        assert_eq!(
+            meta_value(&meta, FORMAT_VERSION_KEY),
+            Some(version),
+            "opening alone leaves the file to older builds"
+        );
+
         let log = open(dir.path());
         let engine = engine_on(&log, &clock());
-        for command in &commands[10..] {
+        for command in &commands[30..40] {
             engine.submit(command.clone()).expect("accepted");
+            reference.submit(command.clone()).expect("accepted");
         }
+        let expected = reference_log.events();
+        assert_eq!(log.read_from(Lsn(1), usize::MAX), Ok(expected.clone()));
+        assert_eq!(log.read_from(Lsn(28), 5), Ok(expected[27..32].to_vec()));
+        log.write_checkpoint(&checkpoint).expect("written");
+        assert_eq!(
+            log.read_from(Lsn(20), 5),
+            Err(LogError::Trimmed {
+                first_retained: Lsn(21)
+            })
+        );
+        assert_eq!(log.read_from(Lsn(21), 100), Ok(expected[20..].to_vec()));
         close(engine, log).expect("clean close");
+        let (lsns, meta, _) = file_contents(dir.path());
+        assert_eq!(lsns, (21..=40).collect::<Vec<_>>());
+        assert_eq!(
+            meta_value(&meta, FORMAT_VERSION_KEY),
+            Some(LOG_FORMAT_VERSION)
+        );
+
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        assert_eq!(engine.ledger().digest(), reference.ledger().digest());
+        engine.ledger().check_invariants().expect("invariants");
     }
-    let (_, meta, _) = file_contents(dir.path());
-    assert_eq!(
-        meta_value(&meta, FORMAT_VERSION_KEY),
-        Some(1),
-        "appending alone keeps the file readable by older builds"
-    );
+}
+
+#[test]
+fn the_first_batch_marks_an_old_file_with_this_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference_log = Arc::new(MemLog::new());
+    let reference = Engine::recover(
+        LedgerConfig::default(),
+        Arc::clone(&reference_log) as Arc<dyn EventLog>,
+        clock(),
+    )
+    .expect("empty log");
+    reference
+        .submit(adjust("a", "sku-1", "dc-1", 1))
+        .expect("accepted");
+    write_legacy_file(dir.path(), 2, &reference_log.events());
     let log = open(dir.path());
     let engine = engine_on(&log, &clock());
-    engine.checkpoint().expect("written");
-    let live = engine.ledger().digest();
+    engine
+        .submit(adjust("b", "sku-1", "dc-1", 1))
+        .expect("accepted");
     close(engine, log).expect("clean close");
-    let (_, meta, _) = file_contents(dir.path());
+    let (lsns, meta, _) = file_contents(dir.path());
+    assert_eq!(lsns, vec![1, 2]);
     assert_eq!(
         meta_value(&meta, FORMAT_VERSION_KEY),
         Some(LOG_FORMAT_VERSION)
     );
+}
+
+#[test]
+fn an_old_file_missing_an_event_in_the_middle_is_refused_at_open() {
+    // In formats 1 and 2 every record is one event, so open can still count them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference_log = Arc::new(MemLog::new());
+    let reference = Engine::recover(
+        LedgerConfig::default(),
+        Arc::clone(&reference_log) as Arc<dyn EventLog>,
+        clock(),
+    )
+    .expect("empty log");
+    for i in 0..4 {
+        reference
+            .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
+            .expect("accepted");
+    }
+    let mut events = reference_log.events();
+    events.remove(2);
+    write_legacy_file(dir.path(), 2, &events);
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("lsn 1..=4 in 3 records"),
+        "{error}"
+    );
+}
+
+#[test]
+fn read_from_starts_inside_a_batch_and_a_checkpoint_keeps_the_batch_it_cuts() {
+    // Goal: reads starting anywhere in a batch record, and a checkpoint whose next_lsn falls
+    // inside one. Method: hold the disk's syncs while the writer commits lsn 2, append lsn
+    // 3..=51 meanwhile, release: they become one record. Read every start and length; then
+    // store a checkpoint at lsn 20 (inside that record), which must drop only the records
+    // wholly below it; reopen and recover.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let (log, switch) = open_faulty(dir.path(), RedbLogOptions::default());
+    let engine = engine_on(&log, &clock);
+    let commands: Vec<Command> = std::iter::once(adjust("a", "sku-1", "dc-1", 1_000))
+        .chain((0..50).map(|i| reserve(&format!("r{i}"), "sku-1", "dc-1", 1)))
+        .collect();
+    engine.submit(commands[0].clone()).expect("accepted");
+    switch.hold_syncs();
+    let mut checkpoint = None;
+    for (i, command) in commands.iter().enumerate().skip(1) {
+        let receipt = engine
+            .ledger()
+            .submit(command.clone(), engine.now_ms())
+            .expect("accepted");
+        assert_eq!(receipt.lsn, Lsn(i as u64 + 1));
+        if i == 1 {
+            wait_until("the writer waits on the disk", || {
+                switch.blocked_syncs() == 1
+            });
+        }
+        if receipt.lsn == Lsn(19) {
+            checkpoint = Some(engine.ledger().checkpoint());
+        }
+    }
+    switch.release_syncs();
+    log.wait_durable(Lsn(51)).expect("durable");
+    assert_eq!(log.stats().batch_events_largest, 49);
+
+    let reference_log = Arc::new(MemLog::new());
+    let reference = Engine::recover(
+        LedgerConfig::default(),
+        Arc::clone(&reference_log) as Arc<dyn EventLog>,
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .expect("empty log");
+    for command in &commands {
+        reference.submit(command.clone()).expect("accepted");
+    }
+    let expected = reference_log.events();
+    assert_eq!(log.read_from(Lsn(1), usize::MAX), Ok(expected.clone()));
+    for from in 0..=52u64 {
+        for max in [0, 1, 2, 7, 100] {
+            let start = from.max(1) as usize - 1;
+            let want: Vec<_> = expected.iter().skip(start).take(max).cloned().collect();
+            assert_eq!(
+                log.read_from(Lsn(from), max),
+                Ok(want),
+                "from {from}, max {max}"
+            );
+        }
+    }
+
+    let checkpoint = checkpoint.expect("taken");
+    assert_eq!(checkpoint.next_lsn, Lsn(20));
+    log.write_checkpoint(&checkpoint).expect("written");
+    assert_eq!(log.checkpoint_lsn(), Some(Lsn(20)));
+    assert_eq!(
+        log.read_from(Lsn(19), 10),
+        Err(LogError::Trimmed {
+            first_retained: Lsn(20)
+        })
+    );
+    assert_eq!(log.read_from(Lsn(20), 100), Ok(expected[19..].to_vec()));
+    assert_eq!(log.read_from(Lsn(25), 3), Ok(expected[24..27].to_vec()));
+    let live = engine.ledger().digest();
+    assert_eq!(live, reference.ledger().digest());
+    close(engine, log).expect("clean close");
+
+    let (lsns, meta, _) = file_contents(dir.path());
+    assert_eq!(
+        lsns,
+        vec![3],
+        "records 1 and 2 are wholly below the checkpoint"
+    );
+    assert_eq!(meta_value(&meta, CHECKPOINT_NEXT_LSN_KEY), Some(20));
+
     let log = open(dir.path());
-    assert_eq!(engine_on(&log, &clock()).ledger().digest(), live);
-    assert_eq!(live, reference_digest(&commands));
+    assert_eq!(log.durable_lsn(), Lsn(51));
+    let engine = engine_on(&log, &clock);
+    assert_eq!(engine.ledger().digest(), live);
+    engine.ledger().check_invariants().expect("invariants");
+    let receipt = engine
+        .submit(reserve("next", "sku-1", "dc-1", 1))
+        .expect("accepted");
+    assert_eq!(receipt.lsn, Lsn(52));
 }
 
 #[test]
@@ -1247,9 +1488,17 @@ fn checkpoints_and_batches_interleave_under_concurrent_submitters() {
     let engine = Arc::into_inner(engine).expect("threads done");
     close(engine, log).expect("clean close");
 
-    let (lsns, _, _) = file_contents(dir.path());
-    assert_eq!(lsns, (first..=last).collect::<Vec<_>>());
+    // Records are keyed by their batch's first LSN; the first may start before the checkpoint.
+    let (keys, _, _) = file_contents(dir.path());
+    assert!(keys.first().is_none_or(|&key| key <= first), "{keys:?}");
     let log = open(dir.path());
+    let lsns: Vec<u64> = log
+        .read_from(Lsn(first), usize::MAX)
+        .expect("reads")
+        .iter()
+        .map(|event| event.lsn.0)
+        .collect();
+    assert_eq!(lsns, (first..=last).collect::<Vec<_>>());
     let engine = engine_on(&log, &clock());
     assert_eq!(engine.ledger().digest(), live);
     engine.ledger().check_invariants().expect("invariants");

@@ -3,24 +3,26 @@
 //! # Shape
 //! The ledger calls [`EventLog::append`] under its locks, so append only checks the LSN and
 //! pushes the event onto an unbounded channel: no I/O, no waiting. One writer thread takes the
-//! first queued event, drains up to [`RedbLogOptions::batch_events_max`] more without waiting,
-//! writes the whole batch in one redb write transaction, commits it, and then wakes every
-//! submitter waiting in [`EventLog::wait_durable`]. Under load a batch is everything that
-//! arrived during the previous commit, so one fsync acknowledges hundreds of submitters; when
-//! idle, a lone event is committed at once. `docs/durability.md` says what each step means for a
+//! first queued event, drains up to [`RedbLogOptions::batch_events_max`] more, writes the whole
+//! batch as one record in one redb write transaction, commits it, and then wakes the
+//! submitters in [`EventLog::wait_durable`] whose LSNs it covers. Under load a batch is
+//! everything that arrived during the previous commit, so one fsync acknowledges hundreds of
+//! submitters; when idle, a lone event is committed at once. `docs/durability.md` says what each step means for a
 //! crash.
 //!
 //! # File layout
 //! One file, `<dir>/ledger.redb` ([`FILE_NAME`]), with three tables:
-//! - [`EVENTS`] (`u64 -> &[u8]`): LSN to the event's bytes (see [`super::encoding`]). The keys are
-//!   always `k..=n` with no gap, where `k` is the newest checkpoint's `next_lsn` (1 without a
-//!   checkpoint): the writer asserts continuity before every insert, and [`RedbLog::open`] and
-//!   [`EventLog::read_from`] check it again.
+//! - [`EVENTS`] (`u64 -> &[u8]`): one record per group-commit batch, under the batch's first
+//!   LSN (see [`super::encoding`]; files of formats 1 and 2 hold one event per record, and
+//!   still read). Together the records cover LSNs `k..=n` with no gap or overlap, where `k` is
+//!   the newest checkpoint's `next_lsn` (1 without a checkpoint) and may sit inside the first
+//!   record: the writer asserts continuity before every event, [`RedbLog::open`] checks the
+//!   first and last records, and [`EventLog::read_from`] checks every record it reads.
 //! - [`CHECKPOINT`] (`u64 -> &[u8]`): the newest checkpoint only, as its encoding (see
 //!   [`super::encoding::encode_checkpoint`]) cut into chunks of [`CHECKPOINT_CHUNK_BYTES`] under
 //!   keys `0..chunks`. Chunks keep every value a little under a power of two of pages, so redb
 //!   allocates no slack for a checkpoint of any size.
-//! - [`META`] (`&str -> u64`): [`FORMAT_VERSION_KEY`] holds the layout version (1 or
+//! - [`META`] (`&str -> u64`): [`FORMAT_VERSION_KEY`] holds the layout version (1 to
 //!   [`LOG_FORMAT_VERSION`]); a file with a larger version is refused, never half-read. With a
 //!   checkpoint, [`CHECKPOINT_NEXT_LSN_KEY`], [`CHECKPOINT_CHUNKS_KEY`],
 //!   [`CHECKPOINT_BYTES_KEY`] and [`CHECKPOINT_XXH3_KEY`] describe it.
@@ -29,9 +31,10 @@
 //! [`EventLog::write_checkpoint`] encodes the checkpoint on the caller's thread and hands the
 //! bytes to the writer thread on the same channel as the events, so it is written after every
 //! event queued before it. The writer commits any batch it holds first, then writes the chunks,
-//! the meta rows and the deletion of every event below `next_lsn` in one fsync commit: after a
-//! crash the file holds either the old checkpoint and all its events, or the new checkpoint and
-//! only the events after it. That commit also makes every batch before it durable (in `Async`
+//! the meta rows and the deletion of every record wholly below `next_lsn` in one fsync commit:
+//! after a crash the file holds either the old checkpoint and all its events, or the new
+//! checkpoint and the events from it on (plus, in the record holding `next_lsn`, the events
+//! before it in that batch, which readers skip). That commit also makes every batch before it durable (in `Async`
 //! mode too). Submitters whose batches queue behind it wait for it.
 //!
 //! # Failure
@@ -46,7 +49,9 @@
 //! durability.
 
 use super::EventLog;
-use super::encoding::{self, CHECKPOINT_FORMAT_VERSION, FORMAT_VERSION as EVENT_FORMAT_VERSION};
+use super::encoding::{
+    self, BATCH_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, FORMAT_VERSION as EVENT_FORMAT_VERSION,
+};
 use crate::error::LogError;
 use crate::event::Event;
 use crate::ledger::Checkpoint;
@@ -64,13 +69,13 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// The file the log lives in, inside the data folder.
 pub const FILE_NAME: &str = "ledger.redb";
-/// LSN to encoded event.
+/// First LSN of a batch to the batch's record.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Small named numbers about the file.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -78,7 +83,8 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const CHECKPOINT: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoint");
 /// The key in [`META`] that holds the file's format version.
 pub const FORMAT_VERSION_KEY: &str = "format_version";
-/// In [`META`], with a checkpoint: its `next_lsn`, which is also the first LSN in [`EVENTS`].
+/// In [`META`], with a checkpoint: its `next_lsn`, which is also the first LSN [`EVENTS`] is
+/// read from (its first record may start earlier).
 pub const CHECKPOINT_NEXT_LSN_KEY: &str = "checkpoint_next_lsn";
 /// In [`META`], with a checkpoint: how many chunks [`CHECKPOINT`] holds.
 pub const CHECKPOINT_CHUNKS_KEY: &str = "checkpoint_chunks";
@@ -90,15 +96,16 @@ pub const CHECKPOINT_XXH3_KEY: &str = "checkpoint_xxh3";
 /// Size of every checkpoint chunk but the last: 1 MiB less a page, so a chunk with its leaf
 /// header fits a 1 MiB redb allocation.
 pub const CHECKPOINT_CHUNK_BYTES: usize = (1 << 20) - 4096;
-/// The version of this file layout (tables above, values in event encoding version 1). A
-/// change to either takes the next number. Version 2 added the checkpoint table and trimming;
-/// a version 1 file (events `1..=n`, no checkpoint) is read as is and marked version 2 by the
-/// commit that writes its first checkpoint, after which older builds refuse it.
-pub const LOG_FORMAT_VERSION: u64 = 2;
+/// The version of this file layout (tables above, records in the encodings of
+/// [`super::encoding`]). A change to either takes the next number. Version 2 added the
+/// checkpoint table and trimming; version 3 stores one record per batch instead of one per
+/// event. Older files are read as they are: a version 1 or 2 file is marked version 3 by the
+/// first commit that writes a batch record or a checkpoint, after which older builds refuse it.
+pub const LOG_FORMAT_VERSION: u64 = 3;
 /// The oldest layout this build reads.
 pub const LOG_FORMAT_VERSION_OLDEST: u64 = 1;
 const _: () = assert!(
-    EVENT_FORMAT_VERSION == 1 && CHECKPOINT_FORMAT_VERSION == 1,
+    EVENT_FORMAT_VERSION == 1 && BATCH_FORMAT_VERSION == 2 && CHECKPOINT_FORMAT_VERSION == 1,
     "bump LOG_FORMAT_VERSION with the encodings"
 );
 
@@ -110,6 +117,10 @@ pub const BATCH_EVENTS_MAX_DEFAULT: usize = 4_096;
 /// commands: 16 full batches. It bounds the channel's memory (an `Arc<Event>` each) and the
 /// time a new command would wait behind the queue when the disk stalls.
 pub const QUEUE_EVENTS_MAX_DEFAULT: usize = 65_536;
+/// A batch is cut into records of about this many bytes of events at most (the last event may
+/// overshoot), so a record with its leaf header fits a 64 KiB redb allocation: redb allocates
+/// a large value in power-of-two runs of pages, and one 300 KiB record would take 512 KiB.
+pub const RECORD_BYTES_TARGET: usize = (64 << 10) - 4096;
 /// Batch-size histogram buckets: bucket `i` counts batches of `2^i ..= 2^(i+1) - 1` events; the
 /// last bucket also takes anything larger.
 pub const BATCH_SIZE_BUCKETS: usize = 17;
@@ -260,24 +271,13 @@ struct Shared {
     writer_exited: AtomicBool,
     /// Why the log failed (the first failure only).
     failure: Mutex<Option<String>>,
-    /// Where `wait_durable` sleeps: a waiter for LSN `n` uses slot `n % WAIT_SLOTS`.
-    slots: Box<[WaitSlot]>,
+    /// Threads asleep (or about to sleep) in `wait_durable`, with the LSN each waits for. The
+    /// writer wakes exactly those its commit covers: no thread waiting for the next batch is
+    /// woken only to sleep again, and a woken thread takes no lock on its way out.
+    waiters: Mutex<Vec<(u64, Thread)>>,
     /// Told after every advance or failure (see `EventLog::set_durable_listener`).
     listener: std::sync::OnceLock<super::DurableListener>,
     stats: Mutex<LogStats>,
-}
-
-/// Waiters are spread over this many Mutex+Condvar pairs. With one pair, each commit's
-/// `notify_all` wakes every submitter at once and they queue on the one mutex to leave `wait`,
-/// one after another; with the batch spread over slots, each queue is short.
-const WAIT_SLOTS: usize = 16;
-
-#[derive(Default)]
-struct WaitSlot {
-    /// Threads asleep (or about to sleep) on `wake`. The mutex orders the writer's "the LSN
-    /// advanced" against a waiter's "not yet, sleep", so no wakeup is lost.
-    sleeping: Mutex<u32>,
-    wake: Condvar,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -299,31 +299,36 @@ impl Shared {
     fn fail(&self, failure: String) {
         lock(&self.failure).get_or_insert(failure);
         self.failed.store(true, Ordering::Release);
-        self.wake_all();
+        self.wake(true);
     }
 
-    /// Publishes new committed and durable LSNs and wakes the waiters.
-    fn advance(&self, committed: u64, durable: Option<u64>) {
+    /// Publishes new committed and durable LSNs and wakes the waiters; returns how many.
+    fn advance(&self, committed: u64, durable: Option<u64>) -> usize {
         self.committed_lsn.store(committed, Ordering::Release);
         if let Some(durable) = durable {
             self.durable_lsn.store(durable, Ordering::Release);
-            self.wake_all();
+            return self.wake(false);
         }
+        0
     }
 
-    /// Wakes every sleeping waiter, after the state it waits on has been published.
-    fn wake_all(&self) {
+    /// Wakes the waiters whose LSN is durable now (every waiter if `all`), after the state
+    /// they wait on has been published. A waiter registers before it checks that state, and
+    /// the lock orders the two, so none sleeps through its wake-up.
+    fn wake(&self, all: bool) -> usize {
         if let Some(listener) = self.listener.get() {
             listener();
         }
-        for slot in self.slots.iter() {
-            // Taking the slot's lock after the store is what makes a waiter that checked just
-            // before the store see this notify.
-            let sleeping = *lock(&slot.sleeping);
-            if sleeping > 0 {
-                slot.wake.notify_all();
-            }
+        let durable = self.durable_lsn.load(Ordering::Acquire);
+        let ready: Vec<Thread> = lock(&self.waiters)
+            .extract_if(.., |(lsn, _)| all || *lsn <= durable)
+            .map(|(_, thread)| thread)
+            .collect();
+        let woken = ready.len();
+        for thread in ready {
+            thread.unpark();
         }
+        woken
     }
 }
 
@@ -398,6 +403,7 @@ impl RedbLog {
         let Prepared {
             last_lsn,
             checkpoint_lsn,
+            file_version,
         } = prepare_tables(&path, &db)?;
 
         let shared = Arc::new(Shared {
@@ -412,7 +418,7 @@ impl RedbLog {
             closed: AtomicBool::new(false),
             writer_exited: AtomicBool::new(false),
             failure: Mutex::new(None),
-            slots: (0..WAIT_SLOTS).map(|_| WaitSlot::default()).collect(),
+            waiters: Mutex::new(Vec::new()),
             listener: std::sync::OnceLock::new(),
             stats: Mutex::new(LogStats::default()),
         });
@@ -427,8 +433,12 @@ impl RedbLog {
             next_lsn: last_lsn + 1,
             checkpoint_lsn,
             batch: Vec::with_capacity(options.batch_events_max),
-            buffer: Vec::with_capacity(256),
+            scratch: Vec::with_capacity(256),
+            buffer: Vec::with_capacity(RECORD_BYTES_TARGET + 4096),
+            record: Vec::with_capacity(RECORD_BYTES_TARGET + 4096),
+            file_version,
             unflushed_since: None,
+            expected: 0,
         };
         let handle = std::thread::Builder::new()
             .name("inv-log-writer".to_owned())
@@ -562,9 +572,10 @@ impl EventLog for RedbLog {
             // the flush interval.
             return Ok(());
         }
-        let slot = &shared.slots[(lsn.0 % WAIT_SLOTS as u64) as usize];
-        let mut sleeping = lock(&slot.sleeping);
-        *sleeping += 1;
+        lock(&shared.waiters).push((lsn.0, std::thread::current()));
+        // An entry left behind when this returns is removed by the writer's next wake-up; its
+        // unpark then only makes some later `park` of this thread return early, and every
+        // `park` runs in a loop like this one.
         let result = loop {
             if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
                 break Ok(());
@@ -575,13 +586,8 @@ impl EventLog for RedbLog {
             if shared.writer_exited.load(Ordering::Acquire) {
                 break Err(LogError::Closed);
             }
-            sleeping = slot
-                .wake
-                .wait(sleeping)
-                .unwrap_or_else(PoisonError::into_inner);
+            std::thread::park();
         };
-        *sleeping -= 1;
-        drop(sleeping);
         match result {
             Err(LogError::Io(_)) => Err(shared.failure_error()),
             other => other,
@@ -613,27 +619,57 @@ impl EventLog for RedbLog {
                 first_retained: Lsn(first_retained),
             });
         }
+        let corrupt = |error: LogError| match error {
+            LogError::Corrupt(reason) => LogError::Corrupt(format!("{}: {reason}", path.display())),
+            other => other,
+        };
         let mut events = Vec::with_capacity(max.min(BATCH_EVENTS_MAX_DEFAULT));
-        for entry in table.range(start..).map_err(|e| io("range", &e))? {
+        if max == 0 {
+            return Ok(events);
+        }
+        // Start at the record holding `start`: the last one whose first LSN is not above it.
+        let first_key = table
+            .range(..=start)
+            .map_err(|e| io("range", &e))?
+            .next_back()
+            .transpose()
+            .map_err(|e| io("read", &e))?
+            .map_or(start, |(key, _)| key.value());
+        // The LSN the next record must start at, once past the first.
+        let mut expected: Option<u64> = None;
+        for entry in table.range(first_key..).map_err(|e| io("range", &e))? {
             if events.len() >= max {
                 break;
             }
             let (key, value) = entry.map_err(|e| io("read", &e))?;
-            let lsn = key.value();
-            let expected = start + events.len() as u64;
-            if lsn != expected {
-                return Err(LogError::Corrupt(format!(
-                    "{}: gap in the log: expected lsn {expected}, found {lsn}",
-                    path.display()
-                )));
-            }
-            let event = encoding::decode(Lsn(lsn), value.value()).map_err(|error| match error {
-                LogError::Corrupt(reason) => {
-                    LogError::Corrupt(format!("{}: {reason}", path.display()))
+            let record =
+                encoding::parse_record(Lsn(key.value()), value.value()).map_err(corrupt)?;
+            let first = record.first().0;
+            match expected {
+                // The first record may end before `start` (then the next must be absent), or
+                // hold it; it must not begin after it.
+                None if first > start => {
+                    return Err(LogError::Corrupt(format!(
+                        "{}: gap in the log: expected lsn {start}, found {first}",
+                        path.display()
+                    )));
                 }
-                other => other,
-            })?;
-            events.push(Arc::new(event));
+                None => {}
+                Some(expected) if first != expected => {
+                    return Err(LogError::Corrupt(format!(
+                        "{}: gap in the log: expected lsn {expected}, found {first}",
+                        path.display()
+                    )));
+                }
+                Some(_) => {}
+            }
+            expected = Some(record.last().0 + 1);
+            if record.last().0 < start {
+                continue;
+            }
+            record
+                .decode_into(Lsn(start), max, &mut events)
+                .map_err(corrupt)?;
         }
         Ok(events)
     }
@@ -649,7 +685,7 @@ impl EventLog for RedbLog {
         // A second listener is ignored: the API registers one at startup.
         let _ = self.shared.listener.set(listener);
         // Anything already durable should not wait for the next batch to be noticed.
-        self.shared.wake_all();
+        self.shared.wake(false);
     }
 
     fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
@@ -863,6 +899,8 @@ struct Prepared {
     last_lsn: u64,
     /// The stored checkpoint's `next_lsn`; 0 without one.
     checkpoint_lsn: u64,
+    /// The format version in the meta table (this build's for a new file).
+    file_version: u64,
 }
 
 /// Creates the tables on first open, checks the format version, the checkpoint rows and the
@@ -938,16 +976,36 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
                 lsn
             }
         };
-        let first = events.first().map_err(|e| io("read first event", &e))?;
-        let last = events.last().map_err(|e| io("read last event", &e))?;
+        // The first and last records only: checking every record would read the whole file,
+        // and recovery's `read_from` checks each one it replays anyway.
+        let span =
+            |entry: Option<(::redb::AccessGuard<'_, u64>, ::redb::AccessGuard<'_, &[u8]>)>| {
+                entry
+                    .map(|(key, value)| {
+                        encoding::parse_record(Lsn(key.value()), value.value())
+                            .map(|record| (record.first().0, record.last().0))
+                            .map_err(|error| corrupt(error.to_string()))
+                    })
+                    .transpose()
+            };
+        let first = span(events.first().map_err(|e| io("read first record", &e))?)?;
+        let last = span(events.last().map_err(|e| io("read last record", &e))?)?;
         let last_lsn = match (first, last) {
             (None, None) => first_expected - 1,
-            (Some((first, _)), Some((last, _))) => {
-                let (first, last) = (first.value(), last.value());
-                if first != first_expected || last - first + 1 != len {
+            (Some((first, first_end)), Some((last_start, last))) => {
+                // Each record holds at least one event, so `len` records cannot cover fewer
+                // than `len` LSNs; in a file of format 1 or 2 each holds exactly one.
+                let lone_events = version.is_some_and(|v| v < 3);
+                if first == 0
+                    || first > first_expected
+                    || first_end < first_expected
+                    || last_start < first
+                    || last - first + 1 < len
+                    || (lone_events && last - first + 1 != len)
+                {
                     return Err(corrupt(format!(
                         "the events are not a gap-free run from lsn {first_expected}: lsn \
-                         {first}..={last} in {len} entries"
+                         {first}..={last} in {len} records"
                     )));
                 }
                 last
@@ -957,6 +1015,7 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
         Prepared {
             last_lsn,
             checkpoint_lsn: checkpoint_lsn.unwrap_or(0),
+            file_version: version.unwrap_or(LOG_FORMAT_VERSION),
         }
     };
     txn.commit().map_err(|e| io("commit", &e))?;
@@ -977,11 +1036,20 @@ struct Writer {
     /// The stored checkpoint's `next_lsn` (0: none).
     checkpoint_lsn: u64,
     batch: Vec<Arc<Event>>,
-    /// Reused for every event's bytes.
+    /// Reused buffers: one event's bytes, a record's framed events, the whole record.
+    scratch: Vec<u8>,
     buffer: Vec<u8>,
+    record: Vec<u8>,
+    /// The file's format version; below [`LOG_FORMAT_VERSION`] until the first batch record
+    /// or checkpoint is committed.
+    file_version: u64,
     /// In `Async` mode, when the oldest commit not yet covered by an fsync was made.
     unflushed_since: Option<Instant>,
+    /// Waiters the last commit woke: most come straight back with their next command.
+    expected: usize,
 }
+
+const GATHER_MAX: Duration = Duration::from_micros(100);
 
 /// Marks the writer gone when its thread ends, however it ends: waiters must never sleep on a
 /// writer that will not wake them.
@@ -996,7 +1064,7 @@ impl Drop for ExitGuard {
             ));
         }
         self.0.writer_exited.store(true, Ordering::Release);
-        self.0.wake_all();
+        self.0.wake(true);
     }
 }
 
@@ -1039,15 +1107,26 @@ impl Writer {
             }
             // A checkpoint ends the batch: it is written right after the events before it.
             let mut checkpoint = None;
-            while self.batch.len() < self.batch_events_max {
-                match self.receiver.try_recv() {
-                    Ok(Message::Event(event)) => self.batch.push(event),
-                    Ok(Message::Checkpoint(write)) => {
-                        checkpoint = Some(write);
-                        break;
+            let gather_until = Instant::now() + GATHER_MAX;
+            loop {
+                while self.batch.len() < self.batch_events_max {
+                    match self.receiver.try_recv() {
+                        Ok(Message::Event(event)) => self.batch.push(event),
+                        Ok(Message::Checkpoint(write)) => {
+                            checkpoint = Some(write);
+                            break;
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+                if checkpoint.is_some()
+                    || self.batch.len() >= self.batch_events_max.min(self.expected)
+                    || self.durability != Durability::Sync
+                    || Instant::now() >= gather_until
+                {
+                    break;
+                }
+                std::thread::yield_now();
             }
             let fsync = match self.durability {
                 Durability::Sync => true,
@@ -1143,11 +1222,30 @@ impl Writer {
                     .map_err(|e| fail("write meta", &e))?;
             }
             let mut events = txn.open_table(EVENTS).map_err(|e| fail("open", &e))?;
+            // Only records wholly below `next_lsn` go: the one holding it stays, and readers
+            // skip its leading events.
+            let holding = events
+                .range(..=next_lsn)
+                .map_err(|e| fail("find the record to keep", &e))?
+                .next_back()
+                .transpose()
+                .map_err(|e| fail("find the record to keep", &e))?
+                .map(|(key, value)| {
+                    encoding::parse_record(Lsn(key.value()), value.value())
+                        .map(|record| (record.first().0, record.last().0))
+                })
+                .transpose()
+                .map_err(|e| fail("read the record to keep", &e))?;
+            let cut = match holding {
+                Some((first, last)) if last >= next_lsn => first,
+                _ => next_lsn,
+            };
             events
-                .retain_in(..next_lsn, |_, _| false)
+                .retain_in(..cut, |_, _| false)
                 .map_err(|e| fail("trim", &e))?;
         }
         txn.commit().map_err(|e| fail("commit", &e))?;
+        self.file_version = LOG_FORMAT_VERSION;
 
         self.checkpoint_lsn = next_lsn;
         self.shared
@@ -1195,30 +1293,51 @@ impl Writer {
         })
         .map_err(|e| fail("set durability", &e))?;
         {
+            if self.file_version < LOG_FORMAT_VERSION {
+                // Batch records follow: older builds must refuse the file from this commit on.
+                txn.open_table(META)
+                    .map_err(|e| fail("open meta", &e))?
+                    .insert(FORMAT_VERSION_KEY, LOG_FORMAT_VERSION)
+                    .map_err(|e| fail("write format version", &e))?;
+            }
             let mut table = txn.open_table(EVENTS).map_err(|e| fail("open", &e))?;
             // Appending through a cursor at the end of the table: the keys are ascending, and
             // the cursor refuses one that is not (a second guard on continuity).
             let mut cursor = table
                 .upper_bound_mut(Bound::<u64>::Unbounded)
                 .map_err(|e| fail("seek", &e))?;
-            for event in &self.batch {
-                // The durable log must stay a gap-free prefix: checked in every build.
-                assert_eq!(
-                    event.lsn.0, self.next_lsn,
-                    "log writer: events must arrive in LSN order with no gap"
-                );
+            let mut events = self.batch.iter().peekable();
+            while events.peek().is_some() {
+                // One record per batch, cut where it would outgrow one 64 KiB allocation.
+                let record_first = self.next_lsn;
+                self.record.clear();
                 self.buffer.clear();
-                encoding::encode_into(event, &mut self.buffer).map_err(|e| fail("encode", &e))?;
+                let mut count = 0u64;
+                while let Some(event) = events.next_if(|_| self.buffer.len() < RECORD_BYTES_TARGET)
+                {
+                    // The durable log must stay a gap-free prefix: checked in every build.
+                    assert_eq!(
+                        event.lsn.0, self.next_lsn,
+                        "log writer: events must arrive in LSN order with no gap"
+                    );
+                    self.scratch.clear();
+                    encoding::encode_into(event, &mut self.scratch)
+                        .map_err(|e| fail("encode", &e))?;
+                    encoding::push_framed(&mut self.buffer, &self.scratch);
+                    self.next_lsn += 1;
+                    count += 1;
+                }
+                encoding::finish_batch(&mut self.record, count, &self.buffer);
                 cursor
-                    .insert_before(event.lsn.0, self.buffer.as_slice())
+                    .insert_before(record_first, self.record.as_slice())
                     .map_err(|e| fail("insert", &e))?;
-                self.next_lsn += 1;
             }
             cursor.close().map_err(|e| fail("insert", &e))?;
         }
         let inserted = Instant::now();
         txn.commit().map_err(|e| fail("commit", &e))?;
         let committed = Instant::now();
+        self.file_version = LOG_FORMAT_VERSION;
 
         lock(&self.shared.stats).record_batch(
             count,
@@ -1228,7 +1347,7 @@ impl Writer {
         );
         if fsync {
             self.unflushed_since = None;
-            self.shared.advance(last, Some(last));
+            self.expected = self.shared.advance(last, Some(last));
         } else {
             self.unflushed_since.get_or_insert(started);
             self.shared.advance(last, None);
