@@ -9,6 +9,9 @@
 //!   graceful shutdown around any stream of connections, so tests (and a simulator) can host it
 //!   on `127.0.0.1:0` or on a simulated network.
 //! - `service`: the tonic trait impl. Each handler is decode, call the engine, encode.
+//! - `bulk`: the bulk lane: RecordSales and RecordReturns are refused before their body is
+//!   read when their budget is used up, else decoded, decided and answered on a thread of
+//!   their own at a lower OS priority, so a backfill only gets the CPU the hot path leaves.
 //! - `durability`: writes await their durability through the log's listener, so no thread is
 //!   parked per in-flight write.
 //! - `convert`: proto <-> domain, collecting every field violation of a request at once.
@@ -31,6 +34,8 @@
 //! change-feed streams each have their own concurrency budget, so a flood of store batches can
 //! never make a checkout's Reserve queue behind it. A budget that is used up answers
 //! RESOURCE_EXHAUSTED at once (nothing applied, retry later) instead of queueing unboundedly.
+//! Bulk calls also run on their own lower-priority thread (`bulk`), so under a surge they are
+//! the ones that slow down: their budget then refuses the surplus before reading it.
 //! A `Session` stream has no budget of its own: each write on it takes a permit of the
 //! interactive writes budget, and each stream reads at most `SESSION_IN_FLIGHT_MAX` requests
 //! ahead of its answers (then HTTP/2 flow control holds the client back).
@@ -43,6 +48,7 @@
 //! flushed when the last reference to the engine (and so to the log) is dropped, which the
 //! caller does after `serve` returns.
 
+mod bulk;
 mod checkpointer;
 mod convert;
 mod durability;
@@ -93,9 +99,17 @@ pub struct ServerConfig {
     /// group commit, which costs a task, not a thread); past this, RESOURCE_EXHAUSTED. The
     /// log's own queue bound (`LogError::Full`) applies as well.
     pub writes_in_flight_max: usize,
-    /// Bulk calls (RecordSales, RecordReturns) running at once; their own budget, so they
-    /// never delay interactive writes. Past this, RESOURCE_EXHAUSTED.
+    /// Bulk calls (RecordSales, RecordReturns) accepted at once; their own budget, so they
+    /// never delay interactive writes. Past this, RESOURCE_EXHAUSTED before the request is
+    /// read. They run one at a time on the bulk lane (interleaved by chunks), so 2 keeps the
+    /// lane busy (one deciding while another waits for its group commit) without letting
+    /// many batches' memory queue up.
     pub bulk_in_flight_max: usize,
+    /// Niceness of the bulk lane's thread (0-19; 0 runs it at the server's priority). Higher
+    /// gives the hot path more of a busy machine; the lane takes the same short engine locks
+    /// as hot writes, and a thread niced to 19 that is preempted holding one stalls them, so
+    /// the default is in between (measured with `load --scenario backfill`). Linux only.
+    pub bulk_nice: i32,
     /// Open WatchAvailability streams. Past this, RESOURCE_EXHAUSTED.
     pub watch_streams_max: usize,
     /// How often the expirer looks for lapsed holds, in ms. Lapsed holds stop counting against
@@ -126,7 +140,8 @@ impl Default for ServerConfig {
             request_bytes_max: 8 << 20,
             response_bytes_max: 16 << 20,
             writes_in_flight_max: 8_192,
-            bulk_in_flight_max: 8,
+            bulk_in_flight_max: 2,
+            bulk_nice: 10,
             watch_streams_max: 1_024,
             expire_interval_ms: 100,
             expire_batch_max: 10_000,
@@ -139,10 +154,11 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Blocking threads the server may use at once: one per bulk call and change-feed read,
-    /// plus the expirer and the checkpointer. Size the runtime's blocking pool to at least this.
+    /// Blocking threads the server may use at once: one per change-feed read, plus the expirer
+    /// and the checkpointer (bulk calls run on a thread of their own). Size the runtime's
+    /// blocking pool to at least this.
     pub fn blocking_threads_max(&self) -> usize {
-        self.bulk_in_flight_max + self.watch_streams_max + 2
+        self.watch_streams_max + 2
     }
 
     /// When the checkpointer writes a checkpoint.
@@ -168,6 +184,12 @@ impl ServerConfig {
             if value == 0 {
                 return Err(ServeError::Config(format!("{name} must be at least 1")));
             }
+        }
+        if !(0..=19).contains(&self.bulk_nice) {
+            return Err(ServeError::Config(format!(
+                "bulk_nice must be in 0..=19, got {}",
+                self.bulk_nice
+            )));
         }
         // tokio's semaphores hold at most this many permits.
         for (name, value) in [
@@ -196,6 +218,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("starting the bulk lane: {0}")]
+    BulkLane(#[from] std::io::Error),
 }
 
 /// What every handler, the expirer and the change feeds share.
@@ -206,6 +230,8 @@ pub(crate) struct Shared {
     pub writes: Arc<Semaphore>,
     /// Budget of bulk calls; separate so interactive writes never wait behind them.
     pub bulk: Arc<Semaphore>,
+    /// Where bulk calls run (see `bulk`).
+    pub bulk_lane: bulk::BulkLane,
     /// Budget of open change feeds.
     pub watches: Arc<Semaphore>,
     /// The highest LSN this server knows to be applied. Change feeds wake when it moves, so
@@ -232,15 +258,16 @@ impl Shared {
         config: ServerConfig,
         shutdown: CancellationToken,
         log_stats: Option<LogStatsSource>,
-    ) -> Self {
+    ) -> Result<Self, ServeError> {
         let head = engine.ledger().next_lsn().0.saturating_sub(1);
         let durability =
             DurabilityWaiter::new(Arc::clone(engine.ledger().log()), config.ack_on_append);
-        Self {
+        Ok(Self {
             engine,
             config,
             writes: Arc::new(Semaphore::new(config.writes_in_flight_max)),
             bulk: Arc::new(Semaphore::new(config.bulk_in_flight_max)),
+            bulk_lane: bulk::BulkLane::start(config.bulk_nice)?,
             watches: Arc::new(Semaphore::new(config.watch_streams_max)),
             head: tokio::sync::watch::Sender::new(head),
             shutdown,
@@ -249,7 +276,7 @@ impl Shared {
             durability,
             metrics: metrics::Metrics::new(),
             log_stats,
-        }
+        })
     }
 
     /// Tells change feeds that events up to `lsn` are in the log.
@@ -338,7 +365,7 @@ where
         config,
         token.clone(),
         options.log_stats,
-    ));
+    )?);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -356,6 +383,7 @@ where
     let inventory = InventoryServer::new(InventoryService::new(Arc::clone(&shared)))
         .max_decoding_message_size(config.request_bytes_max)
         .max_encoding_message_size(config.response_bytes_max);
+    let inventory = bulk::Routed::new(inventory, Arc::clone(&shared));
     let inventory = metrics::Instrumented::new(inventory, Arc::clone(&shared));
 
     let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));

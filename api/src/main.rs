@@ -105,9 +105,17 @@ struct ServeArgs {
     /// Interactive writes in progress at once [default: 8192].
     #[arg(long, env = "INVENTORY_WRITES_IN_FLIGHT_MAX", value_name = "N")]
     writes_in_flight_max: Option<usize>,
-    /// Bulk calls (RecordSales, RecordReturns) running at once [default: 8].
+    /// Bulk calls (RecordSales, RecordReturns) accepted at once [default: 2].
     #[arg(long, env = "INVENTORY_BULK_IN_FLIGHT_MAX", value_name = "N")]
     bulk_in_flight_max: Option<usize>,
+    /// Niceness (0-19) of the thread bulk calls run on, so the hot path comes first
+    /// [default: 10].
+    #[arg(long, env = "INVENTORY_BULK_NICE", value_name = "N")]
+    bulk_nice: Option<i32>,
+    /// Async runtime worker threads [default: one per core]. Fewer than the cores leaves
+    /// room for the log writer, the bulk lane, or a client sharing the machine.
+    #[arg(long, env = "INVENTORY_WORKER_THREADS", value_name = "N")]
+    worker_threads: Option<usize>,
     /// Open WatchAvailability streams [default: 1024].
     #[arg(long, env = "INVENTORY_WATCH_STREAMS_MAX", value_name = "N")]
     watch_streams_max: Option<usize>,
@@ -144,6 +152,7 @@ struct FileConfig {
     key_retention_ms: Option<u64>,
     log: Option<String>,
     log_format: Option<LogFormat>,
+    worker_threads: Option<usize>,
     /// Limits and timings of the server (`inv_api::ServerConfig`; missing keys take defaults).
     server: ServerConfig,
     /// The event log's batching and caching.
@@ -198,6 +207,8 @@ struct Settings {
     ledger: LedgerConfig,
     log_options: RedbLogOptions,
     server: ServerConfig,
+    /// None: one per core (tokio's default).
+    worker_threads: Option<usize>,
     log: String,
     log_format: LogFormat,
 }
@@ -277,6 +288,9 @@ impl Settings {
         if let Some(n) = args.bulk_in_flight_max {
             server.bulk_in_flight_max = n;
         }
+        if let Some(n) = args.bulk_nice {
+            server.bulk_nice = n;
+        }
         if let Some(n) = args.watch_streams_max {
             server.watch_streams_max = n;
         }
@@ -293,7 +307,12 @@ impl Settings {
         // server, rather than waiting for the next fsync.
         server.ack_on_append = matches!(durability, Durability::Async { .. });
         server.validate()?;
+        let worker_threads = args.worker_threads.or(file.worker_threads);
+        if worker_threads == Some(0) {
+            bail!("worker_threads must be at least 1");
+        }
         Ok(Settings {
+            worker_threads,
             listen: match args.listen.or(file.listen) {
                 Some(listen) => listen,
                 None => LISTEN_DEFAULT.parse().expect("the default address parses"),
@@ -355,13 +374,16 @@ fn init_tracing(settings: &Settings) -> Result<()> {
 fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
     init_tracing(&settings)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
         .thread_name("inventory")
-        // Every write waits for durability on a blocking thread; see ServerConfig.
-        .max_blocking_threads(settings.server.blocking_threads_max() + 16)
-        .build()
-        .context("starting the async runtime")?;
+        // Change-feed reads, the expirer and the checkpointer; see ServerConfig.
+        .max_blocking_threads(settings.server.blocking_threads_max() + 16);
+    if let Some(n) = settings.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.build().context("starting the async runtime")?;
     runtime.block_on(run(settings))
 }
 

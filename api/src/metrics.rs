@@ -35,13 +35,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -89,13 +89,25 @@ struct ChannelLabels {
 
 type DurationFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
 
+/// The call counter and the duration histogram of one (method, code) label set.
+type CallSeries = (Counter, Histogram);
+
+/// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
+const CODES: usize = 17;
+
 /// The series counted as things happen, and the registry they are encoded from.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
     /// The `Inventory` service's method names: the only values `grpc_method` takes (besides
-    /// `unknown`).
-    methods: HashSet<String>,
+    /// `unknown`), each with its index in `method_names`.
+    methods: HashMap<String, usize>,
+    /// By index; the last is `unknown`.
+    method_names: Vec<String>,
+    /// The call series of each (method, code), by method index and code: filled on first use
+    /// and then shared with the families, so counting a call allocates nothing and takes no
+    /// lock on a family's map (this runs on every call, Checks included).
+    call_series: Vec<[OnceLock<CallSeries>; CODES]>,
     grpc_requests: Family<RpcLabels, Counter>,
     grpc_duration: DurationFamily,
     reserve_requests: Family<ChannelLabels, Counter>,
@@ -151,9 +163,23 @@ impl Metrics {
             "The server's version",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let mut method_names: Vec<String> = service_methods().into_iter().collect();
+        method_names.sort_unstable();
+        let methods = method_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i))
+            .collect();
+        method_names.push(METHOD_UNKNOWN.to_owned());
+        let call_series = method_names
+            .iter()
+            .map(|_| std::array::from_fn(|_| OnceLock::new()))
+            .collect();
         Self {
             registry,
-            methods: service_methods(),
+            methods,
+            method_names,
+            call_series,
             grpc_requests,
             grpc_duration,
             reserve_requests,
@@ -164,25 +190,31 @@ impl Metrics {
         }
     }
 
-    /// The `grpc_method` label of a request path (`/inventory.v1.Inventory/Reserve`).
-    fn method_of(&self, path: &str) -> String {
+    /// The `grpc_method` label of a request path (`/inventory.v1.Inventory/Reserve`), as an
+    /// index of `method_names`.
+    fn method_of(&self, path: &str) -> usize {
         let name = path.rsplit('/').next().unwrap_or_default();
-        if self.methods.contains(name) {
-            name.to_owned()
-        } else {
-            METHOD_UNKNOWN.to_owned()
-        }
+        self.methods
+            .get(name)
+            .copied()
+            .unwrap_or(self.method_names.len() - 1)
     }
 
-    fn observe_call(&self, method: String, code: Code, elapsed: Duration) {
-        let labels = RpcLabels {
-            grpc_method: method,
-            grpc_code: code_name(code).to_owned(),
-        };
-        self.grpc_requests.get_or_create(&labels).inc();
-        self.grpc_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+    fn observe_call(&self, method: usize, code: Code, elapsed: Duration) {
+        // Every code is in 0..CODES; anything else would be counted as Unknown.
+        let code_index = (code as usize).min(CODES - 1);
+        let (calls, duration) = self.call_series[method][code_index].get_or_init(|| {
+            let labels = RpcLabels {
+                grpc_method: self.method_names[method].clone(),
+                grpc_code: code_name(code).to_owned(),
+            };
+            (
+                self.grpc_requests.get_or_create(&labels).clone(),
+                self.grpc_duration.get_or_create(&labels).clone(),
+            )
+        });
+        calls.inc();
+        duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a Reserve call under its channel.
@@ -593,8 +625,8 @@ fn header_code(headers: &http::HeaderMap) -> Option<Code> {
 /// One call being timed; counted once, by [`Call::end`] or on drop.
 struct Call {
     shared: Arc<Shared>,
-    /// Taken when the call is counted.
-    method: Option<String>,
+    /// The method's index; taken when the call is counted.
+    method: Option<usize>,
     started: Instant,
 }
 
@@ -728,14 +760,10 @@ mod tests {
             assert!(methods.contains(name), "{name} missing from {methods:?}");
         }
         let metrics = Metrics::new();
-        assert_eq!(
-            metrics.method_of("/inventory.v1.Inventory/Reserve"),
-            "Reserve"
-        );
-        assert_eq!(
-            metrics.method_of("/inventory.v1.Inventory/NoSuchThing"),
-            METHOD_UNKNOWN
-        );
+        let name = |path: &str| metrics.method_names[metrics.method_of(path)].as_str();
+        assert_eq!(name("/inventory.v1.Inventory/Reserve"), "Reserve");
+        assert_eq!(name("/inventory.v1.Inventory/NoSuchThing"), METHOD_UNKNOWN);
+        assert_eq!(name("/inventory.v1.Inventory/Unknown"), METHOD_UNKNOWN);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Writes return only once their event is durable. Each write is decided and appended inline
 //! (a few short engine locks, no I/O), then awaits durability through the shared
-//! `DurabilityWaiter`, so no thread is parked per call; bulk calls decide their items on the
-//! blocking pool. Each kind of call holds a permit of its own budget while it runs (see the
+//! `DurabilityWaiter`, so no thread is parked per call; bulk calls run on the bulk lane
+//! (`bulk`). Each kind of call holds a permit of its own budget while it runs (see the
 //! crate docs). A client that goes away mid-call changes nothing: its event is already in the
 //! log and becomes durable with the rest, and a retry gets the recorded answer.
 //!
@@ -14,6 +14,7 @@
 //! through the same `*_now` methods: a write is decided when called, and the future it returns
 //! waits for durability and encodes the answer, so both paths answer alike.
 
+use crate::bulk::{self, BULK_CHUNK_ITEMS};
 use crate::convert::{self, FieldErrors};
 use crate::session::{self, SessionStream};
 use crate::status::{self, Failure};
@@ -55,10 +56,6 @@ impl InventoryService {
     async fn submit(&self, command: Command) -> Result<Receipt, Failure> {
         let decided = decide(&self.shared, command)?;
         settle(&self.shared, decided).await
-    }
-
-    fn failure(&self, error: &SubmitError) -> Failure {
-        failure(&self.shared, error)
     }
 
     /// Reserve, decided now (so requests on one Session stream are decided in arrival order);
@@ -169,38 +166,6 @@ impl InventoryService {
             other => Err(Failure::internal(format!("unexpected outcome {other:?}")).into()),
         }
     }
-
-    /// Submits the items of one bulk call under one permit of the bulk budget, in order, and
-    /// answers per item. Items that failed to decode are passed through as they are. Deciding
-    /// a thousand items takes milliseconds, so it runs on the blocking pool; then one wait
-    /// covers the whole batch (one group commit instead of one per item).
-    async fn submit_bulk(
-        &self,
-        items: Vec<Result<Command, Failure>>,
-    ) -> Result<Vec<Result<Receipt, Failure>>, Failure> {
-        let _permit = self.shared.bulk.try_acquire().map_err(|_| {
-            Failure::overloaded("bulk calls", self.shared.config.bulk_in_flight_max)
-        })?;
-        let shared = Arc::clone(&self.shared);
-        let (mut results, wait_for) =
-            tokio::task::spawn_blocking(move || decide_batch(&shared, items))
-                .await
-                .map_err(|e| status::join_error(&e))?;
-        if wait_for > Lsn::ZERO {
-            match self.shared.durability.wait(wait_for).await {
-                Ok(()) => self.shared.advance_head(wait_for.0),
-                Err(error) => {
-                    let failure = self.failure(&SubmitError::Log(error));
-                    for result in &mut results {
-                        if result.is_ok() {
-                            *result = Err(failure.clone());
-                        }
-                    }
-                }
-            }
-        }
-        Ok(results)
-    }
 }
 
 /// An interactive write decided and appended, not yet durable. Holds its permit of the writes
@@ -244,26 +209,99 @@ fn failure(shared: &Shared, error: &SubmitError) -> Failure {
     status::submit_error(error)
 }
 
-/// Decides and appends every item in order (the first half of `Engine::submit`, item by item)
-/// and returns the answers with the highest LSN to wait for.
-fn decide_batch(
+/// Submits the items of one bulk call, in order, and answers per item. Items that failed to
+/// decode are passed through as they are. Runs on the bulk lane (see `bulk`): items are
+/// decided [`BULK_CHUNK_ITEMS`] at a time, yielding between chunks so bulk calls on the lane
+/// interleave; then one wait covers the whole batch (one group commit instead of one per item).
+async fn submit_bulk(
     shared: &Shared,
     items: Vec<Result<Command, Failure>>,
-) -> (Vec<Result<Receipt, Failure>>, Lsn) {
+) -> Vec<Result<Receipt, Failure>> {
     let mut wait_for = Lsn::ZERO;
-    let results = items
-        .into_iter()
-        .map(|item| {
-            let command = item?;
+    let mut results = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 && i % BULK_CHUNK_ITEMS == 0 {
+            tokio::task::yield_now().await;
+        }
+        results.push(item.and_then(|command| {
             let receipt = shared.engine.submit_queued(command).map_err(|error| {
                 shared.observe_error(&error);
                 status::submit_error(&error)
             })?;
             wait_for = wait_for.max(receipt.lsn);
             Ok(receipt)
+        }));
+    }
+    if wait_for > Lsn::ZERO {
+        match shared.durability.wait(wait_for).await {
+            Ok(()) => shared.advance_head(wait_for.0),
+            Err(error) => {
+                let failure = failure(shared, &SubmitError::Log(error));
+                for result in &mut results {
+                    if result.is_ok() {
+                        *result = Err(failure.clone());
+                    }
+                }
+            }
+        }
+    }
+    results
+}
+
+/// RecordSales, once decoded; runs on the bulk lane.
+pub(crate) async fn record_sales(
+    shared: &Shared,
+    request: pb::RecordSalesRequest,
+) -> Result<pb::RecordSalesResponse, Failure> {
+    convert::check_batch_len("sales", request.sales.len())?;
+    // The store is the envelope: a bad store id fails the call, not each sale.
+    let mut errors = FieldErrors::default();
+    convert::check_id(&mut errors, "store_id", &request.store_id);
+    errors.finish(())?;
+    let store_id = request.store_id;
+    let items = request
+        .sales
+        .into_iter()
+        .map(|sale| Ok(convert::sale(&store_id, sale)))
+        .collect();
+    let results = submit_bulk(shared, items)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| {
+            result.map_err(|failure| {
+                failure.map_fields(|field| match field {
+                    "store_id" => field.to_owned(),
+                    _ => format!("sales[{i}].{field}"),
+                })
+            })
         })
         .collect();
-    (results, wait_for)
+    Ok(pb::RecordSalesResponse {
+        results: batch_results(results),
+    })
+}
+
+/// RecordReturns, once decoded; runs on the bulk lane.
+pub(crate) async fn record_returns(
+    shared: &Shared,
+    request: pb::RecordReturnsRequest,
+) -> Result<pb::RecordReturnsResponse, Failure> {
+    let returns = request.returns;
+    convert::check_batch_len("returns", returns.len())?;
+    debug_assert!(returns.len() <= BATCH_ITEMS_MAX);
+    let items = returns.into_iter().map(convert::return_).collect();
+    let results = submit_bulk(shared, items)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| {
+            result.map_err(|failure| failure.map_fields(|field| format!("returns[{i}].{field}")))
+        })
+        .collect();
+    Ok(pb::RecordReturnsResponse {
+        results: batch_results(results),
+    })
 }
 
 fn batch_results(results: Vec<Result<Receipt, Failure>>) -> Vec<pb::BatchItemResult> {
@@ -391,62 +429,42 @@ impl Inventory for InventoryService {
         }))
     }
 
+    // The server routes both bulk methods to the lane before their body is read (see
+    // `bulk::Routed`); these serve a service used without that layer, with the same budget.
     async fn record_sales(
         &self,
         request: Request<pb::RecordSalesRequest>,
     ) -> Result<Response<pb::RecordSalesResponse>, Status> {
+        let permit = bulk::permit(&self.shared)?;
+        let shared = Arc::clone(&self.shared);
         let request = request.into_inner();
-        convert::check_batch_len("sales", request.sales.len())?;
-        // The store is the envelope: a bad store id fails the call, not each sale.
-        let mut errors = FieldErrors::default();
-        convert::check_id(&mut errors, "store_id", &request.store_id);
-        errors.finish(())?;
-        let store_id = request.store_id;
-        let items = request
-            .sales
-            .into_iter()
-            .map(|sale| Ok(convert::sale(&store_id, sale)))
-            .collect();
-        let results = self
-            .submit_bulk(items)
-            .await?
-            .into_iter()
-            .enumerate()
-            .map(|(i, result)| {
-                result.map_err(|failure| {
-                    failure.map_fields(|field| match field {
-                        "store_id" => field.to_owned(),
-                        _ => format!("sales[{i}].{field}"),
-                    })
-                })
+        let response = self
+            .shared
+            .bulk_lane
+            .run(async move {
+                let _permit = permit;
+                record_sales(&shared, request).await
             })
-            .collect();
-        Ok(Response::new(pb::RecordSalesResponse {
-            results: batch_results(results),
-        }))
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn record_returns(
         &self,
         request: Request<pb::RecordReturnsRequest>,
     ) -> Result<Response<pb::RecordReturnsResponse>, Status> {
-        let returns = request.into_inner().returns;
-        convert::check_batch_len("returns", returns.len())?;
-        debug_assert!(returns.len() <= BATCH_ITEMS_MAX);
-        let items = returns.into_iter().map(convert::return_).collect();
-        let results = self
-            .submit_bulk(items)
-            .await?
-            .into_iter()
-            .enumerate()
-            .map(|(i, result)| {
-                result
-                    .map_err(|failure| failure.map_fields(|field| format!("returns[{i}].{field}")))
+        let permit = bulk::permit(&self.shared)?;
+        let shared = Arc::clone(&self.shared);
+        let request = request.into_inner();
+        let response = self
+            .shared
+            .bulk_lane
+            .run(async move {
+                let _permit = permit;
+                record_returns(&shared, request).await
             })
-            .collect();
-        Ok(Response::new(pb::RecordReturnsResponse {
-            results: batch_results(results),
-        }))
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn disposition(

@@ -214,12 +214,6 @@ pub async fn run(url: &str, options: Options) -> Result<Vec<Row>> {
     for _ in 0..connections {
         channels.push(connect(url).await?);
     }
-    let mut bulk_channels = Vec::new();
-    if options.scenarios.contains(&Scenario::Backfill) {
-        for _ in 0..options.backfill_callers {
-            bulk_channels.push(connect(url).await?);
-        }
-    }
     let run = format!(
         "load-{:x}",
         std::time::SystemTime::now()
@@ -231,7 +225,7 @@ pub async fn run(url: &str, options: Options) -> Result<Vec<Row>> {
         skus: (0..options.skus).map(|i| format!("sku-{i:06}")).collect(),
         options,
         channels,
-        bulk_channels,
+        url: url.to_owned(),
         run,
     });
     scenarios::stock(&ctx).await?;
@@ -312,15 +306,9 @@ async fn backfill(ctx: &Arc<Ctx>) -> Result<Vec<Row>> {
     rows.extend(alone.rows("backfill: hot alone", took, cpu.used()));
     let cpu = CpuMeter::start();
 
-    let bulk = {
-        let ctx = Arc::clone(ctx);
-        tokio::spawn(async move {
-            let n = ctx.options.backfill_callers;
-            scenarios::run_callers(&ctx, n, ctx.options.seconds, scenarios::backfill_caller).await
-        })
-    };
+    let bulk = start_backfill(Arc::clone(ctx))?;
     let (beside, took) = hot_path(ctx).await?;
-    let (bulk, bulk_took) = bulk.await.context("the backfill panicked")??;
+    let (bulk, bulk_took) = bulk.await.context("the backfill thread stopped")??;
     // Hot and bulk calls share the CPU: report the cores used, not a cost per call.
     let cores = cpu.used().map_or(0.0, |used| used / took.max(1e-9));
     for mut row in beside
@@ -332,6 +320,39 @@ async fn backfill(ctx: &Arc<Ctx>) -> Result<Vec<Row>> {
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Runs the backfill callers on a thread and runtime of their own, each over its own
+/// connection: bulk traffic comes from other systems (stores) than the hot path (checkouts),
+/// so it shares neither the hot callers' runtime nor their connections. It still shares the
+/// machine's cores, at the same priority as everything else.
+fn start_backfill(ctx: Arc<Ctx>) -> Result<tokio::sync::oneshot::Receiver<Result<(Tally, f64)>>> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("load-bulk".into())
+        .spawn(move || {
+            let run = || -> Result<(Tally, f64)> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the backfill's runtime")?;
+                runtime.block_on(async {
+                    let n = ctx.options.backfill_callers;
+                    let mut channels = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        channels.push(connect(&ctx.url).await?);
+                    }
+                    let seconds = ctx.options.seconds;
+                    scenarios::run_callers(&ctx, n, seconds, |ctx, i, deadline| {
+                        scenarios::backfill_caller(ctx, channels[i].clone(), i, deadline)
+                    })
+                    .await
+                })
+            };
+            let _ = done.send(run());
+        })
+        .context("starting the backfill thread")?;
+    Ok(result)
 }
 
 /// Floors from the issue, and Redis on this machine for reference.

@@ -36,9 +36,8 @@ const BULK_BACKOFF_MAX: Duration = Duration::from_millis(100);
 pub struct Ctx {
     pub options: Options,
     pub channels: Vec<Channel>,
-    /// One connection per backfill caller: bulk traffic comes from other systems (stores)
-    /// than the hot path (checkouts), and does not share its connections.
-    pub bulk_channels: Vec<Channel>,
+    /// The server's URL; the backfill connects on its own runtime (see `backfill_caller`).
+    pub url: String,
     pub skus: Vec<String>,
     /// Prefixes every id this run sends, so runs against one server never share a key.
     pub run: String,
@@ -48,10 +47,6 @@ impl Ctx {
     fn client(&self, caller: usize) -> Client {
         InventoryClient::new(self.channels[caller % self.channels.len()].clone())
             .max_decoding_message_size(16 << 20)
-    }
-
-    fn bulk_client(&self, caller: usize) -> Client {
-        InventoryClient::new(self.bulk_channels[caller % self.bulk_channels.len()].clone())
     }
 
     fn sku(&self, rng: &mut Rng) -> &str {
@@ -504,10 +499,15 @@ pub async fn session_caller(
 // Bulk
 
 /// RecordSales batches of `options.backfill_sales` one-line sales, back to back, from one store
-/// of its own. A batch refused as RESOURCE_EXHAUSTED is resent (it is idempotent) after a
-/// short back-off.
-pub async fn backfill_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> Result<Tally> {
-    let mut client = ctx.bulk_client(caller);
+/// of its own, over `channel`. A batch refused as RESOURCE_EXHAUSTED is resent (it is
+/// idempotent) after a short back-off.
+pub async fn backfill_caller(
+    ctx: Arc<Ctx>,
+    channel: Channel,
+    caller: usize,
+    deadline: Instant,
+) -> Result<Tally> {
+    let mut client = InventoryClient::new(channel);
     let mut rng = Rng::new(caller as u64 ^ 0xBAC4);
     let mut tally = Tally::default();
     let store_id = format!("{}-store-{caller}", ctx.run);

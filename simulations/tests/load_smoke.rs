@@ -18,8 +18,8 @@ fn every_scenario_answers_without_unexpected_errors() -> Result<()> {
         skus: 50,
         pipeline: 4,
         connections: 2,
-        // More bulk callers than the server's budget of 8, so some are refused and resent.
-        backfill_callers: 10,
+        // More bulk callers than the server's budget of 2, so some are refused and resent.
+        backfill_callers: 4,
         backfill_sales: 100,
         ..Options::default()
     };
