@@ -1,6 +1,6 @@
 //! Throughput of the in-process ledger on its hot paths: availability checks, reserve+release
-//! pairs of one and three lines, and reserve+release pairs from 1 to 8 threads on one hot
-//! sku/location. No persistence: the ledger appends to a `DiscardLog`, and every call gets an
+//! pairs of one and three lines, reserves alone into a table of open holds growing to
+//! `GROWN_HOLDS_MAX`, and reserve+release pairs from 1 to 8 threads on one hot sku/location. No persistence: the ledger appends to a `DiscardLog`, and every call gets an
 //! explicit decision time (no clock). Building the commands (ids, lines) is done outside the
 //! timed region; what is timed is `Ledger::check` / `Ledger::submit` as the API would call them.
 //!
@@ -32,6 +32,10 @@ const RETAINED_PAIRS: u64 = 500_000;
 /// More than the default key retention (a week): moving the clock by this much lets a purge
 /// drop everything decided before.
 const PAST_RETENTION_MS: u64 = 8 * 24 * 3_600_000;
+
+/// Open holds the growing-table bench places before it starts over on a fresh ledger: a flash
+/// sale's worth, so the hold tables, expiry indexes and ladders grow far beyond the caches.
+const GROWN_HOLDS_MAX: u64 = 2_000_000;
 
 /// Skus in the stocked ledger; with `LOCATIONS_PER_SKU` that makes 100,000 positions.
 const SKUS: usize = 25_000;
@@ -202,6 +206,48 @@ fn reserve_release_three_lines(c: &mut Criterion) {
     reserve_release_lines(c, "reserve_release_three_lines", 3);
 }
 
+/// Single-line reserves alone, on random positions, into a ledger that keeps every hold open:
+/// the tables grow from empty to `GROWN_HOLDS_MAX` open holds (about 80 per sku), then the
+/// ledger is replaced by a fresh one (untimed). The figure is the mean over that growth.
+fn reserve_only_growing(c: &mut Criterion) {
+    let mut ledger = stocked_ledger();
+    let mut open = 0u64;
+    let mut next_id = 0u64;
+    let mut rng = XorShift::new(0x960_3e5);
+    let mut group = c.benchmark_group("ledger");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("reserve_only_growing_to_2m", |b| {
+        b.iter_custom(|iters| {
+            if open + iters > GROWN_HOLDS_MAX {
+                ledger = stocked_ledger();
+                open = 0;
+            }
+            open += iters;
+            let reserves: Vec<Command> = (0..iters)
+                .map(|_| {
+                    next_id += 1;
+                    reserve(
+                        format_compact!("grow-{next_id}"),
+                        &[random_position(&mut rng)],
+                        1,
+                    )
+                })
+                .collect();
+            let start = Instant::now();
+            for r in reserves {
+                let granted = ledger.submit(r, NOW_MS).expect("reserve accepted");
+                assert!(
+                    matches!(granted.outcome, Outcome::Granted { .. }),
+                    "reserve not granted: {:?}",
+                    granted.outcome
+                );
+            }
+            start.elapsed()
+        });
+    });
+    group.finish();
+}
+
 /// `threads` threads each doing `iters` reserve+release pairs of one unit on the same
 /// sku/location. One iteration = one pair per thread, so elements per iteration = `threads`.
 fn reserve_hot_sku_contended(c: &mut Criterion) {
@@ -258,6 +304,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
     targets = check_one_position, reserve_release_one_line, reserve_release_three_lines,
-        reserve_hot_sku_contended
+        reserve_only_growing, reserve_hot_sku_contended
 }
 criterion_main!(benches);

@@ -3,10 +3,14 @@
 //! A hold is `Open` until exactly one of commit, release or expiry ends it; the ended states are
 //! terminal. [`HoldState::can_transition`] is the whole state machine (sled's event verifier
 //! shape), and every transition in the ledger asserts it.
+//!
+//! A hold is kept for its whole retention window, so it is stored small: its lines name their
+//! sku by its slot in the position shards (skus are never removed, so the slot is the sku for
+//! the life of the ledger) and its location and channel by interned ids, and a single-line
+//! hold keeps its line inline.
 
-use crate::types::{ChannelId, LocationId, Lsn, Sku};
+use crate::types::{ChannelId, LocationId, Lsn};
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum HoldState {
@@ -28,23 +32,67 @@ impl HoldState {
     }
 }
 
-/// One held line. `qty` fits in u32 because a line is at most `QTY_MAX` (10^9) units; the
-/// smaller field keeps a single-line hold inside its memory budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a sku's entry is: its position shard and its slot in that shard's table. Stable for
+/// the life of the ledger, because skus are never removed; 8 bytes instead of the name's 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SkuSlot {
+    /// At most `SHARDS_MAX - 1`, which fits in 16 bits.
+    pub shard: u16,
+    pub slot: u32,
+}
+
+impl SkuSlot {
+    pub fn shard(self) -> usize {
+        usize::from(self.shard)
+    }
+}
+
+/// One held line. `qty` fits in u32 because a line is at most `QTY_MAX` (10^9) units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HoldLine {
-    pub sku: Sku,
+    pub sku: SkuSlot,
     pub location: LocationId,
     pub qty: u32,
 }
 
+/// A hold's lines: most holds have one, kept inline (24 bytes either way, no allocation).
+#[derive(Debug, Clone)]
+pub(crate) enum HoldLines {
+    One(HoldLine),
+    Many(Box<[HoldLine]>),
+}
+
+impl HoldLines {
+    pub fn new(lines: &[HoldLine]) -> Self {
+        match lines {
+            [line] => HoldLines::One(*line),
+            _ => HoldLines::Many(lines.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for HoldLines {
+    type Target = [HoldLine];
+
+    fn deref(&self) -> &[HoldLine] {
+        match self {
+            HoldLines::One(line) => std::slice::from_ref(line),
+            HoldLines::Many(lines) => lines,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Hold {
-    pub lines: SmallVec<[HoldLine; 1]>,
+    pub lines: HoldLines,
     pub channel: ChannelId,
     pub state: HoldState,
     pub expires_at_ms: u64,
     pub placed_lsn: Lsn,
     pub placed_at_ms: u64,
+    /// The event that ended the hold (`Lsn::ZERO` while open, or if unknown after loading a
+    /// checkpoint): the ledger derives that command's recorded outcome from the hold.
+    pub ended_lsn: Lsn,
     /// When the hold ended (0 while open); ended holds are kept for the key retention window so
     /// a late commit or release gets "already ended" rather than "not found".
     pub ended_at_ms: u64,
@@ -57,7 +105,7 @@ impl Hold {
         self.state == HoldState::Open && now_ms >= self.expires_at_ms
     }
 
-    pub fn transition(&mut self, to: HoldState, at_ms: u64) {
+    pub fn transition(&mut self, to: HoldState, lsn: Lsn, at_ms: u64) {
         assert!(
             self.state.can_transition(to),
             "hold transition {:?} -> {:?} is not allowed",
@@ -65,6 +113,7 @@ impl Hold {
             to
         );
         self.state = to;
+        self.ended_lsn = lsn;
         self.ended_at_ms = at_ms;
     }
 }
@@ -83,5 +132,14 @@ mod tests {
                 assert_eq!(from.can_transition(to), allowed, "{from:?} -> {to:?}");
             }
         }
+    }
+
+    /// The sizes the per-hold memory budget is built on (see `benches/src/bin/memory.rs`).
+    #[test]
+    fn a_single_line_hold_is_small() {
+        assert_eq!(size_of::<HoldLine>(), 16);
+        assert_eq!(size_of::<HoldLines>(), 24);
+        assert_eq!(size_of::<Hold>(), 72);
+        assert_eq!(size_of::<Option<Hold>>(), 72);
     }
 }

@@ -104,13 +104,18 @@ impl Ledger {
             for (_, entry) in shard.entries.iter() {
                 checkpoint
                     .keys
-                    .extend(entry.records.iter().map(|r| CheckpointKey {
-                        key: entry.key_of(r),
-                        fingerprint: r.fingerprint,
-                        lsn: r.lsn,
-                        at_ms: r.at_ms,
-                        outcome: r.outcome.clone(),
-                    }));
+                    .extend(
+                        entry
+                            .records(&self.names)
+                            .into_iter()
+                            .map(|r| CheckpointKey {
+                                key: entry.key_of(r.fingerprint.kind),
+                                fingerprint: r.fingerprint,
+                                lsn: r.lsn,
+                                at_ms: r.at_ms,
+                                outcome: r.outcome,
+                            }),
+                    );
             }
             let holds = shard
                 .entries
@@ -124,7 +129,7 @@ impl Ledger {
                         .lines
                         .iter()
                         .map(|l| Line {
-                            sku: l.sku.clone(),
+                            sku: positions[l.sku.shard()].at(l.sku.slot).sku.clone(),
                             location: location(l.location),
                             qty: u64::from(l.qty),
                         })
@@ -188,7 +193,7 @@ impl Ledger {
         }
         for h in &checkpoint.holds {
             let channel = ChannelId(ledger.names.intern(Kind::Channel, h.channel.as_str()));
-            let mut lines = SmallVec::with_capacity(h.lines.len());
+            let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
             for line in &h.lines {
                 let location = ledger
                     .names
@@ -197,12 +202,14 @@ impl Ledger {
                     .ok_or_else(|| bad(format!("hold {} on unknown location", h.reservation_id)))?;
                 let qty =
                     u32::try_from(line.qty).map_err(|_| bad("hold qty exceeds u32".into()))?;
+                let hash = hash_key(line.sku.as_str());
+                let shard_index = ledger.shard_of_hash(hash);
+                let mut shard = lock(&ledger.positions[shard_index]);
+                let slot = shard
+                    .find(hash, line.sku.as_str())
+                    .ok_or_else(|| bad(format!("hold {} on unknown sku", h.reservation_id)))?;
                 if h.state == HoldState::Open {
-                    let mut shard = lock(&ledger.positions[ledger.shard_of(line.sku.as_str())]);
-                    let entry = shard
-                        .get_mut(line.sku.as_str())
-                        .ok_or_else(|| bad(format!("hold {} on unknown sku", h.reservation_id)))?;
-                    entry.ladder_insert(
+                    shard.at_mut(slot).ladder_insert(
                         LadderKey {
                             expires_at_ms: h.expires_at_ms,
                             placed_lsn: h.placed_lsn,
@@ -212,7 +219,7 @@ impl Ledger {
                     );
                 }
                 lines.push(HoldLine {
-                    sku: line.sku.clone(),
+                    sku: sku_slot(shard_index, slot),
                     location,
                     qty,
                 });
@@ -223,15 +230,20 @@ impl Ledger {
             if entry.hold.is_some() {
                 return Err(bad(format!("hold {} listed twice", h.reservation_id)));
             }
-            entry.hold = Some(Hold {
-                lines,
-                channel,
-                state: h.state,
-                expires_at_ms: h.expires_at_ms,
-                placed_lsn: h.placed_lsn,
-                placed_at_ms: h.placed_at_ms,
-                ended_at_ms: h.ended_at_ms,
-            });
+            entry.place(
+                Hold {
+                    lines: HoldLines::new(&lines),
+                    channel,
+                    state: h.state,
+                    expires_at_ms: h.expires_at_ms,
+                    placed_lsn: h.placed_lsn,
+                    placed_at_ms: h.placed_at_ms,
+                    // Not listed: set below from the record of the command that ended it, if kept.
+                    ended_lsn: Lsn::ZERO,
+                    ended_at_ms: h.ended_at_ms,
+                },
+                &ledger.names,
+            );
             if h.state == HoldState::Open {
                 shard.expiry.insert((h.expires_at_ms, h.placed_lsn), slot);
             }
@@ -256,7 +268,30 @@ impl Ledger {
                 }
                 let mut shard = lock(&ledger.holds[shard]);
                 let slot = shard.slot_or_insert(&k.key.id);
-                shard.entries.at_mut(slot).set_record(record);
+                let entry = shard.entries.at_mut(slot);
+                if let Some(hold) = &mut entry.hold
+                    && hold.state != HoldState::Open
+                    && hold.ended_lsn == Lsn::ZERO
+                    && hold.ended_at_ms == record.at_ms
+                    && matches!(
+                        record.outcome,
+                        Outcome::Committed { .. } | Outcome::Released | Outcome::Expired
+                    )
+                {
+                    // Only the command that ended the hold has one of these outcomes.
+                    hold.ended_lsn = record.lsn;
+                }
+                entry.set_record(
+                    record.fingerprint,
+                    record.lsn,
+                    record.at_ms,
+                    &record.outcome,
+                );
+                // A record is only derived if deriving gives it back exactly (the checkpoint
+                // was not necessarily written by this code).
+                if entry.record(k.key.kind, &ledger.names).as_ref() != Some(&record) {
+                    entry.store(record);
+                }
             } else {
                 lock(&ledger.keys[shard])
                     .records

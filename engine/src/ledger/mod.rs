@@ -27,6 +27,13 @@
 //! digests, checkpoints and purges count those records as keys. Every other keyed command
 //! (Extend, whose key also has a request id, and the stock commands) uses the key shards.
 //!
+//! Most of those records repeat the hold: the reserve that placed it has the hold's LSN, time
+//! and expiry, and the release or full commit that ended it has an outcome the end state
+//! determines. So they are derived from the hold, which keeps the few fields they add (see
+//! `HoldEntry`), and only the others are stored whole. A hold names its skus by their slot in
+//! the position shards, not by name: an open single-line hold, its records and its index
+//! entries come to about 175 to 210 bytes (`benches/src/bin/memory.rs`).
+//!
 //! Reads (`check`, `check_sku`) take one position-shard lock and never wait for the log or for
 //! other shards. The location and channel name tables share a leaf lock (see `interner`).
 
@@ -50,7 +57,7 @@ pub use stores::{StoreSequence, StoreStatus};
 use crate::command::*;
 use crate::error::{ReplayError, SubmitError};
 use crate::event::Event;
-use crate::hold::{Hold, HoldLine, HoldState};
+use crate::hold::{Hold, HoldLine, HoldLines, HoldState, SkuSlot};
 use crate::limits::{KEY_RETENTION_MS_DEFAULT, SHARDS_MAX};
 use crate::log::EventLog;
 use crate::outcome::{Outcome, ShortLine};
@@ -118,6 +125,7 @@ pub struct PositionView {
     pub quarantined: i64,
 }
 
+#[derive(Debug, Clone, PartialEq)]
 struct KeyRecord {
     fingerprint: Fingerprint,
     lsn: Lsn,
@@ -135,6 +143,21 @@ fn kept_with_hold(kind: CommandKind) -> bool {
     )
 }
 
+/// The bit of `HoldEntry::derived` for a kind kept with its hold.
+fn derived_bit(kind: CommandKind) -> u8 {
+    match kind {
+        CommandKind::Reserve => 1,
+        CommandKind::Commit => 2,
+        CommandKind::Release => 4,
+        _ => 0,
+    }
+}
+
+/// The hash a fingerprint gives an id field (`Command::fingerprint`'s, which a unit test pins).
+fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
 /// The outcomes of every keyed command not kept with a hold.
 #[derive(Default)]
 struct KeyShard {
@@ -143,15 +166,31 @@ struct KeyShard {
 
 /// Everything remembered under one reservation id. An entry exists while it holds a hold or a
 /// record; both are dropped by purge once past retention (an open hold never is).
+///
+/// An open hold is kept for its TTL and an ended one for the retention window, so this entry
+/// is what most of the ledger's memory is made of, and it is kept small (120 bytes, no
+/// allocation for a single-line hold). The usual records are not stored but derived from the
+/// hold, whose fields they repeat: the reserve that placed it (its LSN, time and outcome are
+/// the hold's; only two fingerprint fields are kept), and the release or commit of every line
+/// that ended it (`ended_lsn`, `ended_at_ms`, and an outcome the end state determines).
+/// Other records (rejections, partial commits, answers about an ended hold) are stored whole.
 struct HoldEntry {
     id: ReservationId,
     /// The hold placed under this id; `None` after an insufficient reserve, or once the ended
     /// hold was purged while a later record under the id is still retained.
     hold: Option<Hold>,
-    /// The outcomes recorded under this id's Reserve, Commit and Release keys, at most one per
-    /// kind (`fingerprint.kind` says which). Two inline: a reserve and the command that ended
-    /// its hold.
-    records: SmallVec<[KeyRecord; 2]>,
+    /// Which records are derived from `hold` (`derived_bit` of their kind).
+    derived: u8,
+    /// The placing reserve's fingerprint fields the hold does not carry: its lines' hash and
+    /// its TTL (at most `TTL_MS_MAX`, so 32 bits).
+    reserve_lines_hash: u64,
+    reserve_ttl_ms: u32,
+    /// Records that are not derived, at most one per kind (and none of a derived kind).
+    #[allow(
+        clippy::box_collection,
+        reason = "boxed, the usual entry (with none) spends 8 bytes on them instead of 24"
+    )]
+    stored: Option<Box<Vec<KeyRecord>>>,
 }
 
 impl Keyed for HoldEntry {
@@ -161,30 +200,305 @@ impl Keyed for HoldEntry {
 }
 
 impl HoldEntry {
-    fn record(&self, kind: CommandKind) -> Option<&KeyRecord> {
-        self.records.iter().find(|r| r.fingerprint.kind == kind)
+    fn new(id: &str) -> Self {
+        Self {
+            id: ReservationId::from(id),
+            hold: None,
+            derived: 0,
+            reserve_lines_hash: 0,
+            reserve_ttl_ms: 0,
+            stored: None,
+        }
     }
 
-    /// Records `record` under its kind, replacing a previous record of that kind (which a
-    /// retried command only gets past once it is out of retention).
-    fn set_record(&mut self, record: KeyRecord) {
-        match self
-            .records
-            .iter_mut()
-            .find(|r| r.fingerprint.kind == record.fingerprint.kind)
-        {
-            Some(previous) => *previous = record,
-            None => self.records.push(record),
+    fn stored(&self) -> &[KeyRecord] {
+        self.stored.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// When the record under `kind` was decided, if there is one (live or not).
+    fn record_at_ms(&self, kind: CommandKind) -> Option<u64> {
+        if self.derived & derived_bit(kind) == 0 {
+            return self
+                .stored()
+                .iter()
+                .find(|r| r.fingerprint.kind == kind)
+                .map(|r| r.at_ms);
         }
+        let hold = self.hold.as_ref().expect("derived records have their hold");
+        Some(match kind {
+            CommandKind::Reserve => hold.placed_at_ms,
+            _ => hold.ended_at_ms,
+        })
+    }
+
+    /// The record under `kind`, live or not. `names` gives the channel of a derived reserve.
+    fn record(&self, kind: CommandKind, names: &Interner) -> Option<KeyRecord> {
+        if self.derived & derived_bit(kind) == 0 {
+            return self
+                .stored()
+                .iter()
+                .find(|r| r.fingerprint.kind == kind)
+                .cloned();
+        }
+        let hold = self.hold.as_ref().expect("derived records have their hold");
+        let mut fields = [0u64; FINGERPRINT_FIELDS_MAX];
+        fields[0] = id_hash(self.id.as_str());
+        let fingerprint = |fields| Fingerprint { kind, fields };
+        Some(match kind {
+            CommandKind::Reserve => {
+                fields[1] = id_hash(&names.name(Kind::Channel, hold.channel.0));
+                fields[2] = self.reserve_lines_hash;
+                fields[3] = u64::from(self.reserve_ttl_ms);
+                KeyRecord {
+                    fingerprint: fingerprint(fields),
+                    lsn: hold.placed_lsn,
+                    at_ms: hold.placed_at_ms,
+                    outcome: Outcome::Granted {
+                        expires_at_ms: hold
+                            .placed_at_ms
+                            .saturating_add(u64::from(self.reserve_ttl_ms)),
+                    },
+                }
+            }
+            _ => {
+                let outcome = match hold.state {
+                    HoldState::Committed => Outcome::Committed {
+                        committed: hold.lines.iter().map(|l| u64::from(l.qty)).collect(),
+                    },
+                    HoldState::Released => Outcome::Released,
+                    HoldState::Expired => Outcome::Expired,
+                    HoldState::Open => unreachable!("an end record is derived from an ended hold"),
+                };
+                if kind == CommandKind::Commit {
+                    // A commit of every line: see `Command::fingerprint`.
+                    fields[1] = u64::MAX;
+                }
+                KeyRecord {
+                    fingerprint: fingerprint(fields),
+                    lsn: hold.ended_lsn,
+                    at_ms: hold.ended_at_ms,
+                    outcome,
+                }
+            }
+        })
+    }
+
+    /// Every record of this entry, live or not.
+    fn records(&self, names: &Interner) -> SmallVec<[KeyRecord; 3]> {
+        let mut records: SmallVec<[KeyRecord; 3]> = SmallVec::new();
+        for kind in [
+            CommandKind::Reserve,
+            CommandKind::Commit,
+            CommandKind::Release,
+        ] {
+            if self.derived & derived_bit(kind) != 0 {
+                records.extend(self.record(kind, names));
+            }
+        }
+        records.extend(self.stored().iter().cloned());
+        records
+    }
+
+    /// Whether the hold determines a record with these parts, so that it can be derived: the
+    /// reserve that placed the hold, or the commit of every line or release that ended it.
+    /// (The reserve's channel is the hold's by construction; `from_checkpoint`, whose input
+    /// is not built here, compares the derived record with the listed one.)
+    fn derivable(
+        &self,
+        fingerprint: &Fingerprint,
+        lsn: Lsn,
+        at_ms: u64,
+        outcome: &Outcome,
+    ) -> bool {
+        let Some(hold) = &self.hold else {
+            return false;
+        };
+        let fields = &fingerprint.fields;
+        match fingerprint.kind {
+            CommandKind::Reserve => {
+                hold.placed_lsn == lsn
+                    && hold.placed_at_ms == at_ms
+                    && fields[3] <= u64::from(u32::MAX)
+                    && fields[4..].iter().all(|&f| f == 0)
+                    && *outcome
+                        == Outcome::Granted {
+                            expires_at_ms: at_ms.saturating_add(fields[3]),
+                        }
+            }
+            CommandKind::Commit | CommandKind::Release => {
+                let commit = fingerprint.kind == CommandKind::Commit;
+                let ended_here = hold.ended_lsn == lsn
+                    && lsn != Lsn::ZERO
+                    && hold.ended_at_ms == at_ms
+                    && (!commit || fields[1] == u64::MAX)
+                    && fields[if commit { 2 } else { 1 }..].iter().all(|&f| f == 0);
+                ended_here
+                    && match (hold.state, outcome) {
+                        (HoldState::Expired, Outcome::Expired) => true,
+                        (HoldState::Released, Outcome::Released) => !commit,
+                        (HoldState::Committed, Outcome::Committed { committed }) => {
+                            commit
+                                && committed.len() == hold.lines.len()
+                                && committed
+                                    .iter()
+                                    .zip(hold.lines.iter())
+                                    .all(|(&c, l)| c == u64::from(l.qty))
+                        }
+                        _ => false,
+                    }
+            }
+            _ => false,
+        }
+    }
+
+    /// Records an outcome under its kind, replacing a previous record of that kind (which a
+    /// retried command only gets past once it is out of retention): derived from the hold if
+    /// the hold determines it, stored otherwise.
+    fn set_record(&mut self, fingerprint: Fingerprint, lsn: Lsn, at_ms: u64, outcome: &Outcome) {
+        let kind = fingerprint.kind;
+        let bit = derived_bit(kind);
+        debug_assert!(bit != 0, "{kind:?} is not kept with a hold");
+        self.derived &= !bit;
+        self.remove_stored(kind);
+        if self.derivable(&fingerprint, lsn, at_ms, outcome) {
+            self.derived |= bit;
+            if kind == CommandKind::Reserve {
+                self.reserve_lines_hash = fingerprint.fields[2];
+                self.reserve_ttl_ms =
+                    u32::try_from(fingerprint.fields[3]).expect("derivable checked the ttl");
+            }
+        } else {
+            self.store(KeyRecord {
+                fingerprint,
+                lsn,
+                at_ms,
+                outcome: outcome.clone(),
+            });
+        }
+    }
+
+    /// Stores `record` whole (replacing any record of its kind, derived or stored).
+    fn store(&mut self, record: KeyRecord) {
+        let kind = record.fingerprint.kind;
+        self.derived &= !derived_bit(kind);
+        self.remove_stored(kind);
+        self.stored.get_or_insert_default().push(record);
+    }
+
+    fn remove_stored(&mut self, kind: CommandKind) {
+        if let Some(stored) = &mut self.stored {
+            stored.retain(|r| r.fingerprint.kind != kind);
+            if stored.is_empty() {
+                self.stored = None;
+            }
+        }
+    }
+
+    /// Puts a newly placed hold in the entry. Records derived from a previous hold are stored
+    /// whole first: they are past retention (as that hold is), but stay until a purge.
+    fn place(&mut self, hold: Hold, names: &Interner) {
+        if self.derived != 0 {
+            for record in self.records(names) {
+                if self.derived & derived_bit(record.fingerprint.kind) != 0 {
+                    self.store(record);
+                }
+            }
+        }
+        self.hold = Some(hold);
+    }
+
+    /// Drops the records and the ended hold that `retained` (given a decision time) says are
+    /// past retention; returns how many went.
+    fn purge(&mut self, retained: impl Fn(u64) -> bool) -> usize {
+        let mut purged = 0;
+        for kind in [
+            CommandKind::Reserve,
+            CommandKind::Commit,
+            CommandKind::Release,
+        ] {
+            let bit = derived_bit(kind);
+            if self.derived & bit != 0
+                && !retained(self.record_at_ms(kind).expect("a derived record"))
+            {
+                self.derived &= !bit;
+                purged += 1;
+            }
+        }
+        if let Some(stored) = &mut self.stored {
+            let before = stored.len();
+            stored.retain(|r| retained(r.at_ms));
+            purged += before - stored.len();
+            if stored.is_empty() {
+                self.stored = None;
+            } else {
+                stored.shrink_to_fit();
+            }
+        }
+        if self
+            .hold
+            .as_ref()
+            .is_some_and(|h| h.state != HoldState::Open && !retained(h.ended_at_ms))
+        {
+            // Its derived records were decided no later than it ended, so they went above.
+            debug_assert_eq!(self.derived, 0, "derived records outlive their hold");
+            self.derived = 0;
+            self.hold = None;
+            purged += 1;
+        }
+        purged
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hold.is_none() && self.derived == 0 && self.stored.is_none()
     }
 
     /// The key a record of this entry would have in the key shards.
-    fn key_of(&self, record: &KeyRecord) -> IdempotencyKey {
+    fn key_of(&self, kind: CommandKind) -> IdempotencyKey {
         IdempotencyKey {
-            kind: record.fingerprint.kind,
+            kind,
             id: self.id.0.clone(),
             sub: Default::default(),
         }
+    }
+
+    /// The entry's own consistency (for `check_invariants`).
+    fn check(&self, names: &Interner) -> Result<(), String> {
+        let id = &self.id;
+        if self.is_empty() {
+            return Err(format!("hold entry {id} is empty but kept"));
+        }
+        if self.derived & !7 != 0 {
+            return Err(format!("{id}: unknown derived bits {:#x}", self.derived));
+        }
+        if self.derived != 0 && self.hold.is_none() {
+            return Err(format!(
+                "{id}: records derived from a hold it does not have"
+            ));
+        }
+        if self.stored.as_ref().is_some_and(|s| s.is_empty()) {
+            return Err(format!("{id}: an empty record list is kept"));
+        }
+        let stored = self.stored();
+        for (i, r) in stored.iter().enumerate() {
+            let kind = r.fingerprint.kind;
+            if !kept_with_hold(kind) {
+                return Err(format!("{id}: a {kind:?} record kept with a hold"));
+            }
+            if self.derived & derived_bit(kind) != 0
+                || stored[..i].iter().any(|p| p.fingerprint.kind == kind)
+            {
+                return Err(format!("{id}: two {kind:?} records"));
+            }
+        }
+        for r in self.records(names) {
+            if r.fingerprint.fields[0] != id_hash(id.as_str()) {
+                return Err(format!(
+                    "{id}: a {:?} record of another id",
+                    r.fingerprint.kind
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -202,11 +516,8 @@ impl HoldShard {
 
     /// The slot of the entry for `id`, created empty if there is none.
     fn slot_or_insert(&mut self, id: &str) -> u32 {
-        self.entries.find_or_insert(hash_key(id), id, || HoldEntry {
-            id: ReservationId::from(id),
-            hold: None,
-            records: SmallVec::new(),
-        })
+        self.entries
+            .find_or_insert(hash_key(id), id, || HoldEntry::new(id))
     }
 }
 
@@ -231,6 +542,14 @@ struct Sequencer {
     /// Latest decision time seen; the "as of" time for retention in digests and purges.
     last_at_ms: u64,
     failure: Option<String>,
+}
+
+/// The sku in slot `slot` of position shard `shard`.
+fn sku_slot(shard: usize, slot: u32) -> SkuSlot {
+    SkuSlot {
+        shard: u16::try_from(shard).expect("at most SHARDS_MAX shards"),
+        slot,
+    }
 }
 
 /// The locks one command holds, acquired in the protocol's order.
@@ -276,31 +595,56 @@ impl Scope<'_> {
         guard
     }
 
-    /// The record kept under `key`, live or not.
-    fn record(&self, key: &IdempotencyKey) -> Option<&KeyRecord> {
+    /// The position shard `index`, if the scope locked it.
+    fn shard_ref(&self, index: usize) -> Option<&PositionShard> {
+        self.positions
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, guard)| &**guard)
+    }
+
+    /// The entry of a hold line's sku (whose shard the scope locked).
+    fn sku_entry(&mut self, sku: SkuSlot) -> &mut SkuEntry {
+        self.shard(sku.shard()).at_mut(sku.slot)
+    }
+
+    /// When the record under `key` was decided, if there is one (live or not).
+    fn record_at_ms(&self, key: &IdempotencyKey) -> Option<u64> {
         if kept_with_hold(key.kind) {
-            self.hold_entry()?.record(key.kind)
+            self.hold_entry()?.record_at_ms(key.kind)
         } else {
-            let keys = self
-                .keys
-                .as_ref()
-                .expect("keyed commands lock their key shard");
-            keys.records.get(key)
+            self.key_shard().records.get(key).map(|r| r.at_ms)
         }
+    }
+
+    /// The record kept under `key`, live or not.
+    fn record(&self, key: &IdempotencyKey, names: &Interner) -> Option<KeyRecord> {
+        if kept_with_hold(key.kind) {
+            self.hold_entry()?.record(key.kind, names)
+        } else {
+            self.key_shard().records.get(key).cloned()
+        }
+    }
+
+    fn key_shard(&self) -> &KeyShard {
+        self.keys
+            .as_ref()
+            .expect("keyed commands lock their key shard")
     }
 
     /// Remembers `event`'s outcome under its idempotency key, so a retry gets it back.
     fn record_outcome(&mut self, key: IdempotencyKey, fingerprint: Fingerprint, event: &Event) {
-        let record = KeyRecord {
-            fingerprint,
-            lsn: event.lsn,
-            at_ms: event.at_ms,
-            outcome: event.outcome.clone(),
-        };
         if kept_with_hold(key.kind) {
             let slot = self.hold_slot_or_insert(&key.id);
-            self.holds().entries.at_mut(slot).set_record(record);
+            let entry = self.holds().entries.at_mut(slot);
+            entry.set_record(fingerprint, event.lsn, event.at_ms, &event.outcome);
         } else {
+            let record = KeyRecord {
+                fingerprint,
+                lsn: event.lsn,
+                at_ms: event.at_ms,
+                outcome: event.outcome.clone(),
+            };
             self.keys
                 .as_mut()
                 .expect("keyed commands lock their key shard")
@@ -502,7 +846,7 @@ impl Ledger {
                     .zip(hold_slot)
                     .and_then(|(holds, slot)| holds.entries.at(slot).hold.as_ref());
                 if let Some(hold) = hold {
-                    shard_indexes.extend(hold.lines.iter().map(|l| self.shard_of(l.sku.as_str())));
+                    shard_indexes.extend(hold.lines.iter().map(|l| l.sku.shard()));
                 }
             }
         }
@@ -564,7 +908,10 @@ impl Ledger {
         let fingerprint = command.fingerprint();
 
         if let Some(key) = &key
-            && let Some(record) = scope.record(key).filter(|r| self.retained(r.at_ms, now_ms))
+            && scope
+                .record_at_ms(key)
+                .is_some_and(|at_ms| self.retained(at_ms, now_ms))
+            && let Some(record) = scope.record(key, &self.names)
         {
             if let Some(field) = record.fingerprint.differing_field(&fingerprint) {
                 return Err(SubmitError::KeyConflict {
@@ -574,7 +921,7 @@ impl Ledger {
             }
             let receipt = Receipt {
                 lsn: record.lsn,
-                outcome: record.outcome.clone(),
+                outcome: record.outcome,
                 duplicate: true,
             };
             if let Command::RecordSale(sale) = &command
@@ -714,17 +1061,8 @@ impl Ledger {
         for shard in self.holds.iter() {
             let mut shard = lock(shard);
             shard.entries.retain(|entry| {
-                let records = entry.records.len();
-                entry.records.retain(|r| self.retained(r.at_ms, as_of_ms));
-                entry.records.shrink_to_fit();
-                purged += records - entry.records.len();
-                if entry.hold.as_ref().is_some_and(|h| {
-                    h.state != HoldState::Open && !self.retained(h.ended_at_ms, as_of_ms)
-                }) {
-                    entry.hold = None;
-                    purged += 1;
-                }
-                entry.hold.is_some() || !entry.records.is_empty()
+                purged += entry.purge(|at_ms| self.retained(at_ms, as_of_ms));
+                !entry.is_empty()
             });
         }
         let mut returns = lock(&self.returns);
@@ -759,7 +1097,7 @@ impl Ledger {
                 }
                 let committed = match &c.lines {
                     None => hold.lines.iter().map(|l| u64::from(l.qty)).collect(),
-                    Some(lines) => self.partial_commit(hold, lines)?,
+                    Some(lines) => self.partial_commit(scope, hold, lines)?,
                 };
                 Ok(Outcome::Committed { committed })
             }
@@ -868,7 +1206,7 @@ impl Ledger {
 
     fn hold_for<'s>(
         &self,
-        scope: &'s mut Scope<'_>,
+        scope: &'s Scope<'_>,
         id: &ReservationId,
         now_ms: u64,
     ) -> Result<&'s Hold, SubmitError> {
@@ -876,17 +1214,29 @@ impl Ledger {
             .ok_or_else(|| SubmitError::ReservationNotFound(id.to_string()))
     }
 
-    fn partial_commit(&self, hold: &Hold, lines: &[Line]) -> Result<Vec<u64>, SubmitError> {
+    fn partial_commit(
+        &self,
+        scope: &Scope<'_>,
+        hold: &Hold,
+        lines: &[Line],
+    ) -> Result<Vec<u64>, SubmitError> {
         let mut committed = vec![0u64; hold.lines.len()];
         for (i, line) in lines.iter().enumerate() {
             let location = self
                 .names
                 .get(Kind::Location, line.location.as_str())
                 .map(LocationId);
+            // The scope locked the shards of every held sku; a sku in another shard is not held.
+            let hash = hash_key(line.sku.as_str());
+            let shard = self.shard_of_hash(hash);
+            let sku = scope
+                .shard_ref(shard)
+                .and_then(|s| s.find(hash, line.sku.as_str()))
+                .map(|slot| sku_slot(shard, slot));
             let Some(index) = hold
                 .lines
                 .iter()
-                .position(|h| h.sku == line.sku && Some(h.location) == location)
+                .position(|h| Some(h.sku) == sku && Some(h.location) == location)
             else {
                 return Err(SubmitError::NotHeld {
                     field: format!("lines[{i}]"),
@@ -922,7 +1272,7 @@ impl Ledger {
                     Some(channel) => channel,
                     None => ChannelId(self.names.intern(Kind::Channel, c.channel.as_str())),
                 };
-                let mut lines = SmallVec::with_capacity(c.lines.len());
+                let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
                 for (i, line) in c.lines.iter().enumerate() {
                     let resolved = scope.reserve_lines[i];
                     let location = resolved
@@ -944,7 +1294,7 @@ impl Ledger {
                         qty,
                     );
                     lines.push(HoldLine {
-                        sku: line.sku.clone(),
+                        sku: sku_slot(resolved.shard, sku),
                         location,
                         qty,
                     });
@@ -953,15 +1303,19 @@ impl Ledger {
                 let holds = scope.holds();
                 holds.expiry.insert((*expires_at_ms, event.lsn), slot);
                 // Replaces an ended hold past retention, as a new reserve of its id may.
-                holds.entries.at_mut(slot).hold = Some(Hold {
-                    lines,
-                    channel,
-                    state: HoldState::Open,
-                    expires_at_ms: *expires_at_ms,
-                    placed_lsn: event.lsn,
-                    placed_at_ms: at_ms,
-                    ended_at_ms: 0,
-                });
+                holds.entries.at_mut(slot).place(
+                    Hold {
+                        lines: HoldLines::new(&lines),
+                        channel,
+                        state: HoldState::Open,
+                        expires_at_ms: *expires_at_ms,
+                        placed_lsn: event.lsn,
+                        placed_at_ms: at_ms,
+                        ended_lsn: Lsn::ZERO,
+                        ended_at_ms: 0,
+                    },
+                    &self.names,
+                );
             }
             (Command::Reserve(_), Outcome::Insufficient { .. }) => {}
             (Command::Commit(c), Outcome::Committed { committed }) => {
@@ -970,11 +1324,11 @@ impl Ledger {
                     &c.reservation_id,
                     HoldState::Committed,
                     Some(committed),
-                    at_ms,
+                    event,
                 )?;
             }
             (Command::Release(c), Outcome::Released) => {
-                self.end_hold(scope, &c.reservation_id, HoldState::Released, None, at_ms)?;
+                self.end_hold(scope, &c.reservation_id, HoldState::Released, None, event)?;
             }
             (
                 Command::Commit(Commit { reservation_id, .. })
@@ -983,7 +1337,7 @@ impl Ledger {
                 | Command::Expire(Expire { reservation_id }),
                 Outcome::Expired,
             ) => {
-                self.end_hold(scope, reservation_id, HoldState::Expired, None, at_ms)?;
+                self.end_hold(scope, reservation_id, HoldState::Expired, None, event)?;
             }
             (Command::Extend(_), Outcome::Extended { expires_at_ms }) => {
                 let hold = scope
@@ -992,9 +1346,9 @@ impl Ledger {
                     .ok_or("extend of a hold that is not open")?;
                 let old_expiry = hold.expires_at_ms;
                 let placed_lsn = hold.placed_lsn;
-                let lines = hold.lines.clone();
+                let lines: SmallVec<[HoldLine; 4]> = hold.lines.iter().copied().collect();
                 for line in &lines {
-                    let entry = self.sku_entry(scope, &line.sku)?;
+                    let entry = scope.sku_entry(line.sku);
                     let old = LadderKey {
                         expires_at_ms: old_expiry,
                         placed_lsn,
@@ -1102,17 +1456,6 @@ impl Ledger {
         Ok(())
     }
 
-    fn sku_entry<'s>(
-        &self,
-        scope: &'s mut Scope<'_>,
-        sku: &Sku,
-    ) -> Result<&'s mut SkuEntry, String> {
-        scope
-            .shard(self.shard_of(sku.as_str()))
-            .get_mut(sku.as_str())
-            .ok_or_else(|| format!("hold line on unknown sku {sku}"))
-    }
-
     fn position_or_insert<'s>(
         &self,
         scope: &'s mut Scope<'_>,
@@ -1134,21 +1477,21 @@ impl Ledger {
         id: &ReservationId,
         to: HoldState,
         committed: Option<&Vec<u64>>,
-        at_ms: u64,
+        event: &Event,
     ) -> Result<(), String> {
         let hold = scope
             .hold()
             .filter(|h| h.state == HoldState::Open)
             .ok_or_else(|| format!("hold {id} is not open"))?;
         let (expires_at_ms, placed_lsn) = (hold.expires_at_ms, hold.placed_lsn);
-        let lines = hold.lines.clone();
+        let lines: SmallVec<[HoldLine; 4]> = hold.lines.iter().copied().collect();
         if let Some(committed) = committed
             && committed.len() != lines.len()
         {
             return Err("commit lists a different number of lines than the hold".into());
         }
         for (i, line) in lines.iter().enumerate() {
-            let entry = self.sku_entry(scope, &line.sku)?;
+            let entry = scope.sku_entry(line.sku);
             let qty = entry.ladder_remove(&LadderKey {
                 expires_at_ms,
                 placed_lsn,
@@ -1175,7 +1518,7 @@ impl Ledger {
         scope
             .hold_mut()
             .ok_or("hold vanished")?
-            .transition(to, at_ms);
+            .transition(to, event.lsn, event.at_ms);
         Ok(())
     }
 
@@ -1215,10 +1558,20 @@ impl Ledger {
         let now_ms = self.read_time(now_ms);
         let shard = lock(&self.holds[self.shard_of(id)]);
         let hold = self.live_hold(shard.entry(id)?.hold.as_ref(), now_ms)?;
-        Some(self.hold_view(id, hold, now_ms))
+        // Position shards come after hold shards in the protocol, one at a time here.
+        Some(self.hold_view(id, hold, now_ms, |s| {
+            lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
+        }))
     }
 
-    fn hold_view(&self, id: &str, hold: &Hold, now_ms: u64) -> HoldView {
+    /// `sku_name` names a hold line's sku.
+    fn hold_view(
+        &self,
+        id: &str,
+        hold: &Hold,
+        now_ms: u64,
+        sku_name: impl Fn(SkuSlot) -> Sku,
+    ) -> HoldView {
         HoldView {
             reservation_id: id.to_owned(),
             channel: self.names.name(Kind::Channel, hold.channel.0).to_string(),
@@ -1226,7 +1579,7 @@ impl Ledger {
                 .lines
                 .iter()
                 .map(|l| Line {
-                    sku: l.sku.clone(),
+                    sku: sku_name(l.sku),
                     location: Location(self.names.name(Kind::Location, l.location.0)),
                     qty: u64::from(l.qty),
                 })
@@ -1317,12 +1670,14 @@ impl Ledger {
                     && (hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms))
                 {
                     // Stored fields, not the clock-dependent view.
-                    let view = self.hold_view(entry.id.as_str(), hold, 0);
+                    let view = self.hold_view(entry.id.as_str(), hold, 0, |s| {
+                        lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
+                    });
                     lines.push(format!("H {view:?} {:?}", hold.state));
                 }
-                for r in &entry.records {
+                for r in entry.records(&self.names) {
                     if self.retained(r.at_ms, as_of_ms) {
-                        lines.push(key_line(&entry.key_of(r), r));
+                        lines.push(key_line(&entry.key_of(r.fingerprint.kind), &r));
                     }
                 }
             }
@@ -1374,8 +1729,8 @@ impl Ledger {
         let positions: Vec<_> = self.positions.iter().map(lock).collect();
 
         // Open holds: expected reserved per position and expected ladder entries.
-        let mut reserved: HashMap<(Sku, LocationId), i64> = HashMap::new();
-        let mut ladder: BTreeMap<(Sku, LadderKey), u32> = BTreeMap::new();
+        let mut reserved: HashMap<(SkuSlot, LocationId), i64> = HashMap::new();
+        let mut ladder: BTreeMap<(SkuSlot, LadderKey), u32> = BTreeMap::new();
         let mut open = 0usize;
         for shard in &keys {
             if let Some(key) = shard.records.keys().find(|k| kept_with_hold(k.kind)) {
@@ -1389,24 +1744,20 @@ impl Ledger {
                 if self.shard_of(id.as_str()) != index {
                     return Err(format!("hold entry {id} is in the wrong shard"));
                 }
-                if entry.hold.is_none() && entry.records.is_empty() {
-                    return Err(format!("hold entry {id} is empty but kept"));
-                }
-                for (i, r) in entry.records.iter().enumerate() {
-                    if !kept_with_hold(r.fingerprint.kind) {
+                entry.check(&self.names)?;
+                let Some(hold) = &entry.hold else { continue };
+                for line in hold.lines.iter() {
+                    let sku = positions
+                        .get(line.sku.shard())
+                        .and_then(|shard| shard.get_at(line.sku.slot))
+                        .ok_or_else(|| format!("hold {id} names a sku slot with no sku"))?;
+                    if self.shard_of(sku.sku.as_str()) != line.sku.shard() {
                         return Err(format!(
-                            "{id}: a {:?} record kept with a hold",
-                            r.fingerprint.kind
+                            "hold {id} names sku {} in the wrong shard",
+                            sku.sku
                         ));
                     }
-                    if entry.records[..i]
-                        .iter()
-                        .any(|p| p.fingerprint.kind == r.fingerprint.kind)
-                    {
-                        return Err(format!("{id}: two {:?} records", r.fingerprint.kind));
-                    }
                 }
-                let Some(hold) = &entry.hold else { continue };
                 if hold.state != HoldState::Open {
                     if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) == Some(&slot) {
                         return Err(format!("ended hold {id} is still in the expiry index"));
@@ -1417,13 +1768,11 @@ impl Ledger {
                 if shard.expiry.get(&(hold.expires_at_ms, hold.placed_lsn)) != Some(&slot) {
                     return Err(format!("open hold {id} is missing from the expiry index"));
                 }
-                for line in &hold.lines {
-                    *reserved
-                        .entry((line.sku.clone(), line.location))
-                        .or_default() += i64::from(line.qty);
+                for line in hold.lines.iter() {
+                    *reserved.entry((line.sku, line.location)).or_default() += i64::from(line.qty);
                     ladder.insert(
                         (
-                            line.sku.clone(),
+                            line.sku,
                             LadderKey {
                                 expires_at_ms: hold.expires_at_ms,
                                 placed_lsn: hold.placed_lsn,
@@ -1450,8 +1799,9 @@ impl Ledger {
         let mut ladder_seen = 0usize;
         for (index, shard) in positions.iter().enumerate() {
             shard.check()?;
-            for entry in shard.iter() {
+            for (slot, entry) in shard.iter_slots() {
                 let sku = &entry.sku;
+                let sku_at = sku_slot(index, slot);
                 if self.shard_of(sku.as_str()) != index {
                     return Err(format!("sku {sku} is in the wrong shard"));
                 }
@@ -1463,15 +1813,17 @@ impl Ledger {
                     return Err(format!("positions of {sku} are not sorted by location"));
                 }
                 for p in &entry.positions {
-                    let key = (sku.clone(), p.location);
-                    let expected = reserved.get(&key).copied().unwrap_or(0);
+                    let expected = reserved.get(&(sku_at, p.location)).copied().unwrap_or(0);
                     if p.reserved != expected {
                         return Err(format!(
                             "{sku}@{}: reserved {} but open holds sum to {expected}",
                             p.location.0, p.reserved
                         ));
                     }
-                    let expected_q = quarantined.get(&key).copied().unwrap_or(0);
+                    let expected_q = quarantined
+                        .get(&(sku.clone(), p.location))
+                        .copied()
+                        .unwrap_or(0);
                     if p.quarantined != expected_q {
                         return Err(format!(
                             "{sku}@{}: quarantined {} but returns hold {expected_q}",
@@ -1484,7 +1836,7 @@ impl Ledger {
                 }
                 for (k, qty) in entry.ladder.lines() {
                     ladder_seen += 1;
-                    if ladder.get(&(sku.clone(), k)) != Some(&qty) {
+                    if ladder.get(&(sku_at, k)) != Some(&qty) {
                         return Err(format!("{sku}: ladder entry {k:?} has no open hold line"));
                     }
                 }

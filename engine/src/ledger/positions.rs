@@ -14,7 +14,6 @@ use super::table::{DenseTable, Keyed, hash_key};
 use crate::types::{LocationId, Lsn, Sku};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::collections::BTreeMap;
 
 /// The numbers a channel needs to decide whether it may sell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,11 +98,144 @@ impl LadderLine {
     }
 }
 
-/// Most open hold lines a sku's ladder keeps in a sorted vec before it switches to a B-tree.
-/// Below this a vec is both smaller (24 bytes a line, where a tree's first node takes 300+)
-/// and quicker (one short memmove, no node allocation); above it a tree keeps inserts and
-/// removals logarithmic for a hot sku with thousands of holds.
+/// Most open hold lines a sku's ladder keeps in one sorted vec before it switches to runs.
+/// Below this one vec is smallest (24 bytes a line) and quickest (one short memmove).
 const LADDER_FEW_MAX: usize = 8;
+
+/// Most lines in one run of a `Many` ladder: a removal moves at most this many lines (1.5 KB),
+/// and a sku with thousands of open holds still finds its run by one binary search.
+const RUN_LINES_MAX: usize = 64;
+
+/// The lines of a ladder with more than `LADDER_FEW_MAX`, as sorted runs of 1 to
+/// `RUN_LINES_MAX` lines. New holds mostly expire after every open one, so the usual insert
+/// appends to the last run, and a sku's holds sit 24 bytes a line in full runs; a B-tree
+/// (where this began) spends twice that in half-full nodes and walks them on every insert.
+#[derive(Debug)]
+pub(crate) struct Runs {
+    /// Each run's first key: finding a run reads only this vec.
+    firsts: Vec<LadderKey>,
+    /// In key order, none empty, none longer than `RUN_LINES_MAX`.
+    runs: Vec<Vec<LadderLine>>,
+}
+
+impl Runs {
+    fn new(lines: Vec<LadderLine>) -> Self {
+        debug_assert!(!lines.is_empty() && lines.len() <= RUN_LINES_MAX);
+        Self {
+            firsts: vec![lines[0].key()],
+            runs: vec![lines],
+        }
+    }
+
+    fn first_expiry(&self) -> u64 {
+        self.firsts[0].expires_at_ms
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &LadderLine> {
+        self.runs.iter().flatten()
+    }
+
+    /// The run that holds `key`, or would: the last whose first key is not above it.
+    fn run_of(&self, key: &LadderKey) -> usize {
+        self.firsts.partition_point(|f| f <= key).saturating_sub(1)
+    }
+
+    fn insert(&mut self, line: LadderLine) {
+        let key = line.key();
+        let last = self.runs.last_mut().expect("runs are never empty");
+        if last.last().is_some_and(|l| l.key() < key) {
+            // The usual append: no search (each probe of one is a cache miss on a cold sku).
+            if last.len() < RUN_LINES_MAX {
+                last.push(line);
+            } else {
+                // A new run, so full runs stay full.
+                self.firsts.push(key);
+                self.runs.push(vec![line]);
+            }
+            return;
+        }
+        let mut r = self.run_of(&key);
+        let Err(mut i) = self.runs[r].binary_search_by_key(&key, LadderLine::key) else {
+            panic!("ladder key inserted twice: {key:?}");
+        };
+        if self.runs[r].len() == RUN_LINES_MAX {
+            if i == RUN_LINES_MAX {
+                // Past the end of a full run: a new run, so full runs stay full.
+                self.firsts.insert(r + 1, key);
+                self.runs.insert(r + 1, vec![line]);
+                return;
+            }
+            // Split before inserting, so no run's capacity grows past RUN_LINES_MAX.
+            let half = RUN_LINES_MAX / 2;
+            let tail = self.runs[r].split_off(half);
+            self.firsts.insert(r + 1, tail[0].key());
+            self.runs.insert(r + 1, tail);
+            if i > half {
+                (r, i) = (r + 1, i - half);
+            }
+        }
+        self.runs[r].insert(i, line);
+        if i == 0 {
+            self.firsts[r] = key;
+        }
+    }
+
+    /// Removes the line with `key`; `None` if there is none. Leaves `self` empty (and to be
+    /// dropped) after its last line.
+    fn remove(&mut self, key: &LadderKey) -> Option<u32> {
+        let r = self.run_of(key);
+        let i = self.runs[r]
+            .binary_search_by_key(key, LadderLine::key)
+            .ok()?;
+        let qty = self.runs[r].remove(i).qty;
+        if self.runs[r].is_empty() {
+            self.runs.remove(r);
+            self.firsts.remove(r);
+            return Some(qty);
+        }
+        if i == 0 {
+            self.firsts[r] = self.runs[r][0].key();
+        }
+        // A run down to a quarter joins a neighbour it fits in, so removals cannot leave
+        // many near-empty runs behind.
+        if self.runs[r].len() <= RUN_LINES_MAX / 4 {
+            let fits =
+                |a: usize, b: usize| self.runs[a].len() + self.runs[b].len() <= RUN_LINES_MAX;
+            let join = if r + 1 < self.runs.len() && fits(r, r + 1) {
+                Some(r)
+            } else if r > 0 && fits(r - 1, r) {
+                Some(r - 1)
+            } else {
+                None
+            };
+            if let Some(left) = join {
+                let mut right = self.runs.remove(left + 1);
+                self.firsts.remove(left + 1);
+                self.runs[left].append(&mut right);
+            }
+        }
+        Some(qty)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Runs and first keys agree, runs are in order, and none is empty or too long.
+    fn is_well_formed(&self) -> bool {
+        self.firsts.len() == self.runs.len()
+            && self.runs.iter().zip(&self.firsts).all(|(run, first)| {
+                !run.is_empty()
+                    && run.len() <= RUN_LINES_MAX
+                    && run[0].key() == *first
+                    && run.windows(2).all(|w| w[0].key() < w[1].key())
+            })
+            && self
+                .runs
+                .windows(2)
+                .all(|w| w[0].last().map(LadderLine::key) < w[1].first().map(LadderLine::key))
+    }
+}
 
 /// The open hold lines on one sku, by expiry, with their quantity. Most skus have no open hold
 /// or one, so those cases are kept inline and allocate nothing.
@@ -115,21 +247,31 @@ pub(crate) enum Ladder {
     /// Two to `LADDER_FEW_MAX` lines, sorted by key.
     Few(Vec<LadderLine>),
     /// More lines than that, until every one of them has ended.
-    #[allow(
-        clippy::box_collection,
-        reason = "boxed, the enum stays at 32 bytes (40 otherwise), on every sku"
-    )]
-    Many(Box<BTreeMap<LadderKey, u32>>),
+    Many {
+        /// The first expiry, kept beside the runs: every availability read of the sku asks
+        /// for it, and this saves it a cache miss.
+        first_expiry_ms: u64,
+        /// Boxed, the enum stays at 32 bytes, on every sku.
+        lines: Box<Runs>,
+    },
 }
 
 impl Ladder {
     /// Whether this ladder is in a shape it should not be kept in: a vec of fewer than two
-    /// lines or an empty tree (memory it does not need).
+    /// lines or an empty tree (memory it does not need), or a tree whose first expiry is not
+    /// the one kept beside it.
     pub fn is_misshapen(&self) -> bool {
         match self {
             Ladder::Empty | Ladder::One(_) => false,
             Ladder::Few(lines) => lines.len() < 2,
-            Ladder::Many(lines) => lines.is_empty(),
+            Ladder::Many {
+                first_expiry_ms,
+                lines,
+            } => {
+                lines.is_empty()
+                    || !lines.is_well_formed()
+                    || lines.first_expiry() != *first_expiry_ms
+            }
         }
     }
 
@@ -139,7 +281,7 @@ impl Ladder {
             Ladder::Empty => Vec::new(),
             Ladder::One(line) => vec![(line.key(), line.qty)],
             Ladder::Few(lines) => lines.iter().map(|l| (l.key(), l.qty)).collect(),
-            Ladder::Many(lines) => lines.iter().map(|(k, q)| (*k, *q)).collect(),
+            Ladder::Many { lines, .. } => lines.iter().map(|l| (l.key(), l.qty)).collect(),
         }
     }
 
@@ -148,7 +290,9 @@ impl Ladder {
             Ladder::Empty => None,
             Ladder::One(line) => Some(line.expires_at_ms),
             Ladder::Few(lines) => lines.first().map(|l| l.expires_at_ms),
-            Ladder::Many(lines) => lines.first_key_value().map(|(k, _)| k.expires_at_ms),
+            Ladder::Many {
+                first_expiry_ms, ..
+            } => Some(*first_expiry_ms),
         }
     }
 
@@ -166,9 +310,7 @@ impl Ladder {
             Ladder::Empty => 0,
             Ladder::One(line) => lapsed(&mut std::iter::once(of_line(line))),
             Ladder::Few(lines) => lapsed(&mut lines.iter().map(of_line)),
-            Ladder::Many(lines) => {
-                lapsed(&mut lines.iter().map(|(k, q)| (k.expires_at_ms, k.location, *q)))
-            }
+            Ladder::Many { lines, .. } => lapsed(&mut lines.iter().map(of_line)),
         }
     }
 
@@ -195,15 +337,19 @@ impl Ladder {
                 lines.insert(i, line);
             }
             Ladder::Few(lines) => {
-                let mut tree: BTreeMap<LadderKey, u32> =
-                    lines.iter().map(|l| (l.key(), l.qty)).collect();
-                let previous = tree.insert(key, qty);
-                assert!(previous.is_none(), "ladder key inserted twice: {key:?}");
-                *self = Ladder::Many(Box::new(tree));
+                let mut runs = Runs::new(std::mem::take(lines));
+                runs.insert(line);
+                *self = Ladder::Many {
+                    first_expiry_ms: runs.first_expiry(),
+                    lines: Box::new(runs),
+                };
             }
-            Ladder::Many(lines) => {
-                let previous = lines.insert(key, qty);
-                assert!(previous.is_none(), "ladder key inserted twice: {key:?}");
+            Ladder::Many {
+                first_expiry_ms,
+                lines,
+            } => {
+                lines.insert(line);
+                *first_expiry_ms = lines.first_expiry();
             }
         }
     }
@@ -229,11 +375,16 @@ impl Ladder {
                 }
                 qty
             }
-            Ladder::Many(lines) => {
+            Ladder::Many {
+                first_expiry_ms,
+                lines,
+            } => {
                 let qty = lines.remove(key).expect(MISSING);
                 if lines.is_empty() {
-                    // Free the tree: most skus have no open hold most of the time.
+                    // Free the runs: most skus have no open hold most of the time.
                     *self = Ladder::Empty;
+                } else {
+                    *first_expiry_ms = lines.first_expiry();
                 }
                 qty
             }
@@ -354,10 +505,6 @@ impl PositionShard {
         self.skus.get(hash_key(sku), sku)
     }
 
-    pub fn get_mut(&mut self, sku: &str) -> Option<&mut SkuEntry> {
-        self.skus.get_mut(hash_key(sku), sku)
-    }
-
     pub fn get_or_insert(&mut self, sku: &Sku) -> &mut SkuEntry {
         let slot = self
             .skus
@@ -365,6 +512,16 @@ impl PositionShard {
                 SkuEntry::new(sku.clone())
             });
         self.skus.at_mut(slot)
+    }
+
+    /// The entry in `slot`, if there is one (for checks of slots held elsewhere).
+    pub fn get_at(&self, slot: u32) -> Option<&SkuEntry> {
+        self.skus.get_at(slot)
+    }
+
+    /// Every sku of the shard with its slot, in slot order.
+    pub fn iter_slots(&self) -> impl Iterator<Item = (u32, &SkuEntry)> {
+        self.skus.iter()
     }
 
     /// Every sku of the shard, in no particular order.
@@ -381,6 +538,7 @@ impl PositionShard {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn key(expires_at_ms: u64, lsn: u64, location: u32) -> LadderKey {
         LadderKey {
@@ -390,14 +548,14 @@ mod tests {
         }
     }
 
-    /// Lines go inline, to a vec, to a tree and back to nothing, staying in key order, and
-    /// lapsed units are summed the same in every shape.
+    /// Lines go inline, to a vec, to runs (split, joined) and back to nothing, staying in key
+    /// order, and lapsed units are summed the same in every shape.
     #[test]
     fn the_ladder_keeps_its_lines_in_order_in_every_shape() {
         let mut ladder = Ladder::default();
         let mut expected: BTreeMap<LadderKey, u32> = BTreeMap::new();
-        // A scrambled but deterministic order of 3 * LADDER_FEW_MAX lines.
-        let n = 3 * LADDER_FEW_MAX as u64;
+        // A scrambled but deterministic order of enough lines for several runs.
+        let n = 3 * RUN_LINES_MAX as u64 + 5;
         let keys: Vec<LadderKey> = (0..n)
             .map(|i| (i * 7) % n)
             .map(|i| key(1_000 + i / 2, i, (i % 3) as u32))
@@ -420,9 +578,39 @@ mod tests {
             expected.insert(*k, i as u32 + 1);
             check(&ladder, &expected);
         }
-        assert!(matches!(ladder, Ladder::Many(_)));
+        assert!(matches!(ladder, Ladder::Many { .. }));
         for k in keys.iter().rev() {
             assert_eq!(ladder.remove(k), expected.remove(k).expect("inserted"));
+            check(&ladder, &expected);
+        }
+        assert!(matches!(ladder, Ladder::Empty));
+        assert_eq!(size_of::<Ladder>(), 32, "a ladder is on every sku");
+
+        // Appends (the usual order) fill runs completely; removing every other line joins
+        // the runs it thins, and the rest empties it.
+        let n = 10 * RUN_LINES_MAX as u64 + 3;
+        for i in 0..n {
+            ladder.insert(key(2_000 + i, i, 0), 1);
+            expected.insert(key(2_000 + i, i, 0), 1);
+        }
+        check(&ladder, &expected);
+        let Ladder::Many { lines, .. } = &ladder else {
+            panic!("many lines: {ladder:?}")
+        };
+        assert_eq!(lines.runs.len(), 11);
+        assert!(lines.runs[..10].iter().all(|r| r.len() == RUN_LINES_MAX));
+        for i in (0..n).step_by(2) {
+            ladder.remove(&key(2_000 + i, i, 0));
+            expected.remove(&key(2_000 + i, i, 0));
+            check(&ladder, &expected);
+        }
+        let Ladder::Many { lines, .. } = &ladder else {
+            panic!("many lines: {ladder:?}")
+        };
+        assert!(lines.runs.len() < 11, "thinned runs were joined");
+        for i in (1..n).step_by(2) {
+            ladder.remove(&key(2_000 + i, i, 0));
+            expected.remove(&key(2_000 + i, i, 0));
             check(&ladder, &expected);
         }
         assert!(matches!(ladder, Ladder::Empty));

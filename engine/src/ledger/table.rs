@@ -115,13 +115,17 @@ impl<T: Keyed> DenseTable<T> {
         self.find(hash, key).map(|slot| self.at(slot))
     }
 
-    pub fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut T> {
-        self.find(hash, key).map(|slot| self.at_mut(slot))
-    }
-
     /// The entry in an occupied slot.
     pub fn at(&self, slot: u32) -> &T {
         Self::indexed(&self.chunks, slot)
+    }
+
+    /// The entry in `slot`, if the slot is occupied (for checks of slots held elsewhere).
+    pub fn get_at(&self, slot: u32) -> Option<&T> {
+        if slot as usize >= self.slots {
+            return None;
+        }
+        Self::place(&self.chunks, slot).as_ref()
     }
 
     pub fn at_mut(&mut self, slot: u32) -> &mut T {

@@ -884,3 +884,93 @@ fn outcomes_kept_with_holds_behave_like_keys() {
     replayed.check_invariants().expect("invariants hold");
     assert_eq!(replayed.digest(), ledger.digest());
 }
+
+/// The sizes the per-hold memory budget rests on (see `benches/src/bin/memory.rs`): a hold
+/// entry with its hold and its derived records, with no allocation for a single-line hold.
+#[test]
+fn a_hold_entry_is_small() {
+    assert_eq!(size_of::<HoldEntry>(), 120);
+    assert_eq!(size_of::<Option<HoldEntry>>(), 120);
+}
+
+/// Derived records read back exactly as the command's own fingerprint and outcome: a retry of
+/// the reserve, of a full commit and of a release gets the original answer, and a different
+/// payload names the field, for records derived from the hold as for stored ones.
+#[test]
+fn derived_records_equal_the_recorded_ones() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.stock("sku-2", "dc-1", 10);
+    let lines = [("sku-1", "dc-1", 2), ("sku-2", "dc-1", 1)];
+    let placed = f.ok(reserve("r1", &lines), T0);
+    let command = reserve("r1", &lines);
+    {
+        let shard = lock(&f.ledger.holds[f.ledger.shard_of("r1")]);
+        let entry = shard.entry("r1").expect("entry");
+        assert_eq!(entry.derived, derived_bit(CommandKind::Reserve));
+        let record = entry
+            .record(CommandKind::Reserve, &f.ledger.names)
+            .expect("a reserve record");
+        assert_eq!(record.fingerprint, command.fingerprint());
+        assert_eq!((record.lsn, &record.outcome), (placed.lsn, &placed.outcome));
+    }
+    let retry = f.ok(command, T0 + 10);
+    assert!(retry.duplicate);
+    assert_eq!((retry.lsn, retry.outcome), (placed.lsn, placed.outcome));
+    for (field, other) in [
+        ("channel", {
+            let Command::Reserve(mut c) = reserve("r1", &lines) else {
+                unreachable!()
+            };
+            c.channel = Channel::from("other");
+            Command::Reserve(c)
+        }),
+        ("lines", reserve("r1", &lines[..1])),
+    ] {
+        match f.submit(other, T0 + 10) {
+            Err(SubmitError::KeyConflict { field: named, .. }) => assert_eq!(named, field),
+            other => panic!("expected a conflict on {field}: {other:?}"),
+        }
+    }
+    let committed = f.ok(commit("r1", None), T0 + 20);
+    let retry = f.ok(commit("r1", None), T0 + 30);
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.lsn, &retry.outcome),
+        (committed.lsn, &committed.outcome)
+    );
+    let late_release = f.ok(release("r1"), T0 + 40);
+    assert_eq!(
+        late_release.outcome,
+        Outcome::HoldAlreadyEnded(HoldState::Committed)
+    );
+    {
+        let shard = lock(&f.ledger.holds[f.ledger.shard_of("r1")]);
+        let entry = shard.entry("r1").expect("entry");
+        let derived = derived_bit(CommandKind::Reserve) | derived_bit(CommandKind::Commit);
+        assert_eq!(entry.derived, derived);
+        assert_eq!(
+            entry.stored().len(),
+            1,
+            "the late release's answer is stored"
+        );
+    }
+    // A release of a lapsed hold records its expiry, derived from the expired hold.
+    f.ok(reserve("r2", &lines[..1]), T0 + 40);
+    let expired = f.ok(release("r2"), T0 + 40 + TTL);
+    assert_eq!(expired.outcome, Outcome::Expired);
+    let retry = f.ok(release("r2"), T0 + 41 + TTL);
+    assert_eq!((retry.lsn, retry.outcome), (expired.lsn, Outcome::Expired));
+    f.assert_replays();
+    let checkpoint = f.ledger.checkpoint();
+    let restored = Ledger::from_checkpoint(f.ledger.config(), Arc::new(MemLog::new()), &checkpoint)
+        .expect("loads");
+    assert_eq!(restored.digest(), f.ledger.digest());
+    let shard = lock(&restored.holds[restored.shard_of("r1")]);
+    let derived = derived_bit(CommandKind::Reserve) | derived_bit(CommandKind::Commit);
+    assert_eq!(
+        shard.entry("r1").expect("entry").derived,
+        derived,
+        "a checkpoint restores records in the derived form"
+    );
+}
