@@ -7,6 +7,8 @@
 //!
 //! The package is versioned from day one: a breaking change goes into `inventory.v2` beside it.
 
+pub mod codec;
+
 pub mod inventory {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
