@@ -10,6 +10,11 @@
 //! TOML file named by `--config`, and the defaults. Everything here is wiring: the server
 //! itself is `inv_api::serve`.
 
+// glibc's malloc is slow when memory allocated on one thread is freed on another, which is
+// what every write does (built by a request, dropped by the log writer); see Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod demo;
 

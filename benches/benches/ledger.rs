@@ -18,6 +18,10 @@
 //! cargo bench -p inv-benches --bench ledger -- --warm-up-time 1 --measurement-time 3
 //! ```
 
+// As in the `inventory` binary (see the workspace Cargo.toml for why).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use compact_str::{CompactString, format_compact};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use inv_benches::{BIG_STOCK, NOW_MS, XorShift, location_name, release, reserve, sku_name, stock};

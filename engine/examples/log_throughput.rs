@@ -17,6 +17,10 @@
 //! [--bounds 0]`. The folder defaults to the system temp dir; point it at the disk you mean to
 //! measure.
 
+// As in the `inventory` binary (see the workspace Cargo.toml for why).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use hdrhistogram::Histogram;
 use inv_engine::log::redb::{BATCH_SIZE_BUCKETS, Durability, LogStats};
 use inv_engine::*;

@@ -30,6 +30,10 @@
 //! profiling the replay alone, or comparing `--sequential only` with `--sequential no` in
 //! separate processes).
 
+// As in the `inventory` binary (see the workspace Cargo.toml for why).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use inv_engine::engine::CheckpointPolicy;
 use inv_engine::ledger::Checkpoint;
 use inv_engine::log::encoding;

@@ -7,6 +7,10 @@
 //! cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
 //! ```
 
+// As in the `inventory` binary (see the workspace Cargo.toml for why).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::Parser;
 use inv_sim::{LocalServer, Options, Scenario};
