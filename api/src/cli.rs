@@ -19,6 +19,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use inv_proto::code_name;
 use inv_proto::v1 as pb;
 use pb::inventory_client::InventoryClient;
 use serde::Deserialize;
@@ -389,29 +390,6 @@ impl From<anyhow::Error> for Failed {
     /// Local problems (a file that cannot be read or parsed) are invalid arguments.
     fn from(error: anyhow::Error) -> Self {
         Self::usage(format!("{error:#}"))
-    }
-}
-
-/// The canonical upper-case name of a gRPC code (`NOT_FOUND`).
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
