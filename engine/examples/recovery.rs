@@ -12,8 +12,8 @@
 //!    the ledger's own sequential `Ledger::replay_log`, and `Engine::recover`, which decodes
 //!    the next batch on a second thread while the ledger applies the current one.
 //! 3. **Checkpoint.** On the recovered engine, the steps of `Engine::checkpoint` one by one:
-//!    `Ledger::purge` (what is past retention), the copy under every lock
-//!    (`Ledger::checkpoint`), its encoding (size, by part); then `Engine::checkpoint` itself
+//!    `Ledger::purge` (what is past retention), the copy under every lock (`Ledger::cut`, the
+//!    only part that blocks writes), building the checkpoint from it, its encoding (size, by part); then `Engine::checkpoint` itself
 //!    (purge, copy, encode, and the log writing the chunks and trimming every event in one
 //!    fsync commit).
 //! 4. **Load.** Reopen and time `open`, `latest_checkpoint` (read + checksum + decode),
@@ -139,6 +139,10 @@ fn position_name(p: u64) -> (String, String) {
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 fn rate(count: u64, d: Duration) -> String {
@@ -440,23 +444,27 @@ fn part_sizes(checkpoint: &Checkpoint) -> Vec<(&'static str, usize, u64)> {
 }
 
 /// Phase 3: write a checkpoint of the recovered ledger, the steps `Engine::checkpoint` takes
-/// timed one by one, then `Engine::checkpoint` itself.
+/// timed one by one, then `Engine::checkpoint` itself, then one more under load.
 fn checkpoint(args: &Args, engine: &Engine, log: &RedbLog) {
     let now_ms = T0 + args.days * DAY_MS;
     let started = Instant::now();
     let purged = engine.ledger().purge(now_ms);
     let purge = started.elapsed();
     let started = Instant::now();
-    let copy = engine.ledger().checkpoint();
+    let cut = engine.ledger().cut();
     let copied = started.elapsed();
+    let started = Instant::now();
+    let copy = cut.into_checkpoint(engine.ledger());
+    let built = started.elapsed();
     let started = Instant::now();
     let bytes = encoding::encode_checkpoint(&copy).expect("encodes");
     let encoded = started.elapsed();
     println!(
         "checkpoint: purge of {purged} entries past retention {} (one shard lock at a time); \
-         copy under every lock {}; encode {}",
+         copy under every lock (writes blocked) {}; build after the locks {}; encode {}",
         secs(purge),
         secs(copied),
+        secs(built),
         secs(encoded)
     );
     println!(
@@ -483,13 +491,16 @@ fn checkpoint(args: &Args, engine: &Engine, log: &RedbLog) {
     let total = started.elapsed();
     let after = log.stats();
     println!(
-        "checkpoint: Engine::checkpoint at lsn {next_lsn}: {} in all; of which the writer's \
-         commit (chunks + trim of {} events + fsync) {}",
+        "checkpoint: Engine::checkpoint at lsn {next_lsn}: {} in all; of which the writer, from \
+         taking it to the switch (trim of {} events left to later commits) {} in {} commits, \
+         the longest {}",
         secs(total),
         after.events_trimmed - before.events_trimmed,
         secs(Duration::from_nanos(
             after.checkpoint_ns - before.checkpoint_ns
-        ))
+        )),
+        after.checkpoint_commits - before.checkpoint_commits,
+        millis(Duration::from_nanos(after.checkpoint_commit_ns_max))
     );
     let policy = CheckpointPolicy::default();
     println!(
@@ -497,6 +508,60 @@ fn checkpoint(args: &Args, engine: &Engine, log: &RedbLog) {
         policy.every_events,
         policy.every_ms / 1_000
     );
+}
+
+/// A second checkpoint while a thread submits adjusts (each +1 then -1, so stock is unchanged)
+/// and waits for each to be durable: how long writes wait because of a checkpoint.
+/// Returns the ledger's digest after it, if `verify` (the submits changed it).
+fn checkpoint_under_load(engine: &Engine, log: &RedbLog, verify: bool) -> Option<u64> {
+    let started = Instant::now();
+    let cut = engine.ledger().cut();
+    let copied = started.elapsed();
+    drop(cut);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let before = log.stats();
+    let (total, (submits, longest)) = std::thread::scope(|scope| {
+        let submitter = scope.spawn(|| {
+            let mut longest = Duration::ZERO;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (sku, location) = position_name(n % 1_000);
+                let started = Instant::now();
+                submit(
+                    engine,
+                    Command::Adjust(Adjust {
+                        adjustment_id: AdjustmentId::from(format!("load-{n}").as_str()),
+                        sku: Sku::from(sku.as_str()),
+                        location: Location::from(location.as_str()),
+                        delta: if n.is_multiple_of(2) { 1 } else { -1 },
+                        reason: "checkpoint under load".into(),
+                    }),
+                );
+                longest = longest.max(started.elapsed());
+                n += 1;
+            }
+            (n, longest)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        engine.checkpoint().expect("checkpoint written");
+        let total = started.elapsed();
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (total, submitter.join().expect("submitter"))
+    });
+    let after = log.stats();
+    println!(
+        "checkpoint under load: copy under every lock (writes blocked) again {}; \
+         Engine::checkpoint {} with a submitter running: {submits} durable submits in all, the \
+         slowest {}; the writer's {} checkpoint commits, the longest {}",
+        millis(copied),
+        secs(total),
+        millis(longest),
+        after.checkpoint_commits - before.checkpoint_commits,
+        millis(Duration::from_nanos(after.checkpoint_commit_ns_max))
+    );
+    verify.then(|| engine.ledger().digest())
 }
 
 /// Phase 4: load the checkpoint.
@@ -560,6 +625,7 @@ fn main() {
         let (engine, log) = full_replay(&args, dir, None);
         if !args.replay_only {
             checkpoint(&args, &engine, &log);
+            checkpoint_under_load(&engine, &log, false);
             close(engine, log);
             load(&args, dir, None);
         }
@@ -580,6 +646,7 @@ fn main() {
     let (engine, log) = full_replay(&args, &dir, live);
     if !args.replay_only {
         checkpoint(&args, &engine, &log);
+        let live = checkpoint_under_load(&engine, &log, live.is_some());
         close(engine, log);
         load(&args, &dir, live);
     }

@@ -34,9 +34,9 @@ pub const RECOVERY_BATCH_EVENTS: usize = 16_384;
 /// appended since the last one, or once `every_ms` of engine time has passed since the last one
 /// and at least one event was appended. Zero turns a trigger off.
 ///
-/// The trade: a checkpoint costs time proportional to the ledger (copy under all locks, encode,
-/// write; see `docs/durability.md` for measurements), and while the log writes it the
-/// acknowledgements queued behind it wait; the events since the last checkpoint are what a
+/// The trade: a checkpoint costs time proportional to the ledger (a copy under all locks, during
+/// which submits wait, then building, encoding and writing it, during which they do not; see
+/// `docs/durability.md` for measurements); the events since the last checkpoint are what a
 /// restart must replay. The events trigger bounds restart time under load; the time trigger
 /// keeps a quiet engine's log short, and its checkpoint fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,9 +169,10 @@ impl Engine {
     ///
     /// First it forgets what is past retention ([`Ledger::purge`]: keys, ended holds and fully
     /// disposed returns that lookups and digests already ignore; one shard lock at a time), so
-    /// that the copy made with every lock held ([`Ledger::checkpoint`]: an exact cut, during
-    /// which submits wait) is proportional to what is live, and so is the checkpoint. Encoding
-    /// and writing happen after the locks are released. The
+    /// that the copy made with every lock held ([`Ledger::cut`]: an exact cut, during which
+    /// submits wait) is proportional to what is live, and so is the checkpoint. Building the
+    /// checkpoint from the cut, encoding and writing it happen after the locks are released
+    /// (the log writes it a few MiB per commit, between event batches). The
     /// checkpoint is handed to the log only once every event it covers is durable, so a
     /// stored checkpoint never contains an effect the log could still lose. One checkpoint at
     /// a time: a second caller waits for the first.

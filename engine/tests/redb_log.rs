@@ -15,9 +15,9 @@
 use inv_engine::engine::CheckpointPolicy;
 use inv_engine::ledger::{Checkpoint, CheckpointPosition};
 use inv_engine::log::redb::{
-    CHECKPOINT, CHECKPOINT_CHUNK_BYTES, CHECKPOINT_CHUNKS_KEY, CHECKPOINT_NEXT_LSN_KEY, Durability,
-    EVENTS, FILE_NAME, FORMAT_VERSION_KEY, FaultSwitch, FaultyFileBackend, LOG_FORMAT_VERSION,
-    META,
+    CHECKPOINT, CHECKPOINT_CHUNK_BYTES, CHECKPOINT_CHUNKS_KEY, CHECKPOINT_GENERATION_KEY,
+    CHECKPOINT_NEXT_LSN_KEY, CHECKPOINT_STAGE_CHUNKS_PER_COMMIT, Durability, EVENTS, FILE_NAME,
+    FORMAT_VERSION_KEY, FaultSwitch, FaultyFileBackend, LOG_FORMAT_VERSION, META, chunk_key,
 };
 use inv_engine::*;
 use std::path::Path;
@@ -961,6 +961,196 @@ fn a_checkpoint_spanning_many_chunks_roundtrips() {
             .map(|a| a.on_hand),
         Some(42)
     );
+}
+
+/// A checkpoint of `count` positions with long names: several MiB, so several chunks.
+fn large_checkpoint(count: i64) -> Checkpoint {
+    let positions: Vec<CheckpointPosition> = (0..count)
+        .map(|i| CheckpointPosition {
+            sku: Sku::from(format!("sku-with-a-rather-long-name-{i:08}").as_str()),
+            location: Location::from(format!("location-{}", i % 97).as_str()),
+            on_hand: i,
+            reserved: 0,
+            safety_stock: i % 3,
+            quarantined: 0,
+        })
+        .collect();
+    Checkpoint {
+        next_lsn: Lsn(1),
+        last_at_ms: T0,
+        positions,
+        holds: Vec::new(),
+        keys: Vec::new(),
+        returns: Vec::new(),
+        stores: Vec::new(),
+    }
+}
+
+#[test]
+fn chunks_staged_by_a_checkpoint_that_never_switched_are_ignored_and_removed() {
+    // Goal: a crash after some chunks of a new checkpoint were committed but before the switch
+    // leaves the old checkpoint in force. Method: checkpoint, add events, close; write chunks
+    // into the other generation's range as an unfinished staging would have (junk bytes: a
+    // reader must not even look at them); reopen: the old checkpoint loads, recovery gives
+    // the live ledger, and the stray chunks are gone. The next checkpoint then goes to that
+    // generation, and the one after back to the first.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commands = mixed_workload();
+    let live = {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        for command in &commands[..20] {
+            engine.submit(command.clone()).expect("accepted");
+        }
+        assert_eq!(engine.checkpoint().expect("written"), Lsn(21));
+        for command in &commands[20..] {
+            engine.submit(command.clone()).expect("accepted");
+        }
+        let live = engine.ledger().digest();
+        close(engine, log).expect("clean close");
+        live
+    };
+    let (_, meta, stored_chunks) = file_contents(dir.path());
+    assert_eq!(meta_value(&meta, CHECKPOINT_GENERATION_KEY), Some(0));
+    {
+        let db = redb::Database::open(dir.path().join(FILE_NAME)).expect("redb opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut chunks = txn.open_table(CHECKPOINT).expect("chunks");
+            for index in 0..3 {
+                chunks
+                    .insert(chunk_key(1, index), [0xAB; 1000].as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    let log = open(dir.path());
+    assert_eq!(
+        log.latest_checkpoint().expect("reads").map(|c| c.next_lsn),
+        Some(Lsn(21))
+    );
+    let engine = engine_on(&log, &clock());
+    assert_eq!(engine.ledger().digest(), live);
+    // The next checkpoint is staged where the stray chunks were, and switched to.
+    engine
+        .submit(adjust("after", "sku-1", "dc-1", 1))
+        .expect("accepted");
+    let next = engine.checkpoint().expect("written");
+    let live = engine.ledger().digest();
+    close(engine, log).expect("clean close");
+    let (lsns, meta, chunks) = file_contents(dir.path());
+    assert!(
+        lsns.is_empty(),
+        "every event is in the checkpoint: {lsns:?}"
+    );
+    assert_eq!(meta_value(&meta, CHECKPOINT_GENERATION_KEY), Some(1));
+    assert_eq!(meta_value(&meta, CHECKPOINT_NEXT_LSN_KEY), Some(next.0));
+    assert_eq!(
+        meta_value(&meta, CHECKPOINT_CHUNKS_KEY),
+        Some(chunks),
+        "only the stored generation's chunks are left (the first had {stored_chunks})"
+    );
+
+    let log = open(dir.path());
+    let engine = engine_on(&log, &clock());
+    assert_eq!(engine.ledger().digest(), live);
+    engine
+        .submit(adjust("after-2", "sku-1", "dc-1", 1))
+        .expect("accepted");
+    engine.checkpoint().expect("written");
+    let live = engine.ledger().digest();
+    close(engine, log).expect("clean close");
+    let (_, meta, _) = file_contents(dir.path());
+    assert_eq!(meta_value(&meta, CHECKPOINT_GENERATION_KEY), Some(0));
+    let log = open(dir.path());
+    assert_eq!(engine_on(&log, &clock()).ledger().digest(), live);
+}
+
+#[test]
+fn a_power_cut_before_the_switch_leaves_the_previous_checkpoint() {
+    // Goal: nothing of a checkpoint counts until its switch commit is durable. Method: a
+    // checkpoint of several chunks with every sync held: it is staged, and its switch blocks
+    // on the sync; cut the power there. Reopen: no checkpoint, every acknowledged event.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commands = mixed_workload();
+    let (log, switch) = open_faulty(dir.path(), RedbLogOptions::default());
+    let engine = engine_on(&log, &clock());
+    for command in &commands {
+        engine.submit(command.clone()).expect("accepted");
+    }
+    let live = engine.ledger().digest();
+    let mut large = large_checkpoint(100_000);
+    large.next_lsn = Lsn(3);
+    switch.hold_syncs();
+    let writer = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.write_checkpoint(&large))
+    };
+    wait_until("the switch's sync blocks", || switch.blocked_syncs() > 0);
+    switch.power_cut();
+    assert!(matches!(
+        writer.join().expect("no panic"),
+        Err(LogError::Io(_))
+    ));
+    drop(engine);
+    drop(log);
+
+    let log = open(dir.path());
+    assert_eq!(log.checkpoint_lsn(), None);
+    assert_eq!(log.latest_checkpoint().expect("reads"), None);
+    assert_eq!(log.durable_lsn(), Lsn(commands.len() as u64));
+    assert_eq!(engine_on(&log, &clock()).ledger().digest(), live);
+}
+
+#[test]
+fn events_commit_between_the_chunks_of_a_large_checkpoint() {
+    // Goal: a checkpoint is written a few chunks per commit, and events appended meanwhile
+    // are committed and acknowledged in LSN order beside it; recovery from it plus the tail
+    // gives the live ledger. Method: recover an engine from a large checkpoint, then take
+    // another checkpoint on one thread while this one submits; check the commit count, the
+    // receipts and the log's content (no timing is asserted).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    log.write_checkpoint(&large_checkpoint(100_000))
+        .expect("written");
+    let engine = engine_on(&log, &clock());
+    let first = log.stats();
+    let chunks = first
+        .checkpoint_bytes_last
+        .div_ceil(CHECKPOINT_CHUNK_BYTES as u64);
+    assert!(
+        chunks > CHECKPOINT_STAGE_CHUNKS_PER_COMMIT,
+        "{chunks} chunks"
+    );
+    assert!(
+        first.checkpoint_commits > chunks / CHECKPOINT_STAGE_CHUNKS_PER_COMMIT,
+        "staged in several commits: {first:?}"
+    );
+    let commands = mixed_workload();
+    let (receipts, next_lsn) = std::thread::scope(|scope| {
+        let checkpoint = scope.spawn(|| engine.checkpoint().expect("written"));
+        let receipts: Vec<Receipt> = commands
+            .iter()
+            .map(|command| engine.submit(command.clone()).expect("accepted"))
+            .collect();
+        (receipts, checkpoint.join().expect("no panic"))
+    });
+    let lsns: Vec<u64> = receipts.iter().map(|r| r.lsn.0).collect();
+    assert_eq!(lsns, (1..=commands.len() as u64).collect::<Vec<_>>());
+    assert!(next_lsn.0 >= 1 && next_lsn.0 <= commands.len() as u64 + 1);
+    let events = log.read_from(next_lsn, usize::MAX).expect("reads");
+    assert_eq!(
+        events.iter().map(|e| e.lsn.0).collect::<Vec<_>>(),
+        (next_lsn.0..=commands.len() as u64).collect::<Vec<_>>()
+    );
+    let live = engine.ledger().digest();
+    close(engine, log).expect("clean close");
+
+    let log = open(dir.path());
+    assert_eq!(log.checkpoint_lsn(), Some(next_lsn));
+    assert_eq!(engine_on(&log, &clock()).ledger().digest(), live);
 }
 
 #[test]

@@ -3,12 +3,14 @@
 //! A checkpoint lets recovery start from a recent state instead of LSN 1: load the newest
 //! checkpoint, then replay the log after it. It is taken with every lock held (in protocol
 //! order), so it is an exact cut: the state after event `next_lsn - 1` and before any later
-//! one. Copying is in memory and quick; encoding and writing happen after the locks are
+//! one. Under the locks only the tables are cloned ([`Ledger::cut`]); resolving names,
+//! deriving records ([`Cut::into_checkpoint`]), encoding and writing happen after the locks are
 //! released. Names are stored, not interned ids, because ids are assigned in first-seen order
 //! and differ between processes. The outcomes the ledger keeps with their holds (Reserve,
 //! Commit, Release) are listed as keys like every other, and loading puts them back with their
 //! holds: where the ledger keeps a record is its own business, not the checkpoint's.
 
+use super::positions::Position;
 use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,37 +63,70 @@ pub struct Checkpoint {
     pub stores: Vec<(StoreId, StoreSequence)>,
 }
 
-impl Ledger {
-    /// Copies the whole ledger at one LSN. Writers wait while it copies (readers of other
-    /// shards do not); for a million positions that is tens of milliseconds.
-    pub fn checkpoint(&self) -> Checkpoint {
-        let keys: Vec<_> = self.keys.iter().map(lock).collect();
-        let holds: Vec<_> = self.holds.iter().map(lock).collect();
-        let returns = lock(&self.returns);
-        let stores = lock(&self.stores);
-        let positions: Vec<_> = self.positions.iter().map(lock).collect();
-        let sequencer = lock(&self.sequencer);
+/// A sku's name and positions, as a cut copies them.
+type SkuPositions = (Sku, SmallVec<[Position; 1]>);
 
-        let location = |id: LocationId| Location(self.names.name(Kind::Location, id.0));
-        let mut checkpoint = Checkpoint {
-            next_lsn: sequencer.next_lsn,
-            last_at_ms: sequencer.last_at_ms,
-            positions: Vec::new(),
-            holds: Vec::new(),
-            keys: Vec::new(),
-            returns: Vec::new(),
-            stores: stores
-                .by_id
-                .iter()
-                .map(|(id, s)| (id.clone(), s.clone()))
-                .collect(),
+/// The ledger's tables as copied with every lock held: plain clones in slot order, with no
+/// name lookups and no per-entry allocation beyond what the clone itself needs (an inline
+/// string is a copy). [`Cut::into_checkpoint`] turns it into a [`Checkpoint`] after the locks
+/// are released, so writers wait only for the clones (see [`Ledger::cut`]).
+pub struct Cut {
+    next_lsn: Lsn,
+    last_at_ms: u64,
+    /// Per position shard, the sku in each slot (`None` for a vacant slot) and its positions.
+    positions: Vec<Vec<Option<SkuPositions>>>,
+    holds: Vec<Vec<HoldEntry>>,
+    keys: Vec<Vec<(IdempotencyKey, KeyRecord)>>,
+    returns: Vec<(ReturnId, ReturnRecord)>,
+    stores: Vec<(StoreId, StoreSequence)>,
+}
+
+impl Cut {
+    /// The LSN the cut was taken at: the state after event `next_lsn - 1`.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Builds the owned checkpoint: names resolved, derived records listed. Needs no ledger
+    /// lock; names are only ever appended to the interner, so every id in the cut resolves.
+    pub fn into_checkpoint(self, ledger: &Ledger) -> Checkpoint {
+        let locations = ledger.names.names(Kind::Location);
+        let channels = ledger.names.names(Kind::Channel);
+        let location = |id: LocationId| Location(locations[id.0 as usize].clone());
+        let sku_at = |slot: SkuSlot| {
+            self.positions[usize::from(slot.shard)][slot.slot as usize]
+                .as_ref()
+                .map(|(sku, _)| sku.clone())
+                .expect("a hold line names an occupied sku slot")
         };
-        for shard in &positions {
-            for entry in shard.iter() {
+        let mut checkpoint = Checkpoint {
+            next_lsn: self.next_lsn,
+            last_at_ms: self.last_at_ms,
+            positions: Vec::with_capacity(
+                self.positions
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|(_, p)| p.len())
+                    .sum(),
+            ),
+            holds: Vec::with_capacity(
+                self.holds
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.hold.is_some())
+                    .count(),
+            ),
+            keys: Vec::new(),
+            returns: Vec::with_capacity(self.returns.len()),
+            stores: self.stores.clone(),
+        };
+        for shard in &self.positions {
+            for (sku, positions) in shard.iter().flatten() {
                 checkpoint
                     .positions
-                    .extend(entry.positions.iter().map(|p| CheckpointPosition {
-                        sku: entry.sku.clone(),
+                    .extend(positions.iter().map(|p| CheckpointPosition {
+                        sku: sku.clone(),
                         location: location(p.location),
                         on_hand: p.on_hand,
                         reserved: p.reserved,
@@ -100,13 +135,13 @@ impl Ledger {
                     }));
             }
         }
-        for shard in &holds {
-            for (_, entry) in shard.entries.iter() {
+        for shard in &self.holds {
+            for entry in shard {
                 checkpoint
                     .keys
                     .extend(
                         entry
-                            .records(&self.names)
+                            .records(&ledger.names)
                             .into_iter()
                             .map(|r| CheckpointKey {
                                 key: entry.key_of(r.fingerprint.kind),
@@ -117,19 +152,16 @@ impl Ledger {
                             }),
                     );
             }
-            let holds = shard
-                .entries
-                .iter()
-                .filter_map(|(_, e)| Some((&e.id, e.hold.as_ref()?)));
+            let holds = shard.iter().filter_map(|e| Some((&e.id, e.hold.as_ref()?)));
             checkpoint.holds.extend(holds.map(|(id, h)| {
                 CheckpointHold {
                     reservation_id: id.clone(),
-                    channel: Channel(self.names.name(Kind::Channel, h.channel.0)),
+                    channel: Channel(channels[h.channel.0 as usize].clone()),
                     lines: h
                         .lines
                         .iter()
                         .map(|l| Line {
-                            sku: positions[l.sku.shard()].at(l.sku.slot).sku.clone(),
+                            sku: sku_at(l.sku),
                             location: location(l.location),
                             qty: u64::from(l.qty),
                         })
@@ -142,31 +174,94 @@ impl Ledger {
                 }
             }));
         }
-        for shard in &keys {
+        for shard in self.keys {
             checkpoint
                 .keys
-                .extend(shard.records.iter().map(|(key, r)| CheckpointKey {
-                    key: key.clone(),
+                .extend(shard.into_iter().map(|(key, r)| CheckpointKey {
+                    key,
                     fingerprint: r.fingerprint,
                     lsn: r.lsn,
                     at_ms: r.at_ms,
-                    outcome: r.outcome.clone(),
+                    outcome: r.outcome,
                 }));
         }
         checkpoint
             .returns
-            .extend(returns.by_id.iter().map(|(id, r)| {
+            .extend(self.returns.into_iter().map(|(id, r)| {
                 CheckpointReturn {
-                    return_id: id.clone(),
+                    return_id: id,
                     at_ms: r.at_ms,
                     quarantined: r
                         .quarantined
-                        .iter()
-                        .map(|(sku, loc, q)| (sku.clone(), location(*loc), *q))
+                        .into_iter()
+                        .map(|(sku, loc, q)| (sku, location(loc), q))
                         .collect(),
                 }
             }));
         checkpoint
+    }
+}
+
+impl Ledger {
+    /// Copies the whole ledger at one LSN: [`Ledger::cut`], then [`Cut::into_checkpoint`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.cut().into_checkpoint(self)
+    }
+
+    /// Clones the ledger's tables with every lock held (in protocol order), so the copy is an
+    /// exact cut at one LSN. Writers wait while it copies (readers of other shards do not);
+    /// only clones happen here, everything else in [`Cut::into_checkpoint`].
+    pub fn cut(&self) -> Cut {
+        let keys: Vec<_> = self.keys.iter().map(lock).collect();
+        let holds: Vec<_> = self.holds.iter().map(lock).collect();
+        let returns = lock(&self.returns);
+        let stores = lock(&self.stores);
+        let positions: Vec<_> = self.positions.iter().map(lock).collect();
+        let sequencer = lock(&self.sequencer);
+        Cut {
+            next_lsn: sequencer.next_lsn,
+            last_at_ms: sequencer.last_at_ms,
+            positions: positions
+                .iter()
+                .map(|shard| {
+                    let mut slots = Vec::with_capacity(shard.slots());
+                    for (slot, entry) in shard.iter_slots() {
+                        // Skus are never removed, so this fills nothing in practice.
+                        slots.resize_with(slot as usize, || None);
+                        slots.push(Some((entry.sku.clone(), entry.positions.clone())));
+                    }
+                    slots
+                })
+                .collect(),
+            holds: holds
+                .iter()
+                .map(|shard| {
+                    // Sized up front: growing by doubling would copy the entries again.
+                    let mut entries = Vec::with_capacity(shard.entries.slots());
+                    entries.extend(shard.entries.iter().map(|(_, e)| e.clone()));
+                    entries
+                })
+                .collect(),
+            // Collected, not cloned: a map's clone keeps the capacity of its largest size, which
+            // after a purge can be many times what is live.
+            keys: keys
+                .iter()
+                .map(|shard| {
+                    let records = shard.records.iter();
+                    records.map(|(k, r)| (k.clone(), r.clone())).collect()
+                })
+                .collect(),
+            returns: returns
+                .by_id
+                .iter()
+                .map(|(id, r)| (id.clone(), r.clone()))
+                .collect(),
+            stores: stores
+                .by_id
+                .iter()
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect(),
+        }
     }
 
     /// A ledger in exactly the state `checkpoint` captured, appending new events to `log`

@@ -69,6 +69,13 @@ impl Interner {
         id
     }
 
+    /// A copy of every name of `kind`, indexed by id (for resolving many ids without the
+    /// lock: ids are only ever appended, so an id seen earlier is always in it).
+    pub fn names(&self, kind: Kind) -> Vec<CompactString> {
+        let tables = self.tables.read().expect("interner lock poisoned");
+        tables[kind as usize].names.clone()
+    }
+
     pub fn name(&self, kind: Kind, id: u32) -> CompactString {
         let tables = self.tables.read().expect("interner lock poisoned");
         tables[kind as usize].names[id as usize].clone()

@@ -49,7 +49,7 @@ mod loom_tests;
 mod tests;
 
 pub use checkpoint::{
-    Checkpoint, CheckpointHold, CheckpointKey, CheckpointPosition, CheckpointReturn,
+    Checkpoint, CheckpointHold, CheckpointKey, CheckpointPosition, CheckpointReturn, Cut,
 };
 pub use positions::Availability;
 pub use stores::{StoreSequence, StoreStatus};
@@ -174,6 +174,7 @@ struct KeyShard {
 /// the hold's; only two fingerprint fields are kept), and the release or commit of every line
 /// that ended it (`ended_lsn`, `ended_at_ms`, and an outcome the end state determines).
 /// Other records (rejections, partial commits, answers about an ended hold) are stored whole.
+#[derive(Clone)]
 struct HoldEntry {
     id: ReservationId,
     /// The hold placed under this id; `None` after an insufficient reserve, or once the ended
@@ -521,6 +522,7 @@ impl HoldShard {
     }
 }
 
+#[derive(Clone)]
 struct ReturnRecord {
     at_ms: u64,
     /// Units still in quarantine per position, from this return's INSPECT lines.

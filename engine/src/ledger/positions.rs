@@ -519,6 +519,11 @@ impl PositionShard {
         self.skus.get_at(slot)
     }
 
+    /// Slots in use (every slot below is occupied: skus are never removed).
+    pub fn slots(&self) -> usize {
+        self.skus.slots()
+    }
+
     /// Every sku of the shard with its slot, in slot order.
     pub fn iter_slots(&self) -> impl Iterator<Item = (u32, &SkuEntry)> {
         self.skus.iter()

@@ -178,6 +178,11 @@ impl<T: Keyed> DenseTable<T> {
         slot
     }
 
+    /// Slots in use, occupied or vacant.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
     /// Every entry with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.chunks

@@ -15,27 +15,35 @@
 //! - [`EVENTS`] (`u64 -> &[u8]`): one record per group-commit batch, under the batch's first
 //!   LSN (see [`super::encoding`]; files of formats 1 and 2 hold one event per record, and
 //!   still read). Together the records cover LSNs `k..=n` with no gap or overlap, where `k` is
-//!   the newest checkpoint's `next_lsn` (1 without a checkpoint) and may sit inside the first
-//!   record: the writer asserts continuity before every event, [`RedbLog::open`] checks the
-//!   first and last records, and [`EventLog::read_from`] checks every record it reads.
-//! - [`CHECKPOINT`] (`u64 -> &[u8]`): the newest checkpoint only, as its encoding (see
+//!   the newest checkpoint's `next_lsn` (1 without a checkpoint) and may sit inside the record
+//!   holding it; records wholly below `k` may remain until trimmed. The writer asserts
+//!   continuity before every event, [`RedbLog::open`] checks the records at both ends and the
+//!   one joining the checkpoint, and [`EventLog::read_from`] checks every record it reads.
+//! - [`CHECKPOINT`] (`u64 -> &[u8]`): the newest checkpoint, as its encoding (see
 //!   [`super::encoding::encode_checkpoint`]) cut into chunks of [`CHECKPOINT_CHUNK_BYTES`] under
-//!   keys `0..chunks`. Chunks keep every value a little under a power of two of pages, so redb
-//!   allocates no slack for a checkpoint of any size.
+//!   keys [`chunk_key`]`(g, 0..chunks)` of its generation `g`; the other generation holds a
+//!   checkpoint being staged (or the replaced one's chunks, until swept), which readers ignore.
+//!   Chunks keep every value a little under a power of two of pages, so redb allocates no slack
+//!   for a checkpoint of any size.
 //! - [`META`] (`&str -> u64`): [`FORMAT_VERSION_KEY`] holds the layout version (1 to
 //!   [`LOG_FORMAT_VERSION`]); a file with a larger version is refused, never half-read. With a
 //!   checkpoint, [`CHECKPOINT_NEXT_LSN_KEY`], [`CHECKPOINT_CHUNKS_KEY`],
-//!   [`CHECKPOINT_BYTES_KEY`] and [`CHECKPOINT_XXH3_KEY`] describe it.
+//!   [`CHECKPOINT_BYTES_KEY`], [`CHECKPOINT_XXH3_KEY`] and [`CHECKPOINT_GENERATION_KEY`]
+//!   describe it.
 //!
 //! # Checkpoints and trimming
 //! [`EventLog::write_checkpoint`] encodes the checkpoint on the caller's thread and hands the
-//! bytes to the writer thread on the same channel as the events, so it is written after every
-//! event queued before it. The writer commits any batch it holds first, then writes the chunks,
-//! the meta rows and the deletion of every record wholly below `next_lsn` in one fsync commit:
-//! after a crash the file holds either the old checkpoint and all its events, or the new
-//! checkpoint and the events from it on (plus, in the record holding `next_lsn`, the events
-//! before it in that batch, which readers skip). That commit also makes every batch before it durable (in `Async`
-//! mode too). Submitters whose batches queue behind it wait for it.
+//! bytes to the writer thread on the same channel as the events, so it is taken after every
+//! event queued before it. The writer then stages its chunks into the free generation, a few
+//! per commit ([`CHECKPOINT_STAGE_CHUNKS_PER_COMMIT`]), with the event batches that keep
+//! arriving or on their own, so no batch waits for more than a few MiB of checkpoint. A last
+//! small fsync commit switches the meta rows to the new generation: after a crash the file
+//! holds either the old checkpoint and all its events, or the new checkpoint and the events
+//! from it on (plus, in the record holding `next_lsn`, the events before it in that batch,
+//! which readers skip); staged chunks without a switch are ignored, and deleted at open. The
+//! switch also makes every batch before it durable (in `Async` mode too). Later commits then
+//! delete a few records wholly below `next_lsn` and a few of the old generation's chunks each
+//! (the trim), and close deletes what is left.
 //!
 //! # Failure
 //! The log is fail-stop (redb's `PreviousIo`, TigerBeetle's "crash, don't limp"): the first
@@ -61,7 +69,7 @@ use ::redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageBackend, StorageError, TableDefinition,
 };
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
@@ -93,21 +101,46 @@ pub const CHECKPOINT_BYTES_KEY: &str = "checkpoint_bytes";
 /// In [`META`], with a checkpoint: the xxh3-64 of its encoding (checked on load, beyond redb's
 /// page checksums: it catches chunks from different checkpoints mixed together).
 pub const CHECKPOINT_XXH3_KEY: &str = "checkpoint_xxh3";
+/// In [`META`], with a checkpoint: which of the two chunk ranges of [`CHECKPOINT`] holds it
+/// (see [`chunk_key`]). Absent means 0, as in files of format 3 and older.
+pub const CHECKPOINT_GENERATION_KEY: &str = "checkpoint_generation";
+/// Chunks the writer stages per commit: about 4 MiB, a few ms of writing, so event batches
+/// committed meanwhile wait at most that long for a checkpoint.
+pub const CHECKPOINT_STAGE_CHUNKS_PER_COMMIT: u64 = 4;
+/// Stale chunks (of the previous checkpoint) deleted per commit after a switch.
+pub const CHECKPOINT_SWEEP_CHUNKS_PER_COMMIT: usize = 4;
+/// Event records below the checkpoint deleted per commit after a switch: about 4 MiB.
+pub const TRIM_RECORDS_PER_COMMIT: usize = 64;
 /// Size of every checkpoint chunk but the last: 1 MiB less a page, so a chunk with its leaf
 /// header fits a 1 MiB redb allocation.
 pub const CHECKPOINT_CHUNK_BYTES: usize = (1 << 20) - 4096;
 /// The version of this file layout (tables above, records in the encodings of
 /// [`super::encoding`]). A change to either takes the next number. Version 2 added the
 /// checkpoint table and trimming; version 3 stores one record per batch instead of one per
-/// event. Older files are read as they are: a version 1 or 2 file is marked version 3 by the
-/// first commit that writes a batch record or a checkpoint, after which older builds refuse it.
-pub const LOG_FORMAT_VERSION: u64 = 3;
+/// event; version 4 keeps checkpoint chunks in two generations ([`chunk_key`]) and may hold
+/// event records below the checkpoint until they are trimmed. Older files are read as they
+/// are (no generation row means generation 0, chunk keys `0..n`): an older file is marked
+/// version 4 by the first commit that writes a batch record or a checkpoint, after which
+/// older builds refuse it with [`OpenError::NewerFormat`] rather than misread it.
+pub const LOG_FORMAT_VERSION: u64 = 4;
 /// The oldest layout this build reads.
 pub const LOG_FORMAT_VERSION_OLDEST: u64 = 1;
 const _: () = assert!(
     EVENT_FORMAT_VERSION == 1 && BATCH_FORMAT_VERSION == 2 && CHECKPOINT_FORMAT_VERSION == 1,
     "bump LOG_FORMAT_VERSION with the encodings"
 );
+
+/// The key of chunk `index` of checkpoint generation `generation` (0 or 1): the two
+/// generations live in disjoint key ranges, so a checkpoint is staged beside the stored one
+/// and readers, which follow [`CHECKPOINT_GENERATION_KEY`], never see it until the switch.
+pub fn chunk_key(generation: u64, index: u64) -> u64 {
+    debug_assert!(generation <= 1 && index < 1 << 32);
+    generation << 32 | index
+}
+
+fn generation_keys(generation: u64) -> std::ops::Range<u64> {
+    chunk_key(generation, 0)..chunk_key(generation, 0) + (1 << 32)
+}
 
 /// Default most events in one commit. 4096 events of ~100 bytes is ~400 KiB, a few ms to write
 /// even on a slow disk, so one batch never holds later submitters back for long; a larger
@@ -216,14 +249,21 @@ pub struct LogStats {
     pub insert_ns: u64,
     /// Time spent in redb's commit (including its fsync), in ns.
     pub commit_ns: u64,
-    /// Checkpoints written (each its own fsync commit, not counted in `fsync_commits`).
+    /// Checkpoints written (each switched to by its own fsync commit, not counted in
+    /// `fsync_commits`).
     pub checkpoints: u64,
     /// Size of the newest checkpoint written, in bytes.
     pub checkpoint_bytes_last: u64,
     /// Events deleted because a checkpoint covered them.
     pub events_trimmed: u64,
-    /// Time the writer spent writing checkpoints (chunks, trim and commit), in ns.
+    /// Time from the writer taking each checkpoint to its switch being durable, in ns (event
+    /// batches keep committing meanwhile).
     pub checkpoint_ns: u64,
+    /// Commits that carried checkpoint chunks (alone or with an event batch), plus switches.
+    pub checkpoint_commits: u64,
+    /// The longest single commit made while a checkpoint was being written (staging, a batch
+    /// with chunks, or the switch), in ns: about the longest an event waited because of one.
+    pub checkpoint_commit_ns_max: u64,
 }
 
 impl LogStats {
@@ -404,6 +444,8 @@ impl RedbLog {
             last_lsn,
             checkpoint_lsn,
             file_version,
+            checkpoint_generation,
+            trim_below,
         } = prepare_tables(&path, &db)?;
 
         let shared = Arc::new(Shared {
@@ -439,6 +481,10 @@ impl RedbLog {
             file_version,
             unflushed_since: None,
             expected: 0,
+            checkpoint_generation,
+            staging: None,
+            sweep_generation: None,
+            trim_below,
         };
         let handle = std::thread::Builder::new()
             .name("inv-log-writer".to_owned())
@@ -713,15 +759,23 @@ impl EventLog for RedbLog {
         ) else {
             return Err(corrupt("its meta rows are incomplete".to_owned()));
         };
+        let generation = number(CHECKPOINT_GENERATION_KEY)?.unwrap_or(0);
+        if generation > 1 {
+            return Err(corrupt(format!("generation {generation}")));
+        }
         let length = usize::try_from(length).map_err(|_| corrupt("too large".to_owned()))?;
         let table = txn
             .open_table(CHECKPOINT)
             .map_err(|e| io("open checkpoint", &e))?;
         let mut bytes = Vec::with_capacity(length);
         let mut seen = 0u64;
-        for entry in table.range(0u64..).map_err(|e| io("range", &e))? {
+        // Only the stored generation: another one's chunks are staged or stale.
+        for entry in table
+            .range(generation_keys(generation))
+            .map_err(|e| io("range", &e))?
+        {
             let (key, value) = entry.map_err(|e| io("read checkpoint", &e))?;
-            if key.value() != seen {
+            if key.value() != chunk_key(generation, seen) {
                 return Err(corrupt(format!(
                     "expected chunk {seen}, found chunk {}",
                     key.value()
@@ -901,6 +955,10 @@ struct Prepared {
     checkpoint_lsn: u64,
     /// The format version in the meta table (this build's for a new file).
     file_version: u64,
+    /// The generation of the stored checkpoint's chunks.
+    checkpoint_generation: u64,
+    /// Event records with keys below this are wholly below the checkpoint, left to trim.
+    trim_below: u64,
 }
 
 /// Creates the tables on first open, checks the format version, the checkpoint rows and the
@@ -918,7 +976,7 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
     let prepared = {
         let mut meta = txn.open_table(META).map_err(|e| io("open meta", &e))?;
         let events = txn.open_table(EVENTS).map_err(|e| io("open events", &e))?;
-        let chunks = txn
+        let mut chunks = txn
             .open_table(CHECKPOINT)
             .map_err(|e| io("open checkpoint", &e))?;
         let number =
@@ -956,15 +1014,29 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
                 "a format version 1 file cannot hold a checkpoint".to_owned(),
             ));
         }
+        let generation = number(&meta, CHECKPOINT_GENERATION_KEY)?.unwrap_or(0);
+        if generation > 1 {
+            return Err(corrupt(format!("checkpoint generation {generation}")));
+        }
+        // Chunks outside the stored checkpoint's generation were staged by a checkpoint that
+        // never switched (a crash), or are a replaced checkpoint's not yet swept: readers
+        // ignore them, and they go now.
+        let stale = match checkpoint_lsn {
+            None => 0..u64::MAX,
+            Some(_) => generation_keys(1 - generation),
+        };
+        if chunks
+            .range(stale.clone())
+            .map_err(|e| io("find stale chunks", &e))?
+            .next()
+            .is_some()
+        {
+            chunks
+                .retain_in(stale, |_, _| false)
+                .map_err(|e| io("delete stale chunks", &e))?;
+        }
         let first_expected = match checkpoint_lsn {
-            None => {
-                if chunks.len().map_err(|e| io("count chunks", &e))? != 0 {
-                    return Err(corrupt(
-                        "checkpoint chunks without a checkpoint row in the meta table".to_owned(),
-                    ));
-                }
-                1
-            }
+            None => 1,
             Some(0) => return Err(corrupt("a checkpoint at lsn 0".to_owned())),
             Some(lsn) => {
                 let stored = chunks.len().map_err(|e| io("count chunks", &e))?;
@@ -990,15 +1062,50 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
             };
         let first = span(events.first().map_err(|e| io("read first record", &e))?)?;
         let last = span(events.last().map_err(|e| io("read last record", &e))?)?;
+        // Records wholly below the checkpoint may remain (they are trimmed a few per commit
+        // after it): the record holding its `next_lsn`, or ending just before it, is the one
+        // that must join the checkpoint to the events after it.
+        let holding = span(
+            events
+                .range(..=first_expected)
+                .map_err(|e| io("find the checkpoint's record", &e))?
+                .next_back()
+                .transpose()
+                .map_err(|e| io("read the checkpoint's record", &e))?,
+        )?;
+        let after = match holding {
+            Some((start, end)) if end < first_expected => span(
+                events
+                    .range(start + 1..)
+                    .map_err(|e| io("find the record after the checkpoint", &e))?
+                    .next()
+                    .transpose()
+                    .map_err(|e| io("read the record after the checkpoint", &e))?,
+            )?,
+            _ => None,
+        };
+        let joined = match holding {
+            None => true,
+            Some((_, end)) if end >= first_expected => true,
+            Some((_, end)) => {
+                end + 1 == first_expected && after.is_none_or(|(start, _)| start == first_expected)
+            }
+        };
+        let trim_below = match holding {
+            _ if checkpoint_lsn.is_none() => 0,
+            Some((start, end)) if end >= first_expected => start,
+            _ => first_expected,
+        };
         let last_lsn = match (first, last) {
             (None, None) => first_expected - 1,
-            (Some((first, first_end)), Some((last_start, last))) => {
+            (Some((first, _)), Some((last_start, last))) => {
                 // Each record holds at least one event, so `len` records cannot cover fewer
                 // than `len` LSNs; in a file of format 1 or 2 each holds exactly one.
                 let lone_events = version.is_some_and(|v| v < 3);
                 if first == 0
                     || first > first_expected
-                    || first_end < first_expected
+                    || !joined
+                    || last + 1 < first_expected
                     || last_start < first
                     || last - first + 1 < len
                     || (lone_events && last - first + 1 != len)
@@ -1016,6 +1123,8 @@ fn prepare_tables(path: &Path, db: &Database) -> Result<Prepared, OpenError> {
             last_lsn,
             checkpoint_lsn: checkpoint_lsn.unwrap_or(0),
             file_version: version.unwrap_or(LOG_FORMAT_VERSION),
+            checkpoint_generation: generation,
+            trim_below,
         }
     };
     txn.commit().map_err(|e| io("commit", &e))?;
@@ -1047,6 +1156,26 @@ struct Writer {
     unflushed_since: Option<Instant>,
     /// Waiters the last commit woke: most come straight back with their next command.
     expected: usize,
+    /// The generation the stored checkpoint's chunks are in (see [`chunk_key`]).
+    checkpoint_generation: u64,
+    /// The checkpoint being staged, a few chunks per commit.
+    staging: Option<Staging>,
+    /// A generation whose chunks are stale (a replaced checkpoint's), deleted a few per commit.
+    sweep_generation: Option<u64>,
+    /// Event records with a key below this are covered by the stored checkpoint and deleted a
+    /// few per commit (0: none).
+    trim_below: u64,
+}
+
+/// A checkpoint the writer is staging into the generation the stored one is not in.
+struct Staging {
+    next_lsn: u64,
+    bytes: Vec<u8>,
+    reply: Sender<Result<(), LogError>>,
+    generation: u64,
+    /// Chunks committed so far.
+    staged: u64,
+    started: Instant,
 }
 
 const GATHER_MAX: Duration = Duration::from_micros(100);
@@ -1072,17 +1201,32 @@ impl Writer {
     fn run(mut self) {
         let _exit = ExitGuard(Arc::clone(&self.shared));
         loop {
-            let first = match self.flush_deadline() {
-                None => self
-                    .receiver
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected),
-                Some(deadline) => self.receiver.recv_deadline(deadline),
+            let first = if self.staging.is_some() {
+                // A checkpoint is being staged: never sleep, stage the next chunks instead.
+                match self.receiver.try_recv() {
+                    Ok(message) => Ok(message),
+                    Err(TryRecvError::Empty) => {
+                        if let Err(failure) = self.step_checkpoint() {
+                            self.shared.fail(failure);
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                match self.flush_deadline() {
+                    None => self
+                        .receiver
+                        .recv()
+                        .map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(deadline) => self.receiver.recv_deadline(deadline),
+                }
             };
             match first {
                 Ok(Message::Event(event)) => self.batch.push(event),
                 Ok(Message::Checkpoint(checkpoint)) => {
-                    if let Err(failure) = self.write_checkpoint(checkpoint) {
+                    if let Err(failure) = self.begin_checkpoint(checkpoint) {
                         self.shared.fail(failure);
                         return;
                     }
@@ -1096,7 +1240,18 @@ impl Writer {
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    // Closed: everything queued has been committed; make it durable.
+                    // Closed: everything queued has been committed; finish a staged checkpoint
+                    // (its caller waits for it) and make everything durable.
+                    while self.staging.is_some() {
+                        if let Err(failure) = self.step_checkpoint() {
+                            self.shared.fail(failure);
+                            return;
+                        }
+                    }
+                    if let Err(failure) = self.finish_sweep() {
+                        self.shared.fail(failure);
+                        return;
+                    }
                     if self.unflushed_since.is_some()
                         && let Err(failure) = self.flush()
                     {
@@ -1105,7 +1260,7 @@ impl Writer {
                     return;
                 }
             }
-            // A checkpoint ends the batch: it is written right after the events before it.
+            // A checkpoint ends the batch: it is staged after the events before it.
             let mut checkpoint = None;
             let gather_until = Instant::now() + GATHER_MAX;
             loop {
@@ -1135,13 +1290,14 @@ impl Writer {
                     .is_some_and(|deadline| Instant::now() >= deadline),
             };
             if let Err(failure) = self.commit_batch(fsync) {
-                // A checkpoint taken here is answered by its dropped reply sender.
+                // A checkpoint taken here, or being staged, is answered by its dropped reply
+                // sender.
                 self.shared.fail(failure);
                 return;
             }
             self.batch.clear();
             if let Some(checkpoint) = checkpoint
-                && let Err(failure) = self.write_checkpoint(checkpoint)
+                && let Err(failure) = self.begin_checkpoint(checkpoint)
             {
                 self.shared.fail(failure);
                 return;
@@ -1149,10 +1305,14 @@ impl Writer {
         }
     }
 
-    /// Writes a checkpoint and trims the events it covers, in one fsync commit, and answers
-    /// the caller. `Err` is a log failure (the caller gets it through `fail`); a checkpoint
+    /// Takes a checkpoint to stage: later commits write its chunks, a few at a time, and the
+    /// last switches to it (see `switch_checkpoint`). `Err` is a log failure; a checkpoint
     /// refused for being ahead of the log is answered without failing the log.
-    fn write_checkpoint(&mut self, write: CheckpointWrite) -> Result<(), String> {
+    fn begin_checkpoint(&mut self, write: CheckpointWrite) -> Result<(), String> {
+        // One at a time: a second caller's checkpoint waits for the first to be switched to.
+        while self.staging.is_some() {
+            self.step_checkpoint()?;
+        }
         let CheckpointWrite {
             next_lsn,
             bytes,
@@ -1171,21 +1331,246 @@ impl Writer {
             let _ = reply.send(Ok(()));
             return Ok(());
         }
-        match self.commit_checkpoint(next_lsn, &bytes) {
+        // Without a stored checkpoint generation 0 is free (old files keep theirs there).
+        let generation = if self.checkpoint_lsn == 0 {
+            0
+        } else {
+            1 - self.checkpoint_generation
+        };
+        if self.sweep_generation == Some(generation) {
+            // The first staging commit clears the whole range.
+            self.sweep_generation = None;
+        }
+        self.staging = Some(Staging {
+            next_lsn,
+            bytes,
+            reply,
+            generation,
+            staged: 0,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Stages the next chunks of the checkpoint in a commit of their own (no events were
+    /// waiting), and switches to it once every chunk is in.
+    fn step_checkpoint(&mut self) -> Result<(), String> {
+        if self
+            .flush_deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            self.flush()?;
+        }
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!(
+                "{}: {what} while staging a checkpoint failed: {error}",
+                self.shared.path.display()
+            )
+        };
+        let started = Instant::now();
+        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
+        // Staged chunks are ignored until the switch, whose fsync commit persists them.
+        txn.set_durability(::redb::Durability::None)
+            .map_err(|e| fail("set durability", &e))?;
+        let staged = Self::stage_chunks(&txn, self.staging.as_mut(), &self.shared.path)?;
+        Self::sweep(
+            &txn,
+            &mut self.sweep_generation,
+            self.trim_below,
+            &self.shared.path,
+        )?;
+        txn.commit().map_err(|e| fail("commit", &e))?;
+        self.note_checkpoint_commit(started);
+        if staged {
+            self.switch_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the next chunks of `staging` (if any) in `txn`; returns whether every chunk is
+    /// then written.
+    fn stage_chunks(
+        txn: &::redb::WriteTransaction,
+        staging: Option<&mut Staging>,
+        path: &Path,
+    ) -> Result<bool, String> {
+        let Some(staging) = staging else {
+            return Ok(false);
+        };
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!(
+                "{}: {what} of the checkpoint at lsn {} failed: {error}",
+                path.display(),
+                staging.next_lsn
+            )
+        };
+        let mut chunks = txn.open_table(CHECKPOINT).map_err(|e| fail("open", &e))?;
+        let range = generation_keys(staging.generation);
+        if staging.staged == 0 {
+            // Left by an unfinished staging before a crash, or by the checkpoint before the
+            // stored one.
+            chunks
+                .retain_in(range, |_, _| false)
+                .map_err(|e| fail("clear the staging range", &e))?;
+        }
+        let total = staging.bytes.len().div_ceil(CHECKPOINT_CHUNK_BYTES) as u64;
+        let end = (staging.staged + CHECKPOINT_STAGE_CHUNKS_PER_COMMIT).min(total);
+        for index in staging.staged..end {
+            let from = index as usize * CHECKPOINT_CHUNK_BYTES;
+            let to = (from + CHECKPOINT_CHUNK_BYTES).min(staging.bytes.len());
+            chunks
+                .insert(
+                    chunk_key(staging.generation, index),
+                    &staging.bytes[from..to],
+                )
+                .map_err(|e| fail("insert chunk", &e))?;
+        }
+        staging.staged = end;
+        Ok(end == total)
+    }
+
+    /// Deletes in `txn` a few chunks of the stale generation and a few event records below
+    /// the stored checkpoint; readers skip both.
+    fn sweep(
+        txn: &::redb::WriteTransaction,
+        sweep_generation: &mut Option<u64>,
+        trim_below: u64,
+        path: &Path,
+    ) -> Result<(), String> {
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!("{}: {what} failed: {error}", path.display())
+        };
+        if let Some(generation) = *sweep_generation {
+            let mut chunks = txn
+                .open_table(CHECKPOINT)
+                .map_err(|e| fail("open chunks", &e))?;
+            let keys = Self::first_keys(
+                &chunks,
+                generation_keys(generation),
+                CHECKPOINT_SWEEP_CHUNKS_PER_COMMIT + 1,
+            )
+            .map_err(|e| fail("find stale chunks", &e))?;
+            for &key in keys.iter().take(CHECKPOINT_SWEEP_CHUNKS_PER_COMMIT) {
+                chunks
+                    .remove(key)
+                    .map_err(|e| fail("delete a stale chunk", &e))?;
+            }
+            if keys.len() <= CHECKPOINT_SWEEP_CHUNKS_PER_COMMIT {
+                *sweep_generation = None;
+            }
+        }
+        if trim_below > 0 {
+            let mut events = txn
+                .open_table(EVENTS)
+                .map_err(|e| fail("open events", &e))?;
+            let keys = Self::first_keys(&events, 0..trim_below, TRIM_RECORDS_PER_COMMIT)
+                .map_err(|e| fail("find records to trim", &e))?;
+            for key in keys {
+                events.remove(key).map_err(|e| fail("trim", &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes whatever stale chunks and records below the checkpoint are left, in one fsync
+    /// commit (at close, when no submitter waits on it).
+    fn finish_sweep(&mut self) -> Result<(), String> {
+        if self.sweep_generation.is_none() && self.trim_below == 0 {
+            return Ok(());
+        }
+        let last = self.next_lsn - 1;
+        let fail = |what: &str, error: &dyn fmt::Display| {
+            format!(
+                "{}: {what} at close failed: {error}",
+                self.shared.path.display()
+            )
+        };
+        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
+        txn.set_durability(::redb::Durability::Immediate)
+            .map_err(|e| fail("set durability", &e))?;
+        let mut deleted = false;
+        if let Some(generation) = self.sweep_generation.take() {
+            let mut chunks = txn
+                .open_table(CHECKPOINT)
+                .map_err(|e| fail("open chunks", &e))?;
+            let range = generation_keys(generation);
+            if !Self::first_keys(&chunks, range.clone(), 1)
+                .map_err(|e| fail("find stale chunks", &e))?
+                .is_empty()
+            {
+                chunks
+                    .retain_in(range, |_, _| false)
+                    .map_err(|e| fail("delete stale chunks", &e))?;
+                deleted = true;
+            }
+        }
+        {
+            let mut events = txn
+                .open_table(EVENTS)
+                .map_err(|e| fail("open events", &e))?;
+            if !Self::first_keys(&events, 0..self.trim_below, 1)
+                .map_err(|e| fail("find records to trim", &e))?
+                .is_empty()
+            {
+                events
+                    .retain_in(..self.trim_below, |_, _| false)
+                    .map_err(|e| fail("trim", &e))?;
+                deleted = true;
+            }
+        }
+        if !deleted {
+            // Nothing was left: no commit (dropping the transaction aborts it).
+            return Ok(());
+        }
+        txn.commit().map_err(|e| fail("commit", &e))?;
+        self.unflushed_since = None;
+        self.shared.advance(last, Some(last));
+        Ok(())
+    }
+
+    /// Up to `max` keys of `table` in `range`, in order.
+    fn first_keys<V: ::redb::Value + 'static>(
+        table: &::redb::Table<u64, V>,
+        range: std::ops::Range<u64>,
+        max: usize,
+    ) -> Result<Vec<u64>, StorageError> {
+        let mut keys = Vec::with_capacity(max);
+        for entry in table.range(range)?.take(max) {
+            keys.push(entry?.0.value());
+        }
+        Ok(keys)
+    }
+
+    fn note_checkpoint_commit(&self, started: Instant) {
+        let mut stats = lock(&self.shared.stats);
+        stats.checkpoint_commits += 1;
+        stats.checkpoint_commit_ns_max =
+            stats.checkpoint_commit_ns_max.max(nanos(started.elapsed()));
+    }
+
+    /// Switches to the fully staged checkpoint in one small fsync commit: the meta rows name
+    /// its generation, and records wholly below its `next_lsn` are marked for trimming. After
+    /// a crash the file holds either the old checkpoint (with every event after it) or the
+    /// new one; never a mix. Answers the caller.
+    fn switch_checkpoint(&mut self) -> Result<(), String> {
+        let staging = self.staging.take().expect("a staged checkpoint");
+        match self.commit_switch(&staging) {
             Ok(()) => {
-                let _ = reply.send(Ok(()));
+                let _ = staging.reply.send(Ok(()));
                 Ok(())
             }
             Err(failure) => {
                 // Recorded before the caller hears of it, so it gets this failure.
                 self.shared.fail(failure.clone());
-                let _ = reply.send(Err(self.shared.failure_error()));
+                let _ = staging.reply.send(Err(self.shared.failure_error()));
                 Err(failure)
             }
         }
     }
 
-    fn commit_checkpoint(&mut self, next_lsn: u64, bytes: &[u8]) -> Result<(), String> {
+    fn commit_switch(&mut self, staging: &Staging) -> Result<(), String> {
+        let next_lsn = staging.next_lsn;
+        let bytes = &staging.bytes;
         let last = self.next_lsn - 1;
         let fail = |what: &str, error: &dyn fmt::Display| {
             format!(
@@ -1198,32 +1583,25 @@ impl Writer {
         let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
         txn.set_durability(::redb::Durability::Immediate)
             .map_err(|e| fail("set durability", &e))?;
-        {
-            let mut chunks = txn.open_table(CHECKPOINT).map_err(|e| fail("open", &e))?;
-            chunks
-                .retain(|_, _| false)
-                .map_err(|e| fail("delete old chunks", &e))?;
-            let mut count = 0u64;
-            for chunk in bytes.chunks(CHECKPOINT_CHUNK_BYTES) {
-                chunks
-                    .insert(count, chunk)
-                    .map_err(|e| fail("insert chunk", &e))?;
-                count += 1;
-            }
+        let cut = {
             let mut meta = txn.open_table(META).map_err(|e| fail("open meta", &e))?;
             for (key, value) in [
                 (FORMAT_VERSION_KEY, LOG_FORMAT_VERSION),
                 (CHECKPOINT_NEXT_LSN_KEY, next_lsn),
-                (CHECKPOINT_CHUNKS_KEY, count),
+                (
+                    CHECKPOINT_CHUNKS_KEY,
+                    bytes.len().div_ceil(CHECKPOINT_CHUNK_BYTES) as u64,
+                ),
                 (CHECKPOINT_BYTES_KEY, bytes.len() as u64),
                 (CHECKPOINT_XXH3_KEY, xxhash_rust::xxh3::xxh3_64(bytes)),
+                (CHECKPOINT_GENERATION_KEY, staging.generation),
             ] {
                 meta.insert(key, value)
                     .map_err(|e| fail("write meta", &e))?;
             }
-            let mut events = txn.open_table(EVENTS).map_err(|e| fail("open", &e))?;
-            // Only records wholly below `next_lsn` go: the one holding it stays, and readers
-            // skip its leading events.
+            let events = txn.open_table(EVENTS).map_err(|e| fail("open", &e))?;
+            // Only records wholly below `next_lsn` go (in later commits): the one holding it
+            // stays, and readers skip its leading events.
             let holding = events
                 .range(..=next_lsn)
                 .map_err(|e| fail("find the record to keep", &e))?
@@ -1236,27 +1614,27 @@ impl Writer {
                 })
                 .transpose()
                 .map_err(|e| fail("read the record to keep", &e))?;
-            let cut = match holding {
+            match holding {
                 Some((first, last)) if last >= next_lsn => first,
                 _ => next_lsn,
-            };
-            events
-                .retain_in(..cut, |_, _| false)
-                .map_err(|e| fail("trim", &e))?;
-        }
+            }
+        };
         txn.commit().map_err(|e| fail("commit", &e))?;
         self.file_version = LOG_FORMAT_VERSION;
-
+        self.sweep_generation = Some(1 - staging.generation);
+        self.checkpoint_generation = staging.generation;
+        self.trim_below = self.trim_below.max(cut);
         self.checkpoint_lsn = next_lsn;
         self.shared
             .checkpoint_lsn
             .store(next_lsn, Ordering::Release);
+        self.note_checkpoint_commit(started);
         {
             let mut stats = lock(&self.shared.stats);
             stats.checkpoints += 1;
             stats.checkpoint_bytes_last = bytes.len() as u64;
             stats.events_trimmed += trimmed;
-            stats.checkpoint_ns += nanos(started.elapsed());
+            stats.checkpoint_ns += nanos(staging.started.elapsed());
         }
         // An fsync commit persists every commit before it.
         self.unflushed_since = None;
@@ -1334,6 +1712,16 @@ impl Writer {
             }
             cursor.close().map_err(|e| fail("insert", &e))?;
         }
+        // A checkpoint being staged rides along a few chunks at a time, so the batch waits
+        // for those only, never for the whole checkpoint.
+        let staging = self.staging.is_some();
+        let staged = Self::stage_chunks(&txn, self.staging.as_mut(), &self.shared.path)?;
+        Self::sweep(
+            &txn,
+            &mut self.sweep_generation,
+            self.trim_below,
+            &self.shared.path,
+        )?;
         let inserted = Instant::now();
         txn.commit().map_err(|e| fail("commit", &e))?;
         let committed = Instant::now();
@@ -1351,6 +1739,12 @@ impl Writer {
         } else {
             self.unflushed_since.get_or_insert(started);
             self.shared.advance(last, None);
+        }
+        if staging {
+            self.note_checkpoint_commit(started);
+        }
+        if staged {
+            self.switch_checkpoint()?;
         }
         Ok(())
     }
