@@ -39,8 +39,9 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     pipeline: usize,
     /// HTTP/2 connections shared round-robin by the callers; 0 gives each caller its own
-    /// (measured costlier per call than a few shared ones).
-    #[arg(long, default_value_t = 4)]
+    /// (measured costlier per call than a few shared ones). One is what a gRPC client process
+    /// uses by default (one channel), and measured best for unary latency.
+    #[arg(long, default_value_t = 1)]
     connections: usize,
     /// Concurrent RecordSales callers in the backfill scenario.
     #[arg(long, default_value_t = 12)]
