@@ -453,6 +453,7 @@ fn checkpoint(args: &Args, engine: &Engine, log: &RedbLog) {
     let started = Instant::now();
     let cut = engine.ledger().cut();
     let copied = started.elapsed();
+    let locked = cut.locked_for();
     let started = Instant::now();
     let copy = cut.into_checkpoint(engine.ledger());
     let built = started.elapsed();
@@ -461,9 +462,11 @@ fn checkpoint(args: &Args, engine: &Engine, log: &RedbLog) {
     let encoded = started.elapsed();
     println!(
         "checkpoint: purge of {purged} entries past retention {} (one shard lock at a time); \
-         copy under every lock (writes blocked) {}; build after the locks {}; encode {}",
+         cut {} (buffers sized and faulted in first, then every lock held (writes blocked) \
+         for {}); build after the locks {}; encode {}",
         secs(purge),
         secs(copied),
+        millis(locked),
         secs(built),
         secs(encoded)
     );
@@ -517,6 +520,7 @@ fn checkpoint_under_load(engine: &Engine, log: &RedbLog, verify: bool) -> Option
     let started = Instant::now();
     let cut = engine.ledger().cut();
     let copied = started.elapsed();
+    let locked = cut.locked_for();
     drop(cut);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let before = log.stats();
@@ -552,10 +556,11 @@ fn checkpoint_under_load(engine: &Engine, log: &RedbLog, verify: bool) -> Option
     });
     let after = log.stats();
     println!(
-        "checkpoint under load: copy under every lock (writes blocked) again {}; \
+        "checkpoint under load: cut again {} (every lock held {}); \
          Engine::checkpoint {} with a submitter running: {submits} durable submits in all, the \
          slowest {}; the writer's {} checkpoint commits, the longest {}",
         millis(copied),
+        millis(locked),
         secs(total),
         millis(longest),
         after.checkpoint_commits - before.checkpoint_commits,

@@ -71,6 +71,8 @@ type SkuPositions = (Sku, SmallVec<[Position; 1]>);
 /// string is a copy). [`Cut::into_checkpoint`] turns it into a [`Checkpoint`] after the locks
 /// are released, so writers wait only for the clones (see [`Ledger::cut`]).
 pub struct Cut {
+    /// How long every lock was held (writes waited) to take it.
+    locked_for: std::time::Duration,
     next_lsn: Lsn,
     last_at_ms: u64,
     /// Per position shard, the sku in each slot (`None` for a vacant slot) and its positions.
@@ -82,6 +84,11 @@ pub struct Cut {
 }
 
 impl Cut {
+    /// How long writes waited for this cut: the time every lock was held.
+    pub fn locked_for(&self) -> std::time::Duration {
+        self.locked_for
+    }
+
     /// The LSN the cut was taken at: the state after event `next_lsn - 1`.
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
@@ -212,45 +219,54 @@ impl Ledger {
     /// exact cut at one LSN. Writers wait while it copies (readers of other shards do not);
     /// only clones happen here, everything else in [`Cut::into_checkpoint`].
     pub fn cut(&self) -> Cut {
-        let keys: Vec<_> = self.keys.iter().map(lock).collect();
-        let holds: Vec<_> = self.holds.iter().map(lock).collect();
+        // The cut's buffers are sized and their pages touched before any lock is taken, one
+        // shard lock at a time: filling fresh pages under every lock is what made the first
+        // checkpoint of a process block writes for most of a second.
+        let mut positions: Vec<Vec<Option<SkuPositions>>> = self
+            .positions
+            .iter()
+            .map(|shard| prefaulted(lock(shard).slots()))
+            .collect();
+        let mut holds: Vec<Vec<HoldEntry>> = self
+            .holds
+            .iter()
+            .map(|shard| prefaulted(lock(shard).entries.slots()))
+            .collect();
+        let mut keys: Vec<Vec<(IdempotencyKey, KeyRecord)>> = self
+            .keys
+            .iter()
+            .map(|shard| prefaulted(lock(shard).records.len()))
+            .collect();
+
+        let locked_at = std::time::Instant::now();
+        let key_shards: Vec<_> = self.keys.iter().map(lock).collect();
+        let hold_shards: Vec<_> = self.holds.iter().map(lock).collect();
         let returns = lock(&self.returns);
         let stores = lock(&self.stores);
-        let positions: Vec<_> = self.positions.iter().map(lock).collect();
+        let position_shards: Vec<_> = self.positions.iter().map(lock).collect();
         let sequencer = lock(&self.sequencer);
+        for (slots, shard) in positions.iter_mut().zip(&position_shards) {
+            for (slot, entry) in shard.iter_slots() {
+                // Skus are never removed, so this fills nothing in practice.
+                slots.resize_with(slot as usize, || None);
+                slots.push(Some((entry.sku.clone(), entry.positions.clone())));
+            }
+        }
+        for (entries, shard) in holds.iter_mut().zip(&hold_shards) {
+            entries.extend(shard.entries.iter().map(|(_, e)| e.clone()));
+        }
+        // Collected, not cloned: a map's clone keeps the capacity of its largest size, which
+        // after a purge can be many times what is live.
+        for (records, shard) in keys.iter_mut().zip(&key_shards) {
+            records.extend(shard.records.iter().map(|(k, r)| (k.clone(), r.clone())));
+        }
         Cut {
+            locked_for: locked_at.elapsed(),
             next_lsn: sequencer.next_lsn,
             last_at_ms: sequencer.last_at_ms,
-            positions: positions
-                .iter()
-                .map(|shard| {
-                    let mut slots = Vec::with_capacity(shard.slots());
-                    for (slot, entry) in shard.iter_slots() {
-                        // Skus are never removed, so this fills nothing in practice.
-                        slots.resize_with(slot as usize, || None);
-                        slots.push(Some((entry.sku.clone(), entry.positions.clone())));
-                    }
-                    slots
-                })
-                .collect(),
-            holds: holds
-                .iter()
-                .map(|shard| {
-                    // Sized up front: growing by doubling would copy the entries again.
-                    let mut entries = Vec::with_capacity(shard.entries.slots());
-                    entries.extend(shard.entries.iter().map(|(_, e)| e.clone()));
-                    entries
-                })
-                .collect(),
-            // Collected, not cloned: a map's clone keeps the capacity of its largest size, which
-            // after a purge can be many times what is live.
-            keys: keys
-                .iter()
-                .map(|shard| {
-                    let records = shard.records.iter();
-                    records.map(|(k, r)| (k.clone(), r.clone())).collect()
-                })
-                .collect(),
+            positions,
+            holds,
+            keys,
             returns: returns
                 .by_id
                 .iter()
@@ -426,4 +442,18 @@ impl Ledger {
         ledger.check_invariants().map_err(bad)?;
         Ok(ledger)
     }
+}
+
+/// An empty vector with room for `len` items and a little growth, its memory already written
+/// once so that filling it later takes no page faults.
+fn prefaulted<T>(len: usize) -> Vec<T> {
+    // Room for what arrives between sizing and locking, so the fill rarely reallocates.
+    let capacity = len + len / 16 + 16;
+    let mut buffer = Vec::with_capacity(capacity);
+    // One write per page is enough to fault it in.
+    let per_page = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    for place in buffer.spare_capacity_mut().iter_mut().step_by(per_page) {
+        *place = std::mem::MaybeUninit::zeroed();
+    }
+    buffer
 }
