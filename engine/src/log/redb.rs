@@ -776,9 +776,10 @@ impl EventLog for RedbLog {
         {
             let (key, value) = entry.map_err(|e| io("read checkpoint", &e))?;
             if key.value() != chunk_key(generation, seen) {
+                // The index within the generation, as the chunks were numbered when written.
                 return Err(corrupt(format!(
-                    "expected chunk {seen}, found chunk {}",
-                    key.value()
+                    "expected chunk {seen} of generation {generation}, found chunk {}",
+                    key.value() & ((1 << 32) - 1)
                 )));
             }
             bytes.extend_from_slice(value.value());
