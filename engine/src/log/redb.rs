@@ -1353,6 +1353,18 @@ impl Writer {
         Ok(())
     }
 
+    /// A write transaction with `durability`; a failure is worded by the caller's `fail`.
+    fn begin(
+        &self,
+        durability: ::redb::Durability,
+        fail: &dyn Fn(&str, &dyn fmt::Display) -> String,
+    ) -> Result<::redb::WriteTransaction, String> {
+        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
+        txn.set_durability(durability)
+            .map_err(|e| fail("set durability", &e))?;
+        Ok(txn)
+    }
+
     /// Stages the next chunks of the checkpoint in a commit of their own (no events were
     /// waiting), and switches to it once every chunk is in.
     fn step_checkpoint(&mut self) -> Result<(), String> {
@@ -1369,10 +1381,8 @@ impl Writer {
             )
         };
         let started = Instant::now();
-        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
         // Staged chunks are ignored until the switch, whose fsync commit persists them.
-        txn.set_durability(::redb::Durability::None)
-            .map_err(|e| fail("set durability", &e))?;
+        let txn = self.begin(::redb::Durability::None, &fail)?;
         let staged = Self::stage_chunks(&txn, self.staging.as_mut(), &self.shared.path)?;
         Self::sweep(
             &txn,
@@ -1486,9 +1496,7 @@ impl Writer {
                 self.shared.path.display()
             )
         };
-        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
-        txn.set_durability(::redb::Durability::Immediate)
-            .map_err(|e| fail("set durability", &e))?;
+        let txn = self.begin(::redb::Durability::Immediate, &fail)?;
         let mut deleted = false;
         if let Some(generation) = self.sweep_generation.take() {
             let mut chunks = txn
@@ -1581,9 +1589,7 @@ impl Writer {
         };
         let started = Instant::now();
         let trimmed = next_lsn - self.checkpoint_lsn.max(1);
-        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
-        txn.set_durability(::redb::Durability::Immediate)
-            .map_err(|e| fail("set durability", &e))?;
+        let txn = self.begin(::redb::Durability::Immediate, &fail)?;
         let cut = {
             let mut meta = txn.open_table(META).map_err(|e| fail("open meta", &e))?;
             for (key, value) in [
@@ -1664,13 +1670,12 @@ impl Writer {
             )
         };
         let started = Instant::now();
-        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
-        txn.set_durability(if fsync {
+        let durability = if fsync {
             ::redb::Durability::Immediate
         } else {
             ::redb::Durability::None
-        })
-        .map_err(|e| fail("set durability", &e))?;
+        };
+        let txn = self.begin(durability, &fail)?;
         {
             if self.file_version < LOG_FORMAT_VERSION {
                 // Batch records follow: older builds must refuse the file from this commit on.
@@ -1760,9 +1765,7 @@ impl Writer {
             )
         };
         let started = Instant::now();
-        let mut txn = self.db.begin_write().map_err(|e| fail("begin", &e))?;
-        txn.set_durability(::redb::Durability::Immediate)
-            .map_err(|e| fail("set durability", &e))?;
+        let txn = self.begin(::redb::Durability::Immediate, &fail)?;
         txn.commit().map_err(|e| fail("commit", &e))?;
         {
             let mut stats = lock(&self.shared.stats);
