@@ -1254,46 +1254,31 @@ struct SaleCsvRecord {
 }
 
 fn read_sales(path: &Path, format: Option<FileFormat>) -> anyhow::Result<Vec<pb::Sale>> {
-    let text = read_input(path)?;
-    let at = |n: usize| format!("{}:{n}", path.display());
-    match format_of(path, format) {
-        FileFormat::Jsonl => jsonl::<SaleRecord>(&text)
-            .map(|(n, record)| {
-                let record = record.with_context(|| at(n))?;
-                let lines = record
-                    .lines
-                    .into_iter()
-                    .map(|l| l.parse().map(|(line, _)| line))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(n)))?;
-                Ok(pb::Sale {
-                    txn_id: record.txn_id,
-                    store_seq: record.store_seq,
-                    occurred_at_ms: record.occurred_at_ms,
-                    lines,
-                })
+    file_records(
+        path,
+        format,
+        |record: SaleRecord| {
+            let lines = record
+                .lines
+                .into_iter()
+                .map(|l| l.parse().map(|(line, _)| line))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(pb::Sale {
+                txn_id: record.txn_id,
+                store_seq: record.store_seq,
+                occurred_at_ms: record.occurred_at_ms,
+                lines,
             })
-            .collect(),
-        FileFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .trim(csv::Trim::All)
-                .from_reader(text.as_bytes());
-            let mut sales = Vec::new();
-            for (i, record) in reader.deserialize::<SaleCsvRecord>().enumerate() {
-                // Row 1 is the header.
-                let record = record.with_context(|| at(i + 2))?;
-                let lines = parse_line_list(&record.lines)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(i + 2)))?;
-                sales.push(pb::Sale {
-                    txn_id: record.txn_id,
-                    store_seq: record.store_seq,
-                    occurred_at_ms: record.occurred_at_ms,
-                    lines,
-                });
-            }
-            Ok(sales)
-        }
-    }
+        },
+        |record: SaleCsvRecord| {
+            Ok(pb::Sale {
+                lines: parse_line_list(&record.lines)?,
+                txn_id: record.txn_id,
+                store_seq: record.store_seq,
+                occurred_at_ms: record.occurred_at_ms,
+            })
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -1328,47 +1313,72 @@ fn read_returns(
     format: Option<FileFormat>,
     default: Disposition,
 ) -> anyhow::Result<Vec<pb::Return>> {
+    file_records(
+        path,
+        format,
+        |record: ReturnRecord| {
+            let fallback = record.disposition.unwrap_or(default);
+            let lines = record
+                .lines
+                .into_iter()
+                .map(|l| {
+                    l.parse()
+                        .map(|(line, d)| return_line(line, d.unwrap_or(fallback)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(pb::Return {
+                return_id: record.return_id,
+                lines,
+            })
+        },
+        |record: ReturnCsvRecord| {
+            let disposition = record.disposition.unwrap_or(default);
+            let lines = parse_line_list(&record.lines)?
+                .into_iter()
+                .map(|line| return_line(line, disposition))
+                .collect();
+            Ok(pb::Return {
+                return_id: record.return_id,
+                lines,
+            })
+        },
+    )
+}
+
+/// Reads `path` as JSON Lines or CSV (see `format_of`) and turns each record into a `T` with
+/// `from_json` or `from_csv`; an error names the file and line (CSV row 1 is the header).
+fn file_records<T, J, C>(
+    path: &Path,
+    format: Option<FileFormat>,
+    from_json: impl Fn(J) -> Result<T, String>,
+    from_csv: impl Fn(C) -> Result<T, String>,
+) -> anyhow::Result<Vec<T>>
+where
+    J: serde::de::DeserializeOwned,
+    C: serde::de::DeserializeOwned,
+{
     let text = read_input(path)?;
     let at = |n: usize| format!("{}:{n}", path.display());
     match format_of(path, format) {
-        FileFormat::Jsonl => jsonl::<ReturnRecord>(&text)
+        FileFormat::Jsonl => jsonl::<J>(&text)
             .map(|(n, record)| {
                 let record = record.with_context(|| at(n))?;
-                let fallback = record.disposition.unwrap_or(default);
-                let lines = record
-                    .lines
-                    .into_iter()
-                    .map(|l| {
-                        l.parse()
-                            .map(|(line, d)| return_line(line, d.unwrap_or(fallback)))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(n)))?;
-                Ok(pb::Return {
-                    return_id: record.return_id,
-                    lines,
-                })
+                from_json(record).map_err(|e| anyhow::anyhow!("{}: {e}", at(n)))
             })
             .collect(),
         FileFormat::Csv => {
             let mut reader = csv::ReaderBuilder::new()
                 .trim(csv::Trim::All)
                 .from_reader(text.as_bytes());
-            let mut returns = Vec::new();
-            for (i, record) in reader.deserialize::<ReturnCsvRecord>().enumerate() {
-                let record = record.with_context(|| at(i + 2))?;
-                let disposition = record.disposition.unwrap_or(default);
-                let lines = parse_line_list(&record.lines)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(i + 2)))?
-                    .into_iter()
-                    .map(|line| return_line(line, disposition))
-                    .collect();
-                returns.push(pb::Return {
-                    return_id: record.return_id,
-                    lines,
-                });
-            }
-            Ok(returns)
+            reader
+                .deserialize::<C>()
+                .enumerate()
+                .map(|(i, record)| {
+                    let n = i + 2;
+                    let record = record.with_context(|| at(n))?;
+                    from_csv(record).map_err(|e| anyhow::anyhow!("{}: {e}", at(n)))
+                })
+                .collect()
         }
     }
 }
