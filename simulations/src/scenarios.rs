@@ -242,15 +242,45 @@ pub async fn check_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> Re
     let mut pacer = Pacer::new(&ctx.options, caller);
     while Instant::now() < deadline {
         pacer.wait().await;
-        let request = check_request(ctx.sku(&mut rng));
-        let started = Instant::now();
-        match client.check(request).await {
-            Ok(response) if check_ok(response.get_ref()) => tally.op("check").ok(started),
-            Ok(_) => tally.op("check").error_named("item:error"),
-            Err(status) => tally.op("check").error(status.code()),
-        }
+        check_once(&mut client, &mut tally, check_request(ctx.sku(&mut rng))).await;
     }
     Ok(tally)
+}
+
+/// One unary Check, tallied as `check`.
+async fn check_once(client: &mut Client, tally: &mut Tally, request: pb::CheckRequest) {
+    let started = Instant::now();
+    match client.check(request).await {
+        Ok(response) if check_ok(response.get_ref()) => tally.op("check").ok(started),
+        Ok(_) => tally.op("check").error_named("item:error"),
+        Err(status) => tally.op("check").error(status.code()),
+    }
+}
+
+/// One unary Reserve, tallied as `reserve` (out of stock counts as rejected); true if granted.
+async fn reserve_once(client: &mut Client, tally: &mut Tally, request: pb::ReserveRequest) -> bool {
+    let started = Instant::now();
+    match client.reserve(request).await {
+        Ok(response) => {
+            let op = tally.op("reserve");
+            op.ok(started);
+            match reserve_granted(response.get_ref()) {
+                Some(true) => true,
+                Some(false) => {
+                    op.rejected += 1;
+                    false
+                }
+                None => {
+                    op.error_named("empty answer");
+                    false
+                }
+            }
+        }
+        Err(status) => {
+            tally.op("reserve").error(status.code());
+            false
+        }
+    }
 }
 
 /// A durable Reserve of one unit, then (if granted) a durable Release of it, so stock stays.
@@ -265,29 +295,7 @@ pub async fn reserve_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> 
         n += 1;
         let id = format!("{}-r{caller}-{n}", ctx.run);
         let request = reserve_request(&ctx, id.clone(), ctx.sku(&mut rng));
-        let started = Instant::now();
-        let granted = match client.reserve(request).await {
-            Ok(response) => {
-                let op = tally.op("reserve");
-                op.ok(started);
-                match reserve_granted(response.get_ref()) {
-                    Some(true) => true,
-                    Some(false) => {
-                        op.rejected += 1;
-                        false
-                    }
-                    None => {
-                        op.error_named("empty answer");
-                        false
-                    }
-                }
-            }
-            Err(status) => {
-                tally.op("reserve").error(status.code());
-                false
-            }
-        };
-        if granted {
+        if reserve_once(&mut client, &mut tally, request).await {
             let started = Instant::now();
             match client.release(release_request(id)).await {
                 Ok(_) => tally.op("release").ok(started),
@@ -309,18 +317,12 @@ pub async fn reserve_only_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant
         pacer.wait().await;
         n += 1;
         let id = format!("{}-o{caller}-{n}", ctx.run);
-        let request = reserve_request(&ctx, id, ctx.sku(&mut rng));
-        let started = Instant::now();
-        match client.reserve(request).await {
-            Ok(response) => {
-                let op = tally.op("reserve");
-                op.ok(started);
-                if reserve_granted(response.get_ref()) != Some(true) {
-                    op.rejected += 1;
-                }
-            }
-            Err(status) => tally.op("reserve").error(status.code()),
-        }
+        reserve_once(
+            &mut client,
+            &mut tally,
+            reserve_request(&ctx, id, ctx.sku(&mut rng)),
+        )
+        .await;
     }
     Ok(tally)
 }
@@ -352,32 +354,16 @@ pub async fn mix_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> Resu
                 Err(status) => tally.op(op).error(status.code()),
             }
         } else if draw < 80 {
-            let request = check_request(ctx.sku(&mut rng));
-            let started = Instant::now();
-            match client.check(request).await {
-                Ok(response) if check_ok(response.get_ref()) => tally.op("check").ok(started),
-                Ok(_) => tally.op("check").error_named("item:error"),
-                Err(status) => tally.op("check").error(status.code()),
-            }
+            check_once(&mut client, &mut tally, check_request(ctx.sku(&mut rng))).await;
         } else {
             n += 1;
             let id = format!("{}-m{caller}-{n}", ctx.run);
             let request = reserve_request(&ctx, id.clone(), ctx.sku(&mut rng));
-            let started = Instant::now();
-            match client.reserve(request).await {
-                Ok(response) => {
-                    let op = tally.op("reserve");
-                    op.ok(started);
-                    if reserve_granted(response.get_ref()) == Some(true) {
-                        if holds.len() == MIX_HOLDS_MAX {
-                            holds.pop_front();
-                        }
-                        holds.push_back(id);
-                    } else {
-                        op.rejected += 1;
-                    }
+            if reserve_once(&mut client, &mut tally, request).await {
+                if holds.len() == MIX_HOLDS_MAX {
+                    holds.pop_front();
                 }
-                Err(status) => tally.op("reserve").error(status.code()),
+                holds.push_back(id);
             }
         }
     }
