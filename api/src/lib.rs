@@ -26,6 +26,7 @@
 //! - `metrics`: Prometheus metrics: a layer counting every call of the service by method and
 //!   status code, a few domain counters, the engine's state read at scrape, and the `/metrics`
 //!   HTTP endpoint ([`ServeOptions::metrics_listener`]).
+//! - [`host`]: the runtime and memory set-up shared by the processes that host the server.
 //! - `main.rs` (the `inventory` binary): CLI, config, tracing, the data folder, signals.
 //!
 //! # Limits and back-pressure
@@ -53,6 +54,7 @@ mod checkpointer;
 mod convert;
 mod durability;
 mod expirer;
+pub mod host;
 mod metrics;
 mod service;
 mod session;

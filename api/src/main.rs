@@ -121,6 +121,11 @@ struct ServeArgs {
     /// room for the log writer, the bulk lane, or a client sharing the machine.
     #[arg(long, env = "INVENTORY_WORKER_THREADS", value_name = "N")]
     worker_threads: Option<usize>,
+    /// Let the kernel back the heap with transparent huge pages [default: false]. Off, the
+    /// server asks for small pages: zeroing a fresh huge page stalled a thread for ~5 ms in
+    /// a VM, which was the whole p99 tail of durable writes.
+    #[arg(long, env = "INVENTORY_TRANSPARENT_HUGE_PAGES", value_name = "BOOL")]
+    transparent_huge_pages: Option<bool>,
     /// Open WatchAvailability streams [default: 1024].
     #[arg(long, env = "INVENTORY_WATCH_STREAMS_MAX", value_name = "N")]
     watch_streams_max: Option<usize>,
@@ -158,6 +163,7 @@ struct FileConfig {
     log: Option<String>,
     log_format: Option<LogFormat>,
     worker_threads: Option<usize>,
+    transparent_huge_pages: Option<bool>,
     /// Limits and timings of the server (`inv_api::ServerConfig`; missing keys take defaults).
     server: ServerConfig,
     /// The event log's batching and caching.
@@ -214,6 +220,7 @@ struct Settings {
     server: ServerConfig,
     /// None: one per core (tokio's default).
     worker_threads: Option<usize>,
+    transparent_huge_pages: bool,
     log: String,
     log_format: LogFormat,
 }
@@ -318,6 +325,10 @@ impl Settings {
         }
         Ok(Settings {
             worker_threads,
+            transparent_huge_pages: args
+                .transparent_huge_pages
+                .or(file.transparent_huge_pages)
+                .unwrap_or(false),
             listen: match args.listen.or(file.listen) {
                 Some(listen) => listen,
                 None => LISTEN_DEFAULT.parse().expect("the default address parses"),
@@ -383,15 +394,20 @@ fn init_tracing(settings: &Settings) -> Result<()> {
 fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
     init_tracing(&settings)?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !settings.transparent_huge_pages
+        && let Err(error) = inv_api::host::disable_transparent_huge_pages()
+    {
+        warn!(%error, "cannot turn transparent huge pages off; latency may have ~5 ms stalls");
+    }
+    let mut builder = match settings.worker_threads {
+        Some(n) => inv_api::host::runtime_builder(n),
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder
         .enable_all()
         .thread_name("inventory")
         // Change-feed reads, the expirer and the checkpointer; see ServerConfig.
         .max_blocking_threads(settings.server.blocking_threads_max() + 16);
-    if let Some(n) = settings.worker_threads {
-        builder.worker_threads(n);
-    }
     let runtime = builder.build().context("starting the async runtime")?;
     runtime.block_on(run(settings))
 }

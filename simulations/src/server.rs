@@ -42,8 +42,9 @@ impl LocalServer {
             Arc::new(log),
             Arc::new(SystemClock),
         )?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads.max(1))
+        // One worker is a current-thread runtime (see `inv_api::host::runtime_builder`), run
+        // by the server thread below.
+        let runtime = inv_api::host::runtime_builder(worker_threads)
             .max_blocking_threads(config.blocking_threads_max() + 16)
             .thread_name("inv-server")
             .enable_all()

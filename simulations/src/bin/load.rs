@@ -68,6 +68,10 @@ struct Args {
     /// Runtime worker threads of the load generator [default: half the cores, at least 1].
     #[arg(long, value_name = "N")]
     client_threads: Option<usize>,
+    /// Leave transparent huge pages on for this process, as the server's
+    /// --transparent-huge-pages does (off by default in both; see `inv_api::host`).
+    #[arg(long)]
+    transparent_huge_pages: bool,
     /// Print the rows as JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -83,6 +87,11 @@ fn half_the_cores() -> usize {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.transparent_huge_pages {
+        inv_api::host::disable_transparent_huge_pages().context(
+            "turning transparent huge pages off (--transparent-huge-pages leaves them on)",
+        )?;
+    }
     let server_threads = args.server_threads.unwrap_or_else(half_the_cores).max(1);
     let client_threads = args.client_threads.unwrap_or_else(half_the_cores).max(1);
     let options = Options {
@@ -135,8 +144,7 @@ fn main() -> Result<()> {
         options.seconds,
         client_threads
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(client_threads)
+    let runtime = inv_api::host::runtime_builder(client_threads)
         .thread_name("load")
         .enable_all()
         .build()
