@@ -388,6 +388,10 @@ where
     let inventory = bulk::Routed::new(inventory, Arc::clone(&shared));
     let inventory = metrics::Instrumented::new(inventory, Arc::clone(&shared));
 
+    let relay = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { shared.durability.relay().await })
+    };
     let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));
     let checkpointer = tokio::spawn(checkpointer::run(Arc::clone(&shared)));
     let health_task = tokio::spawn(report_failures(Arc::clone(&shared), reporter.clone()));
@@ -437,6 +441,8 @@ where
     };
     token.cancel();
     metrics_stop.cancel();
+    // Every call has finished (or the drain timed out): no write waits for durability now.
+    relay.abort();
     for task in [expirer, checkpointer, health_task]
         .into_iter()
         .chain(metrics_task)
