@@ -10,7 +10,8 @@
 //! Commit, Release) are listed as keys like every other, and loading puts them back with their
 //! holds: where the ledger keeps a record is its own business, not the checkpoint's.
 
-use super::positions::Position;
+use super::positions::SkuEntry;
+use super::table::Snapshot;
 use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,21 +64,20 @@ pub struct Checkpoint {
     pub stores: Vec<(StoreId, StoreSequence)>,
 }
 
-/// A sku's name and positions, as a cut copies them.
-type SkuPositions = (Sku, SmallVec<[Position; 1]>);
-
-/// The ledger's tables as copied with every lock held: plain clones in slot order, with no
-/// name lookups and no per-entry allocation beyond what the clone itself needs (an inline
-/// string is a copy). [`Cut::into_checkpoint`] turns it into a [`Checkpoint`] after the locks
-/// are released, so writers wait only for the clones (see [`Ledger::cut`]).
+/// The ledger's tables as taken with every lock held: the sku and hold tables as snapshots
+/// that share their chunks with the ledger (copy-on-write, see `table.rs`), the idempotency
+/// records and the rest as plain clones. [`Cut::into_checkpoint`] turns it into a
+/// [`Checkpoint`] after the locks are released, so writers wait only for the snapshots and
+/// clones (see [`Ledger::cut`]).
 pub struct Cut {
     /// How long every lock was held (writes waited) to take it.
     locked_for: std::time::Duration,
     next_lsn: Lsn,
     last_at_ms: u64,
-    /// Per position shard, the sku in each slot (`None` for a vacant slot) and its positions.
-    positions: Vec<Vec<Option<SkuPositions>>>,
-    holds: Vec<Vec<HoldEntry>>,
+    /// Per position shard, its skus by slot.
+    positions: Vec<Snapshot<SkuEntry>>,
+    /// Per hold shard, its entries.
+    holds: Vec<Snapshot<HoldEntry>>,
     keys: Vec<Vec<(IdempotencyKey, KeyRecord)>>,
     returns: Vec<(ReturnId, ReturnRecord)>,
     stores: Vec<(StoreId, StoreSequence)>,
@@ -101,9 +101,9 @@ impl Cut {
         let channels = ledger.names.names(Kind::Channel);
         let location = |id: LocationId| Location(locations[id.0 as usize].clone());
         let sku_at = |slot: SkuSlot| {
-            self.positions[usize::from(slot.shard)][slot.slot as usize]
-                .as_ref()
-                .map(|(sku, _)| sku.clone())
+            self.positions[usize::from(slot.shard)]
+                .get(slot.slot)
+                .map(|entry| entry.sku.clone())
                 .expect("a hold line names an occupied sku slot")
         };
         let mut checkpoint = Checkpoint {
@@ -112,16 +112,15 @@ impl Cut {
             positions: Vec::with_capacity(
                 self.positions
                     .iter()
-                    .flatten()
-                    .flatten()
-                    .map(|(_, p)| p.len())
+                    .flat_map(Snapshot::iter)
+                    .map(|(_, entry)| entry.positions.len())
                     .sum(),
             ),
             holds: Vec::with_capacity(
                 self.holds
                     .iter()
-                    .flatten()
-                    .filter(|e| e.hold.is_some())
+                    .flat_map(Snapshot::iter)
+                    .filter(|(_, e)| e.hold.is_some())
                     .count(),
             ),
             keys: Vec::new(),
@@ -129,11 +128,11 @@ impl Cut {
             stores: self.stores.clone(),
         };
         for shard in &self.positions {
-            for (sku, positions) in shard.iter().flatten() {
+            for (_, entry) in shard.iter() {
                 checkpoint
                     .positions
-                    .extend(positions.iter().map(|p| CheckpointPosition {
-                        sku: sku.clone(),
+                    .extend(entry.positions.iter().map(|p| CheckpointPosition {
+                        sku: entry.sku.clone(),
                         location: location(p.location),
                         on_hand: p.on_hand,
                         reserved: p.reserved,
@@ -143,7 +142,7 @@ impl Cut {
             }
         }
         for shard in &self.holds {
-            for entry in shard {
+            for (_, entry) in shard.iter() {
                 checkpoint
                     .keys
                     .extend(
@@ -159,7 +158,9 @@ impl Cut {
                             }),
                     );
             }
-            let holds = shard.iter().filter_map(|e| Some((&e.id, e.hold.as_ref()?)));
+            let holds = shard
+                .iter()
+                .filter_map(|(_, e)| Some((&e.id, e.hold.as_ref()?)));
             checkpoint.holds.extend(holds.map(|(id, h)| {
                 CheckpointHold {
                     reservation_id: id.clone(),
@@ -219,19 +220,9 @@ impl Ledger {
     /// exact cut at one LSN. Writers wait while it copies (readers of other shards do not);
     /// only clones happen here, everything else in [`Cut::into_checkpoint`].
     pub fn cut(&self) -> Cut {
-        // The cut's buffers are sized and their pages touched before any lock is taken, one
+        // The records' buffers are sized and their pages touched before any lock is taken, one
         // shard lock at a time: filling fresh pages under every lock is what made the first
         // checkpoint of a process block writes for most of a second.
-        let mut positions: Vec<Vec<Option<SkuPositions>>> = self
-            .positions
-            .iter()
-            .map(|shard| prefaulted(lock(shard).slots()))
-            .collect();
-        let mut holds: Vec<Vec<HoldEntry>> = self
-            .holds
-            .iter()
-            .map(|shard| prefaulted(lock(shard).entries.slots()))
-            .collect();
         let mut keys: Vec<Vec<(IdempotencyKey, KeyRecord)>> = self
             .keys
             .iter()
@@ -245,16 +236,10 @@ impl Ledger {
         let stores = lock(&self.stores);
         let position_shards: Vec<_> = self.positions.iter().map(lock).collect();
         let sequencer = lock(&self.sequencer);
-        for (slots, shard) in positions.iter_mut().zip(&position_shards) {
-            for (slot, entry) in shard.iter_slots() {
-                // Skus are never removed, so this fills nothing in practice.
-                slots.resize_with(slot as usize, || None);
-                slots.push(Some((entry.sku.clone(), entry.positions.clone())));
-            }
-        }
-        for (entries, shard) in holds.iter_mut().zip(&hold_shards) {
-            entries.extend(shard.entries.iter().map(|(_, e)| e.clone()));
-        }
+        // Counter bumps, not copies: writers copy the chunks they touch until the cut is
+        // dropped.
+        let positions = position_shards.iter().map(|s| s.snapshot()).collect();
+        let holds = hold_shards.iter().map(|s| s.entries.snapshot()).collect();
         // Collected, not cloned: a map's clone keeps the capacity of its largest size, which
         // after a purge can be many times what is live.
         for (records, shard) in keys.iter_mut().zip(&key_shards) {

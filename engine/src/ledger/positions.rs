@@ -10,7 +10,7 @@
 //! per-sku entries live in a `DenseTable`, so a position costs its entry plus a few bytes of
 //! index rather than its entry scaled up by a hash table's load factor.
 
-use super::table::{DenseTable, Keyed, hash_key};
+use super::table::{DenseTable, Keyed, Snapshot, hash_key};
 use crate::types::{LocationId, Lsn, Sku};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -110,7 +110,7 @@ const RUN_LINES_MAX: usize = 64;
 /// `RUN_LINES_MAX` lines. New holds mostly expire after every open one, so the usual insert
 /// appends to the last run, and a sku's holds sit 24 bytes a line in full runs; a B-tree
 /// (where this began) spends twice that in half-full nodes and walks them on every insert.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Runs {
     /// Each run's first key: finding a run reads only this vec.
     firsts: Vec<LadderKey>,
@@ -239,7 +239,7 @@ impl Runs {
 
 /// The open hold lines on one sku, by expiry, with their quantity. Most skus have no open hold
 /// or one, so those cases are kept inline and allocate nothing.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) enum Ladder {
     #[default]
     Empty,
@@ -392,7 +392,7 @@ impl Ladder {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SkuEntry {
     pub sku: Sku,
     /// Sorted by location id. Inline for the common single-location case.
@@ -519,14 +519,15 @@ impl PositionShard {
         self.skus.get_at(slot)
     }
 
-    /// Slots in use (every slot below is occupied: skus are never removed).
-    pub fn slots(&self) -> usize {
-        self.skus.slots()
-    }
-
     /// Every sku of the shard with its slot, in slot order.
     pub fn iter_slots(&self) -> impl Iterator<Item = (u32, &SkuEntry)> {
         self.skus.iter()
+    }
+
+    /// The shard's skus as they are now, sharing the table's chunks (see
+    /// `DenseTable::snapshot`).
+    pub fn snapshot(&self) -> Snapshot<SkuEntry> {
+        self.skus.snapshot()
     }
 
     /// Every sku of the shard, in no particular order.

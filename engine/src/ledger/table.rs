@@ -17,10 +17,17 @@
 //! slot without reading it first, where reusing a vacant slot loads it (to drop the `None`) and
 //! waits on a cache miss, since purged slots are long cold. Vacant slots below the last entry
 //! are reused lowest first, so new entries still land next to each other.
+//!
+//! Chunks are shared copy-on-write: [`DenseTable::snapshot`] takes a reference to every chunk
+//! (a counter bump each, not a copy of the entries), and a later write to a chunk a snapshot
+//! still holds copies that one chunk first. A checkpoint's cut holds every lock only for the
+//! snapshots, and writers pay for the copies of the chunks they touch while the checkpoint
+//! is being built, instead of all waiting for a copy of the whole ledger.
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 /// The hash of every key the ledger shards or looks up. Shard selection takes bits 40 and up,
 /// the tables' indexes bits 0 to 31 (see `index_hash`), so a key's shard says nothing about
@@ -58,13 +65,15 @@ pub(crate) struct DenseTable<T> {
     index: HashTable<Indexed>,
     /// Slot `s` is `chunks[s >> CHUNK_SHIFT][s & (CHUNK - 1)]`, for `s < slots`: the chunks
     /// before the one slot `slots` falls in are full, the ones after it are empty (and may
-    /// keep their capacity).
-    chunks: Vec<Vec<Option<T>>>,
+    /// keep their capacity). Shared with snapshots until written (see the module docs).
+    chunks: Vec<Chunk<T>>,
     /// Slots in use, occupied or vacant.
     slots: usize,
     /// Vacant slots below `slots`, highest first, so `pop` reuses the lowest.
     free: Vec<u32>,
 }
+
+type Chunk<T> = Arc<Vec<Option<T>>>;
 
 impl<T> Default for DenseTable<T> {
     fn default() -> Self {
@@ -77,24 +86,25 @@ impl<T> Default for DenseTable<T> {
     }
 }
 
-impl<T: Keyed> DenseTable<T> {
+impl<T: Keyed + Clone> DenseTable<T> {
     const CHUNK_SHIFT: u32 = {
         let entries = CHUNK_BYTES / size_of::<Option<T>>();
         if entries <= 1 { 0 } else { entries.ilog2() }
     };
     const CHUNK: usize = 1 << Self::CHUNK_SHIFT;
 
-    fn place(chunks: &[Vec<Option<T>>], slot: u32) -> &Option<T> {
+    fn place(chunks: &[Chunk<T>], slot: u32) -> &Option<T> {
         let slot = slot as usize;
         &chunks[slot >> Self::CHUNK_SHIFT][slot & (Self::CHUNK - 1)]
     }
 
-    fn place_mut(chunks: &mut [Vec<Option<T>>], slot: u32) -> &mut Option<T> {
+    /// The slot, for writing: its chunk is copied first if a snapshot shares it.
+    fn place_mut(chunks: &mut [Chunk<T>], slot: u32) -> &mut Option<T> {
         let slot = slot as usize;
-        &mut chunks[slot >> Self::CHUNK_SHIFT][slot & (Self::CHUNK - 1)]
+        &mut Arc::make_mut(&mut chunks[slot >> Self::CHUNK_SHIFT])[slot & (Self::CHUNK - 1)]
     }
 
-    fn indexed(chunks: &[Vec<Option<T>>], slot: u32) -> &T {
+    fn indexed(chunks: &[Chunk<T>], slot: u32) -> &T {
         Self::place(chunks, slot)
             .as_ref()
             .expect("the index lists occupied slots only")
@@ -157,9 +167,9 @@ impl<T: Keyed> DenseTable<T> {
                 let slot = u32::try_from(self.slots).expect("fewer than 2^32 entries");
                 let index = self.slots >> Self::CHUNK_SHIFT;
                 if index == self.chunks.len() {
-                    self.chunks.push(Vec::new());
+                    self.chunks.push(Arc::new(Vec::new()));
                 }
-                let chunk = &mut self.chunks[index];
+                let chunk = Arc::make_mut(&mut self.chunks[index]);
                 if chunk.len() == chunk.capacity() {
                     // Double, but never past a chunk: that is where the slack stops.
                     let target = (chunk.capacity() * 2).clamp(4.min(Self::CHUNK), Self::CHUNK);
@@ -178,18 +188,25 @@ impl<T: Keyed> DenseTable<T> {
         slot
     }
 
-    /// Slots in use, occupied or vacant.
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
     /// Every entry with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.chunks
             .iter()
-            .flatten()
+            .flat_map(|chunk| chunk.iter())
             .enumerate()
             .filter_map(|(slot, place)| Some((slot as u32, place.as_ref()?)))
+    }
+
+    /// The table as it is now, sharing its chunks: a counter bump per chunk, however many
+    /// entries they hold. Later writes to the table copy a shared chunk before changing it,
+    /// so the snapshot never changes.
+    pub fn snapshot(&self) -> Snapshot<T> {
+        let used = self.slots.div_ceil(Self::CHUNK);
+        Snapshot {
+            chunks: self.chunks[..used].to_vec(),
+            slots: self.slots,
+            chunk_shift: Self::CHUNK_SHIFT,
+        }
     }
 
     /// Keeps the entries for which `keep` (which may change them) returns true; frees the
@@ -215,7 +232,10 @@ impl<T: Keyed> DenseTable<T> {
             slots -= 1;
         }
         for (i, chunk) in self.chunks.iter_mut().enumerate() {
-            chunk.truncate(slots.saturating_sub(i << Self::CHUNK_SHIFT));
+            let len = slots.saturating_sub(i << Self::CHUNK_SHIFT);
+            if chunk.len() > len {
+                Arc::make_mut(chunk).truncate(len);
+            }
         }
         self.slots = slots;
         self.free.retain(|&slot| (slot as usize) < slots);
@@ -237,7 +257,7 @@ impl<T: Keyed> DenseTable<T> {
                 self.index.len()
             ));
         }
-        let slots: usize = self.chunks.iter().map(Vec::len).sum();
+        let slots: usize = self.chunks.iter().map(|chunk| chunk.len()).sum();
         if slots != self.slots || occupied + self.free.len() != slots {
             return Err(format!(
                 "{occupied} occupied and {} free of {slots} slots",
@@ -248,10 +268,39 @@ impl<T: Keyed> DenseTable<T> {
     }
 }
 
+/// A [`DenseTable`]'s entries at one moment (see [`DenseTable::snapshot`]).
+pub(crate) struct Snapshot<T> {
+    chunks: Vec<Chunk<T>>,
+    slots: usize,
+    /// The table's `CHUNK_SHIFT`.
+    chunk_shift: u32,
+}
+
+impl<T> Snapshot<T> {
+    /// The entry in `slot`, if it was occupied.
+    pub fn get(&self, slot: u32) -> Option<&T> {
+        let slot = slot as usize;
+        if slot >= self.slots {
+            return None;
+        }
+        self.chunks[slot >> self.chunk_shift][slot & ((1 << self.chunk_shift) - 1)].as_ref()
+    }
+
+    /// Every occupied entry with its slot, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter())
+            .enumerate()
+            .filter_map(|(slot, place)| Some((slot as u32, place.as_ref()?)))
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
+    #[derive(Clone, Debug, PartialEq)]
     struct Named(String, u32);
 
     impl Keyed for Named {
@@ -303,5 +352,36 @@ mod tests {
         assert_eq!((table.slots, table.free.len()), (0, 0));
         assert_eq!(insert(&mut table, "f", 0), 0);
         table.check().expect("consistent after refilling");
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_entries_while_the_table_changes() {
+        let mut table = DenseTable::default();
+        let n = 2 * DenseTable::<Named>::CHUNK as u32 + 3;
+        for i in 0..n {
+            insert(&mut table, &format!("k{i}"), i);
+        }
+        let before: Vec<(u32, Named)> = table.iter().map(|(s, e)| (s, e.clone())).collect();
+        let snapshot = table.snapshot();
+
+        // Change, add, remove and shrink, in shared chunks and past them.
+        table.at_mut(1).1 = 1_000;
+        insert(&mut table, "after", 7);
+        table.retain(|e| e.1 % 2 == 0 || e.0 == "after");
+        table
+            .check()
+            .expect("consistent after writes to shared chunks");
+        assert_eq!(table.at(1).1, 1_000, "the table has the new value");
+        assert!(table.get(hash_key("k3"), "k3").is_none());
+
+        let seen: Vec<(u32, Named)> = snapshot.iter().map(|(s, e)| (s, e.clone())).collect();
+        assert_eq!(seen, before, "the snapshot is unchanged");
+        assert_eq!(snapshot.slots, n as usize);
+        assert_eq!(snapshot.get(1).map(|e| e.1), Some(1));
+        assert_eq!(snapshot.get(n - 1).map(|e| e.1), Some(n - 1));
+        assert!(snapshot.get(n).is_none(), "past the snapshot's slots");
+        drop(snapshot);
+        table.at_mut(0).1 = 5;
+        table.check().expect("consistent once the snapshot is gone");
     }
 }

@@ -805,6 +805,47 @@ fn a_checkpoint_plus_the_log_tail_reproduces_the_ledger() {
     assert!(retry.duplicate);
 }
 
+/// A cut shares the ledger's tables copy-on-write, so writes between taking the cut and
+/// building the checkpoint from it (the server's writes go on while it is encoded) must not
+/// show in it: not changed holds, not new skus and holds, not purged entries.
+#[test]
+fn a_cut_is_unchanged_by_the_writes_after_it() {
+    let f = Fixture::new();
+    for i in 0..300 {
+        f.stock(&format!("sku-{i}"), "dc-1", 10);
+    }
+    for i in 0..300 {
+        let sku = format!("sku-{i}");
+        f.ok(reserve(&format!("r{i}"), &[(sku.as_str(), "dc-1", 1)]), T0);
+    }
+    let at_cut = f.ledger.checkpoint();
+    let cut = f.ledger.cut();
+
+    // Write into every shared chunk: end holds, add skus and holds, expire and purge.
+    for i in 0..300 {
+        if i % 2 == 0 {
+            f.ok(release(&format!("r{i}")), T0 + 1);
+        } else {
+            f.ok(commit(&format!("r{i}"), None), T0 + 1);
+        }
+    }
+    for i in 300..400 {
+        let sku = format!("sku-{i}");
+        f.stock(&sku, "dc-2", 5);
+        f.ok(
+            reserve(&format!("r{i}"), &[(sku.as_str(), "dc-2", 2)]),
+            T0 + 2,
+        );
+    }
+    f.ledger.expire_due(T0 + 2 + TTL, 1_000).expect("ok");
+    f.ledger
+        .purge(T0 + 2 + TTL + f.ledger.config().key_retention_ms + 1);
+    f.ledger.check_invariants().expect("invariants hold");
+
+    let built = cut.into_checkpoint(&f.ledger);
+    assert_eq!(built, at_cut, "the checkpoint is the state at the cut");
+}
+
 /// Reserve, Commit and Release outcomes are kept with their holds (see the module doc): they
 /// must still be answered, conflict, expire, purge and checkpoint exactly like any other key.
 #[test]
