@@ -17,6 +17,9 @@
 //! [--bounds 0]`. The folder defaults to the system temp dir; point it at the disk you mean to
 //! measure.
 
+/// What `--help` prints: the file's doc says what each run measures.
+const USAGE: &str = include_str!("usage/log_throughput.txt");
+
 // As in the `inventory` binary (see the workspace Cargo.toml for why).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,6 +66,10 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            print!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--secs" => args.secs = value.parse().expect("--secs takes seconds"),

@@ -30,6 +30,9 @@
 //! profiling the replay alone, or comparing `--sequential only` with `--sequential no` in
 //! separate processes).
 
+/// What `--help` prints: the file's doc says what each run measures.
+const USAGE: &str = include_str!("usage/recovery.txt");
+
 // As in the `inventory` binary (see the workspace Cargo.toml for why).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -86,6 +89,10 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            print!("{USAGE}");
+            std::process::exit(0);
+        }
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--events" => args.events = value().replace('_', "").parse().expect("a count"),
