@@ -169,8 +169,9 @@ impl Engine {
     ///
     /// First it forgets what is past retention ([`Ledger::purge`]: keys, ended holds and fully
     /// disposed returns that lookups and digests already ignore; one shard lock at a time), so
-    /// that the copy made with every lock held ([`Ledger::cut`]: an exact cut, during which
-    /// submits wait) is proportional to what is live, and so is the checkpoint. Building the
+    /// that the cut taken with every lock held ([`Ledger::cut`]: an exact cut, during which
+    /// submits wait; the large tables are shared copy-on-write, the key records copied) is
+    /// proportional to what is live, and so is the checkpoint. Building the
     /// checkpoint from the cut, encoding and writing it happen after the locks are released
     /// (the log writes it a few MiB per commit, between event batches). The
     /// checkpoint is handed to the log only once every event it covers is durable, so a
