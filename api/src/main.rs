@@ -117,8 +117,9 @@ struct ServeArgs {
     /// [default: 10].
     #[arg(long, env = "INVENTORY_BULK_NICE", value_name = "N")]
     bulk_nice: Option<i32>,
-    /// Async runtime worker threads [default: one per core]. Fewer than the cores leaves
-    /// room for the log writer, the bulk lane, or a client sharing the machine.
+    /// Async runtime worker threads [default: half the cores, at least 1]. The other half is
+    /// for the kernel's TCP work (about half of a call's CPU), the log writer and the bulk
+    /// lane. One worker runs a current-thread runtime, which writes answers in batches.
     #[arg(long, env = "INVENTORY_WORKER_THREADS", value_name = "N")]
     worker_threads: Option<usize>,
     /// Let the kernel back the heap with transparent huge pages [default: false]. Off, the
@@ -218,8 +219,7 @@ struct Settings {
     ledger: LedgerConfig,
     log_options: RedbLogOptions,
     server: ServerConfig,
-    /// None: one per core (tokio's default).
-    worker_threads: Option<usize>,
+    worker_threads: usize,
     transparent_huge_pages: bool,
     log: String,
     log_format: LogFormat,
@@ -319,8 +319,13 @@ impl Settings {
         // server, rather than waiting for the next fsync.
         server.ack_on_append = matches!(durability, Durability::Async { .. });
         server.validate()?;
-        let worker_threads = args.worker_threads.or(file.worker_threads);
-        if worker_threads == Some(0) {
+        let worker_threads = args
+            .worker_threads
+            .or(file.worker_threads)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+            });
+        if worker_threads == 0 {
             bail!("worker_threads must be at least 1");
         }
         Ok(Settings {
@@ -399,16 +404,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     {
         warn!(%error, "cannot turn transparent huge pages off; latency may have ~5 ms stalls");
     }
-    let mut builder = match settings.worker_threads {
-        Some(n) => inv_api::host::runtime_builder(n),
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    builder
+    let runtime = inv_api::host::runtime_builder(settings.worker_threads)
         .enable_all()
         .thread_name("inventory")
         // Change-feed reads, the expirer and the checkpointer; see ServerConfig.
-        .max_blocking_threads(settings.server.blocking_threads_max() + 16);
-    let runtime = builder.build().context("starting the async runtime")?;
+        .max_blocking_threads(settings.server.blocking_threads_max() + 16)
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(run(settings))
 }
 
@@ -438,7 +440,7 @@ async fn run(settings: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
-    info!(addr = %listener.local_addr()?, "serving inventory.v1");
+    info!(addr = %listener.local_addr()?, workers = settings.worker_threads, "serving inventory.v1");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let metrics_listener = match settings.metrics_listen {
@@ -572,6 +574,8 @@ mod tests {
             listen = "0.0.0.0:7000"
             shards = 32
             durability = "async"
+            transparent_huge_pages = true
+            worker_threads = 3
             [server]
             bulk_in_flight_max = 2
             expire_interval_ms = 250
@@ -602,6 +606,8 @@ mod tests {
             }
         );
         assert_eq!(settings.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        assert!(settings.transparent_huge_pages);
+        assert_eq!(settings.worker_threads, 3);
     }
 
     #[test]
@@ -610,6 +616,12 @@ mod tests {
             Settings::merge(ServeArgs::default(), FileConfig::default()).expect("valid defaults");
         assert_eq!(settings.listen.to_string(), LISTEN_DEFAULT);
         assert_eq!(settings.log_options.durability, Durability::Sync);
+        assert!(
+            !settings.transparent_huge_pages,
+            "small pages unless asked (see inv_api::host)"
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(settings.worker_threads, (cores / 2).max(1));
         assert_eq!(
             settings.metrics_listen.map(|a| a.to_string()).as_deref(),
             Some(METRICS_LISTEN_DEFAULT)
