@@ -223,12 +223,17 @@ pub async fn run(url: &str, options: Options) -> Result<Vec<Row>> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     );
+    let options_rate = options.rate.filter(|rate| *rate > 0.0);
     let ctx = Arc::new(Ctx {
         skus: (0..options.skus).map(|i| format!("sku-{i:06}")).collect(),
         options,
         channels,
         url: url.to_owned(),
         run,
+        pace: match options_rate {
+            Some(rate) => Some(scenarios::Pace::start(rate)?),
+            None => None,
+        },
     });
     scenarios::stock(&ctx).await?;
 
