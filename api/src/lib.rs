@@ -442,7 +442,10 @@ where
     token.cancel();
     metrics_stop.cancel();
     // Every call has finished (or the drain timed out): no write waits for durability now.
+    // Awaited, so the task (and its hold on the engine) is gone when `serve` returns: on a
+    // current-thread runtime nothing else would run the cancellation.
     relay.abort();
+    let _ = relay.await;
     for task in [expirer, checkpointer, health_task]
         .into_iter()
         .chain(metrics_task)

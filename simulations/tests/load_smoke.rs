@@ -75,6 +75,38 @@ fn every_scenario_answers_without_unexpected_errors() -> Result<()> {
     Ok(())
 }
 
+/// `--rate` holds the unary callers to the rate in total: never more than the rate over the
+/// run plus the pacer's bounded debt, however fast the server answers.
+#[test]
+fn a_paced_run_keeps_to_its_rate() -> Result<()> {
+    let server = LocalServer::start(1)?;
+    let options = Options {
+        callers: 8,
+        seconds: 1.0,
+        skus: 20,
+        rate: Some(500.0),
+        scenarios: vec![Scenario::Check],
+        ..Options::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = server.url();
+    let rows = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), inv_sim::run(&url, options.clone())).await
+    })??;
+    drop(runtime);
+    server.stop()?;
+    let row = rows.iter().find(|r| r.op == "check").expect("a check row");
+    // 500 due over the run (a little more, as it ends after its deadline), plus at most 64
+    // permits banked while stocking.
+    assert!(row.ops <= 500 + 64 + 50, "{row:?}");
+    // A generous floor: even a slow machine answers 500 checks a second.
+    assert!(row.ops >= 100, "{row:?}");
+    assert!(row.errors.is_empty(), "{row:?}");
+    Ok(())
+}
+
 #[test]
 fn only_loopback_targets_are_accepted() {
     assert!(inv_sim::check_loopback("http://127.0.0.1:50051").is_ok());

@@ -1118,6 +1118,60 @@ async fn health_and_reflection_answer() -> Result<()> {
     server.join().await
 }
 
+#[test]
+fn serve_lets_go_of_the_engine_before_it_returns() -> Result<()> {
+    // Goal: once `serve` returns, nothing it started still holds the engine, so its caller can
+    // close the log at once. On a current-thread runtime (the server's runtime with one
+    // worker) no task runs after `block_on` returns, so a task `serve` left behind would keep
+    // the engine, and the log, open until the runtime is dropped.
+    let dir = tempfile::tempdir()?;
+    let log = Arc::new(inv_engine::RedbLog::open(
+        dir.path(),
+        inv_engine::RedbLogOptions::default(),
+    )?);
+    let engine = Arc::new(inv_engine::Engine::recover(
+        inv_engine::LedgerConfig::default(),
+        log,
+        Arc::new(inv_engine::ManualClock::new(T0_MS)),
+    )?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bounded(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = inv_api::serve(
+            Arc::clone(&engine),
+            test_config(),
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = stopped.await;
+            },
+        );
+        let client = async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await?;
+            let mut client = pb::inventory_client::InventoryClient::new(channel);
+            // A durable write: it waits for the log through the durability relay.
+            client.adjust(adjust("a-1", SKU, DC, 5)).await?;
+            drop(client);
+            let _ = stop.send(());
+            anyhow::Ok(())
+        };
+        let (served, called) = tokio::join!(server, client);
+        served?;
+        called
+    }))?;
+    assert_eq!(
+        Arc::strong_count(&engine),
+        1,
+        "serve returned with a task still holding the engine"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn shutdown_finishes_calls_in_flight_and_ends_change_feeds() -> Result<()> {
     // Goal: after the shutdown signal the server stops accepting, a write already waiting for
