@@ -49,6 +49,8 @@ struct Args {
     runs: Option<Vec<String>>,
     /// Whether to measure the disk and redb alone first.
     bounds: bool,
+    /// Leave transparent huge pages on (the server turns them off; see api/src/host.rs).
+    thp: bool,
     /// Set in the child processes: the one run to make (`none`, `sync` or `async`, a colon,
     /// the submitter count, and `:reopen` to time a restart afterwards).
     child: Option<String>,
@@ -62,6 +64,7 @@ fn parse_args() -> Args {
         inflight: vec![4, 8],
         runs: None,
         bounds: true,
+        thp: false,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -88,6 +91,7 @@ fn parse_args() -> Args {
             }
             "--runs" => args.runs = Some(value.split(',').map(str::to_owned).collect()),
             "--bounds" => args.bounds = value != "0" && value != "false",
+            "--thp" => args.thp = value != "0" && value != "false",
             "--child" => args.child = Some(value),
             other => panic!("unknown flag {other}"),
         }
@@ -595,6 +599,13 @@ fn child(spec: &str, args: &Args) {
 
 fn main() {
     let args = parse_args();
+    // As the server does: zeroing a fresh 2 MiB page stalls the touching thread (the writer
+    // too) for ~5 ms in a VM. Children inherit the setting.
+    #[cfg(target_os = "linux")]
+    if !args.thp {
+        // SAFETY: prctl with PR_SET_THP_DISABLE reads only its integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
     std::fs::create_dir_all(&args.dir).expect("bench folder");
     if let Some(spec) = &args.child {
         child(spec, &args);
@@ -640,6 +651,7 @@ fn main() {
     for spec in specs {
         let status = std::process::Command::new(&exe)
             .args(["--child", &spec, "--secs", &args.secs.to_string()])
+            .args(["--thp", if args.thp { "1" } else { "0" }])
             .arg("--dir")
             .arg(&args.dir)
             .status()
