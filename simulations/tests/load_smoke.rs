@@ -9,6 +9,25 @@ use anyhow::Result;
 use inv_sim::{LocalServer, Options, Scenario};
 use std::time::Duration;
 
+/// Runs `options` against `server` from a runtime of `client_threads` workers (bounded to
+/// 60 s), then stops the server.
+fn run_then_stop(
+    server: LocalServer,
+    options: &Options,
+    client_threads: usize,
+) -> Result<Vec<inv_sim::Row>> {
+    let runtime = inv_api::host::runtime_builder(client_threads)
+        .enable_all()
+        .build()?;
+    let url = server.url();
+    let rows = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), inv_sim::run(&url, options.clone())).await
+    })??;
+    drop(runtime);
+    server.stop()?;
+    Ok(rows)
+}
+
 #[test]
 fn every_scenario_answers_without_unexpected_errors() -> Result<()> {
     let server = LocalServer::start(2)?;
@@ -23,16 +42,7 @@ fn every_scenario_answers_without_unexpected_errors() -> Result<()> {
         backfill_sales: 100,
         ..Options::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let url = server.url();
-    let rows = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), inv_sim::run(&url, options.clone())).await
-    })??;
-    drop(runtime);
-    server.stop()?;
+    let rows = run_then_stop(server, &options, 2)?;
 
     let expected: &[(&str, &[&str])] = &[
         ("check", &["check"]),
@@ -88,15 +98,7 @@ fn a_paced_run_keeps_to_its_rate() -> Result<()> {
         scenarios: vec![Scenario::Check],
         ..Options::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let url = server.url();
-    let rows = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), inv_sim::run(&url, options.clone())).await
-    })??;
-    drop(runtime);
-    server.stop()?;
+    let rows = run_then_stop(server, &options, 1)?;
     let row = rows.iter().find(|r| r.op == "check").expect("a check row");
     // 500 due over the run (a little more, as it ends after its deadline), plus at most 64
     // permits banked while stocking.

@@ -113,6 +113,16 @@ impl TestServer {
         .await
     }
 
+    /// Serves a `MemLog` (durable on append) with a clock at [`T0_MS`] and the given settings.
+    pub async fn in_memory(config: ServerConfig) -> Result<TestServer> {
+        Self::start_with(
+            Arc::new(MemLog::new()),
+            Arc::new(ManualClock::new(T0_MS)),
+            config,
+        )
+        .await
+    }
+
     /// Serves any log, with the given clock and settings.
     pub async fn start_with(
         log: Arc<dyn EventLog>,

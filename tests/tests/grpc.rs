@@ -337,12 +337,7 @@ async fn a_command_on_a_lapsed_hold_records_its_expiry() -> Result<()> {
         expire_interval_ms: 3_600_000,
         ..test_config()
     };
-    let server = TestServer::start_with(
-        Arc::new(inv_engine::MemLog::new()),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        config,
-    )
-    .await?;
+    let server = TestServer::in_memory(config).await?;
     bounded(async {
         let mut client = server.client.clone();
         stock(&mut client, "r1", SKU, DC, 5).await?;
@@ -1387,12 +1382,7 @@ async fn bulk_calls_obey_the_request_size_limit_like_every_call() -> Result<()> 
         request_bytes_max: 4 << 10,
         ..test_config()
     };
-    let server = TestServer::start_with(
-        Arc::new(inv_engine::MemLog::new()),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        config,
-    )
-    .await?;
+    let server = TestServer::in_memory(config).await?;
     bounded(async {
         let mut client = server.client.clone();
         stock(&mut client, "r1", SKU, DC, 500).await?;

@@ -75,6 +75,15 @@ pub(crate) struct DenseTable<T> {
 
 type Chunk<T> = Arc<Vec<Option<T>>>;
 
+/// The occupied slots of `chunks` with their entries, in slot order.
+fn occupied<T>(chunks: &[Chunk<T>]) -> impl Iterator<Item = (u32, &T)> {
+    chunks
+        .iter()
+        .flat_map(|chunk| chunk.iter())
+        .enumerate()
+        .filter_map(|(slot, place)| Some((slot as u32, place.as_ref()?)))
+}
+
 impl<T> Default for DenseTable<T> {
     fn default() -> Self {
         Self {
@@ -190,11 +199,7 @@ impl<T: Keyed + Clone> DenseTable<T> {
 
     /// Every entry with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        self.chunks
-            .iter()
-            .flat_map(|chunk| chunk.iter())
-            .enumerate()
-            .filter_map(|(slot, place)| Some((slot as u32, place.as_ref()?)))
+        occupied(&self.chunks)
     }
 
     /// The table as it is now, sharing its chunks: a counter bump per chunk, however many
@@ -288,11 +293,7 @@ impl<T> Snapshot<T> {
 
     /// Every occupied entry with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        self.chunks
-            .iter()
-            .flat_map(|chunk| chunk.iter())
-            .enumerate()
-            .filter_map(|(slot, place)| Some((slot as u32, place.as_ref()?)))
+        occupied(&self.chunks)
     }
 }
 
