@@ -22,9 +22,9 @@
 //! inside one could hold up hot writes, so the lane is niced moderately by default, not to
 //! the lowest priority (see `ServerConfig::bulk_nice`).
 
-use crate::Shared;
-use crate::service;
-use crate::status::{self, Failure};
+use crate::pipeline;
+use crate::shared::Shared;
+use crate::status::Failure;
 use futures_util::future::Either;
 use inv_proto::v1 as pb;
 use prost::Message;
@@ -33,96 +33,36 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Bytes, http};
 use tonic::{Request, Response, Status};
-use tracing::warn;
-
-/// Items a bulk call decides before letting another bulk call on the lane run.
-pub const BULK_CHUNK_ITEMS: usize = 64;
 
 const RECORD_SALES_PATH: &str = "/inventory.v1.Inventory/RecordSales";
 const RECORD_RETURNS_PATH: &str = "/inventory.v1.Inventory/RecordReturns";
 
-/// The lane: a thread running a current-thread runtime until the lane is dropped.
-pub(crate) struct BulkLane {
-    handle: tokio::runtime::Handle,
-    /// Dropped (or sent) to stop the thread; its runtime then cancels what is left.
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl BulkLane {
-    /// Starts the lane's thread at niceness `nice` (0: the server's own priority).
-    pub fn start(nice: i32) -> std::io::Result<BulkLane> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("inv-bulk".into())
-            .spawn(move || {
-                lower_priority(nice);
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
-        Ok(BulkLane {
-            handle,
-            stop: Some(stop),
-        })
-    }
-
-    /// Runs `job` on the lane and returns its answer. A lane that has stopped (the server is
-    /// shutting down) answers UNAVAILABLE.
-    pub async fn run<T, F>(&self, job: F) -> Result<T, Failure>
-    where
-        F: Future<Output = Result<T, Failure>> + Send + 'static,
-        T: Send + 'static,
-    {
-        match self.handle.spawn(job).await {
-            Ok(result) => result,
-            Err(error) if error.is_cancelled() => Err(Failure::shutting_down(
-                "the server is shutting down; the bulk call may not have been applied: \
-                 retry it (it is idempotent) on a healthy server",
-            )),
-            Err(error) => Err(status::join_error(&error)),
-        }
-    }
-}
-
-impl Drop for BulkLane {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// Lowers the calling thread's priority; a failure only costs the isolation, so it is logged.
-#[cfg(target_os = "linux")]
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    // SAFETY: plain system calls on the calling thread, no memory is passed.
-    let result = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-    };
-    if result != 0 {
-        warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower the bulk lane's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority(nice: i32) {
-    if nice != 0 {
-        warn!(
-            nice,
-            "thread priorities are only set on Linux; the bulk lane runs at normal priority"
-        );
+/// Runs `job` on the lane holding `permit` of the bulk budget until it has answered: the one
+/// way a bulk call is served, routed or not.
+pub(crate) fn on_lane<T, F, Fut>(
+    shared: &Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    job: F,
+) -> impl Future<Output = Result<T, Failure>> + Send + 'static
+where
+    F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, Failure>> + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = Arc::clone(shared);
+    async move {
+        let lane_shared = Arc::clone(&shared);
+        shared
+            .bulk_lane
+            .run(async move {
+                let _permit = permit;
+                job(lane_shared).await
+            })
+            .await
     }
 }
 
@@ -226,33 +166,30 @@ impl tonic::server::UnaryService<Bytes> for LaneCall {
     type Future = LaneFuture;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        let permit = self.permit.take();
+        let Some(permit) = self.permit.take() else {
+            // tonic calls a unary service once per request; a second call has no permit.
+            return Box::pin(async { Err(Status::internal("a bulk call was served twice")) });
+        };
         let kind = self.kind;
         let bytes = request.into_inner();
-        Box::pin(async move {
-            let lane_shared = Arc::clone(&shared);
-            let answer = shared
-                .bulk_lane
-                .run(async move {
-                    let _permit = permit;
-                    let shared = lane_shared;
-                    match kind {
-                        Kind::Sales => {
-                            let request = decode::<pb::RecordSalesRequest>(bytes)?;
-                            let response = service::record_sales(&shared, request).await?;
-                            Ok(Bytes::from(response.encode_to_vec()))
-                        }
-                        Kind::Returns => {
-                            let request = decode::<pb::RecordReturnsRequest>(bytes)?;
-                            let response = service::record_returns(&shared, request).await?;
-                            Ok(Bytes::from(response.encode_to_vec()))
-                        }
-                    }
-                })
-                .await?;
-            Ok(Response::new(answer))
-        })
+        let answer = on_lane(&self.shared, permit, move |shared| async move {
+            let response = match kind {
+                Kind::Sales => {
+                    let request = decode::<pb::RecordSalesRequest>(bytes)?;
+                    pipeline::record_sales(&shared, request)
+                        .await?
+                        .encode_to_vec()
+                }
+                Kind::Returns => {
+                    let request = decode::<pb::RecordReturnsRequest>(bytes)?;
+                    pipeline::record_returns(&shared, request)
+                        .await?
+                        .encode_to_vec()
+                }
+            };
+            Ok(Bytes::from(response))
+        });
+        Box::pin(async move { Ok(Response::new(answer.await?)) })
     }
 }
 

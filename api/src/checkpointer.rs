@@ -7,7 +7,7 @@
 //! pool because a checkpoint copies the ledger and waits for the log. No submit ever pays for a
 //! checkpoint beyond the short copy made under the ledger's locks.
 
-use crate::Shared;
+use crate::shared::Shared;
 use inv_engine::{LogError, SubmitError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             ),
             Ok(Err(LogError::Closed)) => return,
             Ok(Err(error)) => {
-                if shared.engine.ledger().log().health().is_err() {
+                if shared.engine.log_health().is_err() {
                     // The log failed under the checkpoint: the engine is fail-stopped.
                     error!(%error, "checkpoint failed; the event log has failed");
                     shared.observe_error(&SubmitError::Log(error));

@@ -47,7 +47,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         location: Location::from(DC),
         delta: i64::try_from(args.stock).context("--stock too large")?,
         reason: "goods receipt".into(),
-    }))?;
+    }))??;
 
     let granted_units = AtomicU64::new(0);
     let rejected = AtomicU64::new(0);
@@ -60,19 +60,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 for attempt in 0..args.attempts {
                     let id = format!("c{connector}-{attempt}");
                     let qty = 1 + (connector + attempt) % 3;
-                    let receipt = engine.submit(Command::Reserve(Reserve {
+                    let reserve = Command::Reserve(Reserve {
                         reservation_id: ReservationId::from(id.as_str()),
                         channel: Channel::from(format!("marketplace-{connector}").as_str()),
                         lines: vec![Line::new(SKU, DC, qty)],
                         ttl_ms: TTL_MS,
-                    }))?;
+                    });
+                    let receipt = engine.submit(reserve.clone())??;
                     // Retries are safe: the same request gets the same answer.
-                    let retry = engine.submit(Command::Reserve(Reserve {
-                        reservation_id: ReservationId::from(id.as_str()),
-                        channel: Channel::from(format!("marketplace-{connector}").as_str()),
-                        lines: vec![Line::new(SKU, DC, qty)],
-                        ttl_ms: TTL_MS,
-                    }))?;
+                    let retry = engine.submit(reserve)??;
                     assert_eq!(retry.lsn, receipt.lsn);
                     match receipt.outcome {
                         Outcome::Granted { .. } => {
@@ -83,13 +79,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                                     engine.submit(Command::Commit(Commit {
                                         reservation_id: ReservationId::from(id.as_str()),
                                         lines: None,
-                                    }))?;
+                                    }))??;
                                     committed_units.fetch_add(qty, Ordering::Relaxed);
                                 }
                                 7 => {
                                     engine.submit(Command::Release(Release {
                                         reservation_id: ReservationId::from(id.as_str()),
-                                    }))?;
+                                    }))??;
                                 }
                                 _ => {}
                             }
@@ -118,7 +114,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     let replayed = Ledger::new(config, Arc::new(MemLog::new()));
     replayed.replay_log(log.as_ref())?;
-    let invariants = engine.ledger().check_invariants();
+    let invariants = engine.check_invariants();
 
     println!(
         "flash sale on {SKU} at {DC}: {} units, {} connectors x {} attempts",
@@ -152,14 +148,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     );
     println!(
         "  replay digest            {}",
-        if replayed.digest() == engine.ledger().digest() {
+        if replayed.digest() == engine.digest() {
             "equal to live state"
         } else {
             "DIFFERS"
         }
     );
     invariants.map_err(anyhow::Error::msg)?;
-    if replayed.digest() != engine.ledger().digest() {
+    if replayed.digest() != engine.digest() {
         bail!("replaying the log did not reproduce the live state");
     }
     // Released and expired units go back on sale, so grants may exceed stock; sales may not.

@@ -22,7 +22,7 @@
 //! a safety net against a listener that is not ours (a log takes only one) or a relay that is
 //! not running, waiters also look again every [`RECHECK_INTERVAL`].
 
-use inv_engine::{EventLog, LogError, Lsn};
+use inv_engine::{Engine, LogError, Lsn};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -32,8 +32,10 @@ use tokio::sync::{Notify, watch};
 pub const RECHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 pub(crate) struct DurabilityWaiter {
-    log: Arc<dyn EventLog>,
-    /// See `ServerConfig::ack_on_append`.
+    engine: Arc<Engine>,
+    /// A log that acknowledges on append (`Engine::acks_on_append`, from the log, never
+    /// chosen): waiting for its fsync would add up to its flush interval to every write and
+    /// make none of them safer.
     ack_on_append: bool,
     /// Notified by the log's listener (on the writer thread) on every advance or failure.
     logged: Arc<Notify>,
@@ -42,26 +44,31 @@ pub(crate) struct DurabilityWaiter {
 }
 
 impl DurabilityWaiter {
-    /// Registers the listener on `log`. A log takes one listener: serve one `Engine` at a time.
-    pub fn new(log: Arc<dyn EventLog>, ack_on_append: bool) -> Self {
+    /// Registers the listener on the engine's log. A log takes one listener: serve one
+    /// `Engine` at a time.
+    pub fn new(engine: Arc<Engine>) -> Self {
         let logged = Arc::new(Notify::new());
         let notify = Arc::clone(&logged);
-        log.set_durable_listener(Arc::new(move || notify.notify_one()));
+        engine.set_durable_listener(Arc::new(move || notify.notify_one()));
         Self {
-            log,
-            ack_on_append,
+            ack_on_append: engine.acks_on_append(),
+            engine,
             logged,
             advanced: watch::Sender::new(0u64),
         }
     }
 
-    /// Passes the log's notifications on to the waiting requests, on the runtime; runs until
-    /// dropped (`serve` aborts it once every call has finished).
-    pub async fn relay(&self) {
+    /// Passes the log's notifications on to the waiting requests, on the runtime, and calls
+    /// `on_failure` when one says the log failed; runs until dropped (`serve` aborts it once
+    /// every call has finished).
+    pub async fn relay(&self, on_failure: impl Fn()) {
         loop {
             self.logged.notified().await;
             self.advanced
                 .send_modify(|count| *count = count.wrapping_add(1));
+            if self.engine.log_health().is_err() {
+                on_failure();
+            }
         }
     }
 
@@ -69,14 +76,14 @@ impl DurabilityWaiter {
     /// log's failure.
     pub async fn wait(&self, lsn: Lsn) -> Result<(), LogError> {
         if self.ack_on_append {
-            return self.log.health();
+            return self.engine.log_health();
         }
         let mut advanced = self.advanced.subscribe();
         loop {
-            if self.log.durable_lsn() >= lsn {
+            if self.engine.durable_lsn() >= lsn {
                 return Ok(());
             }
-            self.log.health()?;
+            self.engine.log_health()?;
             tokio::select! {
                 changed = advanced.changed() => {
                     if changed.is_err() {

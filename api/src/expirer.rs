@@ -8,9 +8,8 @@
 //! log, so it runs on the blocking pool; the task stops when shutdown starts, and `serve` waits
 //! for the round in progress before it returns.
 
-use crate::Shared;
-use crate::status;
-use inv_engine::{LogError, SubmitError};
+use crate::shared::Shared;
+use inv_engine::SubmitError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::MissedTickBehavior;
@@ -41,19 +40,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(Ok(expired)) => {
                 debug!(expired, "holds expired");
                 shared.metrics.observe_expiries(expired);
-                let head = shared.engine.ledger().next_lsn().0.saturating_sub(1);
-                shared.advance_head(head);
+                shared.advance_head(shared.engine.head_lsn().0);
                 backlog = expired >= batch_max;
             }
-            Ok(Err(
-                SubmitError::Busy { capacity } | SubmitError::Log(LogError::Full { capacity }),
-            )) => {
+            Ok(Err(SubmitError::Busy { capacity })) => {
                 // Back-pressure, not failure: the next tick tries again.
                 warn!(capacity, "log queue full; expiry sweep deferred");
             }
             Ok(Err(error)) => {
                 shared.observe_error(&error);
-                if status::is_fail_stop(&error) {
+                if error.is_fail_stop() {
                     error!(%error, "expiry sweep stopped: the engine is fail-stopped");
                     return;
                 }

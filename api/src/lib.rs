@@ -5,29 +5,37 @@
 //! a command's shape) is the engine's, and an answer here is only a translation of it.
 //!
 //! # Layout
+//! Imports run one way, from the top of this list down; nothing imports `service` or `bulk`.
 //! - [`serve`] (this file): wires the `Inventory` service, health, reflection, the expirer and
 //!   graceful shutdown around any stream of connections, so tests (and a simulator) can host it
 //!   on `127.0.0.1:0` or on a simulated network.
-//! - `service`: the tonic trait impl. Each handler is decode, call the engine, encode.
-//! - `bulk`: the bulk lane: RecordSales and RecordReturns are refused before their body is
-//!   read when their budget is used up, else decoded, decided and answered on a thread of
-//!   their own at a lower OS priority, so a backfill only gets the CPU the hot path leaves.
-//! - `durability`: writes await their durability through the log's listener, so no thread is
-//!   parked per in-flight write.
-//! - `convert`: proto <-> domain, collecting every field violation of a request at once.
-//! - `status`: the one mapping from engine errors and refusing outcomes to `tonic::Status`
-//!   (and to per-item errors of batch calls).
-//! - `watch`: the `WatchAvailability` change feed, read from the event log.
+//! - `service`: the tonic trait impl. Each handler is decode, call `pipeline`, encode.
 //! - `session`: the `Session` stream: checks and writes over one bidirectional stream, through
-//!   the same handlers as the unary calls, at most `SESSION_IN_FLIGHT_MAX` in flight each.
-//! - `expirer`: the background task that records expiry events for lapsed holds.
-//! - `checkpointer`: the background task that writes a checkpoint when one is due, so a
-//!   restart replays a short tail instead of the whole log.
+//!   the same `pipeline` functions as the unary calls, at most `SESSION_IN_FLIGHT_MAX` in
+//!   flight each.
+//! - `bulk`: RecordSales and RecordReturns are refused before their body is read when their
+//!   budget is used up, else decoded, decided and answered on the bulk lane (`lane`: a thread
+//!   of their own at a lower OS priority), so a backfill only gets the CPU the hot path leaves.
+//! - `watch`: the `WatchAvailability` change feed, read from the event log.
+//! - `pipeline`: how every write is decided, waited on and answered, and how a check is
+//!   answered, whichever path (unary, session, bulk) it came by.
+//! - `expirer`, `checkpointer`: the background tasks that record expiry events for lapsed
+//!   holds and write a checkpoint when one is due.
 //! - `metrics`: Prometheus metrics: a layer counting every call of the service by method and
 //!   status code, a few domain counters, the engine's state read at scrape, and the `/metrics`
 //!   HTTP endpoint ([`ServeOptions::metrics_listener`]).
+//! - `shared`: what all of the above share (the engine, budgets, the head LSN, shutdown, the
+//!   fail-stop wake-up); `durability`: writes await their durability through the log's
+//!   listener, so no thread is parked per in-flight write; `lane`: the bulk lane's thread.
+//! - `convert`: proto <-> domain, collecting every field violation of a request at once.
+//! - `status`: the one mapping from engine errors, refusals and refusing outcomes to
+//!   `tonic::Status` (and to per-item errors of batch calls), with the table in its doc.
+//! - `config`: [`ServerConfig`], the server's limits and timings, each declared once (the
+//!   binary's flag, environment variable and config-file key all come from it).
 //! - [`host`]: the runtime and memory set-up shared by the processes that host the server.
-//! - `main.rs` (the `inventory` binary): CLI, config, tracing, the data folder, signals.
+//! - `main.rs` (the `inventory` binary): CLI, settings, tracing, the data folder, signals.
+//!
+//! The API reaches the engine only through [`Engine`]'s own methods, never its ledger or log.
 //!
 //! # Limits and back-pressure
 //! Every queue has a bound (see [`ServerConfig`]). Interactive writes (Reserve, Commit, Release,
@@ -51,26 +59,27 @@
 
 mod bulk;
 mod checkpointer;
+mod config;
 mod convert;
 mod durability;
 mod expirer;
 pub mod host;
+mod lane;
 mod metrics;
+mod pipeline;
 mod service;
 mod session;
+mod shared;
 mod status;
 mod watch;
 
-use durability::DurabilityWaiter;
-use inv_engine::{CheckpointPolicy, Engine, SubmitError};
+use inv_engine::Engine;
 use inv_proto::v1::inventory_server::InventoryServer;
-use serde::Deserialize;
+use shared::Shared;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, Semaphore};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
@@ -78,137 +87,14 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{error, info, warn};
 
-pub use metrics::{CHANNELS_MAX, LogStatsSource, STORES_LISTED_MAX};
+pub use config::ServerConfig;
+pub use metrics::{CHANNELS_MAX, STORES_LISTED_MAX};
 pub use service::InventoryService;
 
 /// Most items in one batch call (Check positions, RecordSales sales, RecordReturns returns,
 /// CheckSku and WatchAvailability filters): large enough for a store's end-of-day batch,
 /// small enough that one call cannot hold a blocking thread for long.
 pub const BATCH_ITEMS_MAX: usize = 1_000;
-
-/// The server's limits and timings. Every field has a default suited to one process on a
-/// small machine; `main.rs` fills them from flags, environment and the config file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Largest request the server decodes, in bytes. A RecordSales batch of 1,000 sales of a
-    /// few lines each is well under 1 MiB; 8 MiB leaves room for wide baskets.
-    pub request_bytes_max: usize,
-    /// Largest response the server encodes, in bytes (a Check of 1,000 positions is ~100 KiB;
-    /// StoreStatus of every store is the largest answer).
-    pub response_bytes_max: usize,
-    /// Interactive writes in progress at once (most of that time is the wait for the log's
-    /// group commit, which costs a task, not a thread); past this, RESOURCE_EXHAUSTED. The
-    /// log's own queue bound (`LogError::Full`) applies as well.
-    pub writes_in_flight_max: usize,
-    /// Bulk calls (RecordSales, RecordReturns) accepted at once; their own budget, so they
-    /// never delay interactive writes. Past this, RESOURCE_EXHAUSTED before the request is
-    /// read. They run one at a time on the bulk lane (interleaved by chunks), so 2 keeps the
-    /// lane busy (one deciding while another waits for its group commit) without letting
-    /// many batches' memory queue up.
-    pub bulk_in_flight_max: usize,
-    /// Niceness of the bulk lane's thread (0-19; 0 runs it at the server's priority). Higher
-    /// gives the hot path more of a busy machine; the lane takes the same short engine locks
-    /// as hot writes, and a thread niced to 19 that is preempted holding one stalls them, so
-    /// the default is in between (measured with `load --scenario backfill`). Linux only.
-    pub bulk_nice: i32,
-    /// Open WatchAvailability streams. Past this, RESOURCE_EXHAUSTED.
-    pub watch_streams_max: usize,
-    /// How often the expirer looks for lapsed holds, in ms. Lapsed holds stop counting against
-    /// availability at once; this only bounds how late their expiry events are recorded.
-    pub expire_interval_ms: u64,
-    /// Most holds expired per round (more rounds follow at once while there is a backlog).
-    pub expire_batch_max: usize,
-    /// How long shutdown waits for in-flight calls before closing connections anyway, in ms.
-    pub drain_timeout_ms: u64,
-    /// Write a checkpoint once this many events were logged since the last one (0: never by
-    /// count). Bounds what a restart replays; see `inv_engine::CheckpointPolicy`.
-    pub checkpoint_every_events: u64,
-    /// Write a checkpoint once this long has passed since the last one and something was
-    /// logged, in ms (0: never by time).
-    pub checkpoint_every_ms: u64,
-    /// Acknowledge a write once its event is appended instead of once it is durable. Only
-    /// for a log that itself acknowledges on append (`RedbLog` with `Durability::Async`, whose
-    /// `wait_durable` returns at once and whose durable LSN moves only with each fsync);
-    /// `main.rs` sets it from `--durability`. With a log that fsyncs before acknowledging it
-    /// must stay false, or acknowledged writes could be lost in a crash.
-    #[serde(skip)]
-    pub ack_on_append: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            request_bytes_max: 8 << 20,
-            response_bytes_max: 16 << 20,
-            writes_in_flight_max: 8_192,
-            bulk_in_flight_max: 2,
-            bulk_nice: 10,
-            watch_streams_max: 1_024,
-            expire_interval_ms: 100,
-            expire_batch_max: 10_000,
-            drain_timeout_ms: 10_000,
-            checkpoint_every_events: CheckpointPolicy::default().every_events,
-            checkpoint_every_ms: CheckpointPolicy::default().every_ms,
-            ack_on_append: false,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// Blocking threads the server may use at once: one per change-feed read, plus the expirer
-    /// and the checkpointer (bulk calls run on a thread of their own). Size the runtime's
-    /// blocking pool to at least this.
-    pub fn blocking_threads_max(&self) -> usize {
-        self.watch_streams_max + 2
-    }
-
-    /// When the checkpointer writes a checkpoint.
-    pub fn checkpoint_policy(&self) -> CheckpointPolicy {
-        CheckpointPolicy {
-            every_events: self.checkpoint_every_events,
-            every_ms: self.checkpoint_every_ms,
-        }
-    }
-
-    /// Refuses settings that would make the server unusable.
-    pub fn validate(&self) -> Result<(), ServeError> {
-        let positive: [(&str, u64); 7] = [
-            ("request_bytes_max", self.request_bytes_max as u64),
-            ("response_bytes_max", self.response_bytes_max as u64),
-            ("writes_in_flight_max", self.writes_in_flight_max as u64),
-            ("bulk_in_flight_max", self.bulk_in_flight_max as u64),
-            ("watch_streams_max", self.watch_streams_max as u64),
-            ("expire_interval_ms", self.expire_interval_ms),
-            ("expire_batch_max", self.expire_batch_max as u64),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(ServeError::Config(format!("{name} must be at least 1")));
-            }
-        }
-        if !(0..=19).contains(&self.bulk_nice) {
-            return Err(ServeError::Config(format!(
-                "bulk_nice must be in 0..=19, got {}",
-                self.bulk_nice
-            )));
-        }
-        // tokio's semaphores hold at most this many permits.
-        for (name, value) in [
-            ("writes_in_flight_max", self.writes_in_flight_max),
-            ("bulk_in_flight_max", self.bulk_in_flight_max),
-            ("watch_streams_max", self.watch_streams_max),
-        ] {
-            if value > Semaphore::MAX_PERMITS {
-                return Err(ServeError::Config(format!(
-                    "{name} must be at most {}",
-                    Semaphore::MAX_PERMITS
-                )));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Why [`serve`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -224,107 +110,14 @@ pub enum ServeError {
     BulkLane(#[from] std::io::Error),
 }
 
-/// What every handler, the expirer and the change feeds share.
-pub(crate) struct Shared {
-    pub engine: Arc<Engine>,
-    pub config: ServerConfig,
-    /// Budget of interactive writes waiting on the log.
-    pub writes: Arc<Semaphore>,
-    /// Budget of bulk calls; separate so interactive writes never wait behind them.
-    pub bulk: Arc<Semaphore>,
-    /// Where bulk calls run (see `bulk`).
-    pub bulk_lane: bulk::BulkLane,
-    /// Budget of open change feeds.
-    pub watches: Arc<Semaphore>,
-    /// The highest LSN this server knows to be applied. Change feeds wake when it moves, so
-    /// they follow the log without polling it hard.
-    pub head: tokio::sync::watch::Sender<u64>,
-    /// Cancelled when shutdown starts: stops the expirer and ends change feeds.
-    pub shutdown: CancellationToken,
-    /// Set once a write failed because the log failed: the engine is fail-stopped until a
-    /// restart, and health reports NOT_SERVING.
-    pub failed: AtomicBool,
-    /// Wakes the health task when `failed` is set.
-    pub failed_notify: Notify,
-    /// Where writes await durability.
-    pub durability: DurabilityWaiter,
-    /// Counters and histograms, encoded at `/metrics` with a snapshot of the engine.
-    pub metrics: metrics::Metrics,
-    /// The event log's writer statistics, read at scrape (see [`ServeOptions::log_stats`]).
-    pub log_stats: Option<LogStatsSource>,
-}
-
-impl Shared {
-    fn new(
-        engine: Arc<Engine>,
-        config: ServerConfig,
-        shutdown: CancellationToken,
-        log_stats: Option<LogStatsSource>,
-    ) -> Result<Self, ServeError> {
-        let head = engine.ledger().next_lsn().0.saturating_sub(1);
-        let durability =
-            DurabilityWaiter::new(Arc::clone(engine.ledger().log()), config.ack_on_append);
-        Ok(Self {
-            engine,
-            config,
-            writes: Arc::new(Semaphore::new(config.writes_in_flight_max)),
-            bulk: Arc::new(Semaphore::new(config.bulk_in_flight_max)),
-            bulk_lane: bulk::BulkLane::start(config.bulk_nice)?,
-            watches: Arc::new(Semaphore::new(config.watch_streams_max)),
-            head: tokio::sync::watch::Sender::new(head),
-            shutdown,
-            failed: AtomicBool::new(false),
-            failed_notify: Notify::new(),
-            durability,
-            metrics: metrics::Metrics::new(),
-            log_stats,
-        })
-    }
-
-    /// Tells change feeds that events up to `lsn` are in the log.
-    pub fn advance_head(&self, lsn: u64) {
-        self.head.send_if_modified(|head| {
-            let moved = lsn > *head;
-            if moved {
-                *head = lsn;
-            }
-            moved
-        });
-    }
-
-    /// Notes a write error; a log failure (anything but a full queue) fail-stops the server.
-    pub fn observe_error(&self, error: &SubmitError) {
-        if status::is_fail_stop(error) && !self.failed.swap(true, Ordering::AcqRel) {
-            error!(%error, "the event log failed; refusing writes until restarted");
-            self.failed_notify.notify_one();
-        }
-    }
-
-    pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire) || self.engine.ledger().failure().is_some()
-    }
-}
-
 /// What [`serve_with`] adds to [`serve`]. The default is what `serve` does: no metrics
-/// endpoint (the counters are kept all the same) and no log statistics.
-#[derive(Default)]
+/// endpoint (the counters are kept all the same).
+#[derive(Debug, Default)]
 pub struct ServeOptions {
     /// Where to serve `GET /metrics` (Prometheus text format). Bound by the caller, so a test
     /// can bind `127.0.0.1:0` and read the port. Served until `serve_with` returns: through the
     /// drain, so the last scrapes see the shutdown.
     pub metrics_listener: Option<tokio::net::TcpListener>,
-    /// Reads the event log's writer statistics (commit time, batch sizes) at each scrape;
-    /// `main.rs` passes `RedbLog::stats`. Without it those series are left out.
-    pub log_stats: Option<LogStatsSource>,
-}
-
-impl std::fmt::Debug for ServeOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeOptions")
-            .field("metrics_listener", &self.metrics_listener)
-            .field("log_stats", &self.log_stats.is_some())
-            .finish()
-    }
 }
 
 /// Serves the inventory API over `incoming` until `shutdown` completes, then drains (see the
@@ -362,12 +155,7 @@ where
 {
     config.validate()?;
     let token = CancellationToken::new();
-    let shared = Arc::new(Shared::new(
-        engine,
-        config,
-        token.clone(),
-        options.log_stats,
-    )?);
+    let shared = Arc::new(Shared::new(engine, config, token.clone())?);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -390,7 +178,10 @@ where
 
     let relay = {
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move { shared.durability.relay().await })
+        tokio::spawn(async move {
+            let on_failure = || shared.fail_stop.notify_one();
+            shared.durability.relay(on_failure).await
+        })
     };
     let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));
     let checkpointer = tokio::spawn(checkpointer::run(Arc::clone(&shared)));
@@ -467,20 +258,20 @@ async fn set_all_not_serving(reporter: &HealthReporter) {
         .await;
 }
 
-/// Turns health NOT_SERVING once the engine fail-stops. Checks on every observed failure and
-/// once a second (the engine may also fail on the expirer's or another caller's write).
+/// Turns health NOT_SERVING once the engine fail-stops. Woken by every observed log failure
+/// (a write's, the expirer's, the checkpointer's, or the log's own through the durability
+/// relay); the engine says whether it has stopped.
 async fn report_failures(shared: Arc<Shared>, reporter: HealthReporter) {
     loop {
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            () = shared.failed_notify.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
         if shared.is_failed() {
             set_all_not_serving(&reporter).await;
             // Fail-stop is permanent until a restart: nothing more to report.
             shared.shutdown.cancelled().await;
             return;
+        }
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = shared.fail_stop.notified() => {}
         }
     }
 }

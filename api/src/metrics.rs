@@ -9,9 +9,8 @@
 //! - **Read at scrape** ([`Snapshot`]): what the engine already knows and would only be
 //!   duplicated (and drift) if mirrored into gauges: open holds, LSNs, per-store sale lag and
 //!   gaps, fail-stop, the concurrency budgets in use, and the event log's writer statistics
-//!   (through the optional [`LogStatsSource`], since only `main.rs` knows the log is a
-//!   `RedbLog`). A scrape takes a few short engine locks, the same ones a `StoreStatus` call
-//!   takes.
+//!   (`Engine::log_stats`, when the log keeps them). A scrape takes a few short engine locks,
+//!   the same ones a `StoreStatus` call takes.
 //!
 //! Every label has a bounded set of values: `grpc_method` is one of the service's methods (read
 //! from the file descriptor set, so a new RPC is covered without an edit here; anything else
@@ -23,9 +22,9 @@
 //! (`_seconds`, `_events`), `_total` on counters. `promtool check metrics` passes on the output
 //! (see `tests/tests/metrics.rs`).
 
-use crate::Shared;
 use crate::convert;
-use inv_engine::log::redb::{BATCH_SIZE_BUCKETS, LogStats};
+use crate::shared::Shared;
+use inv_engine::log::{BATCH_SIZE_BUCKETS, LogStats};
 use inv_engine::{Outcome, Receipt, StoreStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
@@ -48,10 +47,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::codegen::http;
 use tracing::{info, warn};
-
-/// Reads the event log's writer statistics at scrape time (`RedbLog::stats`). `None` when the
-/// log is gone (the server is shutting down); the log series are then left out.
-pub type LogStatsSource = Arc<dyn Fn() -> Option<LogStats> + Send + Sync>;
 
 /// Distinct `channel` label values kept for Reserve calls; later channels count as `other`.
 /// Channels are a handful of sales channels in practice; the bound only stops a client that
@@ -337,8 +332,8 @@ struct Snapshot {
 
 impl Snapshot {
     fn read(shared: &Shared) -> Self {
-        let ledger = shared.engine.ledger();
-        let mut stores = ledger.store_statuses();
+        let engine = &shared.engine;
+        let mut stores = engine.store_statuses();
         let stores_total = stores.len() as u64;
         stores.sort_unstable_by(|a, b| a.store_id.cmp(&b.store_id));
         stores.truncate(STORES_LISTED_MAX);
@@ -347,16 +342,16 @@ impl Snapshot {
         };
         let config = &shared.config;
         Self {
-            holds_open: ledger.holds_open() as u64,
-            next_lsn: ledger.next_lsn().0,
-            durable_lsn: ledger.log().durable_lsn().0,
+            holds_open: engine.holds_open() as u64,
+            next_lsn: engine.head_lsn().0 + 1,
+            durable_lsn: engine.durable_lsn().0,
             fail_stopped: shared.is_failed(),
             writes_in_flight: in_use(&shared.writes, config.writes_in_flight_max),
             bulk_in_flight: in_use(&shared.bulk, config.bulk_in_flight_max),
             watch_streams: in_use(&shared.watches, config.watch_streams_max),
             stores_total,
             stores,
-            log: shared.log_stats.as_ref().and_then(|source| source()),
+            log: engine.log_stats(),
         }
     }
 }

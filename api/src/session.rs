@@ -2,8 +2,8 @@
 //!
 //! A connector that sends thousands of requests a second pays for a unary call each (HTTP/2
 //! stream setup, headers, trailers, a task). A session pays for one stream and then only for
-//! its messages. Each request is handled by the same `InventoryService::*_now` method as its
-//! unary RPC, so conversion, validation and the status mapping are shared; a failure becomes
+//! its messages. Each request is handled by the same `pipeline` function as its unary RPC, so
+//! conversion, validation and the status mapping are shared; a failure becomes
 //! the `ItemError` its unary call would have failed with, and the stream goes on.
 //!
 //! # How a stream is driven
@@ -32,7 +32,8 @@
 //! - The client goes away: tonic drops the session, and with it the waits in flight; their
 //!   writes are in the log already and become durable with the rest.
 
-use crate::service::InventoryService;
+use crate::pipeline;
+use crate::shared::Shared;
 use crate::status::Failure;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use inv_proto::v1 as pb;
@@ -40,7 +41,8 @@ use pb::session_request::Request as Ask;
 use pb::session_response::Response as Answer;
 use std::future::Future;
 use std::pin::Pin;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use std::sync::Arc;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Status, Streaming};
 
 /// Most requests of one stream read but not yet answered. Enough to keep a group commit full
@@ -57,7 +59,7 @@ type InFlight = Pin<Box<dyn Future<Output = pb::SessionResponse> + Send>>;
 
 /// One open stream.
 struct Session {
-    service: InventoryService,
+    shared: Arc<Shared>,
     /// The client's requests.
     inbound: Streaming<pb::SessionRequest>,
     /// Writes read and decided, waiting for durability; at most [`SESSION_IN_FLIGHT_MAX`].
@@ -71,14 +73,11 @@ struct Session {
     end: Option<Status>,
 }
 
-/// Starts a session over `inbound`; `shutdown` is the server's shutdown token.
-pub(crate) fn start(
-    service: InventoryService,
-    shutdown: CancellationToken,
-    inbound: Streaming<pb::SessionRequest>,
-) -> SessionStream {
+/// Starts a session over `inbound`.
+pub(crate) fn start(shared: Arc<Shared>, inbound: Streaming<pb::SessionRequest>) -> SessionStream {
+    let shutdown = shared.shutdown.clone();
     let session = Session {
-        service,
+        shared,
         inbound,
         in_flight: FuturesUnordered::new(),
         shutdown: Box::pin(shutdown.cancelled_owned()),
@@ -136,20 +135,20 @@ impl Session {
         match request.request {
             Some(Ask::Check(check)) => Some(response(
                 id,
-                self.service.check_now(check).map(Answer::Check),
+                pipeline::check_now(&self.shared, check).map(Answer::Check),
             )),
             Some(Ask::Reserve(reserve)) => {
-                let answer = self.service.reserve_now(reserve);
+                let answer = pipeline::reserve_now(&self.shared, reserve);
                 self.push(id, answer, Answer::Reserve);
                 None
             }
             Some(Ask::Commit(commit)) => {
-                let answer = self.service.commit_now(commit);
+                let answer = pipeline::commit_now(&self.shared, commit);
                 self.push(id, answer, Answer::Commit);
                 None
             }
             Some(Ask::Release(release)) => {
-                let answer = self.service.release_now(release);
+                let answer = pipeline::release_now(&self.shared, release);
                 self.push(id, answer, Answer::Release);
                 None
             }

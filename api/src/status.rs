@@ -7,22 +7,24 @@
 //! into the item's `ItemError`. One mapping for both keeps a bad sale in a batch and the same
 //! sale sent alone answering alike.
 //!
-//! | engine says | code | reason |
-//! |---|---|---|
-//! | `SubmitError::Invalid`, conversion errors | INVALID_ARGUMENT | INVALID_FIELD |
-//! | `SubmitError::KeyConflict` | ALREADY_EXISTS | KEY_REUSED |
-//! | `SubmitError::ReservationNotFound` / `ReturnNotFound` | NOT_FOUND | RESERVATION_NOT_FOUND / RETURN_NOT_FOUND |
-//! | `Outcome::Expired` | FAILED_PRECONDITION | HOLD_EXPIRED |
-//! | `Outcome::HoldAlreadyEnded(state)` | FAILED_PRECONDITION | HOLD_ALREADY_{COMMITTED,RELEASED,EXPIRED} |
-//! | `SubmitError::NotHeld` / `NotQuarantined` | FAILED_PRECONDITION | NOT_HELD / NOT_QUARANTINED |
-//! | `SubmitError::Busy` (`LogError::Full`), a concurrency budget used up | RESOURCE_EXHAUSTED | LOG_FULL / OVERLOADED |
-//! | `SubmitError::FailStopped`, any other `SubmitError::Log` | UNAVAILABLE | FAIL_STOPPED |
+//! | engine says | code | reason | recorded under the key |
+//! |---|---|---|---|
+//! | `SubmitError::Invalid`, conversion errors | INVALID_ARGUMENT | INVALID_FIELD | no |
+//! | `Refusal::KeyConflict` | ALREADY_EXISTS | KEY_REUSED | no |
+//! | `Refusal::ReservationIdInUse` / `ReturnIdInUse` | ALREADY_EXISTS | ID_IN_USE | no |
+//! | `Refusal::ReservationNotFound` / `ReturnNotFound` | NOT_FOUND | RESERVATION_NOT_FOUND / RETURN_NOT_FOUND | no |
+//! | `Refusal::NotHeld` / `NotQuarantined` | FAILED_PRECONDITION | NOT_HELD / NOT_QUARANTINED | no |
+//! | `Refusal::HoldNotLapsed` (the expiry sweep's own; never reaches a client) | INTERNAL | INTERNAL | no |
+//! | `Outcome::Expired` | FAILED_PRECONDITION | HOLD_EXPIRED | yes |
+//! | `Outcome::HoldAlreadyEnded(state)` | FAILED_PRECONDITION | HOLD_ALREADY_{COMMITTED,RELEASED,EXPIRED} | yes |
+//! | `SubmitError::Busy`, a concurrency budget used up | RESOURCE_EXHAUSTED | LOG_FULL / OVERLOADED | no |
+//! | `SubmitError::FailStopped`, `SubmitError::Log` | UNAVAILABLE | FAIL_STOPPED | no |
 //!
 //! RESOURCE_EXHAUSTED and UNAVAILABLE mean nothing was applied (or, for a log failure after the
 //! append, nothing is promised): retrying the same request is always safe, because every write
 //! is idempotent.
 
-use inv_engine::{HoldState, LogError, Lsn, Outcome, SubmitError};
+use inv_engine::{HoldState, Lsn, Outcome, Refusal, SubmitError};
 use inv_proto::v1 as pb;
 use pb::ErrorReason;
 use std::collections::HashMap;
@@ -207,55 +209,16 @@ impl From<Failure> for Status {
     }
 }
 
-/// True for errors after which the engine refuses writes until restarted.
-pub fn is_fail_stop(error: &SubmitError) -> bool {
-    match error {
-        SubmitError::FailStopped(_) => true,
-        SubmitError::Log(LogError::Full { .. }) => false,
-        SubmitError::Log(_) => true,
-        _ => false,
-    }
-}
-
 /// The failure for an error the engine returned for a command.
 pub fn submit_error(error: &SubmitError) -> Failure {
     match error {
         SubmitError::Invalid { field, reason } => Failure::invalid_field(field.clone(), reason),
-        SubmitError::KeyConflict { key, field } => Failure::new(
-            Code::AlreadyExists,
-            ErrorReason::KeyReused,
+        SubmitError::Busy { capacity } => Failure::new(
+            Code::ResourceExhausted,
+            ErrorReason::LogFull,
             error.to_string(),
         )
-        .with_field(*field, "differs from the request first sent under this key")
-        .with_metadata("key", key),
-        SubmitError::ReservationNotFound(id) => Failure::reservation_not_found(id),
-        SubmitError::ReturnNotFound(id) => Failure::new(
-            Code::NotFound,
-            ErrorReason::ReturnNotFound,
-            error.to_string(),
-        )
-        .with_field("return_id", format!("unknown return {id}")),
-        SubmitError::NotHeld { field, reason } => Failure::new(
-            Code::FailedPrecondition,
-            ErrorReason::NotHeld,
-            error.to_string(),
-        )
-        .with_field(field.clone(), reason),
-        SubmitError::NotQuarantined { quarantined, .. } => Failure::new(
-            Code::FailedPrecondition,
-            ErrorReason::NotQuarantined,
-            error.to_string(),
-        )
-        .with_field("qty", "more than the return has in quarantine")
-        .with_metadata("quarantined", quarantined),
-        SubmitError::Busy { capacity } | SubmitError::Log(LogError::Full { capacity }) => {
-            Failure::new(
-                Code::ResourceExhausted,
-                ErrorReason::LogFull,
-                error.to_string(),
-            )
-            .with_metadata("capacity", capacity)
-        }
+        .with_metadata("capacity", capacity),
         SubmitError::FailStopped(_) | SubmitError::Log(_) => Failure::new(
             Code::Unavailable,
             ErrorReason::FailStopped,
@@ -265,10 +228,49 @@ pub fn submit_error(error: &SubmitError) -> Failure {
     }
 }
 
+/// The failure for a refusal: the ledger's state does not allow the command (nothing changed,
+/// nothing recorded).
+pub fn refused(refusal: &Refusal) -> Failure {
+    let message = refusal.to_string();
+    match refusal {
+        Refusal::KeyConflict { key, field } => {
+            Failure::new(Code::AlreadyExists, ErrorReason::KeyReused, message)
+                .with_field(*field, "differs from the request first sent under this key")
+                .with_metadata("key", key)
+        }
+        Refusal::ReservationIdInUse { state, .. } => {
+            Failure::new(Code::AlreadyExists, ErrorReason::IdInUse, message)
+                .with_field("reservation_id", "still names a remembered hold")
+                .with_metadata("state", format!("{state:?}").to_lowercase())
+        }
+        Refusal::ReturnIdInUse(_) => {
+            Failure::new(Code::AlreadyExists, ErrorReason::IdInUse, message)
+                .with_field("return_id", "still has units in quarantine")
+        }
+        Refusal::ReservationNotFound(id) => Failure::reservation_not_found(id),
+        Refusal::ReturnNotFound(id) => {
+            Failure::new(Code::NotFound, ErrorReason::ReturnNotFound, message)
+                .with_field("return_id", format!("unknown return {id}"))
+        }
+        Refusal::NotHeld { field, reason } => {
+            Failure::new(Code::FailedPrecondition, ErrorReason::NotHeld, message)
+                .with_field(field.clone(), reason)
+        }
+        Refusal::NotQuarantined { quarantined, .. } => Failure::new(
+            Code::FailedPrecondition,
+            ErrorReason::NotQuarantined,
+            message,
+        )
+        .with_field("qty", "more than the return has in quarantine")
+        .with_metadata("quarantined", quarantined),
+        other => Failure::internal(format!("unexpected refusal: {other}")),
+    }
+}
+
 /// The failure for an outcome that refuses a hold command (commit, release or extend of a hold
 /// that ended or expired). `None` for every other outcome. The refusal was recorded at `lsn`,
 /// so a retry gets the same answer.
-pub fn refusal(outcome: &Outcome, lsn: Lsn) -> Option<Failure> {
+pub fn recorded_refusal(outcome: &Outcome, lsn: Lsn) -> Option<Failure> {
     let failure = match outcome {
         Outcome::Expired => Failure::new(
             Code::FailedPrecondition,
@@ -309,8 +311,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_submit_error_maps_to_its_code() {
-        let cases = [
+    fn every_error_and_refusal_maps_to_its_code() {
+        let errors = [
             (
                 SubmitError::Invalid {
                     field: "lines[0].qty".into(),
@@ -318,39 +320,79 @@ mod tests {
                 },
                 Code::InvalidArgument,
             ),
+            (SubmitError::Busy { capacity: 1 }, Code::ResourceExhausted),
+            (SubmitError::FailStopped("disk".into()), Code::Unavailable),
             (
-                SubmitError::KeyConflict {
+                SubmitError::Log(inv_engine::LogError::Io("disk".into())),
+                Code::Unavailable,
+            ),
+        ];
+        let refusals = [
+            (
+                Refusal::KeyConflict {
                     key: "Reserve:r1".into(),
                     field: "ttl_ms",
                 },
                 Code::AlreadyExists,
+                ErrorReason::KeyReused,
             ),
             (
-                SubmitError::ReservationNotFound("r1".into()),
+                Refusal::ReservationIdInUse {
+                    reservation_id: "r1".into(),
+                    state: HoldState::Open,
+                },
+                Code::AlreadyExists,
+                ErrorReason::IdInUse,
+            ),
+            (
+                Refusal::ReturnIdInUse("ret-1".into()),
+                Code::AlreadyExists,
+                ErrorReason::IdInUse,
+            ),
+            (
+                Refusal::ReservationNotFound("r1".into()),
                 Code::NotFound,
+                ErrorReason::ReservationNotFound,
             ),
-            (SubmitError::ReturnNotFound("x".into()), Code::NotFound),
             (
-                SubmitError::NotHeld {
+                Refusal::ReturnNotFound("x".into()),
+                Code::NotFound,
+                ErrorReason::ReturnNotFound,
+            ),
+            (
+                Refusal::NotHeld {
                     field: "lines[0]".into(),
                     reason: "not held".into(),
                 },
                 Code::FailedPrecondition,
+                ErrorReason::NotHeld,
             ),
             (
-                SubmitError::Log(LogError::Full { capacity: 1 }),
-                Code::ResourceExhausted,
-            ),
-            (SubmitError::Busy { capacity: 1 }, Code::ResourceExhausted),
-            (SubmitError::FailStopped("disk".into()), Code::Unavailable),
-            (
-                SubmitError::Log(LogError::Io("disk".into())),
-                Code::Unavailable,
+                Refusal::NotQuarantined {
+                    return_id: "ret-1".into(),
+                    sku: "s".into(),
+                    location: "l".into(),
+                    requested: 2,
+                    quarantined: 1,
+                },
+                Code::FailedPrecondition,
+                ErrorReason::NotQuarantined,
             ),
         ];
-        for (error, code) in cases {
-            let status = Status::from(submit_error(&error));
-            assert_eq!(status.code(), code, "{error}");
+        let failures = errors
+            .iter()
+            .map(|(error, code)| (submit_error(error), *code, None))
+            .chain(
+                refusals
+                    .iter()
+                    .map(|(refusal, code, reason)| (refused(refusal), *code, Some(*reason))),
+            );
+        for (failure, code, reason) in failures {
+            if let Some(reason) = reason {
+                assert_eq!(failure.reason, reason, "{}", failure.message);
+            }
+            let status = Status::from(failure);
+            assert_eq!(status.code(), code, "{}", status.message());
             let info = status.get_details_error_info().expect("error info");
             assert_eq!(info.domain, DOMAIN);
         }

@@ -19,10 +19,10 @@
 //! On shutdown a feed ends with UNAVAILABLE naming the LSN to resume from (STACK.md §5.1: an
 //! open stream would otherwise hold graceful shutdown forever).
 
-use crate::Shared;
 use crate::convert::{self, FieldErrors};
+use crate::shared::Shared;
 use crate::status::Failure;
-use inv_engine::{Command, Engine, Event, Lsn, Outcome, ReservationId};
+use inv_engine::{DriftAction, Engine, Event, Fact, Line, Lsn, ReservationId};
 use inv_proto::v1 as pb;
 use pb::ChangeCause;
 use std::collections::HashSet;
@@ -79,7 +79,7 @@ pub(crate) fn start(
         convert::check_id(&mut errors, &format!("locations[{i}]"), location);
     }
     errors.finish(())?;
-    let head = shared.engine.ledger().next_lsn().0.saturating_sub(1);
+    let head = shared.engine.head_lsn().0;
     let through = match request.after_lsn {
         Some(lsn) if lsn > head => return Err(Failure::lsn_ahead_of_log("after_lsn", lsn, head)),
         Some(lsn) => lsn,
@@ -223,9 +223,7 @@ impl Feed {
 
 fn read_changes(engine: &Engine, filter: &Filter, from: Lsn) -> Result<Option<Batch>, Failure> {
     let events = engine
-        .ledger()
-        .log()
-        .read_from(from, READ_EVENTS_MAX)
+        .read_events(from, READ_EVENTS_MAX)
         .map_err(|error| Failure::internal(format!("reading the event log: {error}")))?;
     let Some(last) = events.last() else {
         return Ok(None);
@@ -285,32 +283,19 @@ fn affected(engine: &Engine, event: &Event) -> Vec<(ChangeCause, String, String)
             })
             .unwrap_or_default()
     };
-    match (&event.command, &event.outcome) {
-        (Command::Reserve(c), Outcome::Granted { .. }) => c
-            .lines
+    let lines = |cause, lines: &[Line]| {
+        lines
             .iter()
-            .map(|l| {
-                (
-                    ChangeCause::Reserved,
-                    l.sku.to_string(),
-                    l.location.to_string(),
-                )
-            })
-            .collect(),
-        (Command::Commit(c), Outcome::Committed { .. }) => {
-            hold(ChangeCause::Committed, &c.reservation_id)
-        }
-        (Command::Release(c), Outcome::Released) => hold(ChangeCause::Released, &c.reservation_id),
-        (Command::Commit(c), Outcome::Expired) => hold(ChangeCause::Expired, &c.reservation_id),
-        (Command::Release(c), Outcome::Expired) => hold(ChangeCause::Expired, &c.reservation_id),
-        (Command::Extend(c), Outcome::Expired) => hold(ChangeCause::Expired, &c.reservation_id),
-        (Command::Expire(c), Outcome::Expired) => hold(ChangeCause::Expired, &c.reservation_id),
-        (Command::RecordSale(c), Outcome::Recorded) => c
-            .lines
-            .iter()
-            .map(|l| (ChangeCause::Sold, l.sku.to_string(), l.location.to_string()))
-            .collect(),
-        (Command::RecordReturn(c), Outcome::Recorded) => c
+            .map(|l| (cause, l.sku.to_string(), l.location.to_string()))
+            .collect()
+    };
+    match &event.fact {
+        Fact::HoldPlaced { reserve, .. } => lines(ChangeCause::Reserved, &reserve.lines),
+        Fact::HoldCommitted { commit, .. } => hold(ChangeCause::Committed, &commit.reservation_id),
+        Fact::HoldReleased(release) => hold(ChangeCause::Released, &release.reservation_id),
+        Fact::HoldExpired(request) => hold(ChangeCause::Expired, request.reservation_id()),
+        Fact::SaleRecorded(sale) => lines(ChangeCause::Sold, &sale.lines),
+        Fact::ReturnRecorded(ret) => ret
             .lines
             .iter()
             .map(|l| {
@@ -321,11 +306,25 @@ fn affected(engine: &Engine, event: &Event) -> Vec<(ChangeCause, String, String)
                 )
             })
             .collect(),
-        (Command::Dispose(c), Outcome::Recorded) => one(ChangeCause::Disposed, &c.sku, &c.location),
-        (Command::Adjust(c), Outcome::Recorded) => one(ChangeCause::Adjusted, &c.sku, &c.location),
-        (Command::SetSafetyStock(c), Outcome::Recorded) => {
-            one(ChangeCause::SafetyStockSet, &c.sku, &c.location)
+        Fact::ReturnDisposed(c) => one(ChangeCause::Disposed, &c.sku, &c.location),
+        Fact::StockAdjusted(c) => one(ChangeCause::Adjusted, &c.sku, &c.location),
+        Fact::SafetyStockSet(c) => one(ChangeCause::SafetyStockSet, &c.sku, &c.location),
+        Fact::PositionReconciled {
+            reconcile,
+            held: false,
+            drift,
+            ..
+        } if *drift != 0 => one(ChangeCause::Reconciled, &reconcile.sku, &reconcile.location),
+        Fact::DriftResolved { resolve, drift, .. }
+            if resolve.action == DriftAction::Apply && *drift != 0 =>
+        {
+            one(ChangeCause::Reconciled, &resolve.sku, &resolve.location)
         }
-        _ => Vec::new(),
+        // Held or zero drift, a dismissed drift, refusals and extensions change no availability.
+        Fact::PositionReconciled { .. }
+        | Fact::DriftResolved { .. }
+        | Fact::ReserveRefused { .. }
+        | Fact::HoldExtended { .. }
+        | Fact::HoldAlreadyEnded { .. } => Vec::new(),
     }
 }

@@ -124,6 +124,7 @@ impl Steady {
                 inv_benches::adjust(tick, &sku_name(0), &location_name(0), 1),
                 self.now_ms,
             )
+            .expect("well-formed")
             .expect("tick accepted");
         assert_eq!(receipt.outcome, Outcome::Recorded);
         self.ledger.purge(self.now_ms);
@@ -133,13 +134,19 @@ impl Steady {
 
 /// Reserves (which must be granted) and releases (which must release) one pair.
 fn reserve_release(ledger: &Ledger, reserve: Command, release: Command, now_ms: u64) {
-    let granted = ledger.submit(reserve, now_ms).expect("reserve accepted");
+    let granted = ledger
+        .submit(reserve, now_ms)
+        .expect("well-formed")
+        .expect("reserve accepted");
     assert!(
         matches!(granted.outcome, Outcome::Granted { .. }),
         "reserve not granted: {:?}",
         granted.outcome
     );
-    let released = ledger.submit(release, now_ms).expect("release accepted");
+    let released = ledger
+        .submit(release, now_ms)
+        .expect("well-formed")
+        .expect("release accepted");
     assert_eq!(released.outcome, Outcome::Released);
 }
 
@@ -239,7 +246,10 @@ fn reserve_only_growing(c: &mut Criterion) {
                 .collect();
             let start = Instant::now();
             for r in reserves {
-                let granted = ledger.submit(r, NOW_MS).expect("reserve accepted");
+                let granted = ledger
+                    .submit(r, NOW_MS)
+                    .expect("well-formed")
+                    .expect("reserve accepted");
                 assert!(
                     matches!(granted.outcome, Outcome::Granted { .. }),
                     "reserve not granted: {:?}",

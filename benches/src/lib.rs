@@ -77,6 +77,7 @@ pub fn stock(
                     adjust(format_compact!("{prefix}{n}"), &sku, location, delta),
                     now_ms,
                 )
+                .expect("stocking adjustment well-formed")
                 .expect("stocking adjustment accepted");
             assert_eq!(receipt.outcome, Outcome::Recorded);
             n += 1;

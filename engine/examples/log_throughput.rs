@@ -26,6 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use hdrhistogram::Histogram;
 use inv_engine::log::redb::{BATCH_SIZE_BUCKETS, Durability, LogStats};
+use inv_engine::testing::commands::{adjust_with_reason, reserve_lines};
 use inv_engine::*;
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -246,12 +247,8 @@ fn redb_bound(base: &Path) {
 }
 
 fn reserve_command(reservation_id: &str, sku: usize) -> Command {
-    Command::Reserve(Reserve {
-        reservation_id: ReservationId::from(reservation_id),
-        channel: Channel::from("web"),
-        lines: vec![Line::new(&format!("sku-{sku}"), LOCATION, 1)],
-        ttl_ms: 600_000,
-    })
+    let line = Line::new(&format!("sku-{sku}"), LOCATION, 1);
+    reserve_lines(reservation_id, vec![line], 600_000)
 }
 
 enum LogKind {
@@ -286,7 +283,7 @@ fn closed_loop(engine: &Engine, t: usize, deadline: Instant) -> WorkerResult {
         // Retried as it is on Busy until accepted (or the time is up).
         loop {
             match engine.submit(reserve_command(&reservation_id, sku)) {
-                Ok(receipt) => {
+                Ok(Ok(receipt)) => {
                     assert!(receipt.outcome.is_success(), "{:?}", receipt.outcome);
                     ops += 1;
                     latency
@@ -303,6 +300,7 @@ fn closed_loop(engine: &Engine, t: usize, deadline: Instant) -> WorkerResult {
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
+                Ok(Err(refusal)) => panic!("submit refused: {refusal}"),
                 Err(error) => panic!("submit failed: {error}"),
             }
         }
@@ -343,7 +341,8 @@ fn pipelined(engine: &Engine, t: usize, deadline: Instant, inflight: usize) -> W
             let receipt = engine
                 .ledger()
                 .submit(command, engine.now_ms())
-                .expect("submit");
+                .expect("submit")
+                .expect("not refused");
             assert!(receipt.outcome.is_success(), "{:?}", receipt.outcome);
             pending.push_back((receipt.lsn, sent));
         }
@@ -400,14 +399,15 @@ fn run(
     );
     for s in 0..SKUS {
         engine
-            .submit(Command::Adjust(Adjust {
-                adjustment_id: AdjustmentId::from(format!("stock-{s}").as_str()),
-                sku: Sku::from(format!("sku-{s}").as_str()),
-                location: Location::from(LOCATION),
-                delta: 1_000_000_000,
-                reason: "benchmark stock".into(),
-            }))
-            .expect("stocked");
+            .submit(adjust_with_reason(
+                &format!("stock-{s}"),
+                &format!("sku-{s}"),
+                LOCATION,
+                1_000_000_000,
+                "benchmark stock",
+            ))
+            .expect("stocked")
+            .expect("not refused");
     }
     let stats_before = redb_log.as_ref().map(|l| l.stats());
 

@@ -37,10 +37,11 @@ const USAGE: &str = include_str!("usage/recovery.txt");
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use inv_engine::checkpoint::Checkpoint;
 use inv_engine::engine::CheckpointPolicy;
-use inv_engine::ledger::Checkpoint;
 use inv_engine::log::encoding;
 use inv_engine::log::redb::{Durability, FILE_NAME};
+use inv_engine::testing::commands::{adjust_with_reason, commit, release, reserve_on};
 use inv_engine::*;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -201,7 +202,8 @@ fn close(engine: Engine, log: Arc<RedbLog>) {
 fn submit(engine: &Engine, command: Command) -> Receipt {
     loop {
         match engine.submit(command.clone()) {
-            Ok(receipt) => return receipt,
+            Ok(Ok(receipt)) => return receipt,
+            Ok(Err(refusal)) => panic!("submit refused: {refusal}"),
             Err(SubmitError::Busy { .. }) => std::thread::sleep(Duration::from_micros(200)),
             Err(error) => panic!("submit failed: {error}"),
         }
@@ -241,13 +243,13 @@ fn build(args: &Args, dir: &Path) -> Option<u64> {
         clock.set_ms(T0 + (n as f64 * step_ms) as u64);
         let command = if n < args.positions {
             let (sku, location) = position_name(n);
-            Command::Adjust(Adjust {
-                adjustment_id: AdjustmentId::from(format!("stock-{n}").as_str()),
-                sku: Sku::from(sku.as_str()),
-                location: Location::from(location.as_str()),
-                delta: 1_000,
-                reason: "initial stock".into(),
-            })
+            adjust_with_reason(
+                &format!("stock-{n}"),
+                &sku,
+                &location,
+                1_000,
+                "initial stock",
+            )
         } else {
             let pick = rng.below(100);
             let pick = if open.len() > 20_000 { 50 } else { pick };
@@ -258,38 +260,26 @@ fn build(args: &Args, dir: &Path) -> Option<u64> {
                     let id = format!("r{next_hold}");
                     next_hold += 1;
                     open.push_back(next_hold - 1);
-                    Command::Reserve(Reserve {
-                        reservation_id: ReservationId::from(id.as_str()),
-                        channel: Channel::from(["web", "amazon-us"][(pick % 2) as usize]),
-                        lines: vec![Line::new(&sku, &location, 1 + rng.below(3))],
-                        ttl_ms: DAY_MS,
-                    })
+                    let channel = ["web", "amazon-us"][(pick % 2) as usize];
+                    let lines = vec![Line::new(&sku, &location, 1 + rng.below(3))];
+                    reserve_on(channel, &id, lines, DAY_MS)
                 }
                 40..80 if !open.is_empty() => {
                     let id = format!("r{}", open.pop_front().expect("non-empty"));
-                    let reservation_id = ReservationId::from(id.as_str());
                     if pick < 60 {
                         counts[1] += 1;
-                        Command::Release(Release { reservation_id })
+                        release(&id)
                     } else {
                         counts[2] += 1;
-                        Command::Commit(Commit {
-                            reservation_id,
-                            lines: None,
-                        })
+                        commit(&id)
                     }
                 }
                 _ => {
                     counts[3] += 1;
                     let (sku, location) = position_name(rng.below(args.positions));
-                    Command::Adjust(Adjust {
-                        adjustment_id: AdjustmentId::from(format!("adj-{n}").as_str()),
-                        sku: Sku::from(sku.as_str()),
-                        location: Location::from(location.as_str()),
-                        // -10..=10 without 0.
-                        delta: [-1, 1][rng.below(2) as usize] * (1 + rng.below(10) as i64),
-                        reason: "cycle count".into(),
-                    })
+                    // -10..=10 without 0.
+                    let delta = [-1, 1][rng.below(2) as usize] * (1 + rng.below(10) as i64);
+                    adjust_with_reason(&format!("adj-{n}"), &sku, &location, delta, "cycle count")
                 }
             }
         };
@@ -419,6 +409,8 @@ fn part_sizes(checkpoint: &Checkpoint) -> Vec<(&'static str, usize, u64)> {
         keys: Vec::new(),
         returns: Vec::new(),
         stores: Vec::new(),
+        held_drifts: Vec::new(),
+        history: checkpoint.history.clone(),
     };
     let size = |c: &Checkpoint| encoding::encode_checkpoint(c).expect("encodes").len() as u64;
     let base = size(&empty);
@@ -540,13 +532,13 @@ fn checkpoint_under_load(engine: &Engine, log: &RedbLog, verify: bool) -> Option
                 let started = Instant::now();
                 submit(
                     engine,
-                    Command::Adjust(Adjust {
-                        adjustment_id: AdjustmentId::from(format!("load-{n}").as_str()),
-                        sku: Sku::from(sku.as_str()),
-                        location: Location::from(location.as_str()),
-                        delta: if n.is_multiple_of(2) { 1 } else { -1 },
-                        reason: "checkpoint under load".into(),
-                    }),
+                    adjust_with_reason(
+                        &format!("load-{n}"),
+                        &sku,
+                        &location,
+                        if n.is_multiple_of(2) { 1 } else { -1 },
+                        "checkpoint under load",
+                    ),
                 );
                 longest = longest.max(started.elapsed());
                 n += 1;

@@ -149,6 +149,85 @@ pub struct SetSafetyStock {
     pub qty: u64,
 }
 
+/// What happens to a drift beyond the tolerance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BeyondTolerance {
+    /// Corrected like any other drift, and reported.
+    Apply,
+    /// Reported and held for review (`ResolveDrift`); on_hand is not changed.
+    Hold,
+}
+
+/// How much drift is corrected without review: a drift is within tolerance when its size is
+/// at most `units`, or at most `percent_bp` (basis points, 100 = 1%) of the engine's on_hand at
+/// the snapshot's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tolerance {
+    pub units: u64,
+    pub percent_bp: u32,
+    pub beyond: BeyondTolerance,
+}
+
+impl Tolerance {
+    /// Whether `drift` is within tolerance of an engine count of `engine_on_hand`.
+    pub fn accepts(&self, drift: i64, engine_on_hand: i64) -> bool {
+        let size = drift.unsigned_abs();
+        let base = engine_on_hand.unsigned_abs();
+        size <= self.units
+            || u128::from(size) * 10_000 <= u128::from(base) * u128::from(self.percent_bp)
+    }
+}
+
+impl Default for Tolerance {
+    /// 2 units or 1%, whichever is larger; beyond that, held for review.
+    fn default() -> Self {
+        Self {
+            units: 2,
+            percent_bp: 100,
+            beyond: BeyondTolerance::Hold,
+        }
+    }
+}
+
+/// Correct one position to what the ERP counted as of `as_of_ms` (one row of a snapshot). Issued
+/// by a reconciliation run (`crate::reconcile`), never by clients directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconcile {
+    pub snapshot_id: SnapshotId,
+    pub sku: Sku,
+    pub location: Location,
+    /// The ERP's event-time watermark: the snapshot counts every movement up to this time.
+    pub as_of_ms: u64,
+    pub erp_on_hand: i64,
+    /// From the log, as the run read it: the net on_hand effect at this position of the events
+    /// before `tap_from_lsn` whose event time is after `as_of_ms`.
+    pub since_as_of: i64,
+    /// How many such events there were (for the report).
+    pub events_since: u32,
+    /// The first LSN the ledger's tap (see `Ledger::start_tap`) counts for this run: the events
+    /// from it on are added under the position's lock, so nothing is missed or counted twice.
+    pub tap_from_lsn: Lsn,
+    pub tolerance: Tolerance,
+}
+
+/// The verdict on a drift held for review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DriftAction {
+    /// Correct on_hand by the held drift.
+    Apply,
+    /// Leave on_hand as it is; the drift is dropped.
+    Dismiss,
+}
+
+/// Resolve the drift a snapshot found at a position and held for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveDrift {
+    pub snapshot_id: SnapshotId,
+    pub sku: Sku,
+    pub location: Location,
+    pub action: DriftAction,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Reserve(Reserve),
@@ -161,6 +240,8 @@ pub enum Command {
     Dispose(Dispose),
     Adjust(Adjust),
     SetSafetyStock(SetSafetyStock),
+    Reconcile(Reconcile),
+    ResolveDrift(ResolveDrift),
 }
 
 /// Which command an idempotency key or fingerprint belongs to.
@@ -176,6 +257,8 @@ pub enum CommandKind {
     Dispose,
     Adjust,
     SetSafetyStock,
+    Reconcile,
+    ResolveDrift,
 }
 
 impl CommandKind {
@@ -201,6 +284,10 @@ impl CommandKind {
             ],
             CommandKind::Adjust => &["adjustment_id", "sku", "location", "delta", "reason"],
             CommandKind::SetSafetyStock => &["request_id", "sku", "location", "qty"],
+            CommandKind::Reconcile => {
+                &["snapshot_id", "sku", "location", "as_of_ms", "erp_on_hand"]
+            }
+            CommandKind::ResolveDrift => &["snapshot_id", "sku", "location", "action"],
         }
     }
 }
@@ -281,103 +368,269 @@ fn hash_return_lines(lines: &[ReturnLine]) -> u64 {
     )
 }
 
+/// What a keyed command knows about its own idempotency: the natural ids its key is made of
+/// and a hash of each of its fields. Implemented per command struct, so a logged event (which
+/// carries the struct, not a [`Command`]) yields its key and fingerprint without a copy.
+pub trait KeyedCommand {
+    const KIND: CommandKind;
+
+    /// The key's id and, for two-part natural ids (store + txn, reservation + request), its sub id.
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>);
+
+    /// One hash per field, in [`CommandKind::field_names`] order, padded with zeros.
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX];
+
+    fn idempotency_key(&self) -> IdempotencyKey {
+        let (id, sub) = self.key_ids();
+        IdempotencyKey {
+            kind: Self::KIND,
+            id: id.clone(),
+            sub: sub.cloned().unwrap_or_default(),
+        }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            kind: Self::KIND,
+            fields: self.fingerprint_fields(),
+        }
+    }
+}
+
+fn kind_of<K: KeyedCommand>(_: &K) -> CommandKind {
+    K::KIND
+}
+
+/// `values` padded to a fingerprint's width.
+fn padded<const N: usize>(values: [u64; N]) -> [u64; FINGERPRINT_FIELDS_MAX] {
+    const { assert!(N <= FINGERPRINT_FIELDS_MAX) };
+    let mut fields = [0u64; FINGERPRINT_FIELDS_MAX];
+    fields[..N].copy_from_slice(&values);
+    fields
+}
+
+impl KeyedCommand for Reserve {
+    const KIND: CommandKind = CommandKind::Reserve;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.reservation_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.reservation_id.as_str()),
+            hash_str(self.channel.as_str()),
+            hash_lines(&self.lines),
+            self.ttl_ms,
+        ])
+    }
+}
+
+impl KeyedCommand for Commit {
+    const KIND: CommandKind = CommandKind::Commit;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.reservation_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.reservation_id.as_str()),
+            // Distinguish "commit everything" from an explicit list of lines.
+            self.lines.as_deref().map_or(u64::MAX, hash_lines),
+        ])
+    }
+}
+
+impl KeyedCommand for Release {
+    const KIND: CommandKind = CommandKind::Release;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.reservation_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([hash_str(self.reservation_id.as_str())])
+    }
+}
+
+impl KeyedCommand for Extend {
+    const KIND: CommandKind = CommandKind::Extend;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.reservation_id.0, Some(&self.request_id.0))
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.reservation_id.as_str()),
+            hash_str(self.request_id.as_str()),
+            self.ttl_ms,
+        ])
+    }
+}
+
+impl KeyedCommand for RecordSale {
+    const KIND: CommandKind = CommandKind::RecordSale;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.store_id.0, Some(&self.txn_id.0))
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.store_id.as_str()),
+            hash_str(self.txn_id.as_str()),
+            self.store_seq,
+            self.occurred_at_ms,
+            hash_lines(&self.lines),
+        ])
+    }
+}
+
+impl KeyedCommand for RecordReturn {
+    const KIND: CommandKind = CommandKind::RecordReturn;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.return_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.return_id.as_str()),
+            hash_return_lines(&self.lines),
+        ])
+    }
+}
+
+impl KeyedCommand for Dispose {
+    const KIND: CommandKind = CommandKind::Dispose;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.disposition_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.disposition_id.as_str()),
+            hash_str(self.return_id.as_str()),
+            hash_str(self.sku.as_str()),
+            hash_str(self.location.as_str()),
+            self.qty,
+            self.action as u64,
+        ])
+    }
+}
+
+impl KeyedCommand for Adjust {
+    const KIND: CommandKind = CommandKind::Adjust;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.adjustment_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.adjustment_id.as_str()),
+            hash_str(self.sku.as_str()),
+            hash_str(self.location.as_str()),
+            self.delta as u64,
+            hash_str(self.reason.as_str()),
+        ])
+    }
+}
+
+impl KeyedCommand for SetSafetyStock {
+    const KIND: CommandKind = CommandKind::SetSafetyStock;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.request_id.0, None)
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.request_id.as_str()),
+            hash_str(self.sku.as_str()),
+            hash_str(self.location.as_str()),
+            self.qty,
+        ])
+    }
+}
+
+/// The sub id of a key made of a snapshot and a position: sku and location, separated by a
+/// byte no id may contain.
+fn position_sub(sku: &Sku, location: &Location) -> CompactString {
+    let mut sub = CompactString::with_capacity(sku.as_str().len() + location.as_str().len() + 1);
+    sub.push_str(sku.as_str());
+    sub.push('\u{1f}');
+    sub.push_str(location.as_str());
+    sub
+}
+
+impl KeyedCommand for Reconcile {
+    const KIND: CommandKind = CommandKind::Reconcile;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.snapshot_id.0, None)
+    }
+    /// The position is part of the key (one snapshot reconciles many positions).
+    fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey {
+            kind: Self::KIND,
+            id: self.snapshot_id.0.clone(),
+            sub: position_sub(&self.sku, &self.location),
+        }
+    }
+    /// The run's own readings (`since_as_of`, the tap, the tolerance) are not part of the
+    /// request: a run resumed after a restart reads them anew and must get the first answer.
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.snapshot_id.as_str()),
+            hash_str(self.sku.as_str()),
+            hash_str(self.location.as_str()),
+            self.as_of_ms,
+            self.erp_on_hand as u64,
+        ])
+    }
+}
+
+impl KeyedCommand for ResolveDrift {
+    const KIND: CommandKind = CommandKind::ResolveDrift;
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.snapshot_id.0, None)
+    }
+    fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey {
+            kind: Self::KIND,
+            id: self.snapshot_id.0.clone(),
+            sub: position_sub(&self.sku, &self.location),
+        }
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.snapshot_id.as_str()),
+            hash_str(self.sku.as_str()),
+            hash_str(self.location.as_str()),
+            self.action as u64,
+        ])
+    }
+}
+
+/// Applies `$f` to the command's struct if it is keyed, else evaluates `$unkeyed`.
+macro_rules! with_keyed {
+    ($command:expr, $c:ident => $f:expr, $unkeyed:expr) => {
+        match $command {
+            Command::Reserve($c) => $f,
+            Command::Commit($c) => $f,
+            Command::Release($c) => $f,
+            Command::Extend($c) => $f,
+            Command::RecordSale($c) => $f,
+            Command::RecordReturn($c) => $f,
+            Command::Dispose($c) => $f,
+            Command::Adjust($c) => $f,
+            Command::SetSafetyStock($c) => $f,
+            Command::Reconcile($c) => $f,
+            Command::ResolveDrift($c) => $f,
+            Command::Expire(_) => $unkeyed,
+        }
+    };
+}
+
 impl Command {
     pub fn kind(&self) -> CommandKind {
-        match self {
-            Command::Reserve(_) => CommandKind::Reserve,
-            Command::Commit(_) => CommandKind::Commit,
-            Command::Release(_) => CommandKind::Release,
-            Command::Extend(_) => CommandKind::Extend,
-            Command::Expire(_) => CommandKind::Expire,
-            Command::RecordSale(_) => CommandKind::RecordSale,
-            Command::RecordReturn(_) => CommandKind::RecordReturn,
-            Command::Dispose(_) => CommandKind::Dispose,
-            Command::Adjust(_) => CommandKind::Adjust,
-            Command::SetSafetyStock(_) => CommandKind::SetSafetyStock,
-        }
+        with_keyed!(self, c => kind_of(c), CommandKind::Expire)
     }
 
     /// The key a retry of this command is recognised by. `None` for `Expire`, which the engine
     /// issues itself and only ever once per hold.
     pub fn idempotency_key(&self) -> Option<IdempotencyKey> {
-        let kind = self.kind();
-        let (id, sub) = match self {
-            Command::Reserve(c) => (&c.reservation_id.0, None),
-            Command::Commit(c) => (&c.reservation_id.0, None),
-            Command::Release(c) => (&c.reservation_id.0, None),
-            Command::Extend(c) => (&c.reservation_id.0, Some(&c.request_id.0)),
-            Command::Expire(_) => return None,
-            Command::RecordSale(c) => (&c.store_id.0, Some(&c.txn_id.0)),
-            Command::RecordReturn(c) => (&c.return_id.0, None),
-            Command::Dispose(c) => (&c.disposition_id.0, None),
-            Command::Adjust(c) => (&c.adjustment_id.0, None),
-            Command::SetSafetyStock(c) => (&c.request_id.0, None),
-        };
-        Some(IdempotencyKey {
-            kind,
-            id: id.clone(),
-            sub: sub.cloned().unwrap_or_default(),
-        })
+        with_keyed!(self, c => Some(c.idempotency_key()), None)
     }
 
-    pub fn fingerprint(&self) -> Fingerprint {
-        let mut fields = [0u64; FINGERPRINT_FIELDS_MAX];
-        let values: &[u64] = match self {
-            Command::Reserve(c) => &[
-                hash_str(c.reservation_id.as_str()),
-                hash_str(c.channel.as_str()),
-                hash_lines(&c.lines),
-                c.ttl_ms,
-            ],
-            Command::Commit(c) => &[
-                hash_str(c.reservation_id.as_str()),
-                // Distinguish "commit everything" from an explicit list of lines.
-                c.lines.as_deref().map_or(u64::MAX, hash_lines),
-            ],
-            Command::Release(c) => &[hash_str(c.reservation_id.as_str())],
-            Command::Extend(c) => &[
-                hash_str(c.reservation_id.as_str()),
-                hash_str(c.request_id.as_str()),
-                c.ttl_ms,
-            ],
-            Command::Expire(c) => &[hash_str(c.reservation_id.as_str())],
-            Command::RecordSale(c) => &[
-                hash_str(c.store_id.as_str()),
-                hash_str(c.txn_id.as_str()),
-                c.store_seq,
-                c.occurred_at_ms,
-                hash_lines(&c.lines),
-            ],
-            Command::RecordReturn(c) => {
-                &[hash_str(c.return_id.as_str()), hash_return_lines(&c.lines)]
-            }
-            Command::Dispose(c) => &[
-                hash_str(c.disposition_id.as_str()),
-                hash_str(c.return_id.as_str()),
-                hash_str(c.sku.as_str()),
-                hash_str(c.location.as_str()),
-                c.qty,
-                c.action as u64,
-            ],
-            Command::Adjust(c) => &[
-                hash_str(c.adjustment_id.as_str()),
-                hash_str(c.sku.as_str()),
-                hash_str(c.location.as_str()),
-                c.delta as u64,
-                hash_str(c.reason.as_str()),
-            ],
-            Command::SetSafetyStock(c) => &[
-                hash_str(c.request_id.as_str()),
-                hash_str(c.sku.as_str()),
-                hash_str(c.location.as_str()),
-                c.qty,
-            ],
-        };
-        fields[..values.len()].copy_from_slice(values);
-        Fingerprint {
-            kind: self.kind(),
-            fields,
-        }
+    /// The fingerprint of the command's fields; `None` for `Expire`, which has no key.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        with_keyed!(self, c => Some(c.fingerprint()), None)
     }
 
     /// Checks the command's shape (not the ledger's state). The error names the field the way
@@ -453,6 +706,20 @@ impl Command {
                     return Err(invalid("qty", &format!("exceeds {QTY_MAX}")));
                 }
                 Ok(())
+            }
+            Command::Reconcile(c) => {
+                check_id("snapshot_id", c.snapshot_id.as_str())?;
+                check_id("sku", c.sku.as_str())?;
+                check_id("location", c.location.as_str())?;
+                if c.erp_on_hand.unsigned_abs() > QTY_MAX {
+                    return Err(invalid("on_hand", &format!("magnitude exceeds {QTY_MAX}")));
+                }
+                Ok(())
+            }
+            Command::ResolveDrift(c) => {
+                check_id("snapshot_id", c.snapshot_id.as_str())?;
+                check_id("sku", c.sku.as_str())?;
+                check_id("location", c.location.as_str())
             }
         }
     }

@@ -19,11 +19,13 @@ use crate::clock::Clock;
 use crate::command::Command;
 use crate::error::{LogError, ReplayError, SubmitError};
 use crate::event::Event;
-use crate::ledger::{Availability, HoldView, Ledger, LedgerConfig, Receipt, StoreStatus};
-use crate::log::EventLog;
+use crate::ledger::{Availability, Decision, HoldView, Ledger, LedgerConfig};
+use crate::log::{DurableListener, EventLog};
+use crate::stores::StoreStatus;
+use crate::sync::{Mutex, lock};
 use crate::types::Lsn;
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
 
 /// Events per `read_from` call during recovery: large enough that the per-call cost (a redb
 /// read transaction, a thread hand-off) vanishes, small enough (a few MiB decoded) that the
@@ -107,6 +109,8 @@ impl Engine {
         })
     }
 
+    /// The ledger itself, for tests, simulations and tools that check its invariants or
+    /// compare digests. Servers stay on the methods below.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
@@ -115,25 +119,98 @@ impl Engine {
         self.clock.now_ms()
     }
 
-    /// Decides and applies `command`, and returns once its outcome is durable.
-    pub fn submit(&self, command: Command) -> Result<Receipt, SubmitError> {
-        let receipt = self.submit_queued(command)?;
-        self.ledger.log().wait_durable(receipt.lsn)?;
-        Ok(receipt)
+    /// Decides and applies `command`, and returns once its outcome is durable. A refusal
+    /// changed nothing and is not recorded, so it is answered at once (the state it was
+    /// decided against may include events not yet durable; a crash can only make a later
+    /// retry decide it anew).
+    pub fn submit(&self, command: Command) -> Result<Decision, SubmitError> {
+        let decision = self.submit_queued(command)?;
+        if let Ok(receipt) = &decision {
+            self.ledger.log().wait_durable(receipt.lsn)?;
+        }
+        Ok(decision)
     }
 
     /// Decides and applies `command` and queues its event, without waiting for durability.
-    /// The receipt must not reach the client until `receipt.lsn` is durable
-    /// ([`EventLog::wait_durable`], or a [`crate::log::DurableListener`] for async callers):
-    /// this is the first half of [`Engine::submit`], for callers that wait without a thread.
-    pub fn submit_queued(&self, command: Command) -> Result<Receipt, SubmitError> {
+    /// A receipt must not reach the client until `receipt.lsn` is durable
+    /// ([`EventLog::wait_durable`], or a [`DurableListener`] for async callers): this is the
+    /// first half of [`Engine::submit`], for callers that wait without a thread.
+    pub fn submit_queued(&self, command: Command) -> Result<Decision, SubmitError> {
         // Back-pressure before any lock is taken: a full log queue refuses the command
-        // untouched, so the caller may retry it as it is.
-        self.ledger.log().admit().map_err(|error| match error {
-            LogError::Full { capacity } => SubmitError::Busy { capacity },
-            error => SubmitError::Log(error),
-        })?;
+        // untouched (`SubmitError::Busy`), so the caller may retry it as it is.
+        self.ledger.log().admit()?;
         self.ledger.submit(command, self.clock.now_ms())
+    }
+
+    /// The LSN of the last event applied (0 before the first).
+    pub fn head_lsn(&self) -> Lsn {
+        Lsn(self.ledger.next_lsn().0 - 1)
+    }
+
+    /// The highest LSN below which the log is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.ledger.log().durable_lsn()
+    }
+
+    /// Why the engine stopped accepting writes, if it has: the one source of truth for
+    /// fail-stop. Either an append failed (the ledger refused to go on), or the log's writer
+    /// failed on its own thread (every later write will fail).
+    pub fn failure(&self) -> Option<String> {
+        self.ledger
+            .failure()
+            .or_else(|| self.ledger.log().health().err().map(|e| e.to_string()))
+    }
+
+    /// `Err` once the log has failed or closed; never blocks.
+    pub fn log_health(&self) -> Result<(), LogError> {
+        self.ledger.log().health()
+    }
+
+    /// Registers the one wake-up the log calls when its durable LSN advances or it fails (see
+    /// [`EventLog::set_durable_listener`]).
+    pub fn set_durable_listener(&self, listener: DurableListener) {
+        self.ledger.log().set_durable_listener(listener);
+    }
+
+    /// Waits until every event up to `lsn` is durable (blocking; async callers use the
+    /// listener).
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+        self.ledger.log().wait_durable(lsn)
+    }
+
+    /// Up to `max` logged events from `from` on, for change feeds and tools.
+    pub fn read_events(&self, from: Lsn, max: usize) -> Result<Vec<Arc<Event>>, LogError> {
+        self.ledger.log().read_from(from, max)
+    }
+
+    /// Whether a write may be acknowledged once appended (see [`EventLog::acks_on_append`]).
+    pub fn acks_on_append(&self) -> bool {
+        self.ledger.log().acks_on_append()
+    }
+
+    /// Writer statistics of the log, if it keeps any.
+    pub fn log_stats(&self) -> Option<crate::log::LogStats> {
+        self.ledger.log().stats()
+    }
+
+    /// Every store's sale sequencing.
+    pub fn store_statuses(&self) -> Vec<StoreStatus> {
+        self.ledger.store_statuses()
+    }
+
+    /// Open holds, lapsed ones awaiting their expiry event included.
+    pub fn holds_open(&self) -> usize {
+        self.ledger.holds_open()
+    }
+
+    /// See [`Ledger::digest`].
+    pub fn digest(&self) -> u64 {
+        self.ledger.digest()
+    }
+
+    /// See [`Ledger::check_invariants`].
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.ledger.check_invariants()
     }
 
     pub fn check(&self, sku: &str, location: &str) -> Option<Availability> {
@@ -156,9 +233,7 @@ impl Engine {
     pub fn expire_due(&self, batch_max: usize) -> Result<usize, SubmitError> {
         let expired = self.ledger.expire_due(self.clock.now_ms(), batch_max)?;
         if expired > 0 {
-            self.ledger
-                .log()
-                .wait_durable(self.ledger.next_lsn().0.saturating_sub(1).into())?;
+            self.ledger.log().wait_durable(self.head_lsn())?;
         }
         Ok(expired)
     }
@@ -178,10 +253,7 @@ impl Engine {
     /// stored checkpoint never contains an effect the log could still lose. One checkpoint at
     /// a time: a second caller waits for the first.
     pub fn checkpoint(&self) -> Result<Lsn, LogError> {
-        let mut mark = self
-            .checkpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut mark = lock(&self.checkpoints);
         let at_ms = self.clock.now_ms();
         self.ledger.purge(at_ms);
         let checkpoint = self.ledger.checkpoint();
@@ -198,10 +270,7 @@ impl Engine {
     /// `next_lsn` if it wrote one. Counts from the last checkpoint this engine wrote, or from
     /// recovery.
     pub fn checkpoint_if_due(&self, policy: &CheckpointPolicy) -> Result<Option<Lsn>, LogError> {
-        let mark = *self
-            .checkpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mark = *lock(&self.checkpoints);
         let events = self.ledger.next_lsn().0.saturating_sub(mark.next_lsn.0);
         let elapsed_ms = self.clock.now_ms().saturating_sub(mark.at_ms);
         let due = events > 0
@@ -259,9 +328,9 @@ fn replay_tail(ledger: &Ledger, log: &dyn EventLog) -> Result<u64, ReplayError> 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::checkpoint::Checkpoint;
     use crate::clock::ManualClock;
     use crate::command::*;
-    use crate::ledger::Checkpoint;
     use crate::log::MemLog;
     use crate::types::*;
 
@@ -314,12 +383,14 @@ mod tests {
         for i in 0..30 {
             engine
                 .submit(adjust(&format!("a{i}"), &format!("sku-{}", i % 7), 10))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         for i in 0..20 {
             engine
                 .submit(reserve(&format!("r{i}"), &format!("sku-{}", i % 7), 2))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         assert_eq!(engine.checkpoint(), Ok(Lsn(51)));
         for i in 0..10 {
@@ -327,7 +398,8 @@ mod tests {
                 .submit(Command::Release(Release {
                     reservation_id: ReservationId::from(format!("r{i}").as_str()),
                 }))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         clock.advance_ms(120_000);
         assert_eq!(engine.expire_due(100), Ok(10));
@@ -344,13 +416,17 @@ mod tests {
         assert_eq!(recovered.ledger().digest(), live);
         assert_eq!(full_replay(&log).digest(), live);
         recovered.ledger().check_invariants().expect("invariants");
-        let retry = recovered.submit(reserve("r3", "sku-3", 2)).expect("retry");
+        let retry = recovered
+            .submit(reserve("r3", "sku-3", 2))
+            .expect("retry")
+            .expect("not refused");
         assert!(retry.duplicate);
         assert_eq!(retry.lsn, Lsn(34));
         assert_eq!(
             recovered
                 .submit(adjust("next", "sku-0", 1))
                 .expect("accepted")
+                .expect("not refused")
                 .lsn,
             Lsn(71)
         );
@@ -388,7 +464,8 @@ mod tests {
         for i in 0..5 {
             engine
                 .submit(adjust(&format!("a{i}"), "sku-1", 1))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         let checkpoint = engine.ledger().checkpoint();
         assert_eq!(checkpoint.next_lsn, Lsn(6));
@@ -416,9 +493,15 @@ mod tests {
         let log = Arc::new(MemLog::new());
         let clock = Arc::new(ManualClock::new(T0));
         let engine = engine_on(&log, &clock).expect("empty log");
-        engine.submit(adjust("a", "sku-1", 1)).expect("accepted");
+        engine
+            .submit(adjust("a", "sku-1", 1))
+            .expect("accepted")
+            .expect("not refused");
         let old = engine.ledger().checkpoint();
-        engine.submit(adjust("b", "sku-1", 1)).expect("accepted");
+        engine
+            .submit(adjust("b", "sku-1", 1))
+            .expect("accepted")
+            .expect("not refused");
         let mut ahead = engine.ledger().checkpoint();
         ahead.next_lsn = Lsn(9);
         assert_eq!(

@@ -1,37 +1,18 @@
-//! Errors, one enum per operation family (redb's shape).
+//! Errors, one enum per operation family (redb's shape). Business refusals are not here: they
+//! are values ([`crate::Refusal`], [`crate::Outcome`]).
 
 use crate::types::Lsn;
 use thiserror::Error;
 
-/// Why a command was not accepted. None of these is recorded: nothing changed, and a corrected
-/// request may be sent under the same key.
+/// Why a command was not decided: malformed input, back-pressure, or a failed log. None of
+/// these is recorded, and every one but `Invalid` is worth retrying unchanged (after a restart
+/// for `FailStopped` and `Log`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum SubmitError {
     /// The command is malformed; `field` names the offending field (`lines[2].qty`).
     #[error("invalid {field}: {reason}")]
     Invalid { field: String, reason: String },
-    /// The idempotency key was already used with a different payload.
-    #[error("idempotency key {key} was already used with a different {field}")]
-    KeyConflict { key: String, field: &'static str },
-    #[error("reservation {0} not found")]
-    ReservationNotFound(String),
-    /// A commit named a line the hold does not have, or more units than it holds.
-    #[error("{field}: {reason}")]
-    NotHeld { field: String, reason: String },
-    #[error("return {0} not found")]
-    ReturnNotFound(String),
-    /// A disposition asked for more units than the return has in quarantine at that position.
-    #[error(
-        "return {return_id} has {quarantined} units of {sku} in quarantine at {location}, not {requested}"
-    )]
-    NotQuarantined {
-        return_id: String,
-        sku: String,
-        location: String,
-        requested: u64,
-        quarantined: u64,
-    },
     /// The log's write queue is at its limit. Nothing was applied; retry the same command.
     #[error("write queue full ({capacity} events waiting to be made durable); retry later")]
     Busy { capacity: usize },
@@ -41,7 +22,24 @@ pub enum SubmitError {
     /// The log failed. If `submit` returns this, the event was not acknowledged (it may or
     /// may not survive a restart) and the engine is now fail-stopped.
     #[error("event log: {0}")]
-    Log(#[from] LogError),
+    Log(LogError),
+}
+
+impl From<LogError> for SubmitError {
+    /// A full queue is back-pressure (`Busy`), not a failure: "busy" has one name.
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::Full { capacity } => SubmitError::Busy { capacity },
+            error => SubmitError::Log(error),
+        }
+    }
+}
+
+impl SubmitError {
+    /// True for errors after which the engine refuses writes until restarted.
+    pub fn is_fail_stop(&self) -> bool {
+        matches!(self, SubmitError::FailStopped(_) | SubmitError::Log(_))
+    }
 }
 
 /// A failure of the event log.

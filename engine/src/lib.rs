@@ -2,22 +2,32 @@
 //!
 //! Retail channels reserve, commit and release holds on stock; stores post sales; returns come
 //! back; the ERP adjusts. Each of these is a [`Command`] with an idempotency key. The engine
-//! decides it against the [`Ledger`], gives the resulting [`Event`] the next log sequence
-//! number ([`Lsn`]), and applies it. State is exactly the fold of the events in LSN order.
+//! decides it against the [`Ledger`]: either a [`Refusal`] (nothing changes, nothing is
+//! logged) or a [`Fact`] in the past tense, which gets the next log sequence number ([`Lsn`])
+//! as an [`Event`] and is applied. State is exactly the fold of the events in LSN order.
 //!
 //! # Layout
-//! - [`types`]: ids (newtypes) and [`Lsn`].
-//! - [`command`]: what clients ask for, with validation, idempotency keys and fingerprints.
-//! - [`outcome`]: what the engine decided; business refusals are values, not errors.
-//! - [`event`]: command + decision time + outcome; what the log stores and replay applies.
-//! - [`hold`]: the hold state machine.
-//! - [`ledger`]: sharded state and the decide / sequence / apply protocol.
-//! - [`log`]: the [`EventLog`] interface, in-memory logs, the event encoding, and (feature
-//!   `redb`, on by default) `RedbLog`, the durable log.
-//! - [`clock`]: injected time.
-//! - [`engine`]: ledger + clock + durable acknowledgement.
-//! - `sync`: the std/loom switch every lock goes through.
-//! - [`limits`]: every bound, with its reason.
+//! Imports run one way, down this list: the leaves at the bottom import nothing above them, the
+//! log imports the event and checkpoint types but never the ledger, and the ledger imports the
+//! log's interface only.
+//! - [`engine`]: the facade servers and simulations hold: ledger + clock + durable
+//!   acknowledgement, recovery and checkpoints.
+//! - [`ledger`]: sharded state and the lock / decide / sequence / apply protocol (its module
+//!   doc lists its files).
+//! - [`log`]: the [`EventLog`] interface, in-memory logs, the pinned byte encoding of events and
+//!   checkpoints, and (feature `redb`, on by default) `RedbLog`, the durable log.
+//! - [`event`]: facts and events, the log's own types; [`checkpoint`]: the ledger at one LSN as
+//!   plain data.
+//! - [`command`]: what clients ask for, with validation, idempotency keys and fingerprints;
+//!   [`outcome`]: recorded outcomes and unrecorded refusals, both values, not errors;
+//!   [`error`]: malformed input and infrastructure failures, the only errors.
+//! - `reconcile` (not under loom): ERP snapshots, staged and reconciled against the ledger as
+//!   of their time; the snapshot store.
+//! - [`hold`]: the hold state machine; [`stores`]: per-store sale sequencing.
+//! - [`types`]: ids (newtypes) and [`Lsn`]; [`limits`]: every bound, with its reason;
+//!   [`clock`]: injected time; `sync`: the std/loom switch every lock goes through.
+//! - `testing` (feature `testing`, off by default): helpers for tests only: a fault-injecting
+//!   storage backend and shared command builders.
 //!
 //! # Invariants (checked by `Ledger::check_invariants`, tests and simulations)
 //! 1. On every position, `reserved` equals the sum of the open holds' quantities on it.
@@ -31,6 +41,7 @@
 //! 5. A retried command (same key, same payload) changes nothing and gets the original LSN and
 //!    outcome; the same key with another payload is refused, naming the field.
 
+pub mod checkpoint;
 pub mod clock;
 pub mod command;
 pub mod engine;
@@ -41,20 +52,27 @@ pub mod ledger;
 pub mod limits;
 pub mod log;
 pub mod outcome;
+#[cfg(not(loom))]
+pub mod reconcile;
+pub mod stores;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
+pub use checkpoint::Checkpoint;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
 pub use engine::{CheckpointPolicy, Engine};
 pub use error::{LogError, ReplayError, SubmitError};
-pub use event::Event;
+pub use event::{Event, Fact, HoldRequest};
 pub use hold::HoldState;
 pub use ledger::{
-    Availability, HoldView, Ledger, LedgerConfig, PositionView, Receipt, StoreStatus,
+    Availability, Decision, HeldDriftView, HoldView, Ledger, LedgerConfig, PositionView, Receipt,
 };
 #[cfg(feature = "redb")]
 pub use log::redb::{OpenError, RedbLog, RedbLogOptions};
 pub use log::{DiscardLog, DurableListener, EventLog, MemLog};
-pub use outcome::{Outcome, ShortLine};
+pub use outcome::{Outcome, Refusal, ShortLine};
+pub use stores::{StoreSequence, StoreStatus};
 pub use types::*;

@@ -20,6 +20,10 @@ pub const TTL_MS_MAX: u64 = 7 * 24 * 3_600_000;
 /// Default retention of idempotency keys and ended holds: a retry inside this window gets the
 /// original answer; after it, the key is forgotten.
 pub const KEY_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
+/// Default reach of reconciliation into the past: a snapshot may be reconciled if its `as_of`
+/// is at most this old, and the log keeps this much history (see `LedgerConfig::history_ms`).
+/// A day covers an ERP that counts nightly; longer costs disk for the log's history.
+pub const HISTORY_MS_DEFAULT: u64 = 24 * 3_600_000;
 /// Gap ranges tracked per store. A store that skips sequence numbers wildly must not grow
 /// memory without bound; past this, the oldest gap is given up on (and counted as abandoned).
 pub const STORE_GAP_RANGES_MAX: usize = 4_096;

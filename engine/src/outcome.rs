@@ -1,10 +1,12 @@
-//! Outcomes: what the engine decided for a command.
+//! Outcomes and refusals: what the engine decided for a command.
 //!
-//! An outcome is a value, not an error: running out of stock or committing an expired hold are
-//! ordinary answers that a connector acts on. Outcomes are recorded in the event and under the
-//! command's idempotency key, so a retry gets the same answer even if stock has changed since
-//! (TigerBeetle's `id_already_failed`). Only shape errors, key conflicts and references to
-//! things that do not exist are [`crate::SubmitError`]s, and those are never recorded.
+//! Two kinds of answer are values, not errors (sled's nested `Result`, TigerBeetle's result
+//! codes): an [`Outcome`] is recorded in the command's event and under its idempotency key, so
+//! a retry gets the same answer even if stock has changed since (running out of stock,
+//! committing an expired hold); a [`Refusal`] depends on the ledger's state but changes nothing
+//! and is not recorded (a key reused with another payload, a reservation that does not exist),
+//! so the same key may be sent again once the state allows it. Only malformed input and
+//! infrastructure failures are [`crate::SubmitError`]s.
 
 use crate::hold::HoldState;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,23 @@ pub enum Outcome {
     HoldAlreadyEnded(HoldState),
     /// Sale, return, disposition, adjustment or safety stock: applied.
     Recorded,
+    /// Reconcile: the position drifted from the ERP's count; the drift was applied to on_hand,
+    /// or (`held`) held for review.
+    /// `events_since` counts the events after the snapshot's time that moved its on_hand.
+    Reconciled {
+        engine_on_hand_at: i64,
+        drift: i64,
+        held: bool,
+        events_since: u32,
+    },
+    /// Reconcile: the position agreed with the ERP's count. Nothing changed and nothing is
+    /// logged: its receipt's LSN is 0 and it is not remembered under the key.
+    Matched {
+        engine_on_hand_at: i64,
+        events_since: u32,
+    },
+    /// ResolveDrift: the held drift was applied to on_hand, or dismissed.
+    DriftResolved { drift: i64, applied: bool },
 }
 
 impl Outcome {
@@ -49,4 +68,64 @@ impl Outcome {
             Outcome::Insufficient { .. } | Outcome::Expired | Outcome::HoldAlreadyEnded(_)
         )
     }
+}
+
+/// A command the ledger's state does not allow. Nothing changed and nothing was recorded: the
+/// same request may succeed later (once the reservation exists, once the units are in
+/// quarantine), and a corrected request may be sent under the same key. Variants are listed
+/// in the order the ledger checks them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The idempotency key was already used with a different payload; `field` names the first
+    /// field that differs.
+    #[error("idempotency key {key} was already used with a different {field}")]
+    KeyConflict { key: String, field: &'static str },
+    /// A reserve's key is past retention but its hold is still remembered (an extended hold
+    /// can outlive its reserve's key): the reservation id is still in use.
+    #[error("reservation {reservation_id} still has a hold ({state:?}); use a new reservation id")]
+    ReservationIdInUse {
+        reservation_id: String,
+        state: HoldState,
+    },
+    /// Commit, release or extend of a reservation the ledger does not know (or has forgotten).
+    #[error("reservation {0} not found")]
+    ReservationNotFound(String),
+    /// A partial commit named a line the hold does not have, or more units than it holds.
+    #[error("{field}: {reason}")]
+    NotHeld { field: String, reason: String },
+    /// The expiry sweep found the hold no longer open past its TTL (committed, released or
+    /// extended since it looked). Only the engine's own `Expire` gets this.
+    #[error("reservation {0} is not an open hold past its expiry")]
+    HoldNotLapsed(String),
+    /// A return's key is past retention but its units are still in quarantine: recording the
+    /// id again would orphan them.
+    #[error("return {0} still has units in quarantine; dispose of them or use a new return id")]
+    ReturnIdInUse(String),
+    #[error("return {0} not found")]
+    ReturnNotFound(String),
+    /// ResolveDrift of a position with no drift held for that snapshot (never held, already
+    /// resolved, or superseded by a later snapshot's reconciliation of the position).
+    #[error("no drift of snapshot {snapshot_id} is held at ({sku}, {location})")]
+    DriftNotHeld {
+        snapshot_id: String,
+        sku: String,
+        location: String,
+    },
+    /// A Reconcile decided outside the run that issued it: the ledger's tap is not counting
+    /// for its snapshot time (see `Ledger::start_tap`), so the position's count at that time
+    /// cannot be known exactly. Only the engine's own reconciliation issues Reconcile.
+    #[error("reconciliation of snapshot {0} is not running")]
+    ReconciliationNotRunning(String),
+    /// A disposition asked for more units than the return has in quarantine at that position.
+    #[error(
+        "return {return_id} has {quarantined} units of {sku} in quarantine at {location}, not {requested}"
+    )]
+    NotQuarantined {
+        return_id: String,
+        sku: String,
+        location: String,
+        requested: u64,
+        quarantined: u64,
+    },
 }

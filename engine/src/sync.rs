@@ -14,12 +14,13 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard, RwLock};
 
-/// Locks a mutex. A poisoned lock means another thread panicked while it held the guard,
-/// which is an engine bug (domain code returns errors, it does not panic); following
-/// TigerBeetle's "crash, don't limp" we propagate the panic rather than act on state that may
-/// be half-updated.
+/// Locks a mutex: the engine's one policy for a poisoned lock, used by the ledger, the engine,
+/// the redb log and the test helpers alike. A poisoned lock means another thread panicked
+/// while it held the guard, which is an engine bug (domain code returns errors, it does not
+/// panic); following TigerBeetle's "crash, don't limp" we propagate the panic rather than act
+/// on state that may be half-updated.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
-        .expect("a ledger lock was poisoned: a thread panicked mid-update")
+        .expect("an engine lock was poisoned: a thread panicked mid-update")
 }

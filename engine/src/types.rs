@@ -112,6 +112,10 @@ string_id!(
     /// A client-chosen id for a request that has no natural id of its own (extend, safety stock).
     RequestId
 );
+string_id!(
+    /// The ERP's id for one stock snapshot; its idempotency key.
+    SnapshotId
+);
 
 /// A position's location as stored: an index into the ledger's location table. Stores and
 /// warehouses number in the thousands while positions number in the millions, so positions

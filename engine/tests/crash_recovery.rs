@@ -44,8 +44,12 @@
 //! deletes its folder. It ends with `crash_recovery: N passed, 0 failed` (one per round) and
 //! exits non-zero on any failure.
 
+use inv_engine::checkpoint::Checkpoint;
 use inv_engine::engine::CheckpointPolicy;
-use inv_engine::ledger::Checkpoint;
+use inv_engine::testing::commands::{
+    adjust_with_reason, commit, commit_lines, dispose, extend, record_return, release, reserve_on,
+    return_line, sale, set_safety_stock,
+};
 use inv_engine::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +87,9 @@ struct Ack {
 fn config() -> LedgerConfig {
     LedgerConfig {
         shards: 16,
+        // A short history window, so that checkpoints trim the log within a round and the
+        // crash can land between a trim and what follows it.
+        history_ms: 100,
         ..LedgerConfig::default()
     }
 }
@@ -352,7 +359,7 @@ impl Submitter {
             self.n += 1;
             let command = self.next_command();
             match engine.submit(command.clone()) {
-                Ok(receipt) => {
+                Ok(Ok(receipt)) => {
                     let ack = Ack {
                         lsn: receipt.lsn.0,
                         duplicate: receipt.duplicate,
@@ -369,17 +376,19 @@ impl Submitter {
                         self.sent.remove(0);
                     }
                 }
-                Err(SubmitError::Busy { .. }) => std::thread::sleep(Duration::from_millis(1)),
-                Err(
-                    error @ (SubmitError::Log(_)
-                    | SubmitError::FailStopped(_)
-                    | SubmitError::KeyConflict { .. }),
-                ) => {
-                    eprintln!("child: submit failed: {error}");
+                // A retry is sent exactly as first sent: its key can never conflict.
+                Ok(Err(refusal @ Refusal::KeyConflict { .. })) => {
+                    eprintln!("child: submit refused: {refusal}");
                     std::process::exit(3);
                 }
                 // Refusals of commands on holds or returns that ended meanwhile.
-                Err(_) => self.forget(&command),
+                Ok(Err(_)) => self.forget(&command),
+                Err(SubmitError::Busy { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                // Every command is well-formed, and the log never fails here.
+                Err(error) => {
+                    eprintln!("child: submit failed: {error}");
+                    std::process::exit(3);
+                }
             }
         }
     }
@@ -394,13 +403,7 @@ impl Submitter {
                 } else {
                     self.rng.range(1, 20) as i64
                 };
-                Command::Adjust(Adjust {
-                    adjustment_id: AdjustmentId::from(self.id("a").as_str()),
-                    sku: Sku::from(sku.as_str()),
-                    location: Location::from(location.as_str()),
-                    delta,
-                    reason: "crash test".into(),
-                })
+                adjust_with_reason(&self.id("a"), &sku, &location, delta, "crash test")
             }
             14..44 => {
                 let mut lines = Vec::new();
@@ -419,50 +422,40 @@ impl Submitter {
                 } else {
                     self.rng.range(600_000, 3_600_000)
                 };
-                Command::Reserve(Reserve {
-                    reservation_id: ReservationId::from(self.id("r").as_str()),
-                    channel: Channel::from(["web", "amazon-us"][(pick % 2) as usize]),
-                    lines,
-                    ttl_ms,
-                })
+                let channel = ["web", "amazon-us"][(pick % 2) as usize];
+                reserve_on(channel, &self.id("r"), lines, ttl_ms)
             }
             44..70 if !self.open.is_empty() => {
                 let at = self.rng.below(self.open.len() as u64) as usize;
                 let (id, lines) = self.open[at].clone();
-                let reservation_id = ReservationId::from(id.as_str());
                 match pick {
-                    44..54 => {
-                        let lines = (self.rng.below(2) == 0).then(|| {
-                            let line = &lines[0];
-                            vec![Line {
-                                qty: self.rng.range(1, line.qty),
-                                ..line.clone()
-                            }]
-                        });
-                        Command::Commit(Commit {
-                            reservation_id,
-                            lines,
-                        })
+                    44..54 if self.rng.below(2) == 0 => {
+                        let line = &lines[0];
+                        let part = Line {
+                            qty: self.rng.range(1, line.qty),
+                            ..line.clone()
+                        };
+                        commit_lines(&id, vec![part])
                     }
-                    54..62 => Command::Release(Release { reservation_id }),
-                    _ => Command::Extend(Extend {
-                        reservation_id,
-                        request_id: RequestId::from(self.id("x").as_str()),
-                        ttl_ms: self.rng.range(600_000, 3_600_000),
-                    }),
+                    44..54 => commit(&id),
+                    54..62 => release(&id),
+                    _ => {
+                        let request_id = self.id("x");
+                        extend(&id, &request_id, self.rng.range(600_000, 3_600_000))
+                    }
                 }
             }
             70..80 => {
                 // Mostly in order, sometimes a gap.
                 self.store_seq += 1 + u64::from(self.rng.below(8) == 0);
                 let (sku, location) = self.position();
-                Command::RecordSale(RecordSale {
-                    store_id: StoreId::from(format!("st{}-{}", self.round, self.thread).as_str()),
-                    txn_id: TxnId::from(self.id("t").as_str()),
-                    store_seq: self.store_seq,
-                    occurred_at_ms: now_ms().saturating_sub(self.rng.below(5_000)),
-                    lines: vec![Line::new(&sku, &location, self.rng.range(1, 2))],
-                })
+                sale(
+                    &format!("st{}-{}", self.round, self.thread),
+                    &self.id("t"),
+                    self.store_seq,
+                    now_ms().saturating_sub(self.rng.below(5_000)),
+                    vec![Line::new(&sku, &location, self.rng.range(1, 2))],
+                )
             }
             80..88 => {
                 let (sku, location) = self.position();
@@ -471,40 +464,25 @@ impl Submitter {
                 } else {
                     ReturnDisposition::Restock
                 };
-                Command::RecordReturn(RecordReturn {
-                    return_id: ReturnId::from(self.id("ret").as_str()),
-                    lines: vec![ReturnLine {
-                        sku: Sku::from(sku.as_str()),
-                        location: Location::from(location.as_str()),
-                        qty: self.rng.range(1, 3),
-                        disposition,
-                    }],
-                })
+                let id = self.id("ret");
+                let line = return_line(&sku, &location, self.rng.range(1, 3), disposition);
+                record_return(&id, vec![line])
             }
             88..93 if !self.quarantined.is_empty() => {
                 let at = self.rng.below(self.quarantined.len() as u64) as usize;
                 let (return_id, sku, location, left) = self.quarantined[at].clone();
-                Command::Dispose(Dispose {
-                    disposition_id: DispositionId::from(self.id("d").as_str()),
-                    return_id: ReturnId::from(return_id.as_str()),
-                    sku: Sku::from(sku.as_str()),
-                    location: Location::from(location.as_str()),
-                    qty: self.rng.range(1, left),
-                    action: if self.rng.below(2) == 0 {
-                        DispositionAction::Restock
-                    } else {
-                        DispositionAction::Scrap
-                    },
-                })
+                let id = self.id("d");
+                let qty = self.rng.range(1, left);
+                let action = if self.rng.below(2) == 0 {
+                    DispositionAction::Restock
+                } else {
+                    DispositionAction::Scrap
+                };
+                dispose(&id, &return_id, &sku, &location, qty, action)
             }
             93..96 => {
                 let (sku, location) = self.position();
-                Command::SetSafetyStock(SetSafetyStock {
-                    request_id: RequestId::from(self.id("ss").as_str()),
-                    sku: Sku::from(sku.as_str()),
-                    location: Location::from(location.as_str()),
-                    qty: self.rng.below(4),
-                })
+                set_safety_stock(&self.id("ss"), &sku, &location, self.rng.below(4))
             }
             96..100 if !self.sent.is_empty() => {
                 let at = self.rng.below(self.sent.len() as u64) as usize;
@@ -512,13 +490,7 @@ impl Submitter {
             }
             _ => {
                 let (sku, location) = self.position();
-                Command::Adjust(Adjust {
-                    adjustment_id: AdjustmentId::from(self.id("a").as_str()),
-                    sku: Sku::from(sku.as_str()),
-                    location: Location::from(location.as_str()),
-                    delta: 10,
-                    reason: "restock".into(),
-                })
+                adjust_with_reason(&self.id("a"), &sku, &location, 10, "restock")
             }
         }
     }
@@ -852,16 +824,34 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
     if checkpoint.as_ref().map(|c| c.next_lsn.0) != log.checkpoint_lsn().map(|l| l.0) {
         return Err("latest_checkpoint and checkpoint_lsn disagree".into());
     }
-    if first > 1 {
-        let below = log.read_from(Lsn(first - 1), 1);
+    // The log keeps the history window below the checkpoint (see
+    // `Checkpoint::history_start_lsn`), and nothing before it.
+    let kept_from = checkpoint.as_ref().map_or(1, |c| c.history_start_lsn().0);
+    if kept_from > first {
+        return Err(format!(
+            "the history starts at {kept_from}, after the checkpoint at {first}"
+        ));
+    }
+    if kept_from > 1 {
+        let below = log.read_from(Lsn(kept_from - 1), 1);
         if below
             != Err(LogError::Trimmed {
-                first_retained: Lsn(first),
+                first_retained: Lsn(kept_from),
             })
         {
             return Err(format!(
                 "read_from({}) should be refused as trimmed: {below:?}",
-                first - 1
+                kept_from - 1
+            ));
+        }
+    }
+    if kept_from < first {
+        let kept = log
+            .read_from(Lsn(kept_from), 1)
+            .map_err(|e| format!("reading the kept history: {e}"))?;
+        if kept.first().map(|e| e.lsn.0) != Some(kept_from) {
+            return Err(format!(
+                "the history from {kept_from} is not kept: {kept:?}"
             ));
         }
     }
@@ -946,23 +936,24 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
                 ack.lsn
             )
         })?;
+        let (command, outcome) = event.fact.to_decision();
         let same_command = if ack.duplicate {
-            event.command.idempotency_key() == ack.command.idempotency_key()
+            command.idempotency_key() == ack.command.idempotency_key()
         } else {
-            event.command == ack.command
+            command == ack.command
         };
-        if !same_command || event.outcome != ack.outcome {
+        if !same_command || outcome != ack.outcome {
             return Err(format!(
                 "acknowledged lsn {} (round {ack_round}) was {:?} -> {:?}, the history has \
                  {:?} -> {:?}",
-                ack.lsn, ack.command, ack.outcome, event.command, event.outcome
+                ack.lsn, ack.command, ack.outcome, command, outcome
             ));
         }
         if ack.lsn >= first && !ack.duplicate {
             // In the log itself, not only the archive.
             let read = log.read_from(Lsn(ack.lsn), 1).map_err(|e| e.to_string())?;
-            if read.first().map(|e| (&e.command, &e.outcome)) != Some((&ack.command, &ack.outcome))
-            {
+            let acked = (ack.command.clone(), ack.outcome.clone());
+            if read.first().map(|e| e.fact.to_decision()) != Some(acked) {
                 return Err(format!("read_from({}) disagrees with its ack", ack.lsn));
             }
         }
@@ -971,7 +962,13 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
     for (ack_round, ack) in acks {
         let receipt = engine
             .submit(ack.command.clone())
-            .map_err(|e| format!("re-submitting lsn {} (round {ack_round}): {e}", ack.lsn))?;
+            .map_err(|e| format!("re-submitting lsn {} (round {ack_round}): {e}", ack.lsn))?
+            .map_err(|refusal| {
+                format!(
+                    "re-submitting lsn {} (round {ack_round}) was refused: {refusal}",
+                    ack.lsn
+                )
+            })?;
         if !receipt.duplicate || receipt.lsn.0 != ack.lsn || receipt.outcome != ack.outcome {
             return Err(format!(
                 "re-submitting acknowledged lsn {} (round {ack_round}) gave {receipt:?}, not a \
@@ -1001,17 +998,12 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
         map
     };
     for event in &history {
-        let id = match &event.command {
-            Command::Reserve(c) => &c.reservation_id,
-            Command::Commit(c) => &c.reservation_id,
-            Command::Release(c) => &c.reservation_id,
-            Command::Extend(c) => &c.reservation_id,
-            Command::Expire(c) => &c.reservation_id,
-            _ => continue,
+        let Some(id) = event.fact.reservation_id() else {
+            continue;
         };
         let key = id.to_string();
-        match &event.outcome {
-            Outcome::Granted { expires_at_ms } => {
+        match &event.fact {
+            Fact::HoldPlaced { expires_at_ms, .. } => {
                 holds.insert(
                     key,
                     Expected {
@@ -1022,24 +1014,24 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
                     },
                 );
             }
-            Outcome::Extended { expires_at_ms } => {
+            Fact::HoldExtended { expires_at_ms, .. } => {
                 let hold = holds.get_mut(&key).ok_or("extend of an unknown hold")?;
                 hold.expires_at_ms = *expires_at_ms;
                 hold.expiry_lsn = event.lsn.0;
             }
-            Outcome::Committed { .. } => {
+            Fact::HoldCommitted { .. } => {
                 holds
                     .get_mut(&key)
                     .ok_or("commit of an unknown hold")?
                     .state = HoldState::Committed;
             }
-            Outcome::Released => {
+            Fact::HoldReleased(_) => {
                 holds
                     .get_mut(&key)
                     .ok_or("release of an unknown hold")?
                     .state = HoldState::Released;
             }
-            Outcome::Expired => {
+            Fact::HoldExpired(_) => {
                 holds
                     .get_mut(&key)
                     .ok_or("expiry of an unknown hold")?

@@ -12,13 +12,18 @@
 //! plain `RedbLog::open`, as a restarted process would.
 #![cfg(feature = "redb")]
 
+use inv_engine::checkpoint::{Checkpoint, CheckpointPosition};
 use inv_engine::engine::CheckpointPolicy;
-use inv_engine::ledger::{Checkpoint, CheckpointPosition};
 use inv_engine::log::redb::{
     CHECKPOINT, CHECKPOINT_CHUNK_BYTES, CHECKPOINT_CHUNKS_KEY, CHECKPOINT_GENERATION_KEY,
     CHECKPOINT_NEXT_LSN_KEY, CHECKPOINT_STAGE_CHUNKS_PER_COMMIT, Durability, EVENTS, FILE_NAME,
-    FORMAT_VERSION_KEY, FaultSwitch, FaultyFileBackend, LOG_FORMAT_VERSION, META, chunk_key,
+    FORMAT_VERSION_KEY, LOG_FORMAT_VERSION, MARKER_FILE_NAME, META, chunk_key,
 };
+use inv_engine::testing::commands::{
+    adjust, commit, dispose, extend, record_return, release, reserve, return_line, sale,
+    set_safety_stock,
+};
+use inv_engine::testing::faults::{FaultSwitch, FaultyFileBackend};
 use inv_engine::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,81 +31,43 @@ use std::time::{Duration, Instant};
 
 const T0: u64 = 1_700_000_000_000;
 
-fn adjust(id: &str, sku: &str, location: &str, delta: i64) -> Command {
-    Command::Adjust(Adjust {
-        adjustment_id: AdjustmentId::from(id),
-        sku: Sku::from(sku),
-        location: Location::from(location),
-        delta,
-        reason: "receipt".into(),
-    })
-}
-
-fn reserve(id: &str, sku: &str, location: &str, qty: u64) -> Command {
-    Command::Reserve(Reserve {
-        reservation_id: ReservationId::from(id),
-        channel: Channel::from("web"),
-        lines: vec![Line::new(sku, location, qty)],
-        ttl_ms: 60_000,
-    })
-}
-
 /// A workload touching every command kind, so replay exercises every decoder and apply path.
 fn mixed_workload() -> Vec<Command> {
     let mut commands = vec![
         adjust("a1", "sku-1", "dc-1", 100),
         adjust("a2", "sku-2", "dc-1", 50),
-        Command::SetSafetyStock(SetSafetyStock {
-            request_id: RequestId::from("ss1"),
-            sku: Sku::from("sku-1"),
-            location: Location::from("dc-1"),
-            qty: 5,
-        }),
+        set_safety_stock("ss1", "sku-1", "dc-1", 5),
     ];
     for i in 0..40 {
         commands.push(reserve(&format!("r{i}"), "sku-1", "dc-1", 2));
     }
     commands.push(reserve("too-big", "sku-2", "dc-1", 1_000));
     for i in 0..10 {
-        commands.push(Command::Commit(Commit {
-            reservation_id: ReservationId::from(format!("r{i}").as_str()),
-            lines: None,
-        }));
-        commands.push(Command::Release(Release {
-            reservation_id: ReservationId::from(format!("r{}", i + 10).as_str()),
-        }));
-        commands.push(Command::Extend(Extend {
-            reservation_id: ReservationId::from(format!("r{}", i + 20).as_str()),
-            request_id: RequestId::from("x1"),
-            ttl_ms: 120_000,
-        }));
+        commands.push(commit(&format!("r{i}")));
+        commands.push(release(&format!("r{}", i + 10)));
+        commands.push(extend(&format!("r{}", i + 20), "x1", 120_000));
     }
     for seq in 1..=5 {
-        commands.push(Command::RecordSale(RecordSale {
-            store_id: StoreId::from("store-1"),
-            txn_id: TxnId::from(format!("t{seq}").as_str()),
-            store_seq: seq,
-            occurred_at_ms: T0,
-            lines: vec![Line::new("sku-2", "dc-1", 1)],
-        }));
+        commands.push(sale(
+            "store-1",
+            &format!("t{seq}"),
+            seq,
+            T0,
+            vec![Line::new("sku-2", "dc-1", 1)],
+        ));
     }
-    commands.push(Command::RecordReturn(RecordReturn {
-        return_id: ReturnId::from("ret1"),
-        lines: vec![ReturnLine {
-            sku: Sku::from("sku-2"),
-            location: Location::from("dc-1"),
-            qty: 3,
-            disposition: ReturnDisposition::Inspect,
-        }],
-    }));
-    commands.push(Command::Dispose(Dispose {
-        disposition_id: DispositionId::from("d1"),
-        return_id: ReturnId::from("ret1"),
-        sku: Sku::from("sku-2"),
-        location: Location::from("dc-1"),
-        qty: 2,
-        action: DispositionAction::Restock,
-    }));
+    commands.push(record_return(
+        "ret1",
+        vec![return_line("sku-2", "dc-1", 3, ReturnDisposition::Inspect)],
+    ));
+    commands.push(dispose(
+        "d1",
+        "ret1",
+        "sku-2",
+        "dc-1",
+        2,
+        DispositionAction::Restock,
+    ));
     commands
 }
 
@@ -108,10 +75,19 @@ fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(T0))
 }
 
+/// The ledger's config in these tests: no history window beyond the current second, so a
+/// checkpoint trims everything it covers (the window has a test of its own).
+fn config() -> LedgerConfig {
+    LedgerConfig {
+        history_ms: 0,
+        ..LedgerConfig::default()
+    }
+}
+
 fn engine_on(log: &Arc<RedbLog>, clock: &Arc<ManualClock>) -> Engine {
     let log: Arc<dyn EventLog> = Arc::clone(log) as Arc<dyn EventLog>;
     let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
-    Engine::recover(LedgerConfig::default(), log, clock).expect("recovers")
+    Engine::recover(config(), log, clock).expect("recovers")
 }
 
 fn close(engine: Engine, log: Arc<RedbLog>) -> Result<(), LogError> {
@@ -137,13 +113,16 @@ fn open_faulty(dir: &Path, options: RedbLogOptions) -> (Arc<RedbLog>, FaultSwitc
 /// durable log must reproduce.
 fn reference_digest(commands: &[Command]) -> u64 {
     let engine = Engine::recover(
-        LedgerConfig::default(),
+        config(),
         Arc::new(MemLog::new()),
         Arc::new(ManualClock::new(T0)),
     )
     .expect("empty log");
     for command in commands {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     engine.ledger().digest()
 }
@@ -167,7 +146,10 @@ fn events_survive_close_and_reopen_and_recovery_reproduces_the_ledger() {
     let log = open(dir.path());
     let engine = engine_on(&log, &clock);
     for command in &commands {
-        let receipt = engine.submit(command.clone()).expect("accepted");
+        let receipt = engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
         assert!(log.durable_lsn() >= receipt.lsn);
     }
     engine.ledger().check_invariants().expect("invariants");
@@ -187,9 +169,13 @@ fn events_survive_close_and_reopen_and_recovery_reproduces_the_ledger() {
     // answered from the replayed idempotency index.
     let receipt = engine
         .submit(reserve("after-reopen", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(receipt.lsn, last.next());
-    let retry = engine.submit(commands[3].clone()).expect("retry");
+    let retry = engine
+        .submit(commands[3].clone())
+        .expect("retry")
+        .expect("not refused");
     assert!(retry.duplicate);
     assert_eq!(retry.lsn, Lsn(4));
     close(engine, log).expect("clean close");
@@ -210,11 +196,13 @@ fn read_from_pages_through_the_log() {
     let engine = engine_on(&log, &clock());
     engine
         .submit(adjust("a", "sku-1", "dc-1", 1_000))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     for i in 0..99 {
         engine
             .submit(reserve(&format!("r{i}"), "sku-1", "dc-1", 1))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
     }
     let page = log.read_from(Lsn(10), 7).expect("reads");
     let lsns: Vec<u64> = page.iter().map(|e| e.lsn.0).collect();
@@ -233,12 +221,14 @@ fn durable_lsn_advances_with_every_acknowledged_submit() {
     let engine = engine_on(&log, &clock());
     engine
         .submit(adjust("a", "sku-1", "dc-1", 10))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(log.durable_lsn(), Lsn(1));
     for i in 0..5 {
         let receipt = engine
             .submit(reserve(&format!("r{i}"), "sku-1", "dc-1", 1))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         assert_eq!(receipt.lsn, Lsn(i + 2));
         assert!(log.durable_lsn() >= receipt.lsn);
     }
@@ -258,7 +248,8 @@ fn concurrent_submitters_share_commits() {
     let engine = Arc::new(engine_on(&log, &clock()));
     engine
         .submit(adjust("a", "sku-1", "dc-1", 1_000_000))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let engine = Arc::clone(&engine);
@@ -267,7 +258,8 @@ fn concurrent_submitters_share_commits() {
                 for i in 0..200 {
                     let receipt = engine
                         .submit(reserve(&format!("t{t}-{i}"), "sku-1", "dc-1", 1))
-                        .expect("accepted");
+                        .expect("accepted")
+                        .expect("not refused");
                     assert!(log.durable_lsn() >= receipt.lsn);
                 }
             })
@@ -319,7 +311,8 @@ fn a_file_from_a_newer_format_is_refused_and_left_alone() {
         let engine = engine_on(&log, &clock());
         engine
             .submit(adjust("a", "sku-1", "dc-1", 10))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         close(engine, log).expect("clean close");
     }
     {
@@ -355,6 +348,63 @@ fn a_file_from_a_newer_format_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_file_of_an_older_format_is_refused_and_left_alone() {
+    // Goal: a file written by an earlier development build is refused, never converted or
+    // half-read, with a message saying what it is and what to do. Method: write a file with
+    // events, set its format version to each older one, and open it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        engine
+            .submit(adjust("a", "sku-1", "dc-1", 10))
+            .expect("accepted")
+            .expect("not refused");
+        close(engine, log).expect("clean close");
+    }
+    let set_version = |version: u64| {
+        let db = redb::Database::open(&path).expect("redb opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(FORMAT_VERSION_KEY, version).expect("insert");
+        }
+        txn.commit().expect("commit");
+    };
+    for version in 1..LOG_FORMAT_VERSION {
+        set_version(version);
+        let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                OpenError::OlderFormat { found, supported, .. }
+                    if found == version && supported == LOG_FORMAT_VERSION
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        for part in [
+            path.display().to_string(),
+            format!("format version {version}"),
+            format!("reads only version {LOG_FORMAT_VERSION}"),
+            "earlier development build".to_owned(),
+            format!("move the data folder {} away", dir.path().display()),
+        ] {
+            assert!(message.contains(&part), "{part:?} missing from: {message}");
+        }
+        // Nothing was changed: the version and the event are still there.
+        let (lsns, meta, _) = file_contents(dir.path());
+        assert_eq!(lsns, vec![1]);
+        assert_eq!(meta_value(&meta, FORMAT_VERSION_KEY), Some(version));
+    }
+    // Back at this build's version, the same file opens.
+    set_version(LOG_FORMAT_VERSION);
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(1));
+}
+
+#[test]
 fn a_garbage_file_is_refused_naming_it() {
     // Goal: a damaged file never opens as an empty log. Method: fill ledger.redb with bytes
     // that are not a redb database (and, separately, damage a valid one past its header).
@@ -379,11 +429,13 @@ fn a_valid_file_damaged_inside_is_refused_naming_it() {
         let engine = engine_on(&log, &clock());
         engine
             .submit(adjust("a", "sku-1", "dc-1", 1_000))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         for i in 0..500 {
             engine
                 .submit(reserve(&format!("r{i}"), "sku-1", "dc-1", 1))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         close(engine, log).expect("clean close");
     }
@@ -412,7 +464,8 @@ fn an_undecodable_event_stops_recovery_naming_its_lsn() {
         for id in ["a", "b", "c"] {
             engine
                 .submit(adjust(id, "sku-1", "dc-1", 10))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         close(engine, log).expect("clean close");
     }
@@ -429,7 +482,7 @@ fn an_undecodable_event_stops_recovery_naming_its_lsn() {
     };
     damage(2);
     let log = open(dir.path());
-    let Err(error) = Engine::recover(LedgerConfig::default(), log, clock()) else {
+    let Err(error) = Engine::recover(config(), log, clock()) else {
         panic!("recovery must refuse the damaged event");
     };
     let message = error.to_string();
@@ -455,7 +508,8 @@ fn a_missing_record_in_the_middle_stops_recovery() {
         for i in 0..5 {
             engine
                 .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 10))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         close(engine, log).expect("clean close");
     }
@@ -477,7 +531,7 @@ fn a_missing_record_in_the_middle_stops_recovery() {
         log.read_from(Lsn(3), 10),
         Err(LogError::Corrupt(m)) if m.contains("expected lsn 3, found 4")
     ));
-    let Err(error) = Engine::recover(LedgerConfig::default(), log, clock()) else {
+    let Err(error) = Engine::recover(config(), log, clock()) else {
         panic!("recovery must refuse the gap");
     };
     assert!(error.to_string().contains("gap"), "{error}");
@@ -498,7 +552,10 @@ fn a_failed_sync_fail_stops_and_only_acknowledged_events_survive() {
         acknowledged.push(reserve(&format!("r{i}"), "sku-1", "dc-1", 1));
     }
     for command in &acknowledged {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     assert_eq!(log.durable_lsn(), Lsn(20));
 
@@ -551,7 +608,10 @@ fn acknowledged_events_survive_a_power_cut() {
         acknowledged.push(reserve(&format!("r{i}"), "sku-1", "dc-1", 1));
     }
     for command in &acknowledged {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     switch.power_cut();
     drop(engine);
@@ -576,7 +636,10 @@ fn async_mode_roundtrips_and_flushes_within_the_interval() {
     let log = Arc::new(RedbLog::open(dir.path(), options).expect("opens"));
     let engine = engine_on(&log, &clock());
     for command in &commands {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let last = Lsn(commands.len() as u64);
     // Acknowledged at once; durable within the flush interval even with no further traffic.
@@ -610,7 +673,8 @@ fn async_mode_loses_at_most_the_unflushed_window_on_a_power_cut() {
     for i in 0..10 {
         engine
             .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
-            .expect("acknowledged");
+            .expect("acknowledged")
+            .expect("not refused");
     }
     wait_until("the writer commits every batch", || {
         log.stats().events == 10
@@ -664,15 +728,24 @@ fn a_full_queue_refuses_commands_untouched() {
     assert!(engine.reservation("refused").is_none());
 
     switch.release_syncs();
-    first.join().expect("thread").expect("acknowledged");
+    first
+        .join()
+        .expect("thread")
+        .expect("acknowledged")
+        .expect("not refused");
     for thread in queued {
-        thread.join().expect("thread").expect("acknowledged");
+        thread
+            .join()
+            .expect("thread")
+            .expect("acknowledged")
+            .expect("not refused");
     }
     assert_eq!(log.durable_lsn(), Lsn(4));
     assert_eq!(log.admit(), Ok(()));
     engine
         .submit(reserve("refused", "sku-1", "dc-1", 1))
-        .expect("accepted once drained");
+        .expect("accepted once drained")
+        .expect("not refused");
 }
 
 #[test]
@@ -683,8 +756,8 @@ fn appends_out_of_order_are_refused() {
         Arc::new(Event {
             lsn: Lsn(lsn),
             at_ms: T0,
-            command: adjust("a", "sku-1", "dc-1", 1),
-            outcome: Outcome::Recorded,
+            fact: Fact::decided(adjust("a", "sku-1", "dc-1", 1), Outcome::Recorded)
+                .expect("an adjustment is recorded"),
         })
     };
     assert_eq!(
@@ -762,7 +835,10 @@ fn a_checkpoint_trims_the_log_and_recovery_uses_it_plus_the_tail() {
     let log = open(dir.path());
     let engine = engine_on(&log, &clock);
     for command in before {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let checkpoint_lsn = engine.checkpoint().expect("checkpoint written");
     assert_eq!(checkpoint_lsn, Lsn(41));
@@ -772,7 +848,10 @@ fn a_checkpoint_trims_the_log_and_recovery_uses_it_plus_the_tail() {
     assert_eq!(stats.events_trimmed, 40);
     assert!(stats.checkpoint_bytes_last > 0);
     for command in after {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let live = engine.ledger().digest();
     assert_eq!(live, reference_digest(&commands));
@@ -814,12 +893,16 @@ fn a_checkpoint_trims_the_log_and_recovery_uses_it_plus_the_tail() {
     assert_eq!(engine.ledger().digest(), live);
     engine.ledger().check_invariants().expect("invariants");
     // A command from before the checkpoint is answered from the checkpoint's keys.
-    let retry = engine.submit(commands[3].clone()).expect("retry");
+    let retry = engine
+        .submit(commands[3].clone())
+        .expect("retry")
+        .expect("not refused");
     assert!(retry.duplicate);
     assert_eq!(retry.lsn, Lsn(4));
     let receipt = engine
         .submit(reserve("after-reopen", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(receipt.lsn, last.next());
 }
 
@@ -831,7 +914,10 @@ fn a_checkpoint_of_the_whole_log_leaves_no_events_and_the_log_continues() {
     let log = open(dir.path());
     let engine = engine_on(&log, &clock);
     for command in &commands {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let last = Lsn(commands.len() as u64);
     assert_eq!(engine.checkpoint().expect("written"), last.next());
@@ -862,7 +948,8 @@ fn a_checkpoint_of_the_whole_log_leaves_no_events_and_the_log_continues() {
     assert_eq!(engine.ledger().digest(), live);
     let receipt = engine
         .submit(reserve("next", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(receipt.lsn, last.next());
     close(engine, log).expect("clean close");
 
@@ -882,12 +969,14 @@ fn checkpoints_ahead_of_the_log_are_refused_and_older_ones_ignored() {
     for i in 0..5 {
         engine
             .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
     }
     let old = engine.ledger().checkpoint();
     engine
         .submit(adjust("a5", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     let mut ahead = engine.ledger().checkpoint();
     ahead.next_lsn = Lsn(100);
     assert_eq!(
@@ -912,7 +1001,8 @@ fn checkpoints_ahead_of_the_log_are_refused_and_older_ones_ignored() {
     );
     engine
         .submit(adjust("a6", "sku-1", "dc-1", 1))
-        .expect("the log still works");
+        .expect("the log still works")
+        .expect("not refused");
 }
 
 #[test]
@@ -938,6 +1028,8 @@ fn a_checkpoint_spanning_many_chunks_roundtrips() {
         keys: Vec::new(),
         returns: Vec::new(),
         stores: Vec::new(),
+        held_drifts: Vec::new(),
+        history: vec![(Lsn::ZERO, 0)],
     };
     let log = RedbLog::open(dir.path(), RedbLogOptions::default()).expect("opens");
     log.write_checkpoint(&checkpoint).expect("written");
@@ -983,6 +1075,8 @@ fn large_checkpoint(count: i64) -> Checkpoint {
         keys: Vec::new(),
         returns: Vec::new(),
         stores: Vec::new(),
+        held_drifts: Vec::new(),
+        history: vec![(Lsn::ZERO, 0)],
     }
 }
 
@@ -1000,11 +1094,17 @@ fn chunks_staged_by_a_checkpoint_that_never_switched_are_ignored_and_removed() {
         let log = open(dir.path());
         let engine = engine_on(&log, &clock());
         for command in &commands[..20] {
-            engine.submit(command.clone()).expect("accepted");
+            engine
+                .submit(command.clone())
+                .expect("accepted")
+                .expect("not refused");
         }
         assert_eq!(engine.checkpoint().expect("written"), Lsn(21));
         for command in &commands[20..] {
-            engine.submit(command.clone()).expect("accepted");
+            engine
+                .submit(command.clone())
+                .expect("accepted")
+                .expect("not refused");
         }
         let live = engine.ledger().digest();
         close(engine, log).expect("clean close");
@@ -1036,7 +1136,8 @@ fn chunks_staged_by_a_checkpoint_that_never_switched_are_ignored_and_removed() {
     // The next checkpoint is staged where the stray chunks were, and switched to.
     engine
         .submit(adjust("after", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     let next = engine.checkpoint().expect("written");
     let live = engine.ledger().digest();
     close(engine, log).expect("clean close");
@@ -1058,7 +1159,8 @@ fn chunks_staged_by_a_checkpoint_that_never_switched_are_ignored_and_removed() {
     assert_eq!(engine.ledger().digest(), live);
     engine
         .submit(adjust("after-2", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     engine.checkpoint().expect("written");
     let live = engine.ledger().digest();
     close(engine, log).expect("clean close");
@@ -1078,7 +1180,10 @@ fn a_power_cut_before_the_switch_leaves_the_previous_checkpoint() {
     let (log, switch) = open_faulty(dir.path(), RedbLogOptions::default());
     let engine = engine_on(&log, &clock());
     for command in &commands {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let live = engine.ledger().digest();
     let mut large = large_checkpoint(100_000);
@@ -1133,7 +1238,12 @@ fn events_commit_between_the_chunks_of_a_large_checkpoint() {
         let checkpoint = scope.spawn(|| engine.checkpoint().expect("written"));
         let receipts: Vec<Receipt> = commands
             .iter()
-            .map(|command| engine.submit(command.clone()).expect("accepted"))
+            .map(|command| {
+                engine
+                    .submit(command.clone())
+                    .expect("accepted")
+                    .expect("not refused")
+            })
             .collect();
         (receipts, checkpoint.join().expect("no panic"))
     });
@@ -1162,7 +1272,8 @@ fn a_damaged_checkpoint_stops_recovery_naming_it() {
         let engine = engine_on(&log, &clock());
         engine
             .submit(adjust("a", "sku-1", "dc-1", 10))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         engine.checkpoint().expect("written");
         close(engine, log).expect("clean close");
     }
@@ -1185,7 +1296,7 @@ fn a_damaged_checkpoint_stops_recovery_naming_it() {
         txn.commit().expect("commit");
     }
     let log = open(dir.path());
-    let Err(error) = Engine::recover(LedgerConfig::default(), log, clock()) else {
+    let Err(error) = Engine::recover(config(), log, clock()) else {
         panic!("recovery must refuse the damaged checkpoint");
     };
     let message = error.to_string();
@@ -1208,6 +1319,39 @@ fn a_damaged_checkpoint_stops_recovery_naming_it() {
 }
 
 #[test]
+fn a_checkpoint_without_its_generation_row_is_refused_at_open() {
+    // Files of format 3 had no generation row; this build reads only its own format, in which
+    // every checkpoint names its generation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    {
+        let log = open(dir.path());
+        let engine = engine_on(&log, &clock());
+        engine
+            .submit(adjust("a", "sku-1", "dc-1", 1))
+            .expect("accepted")
+            .expect("not refused");
+        engine.checkpoint().expect("written");
+        close(engine, log).expect("clean close");
+    }
+    {
+        let db = redb::Database::open(&path).expect("redb opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.remove(CHECKPOINT_GENERATION_KEY).expect("remove");
+        }
+        txn.commit().expect("commit");
+    }
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(CHECKPOINT_GENERATION_KEY),
+        "{error}"
+    );
+}
+
+#[test]
 fn events_missing_after_a_checkpoint_are_refused_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(FILE_NAME);
@@ -1217,15 +1361,18 @@ fn events_missing_after_a_checkpoint_are_refused_at_open() {
         for i in 0..6 {
             engine
                 .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
-                .expect("accepted");
+                .expect("accepted")
+                .expect("not refused");
         }
         engine.checkpoint().expect("written");
         engine
             .submit(adjust("a6", "sku-1", "dc-1", 1))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         engine
             .submit(adjust("a7", "sku-1", "dc-1", 1))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         close(engine, log).expect("clean close");
     }
     {
@@ -1243,153 +1390,6 @@ fn events_missing_after_a_checkpoint_are_refused_at_open() {
     assert!(error.to_string().contains("from lsn 7"), "{error}");
 }
 
-/// Writes a file as builds of log format 1 and 2 did: one record per event, under its LSN,
-/// in event encoding version 1.
-fn write_legacy_file(dir: &Path, version: u64, events: &[Arc<Event>]) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let db = redb::Database::create(dir.join(FILE_NAME)).expect("redb creates");
-    let txn = db.begin_write().expect("write");
-    {
-        let mut table = txn.open_table(EVENTS).expect("events");
-        for event in events {
-            let bytes = inv_engine::log::encoding::encode(event).expect("encodes");
-            table.insert(event.lsn.0, bytes.as_slice()).expect("insert");
-        }
-        txn.open_table(META)
-            .expect("meta")
-            .insert(FORMAT_VERSION_KEY, version)
-            .expect("insert");
-        txn.open_table(CHECKPOINT).expect("chunks");
-    }
-    txn.commit().expect("commit");
-}
-
-#[test]
-fn files_of_formats_1_and_2_read_as_they_are_and_continue_in_batches() {
-    // Goal: a file written before batch records opens without migration, replays, takes new
-    // batch records after its per-event ones, and trims them alike. Method: write 30 events
-    // one per record (as formats 1 and 2 did), open, recover, append 10 more, store a
-    // checkpoint at lsn 21 (among the old records), reopen; compare with a MemLog run of the
-    // same commands.
-    for version in [1, 2] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let commands = mixed_workload();
-        let reference_log = Arc::new(MemLog::new());
-        let reference = Engine::recover(
-            LedgerConfig::default(),
-            Arc::clone(&reference_log) as Arc<dyn EventLog>,
-            clock(),
-        )
-        .expect("empty log");
-        for command in &commands[..20] {
-            reference.submit(command.clone()).expect("accepted");
-        }
-        let checkpoint = reference.ledger().checkpoint();
-        assert_eq!(checkpoint.next_lsn, Lsn(21));
-        for command in &commands[20..30] {
-            reference.submit(command.clone()).expect("accepted");
-        }
-        write_legacy_file(dir.path(), version, &reference_log.events());
-
-        let log = open(dir.path());
-        assert_eq!(log.durable_lsn(), Lsn(30));
-        let engine = engine_on(&log, &clock());
-        assert_eq!(engine.ledger().digest(), reference.ledger().digest());
-        close(engine, log).expect("clean close");
-        let (_, meta, _) = file_contents(dir.path());
-        assert_eq!(
-            meta_value(&meta, FORMAT_VERSION_KEY),
-            Some(version),
-            "opening alone leaves the file to older builds"
-        );
-
-        let log = open(dir.path());
-        let engine = engine_on(&log, &clock());
-        for command in &commands[30..40] {
-            engine.submit(command.clone()).expect("accepted");
-            reference.submit(command.clone()).expect("accepted");
-        }
-        let expected = reference_log.events();
-        assert_eq!(log.read_from(Lsn(1), usize::MAX), Ok(expected.clone()));
-        assert_eq!(log.read_from(Lsn(28), 5), Ok(expected[27..32].to_vec()));
-        log.write_checkpoint(&checkpoint).expect("written");
-        assert_eq!(
-            log.read_from(Lsn(20), 5),
-            Err(LogError::Trimmed {
-                first_retained: Lsn(21)
-            })
-        );
-        assert_eq!(log.read_from(Lsn(21), 100), Ok(expected[20..].to_vec()));
-        close(engine, log).expect("clean close");
-        let (lsns, meta, _) = file_contents(dir.path());
-        assert_eq!(lsns, (21..=40).collect::<Vec<_>>());
-        assert_eq!(
-            meta_value(&meta, FORMAT_VERSION_KEY),
-            Some(LOG_FORMAT_VERSION)
-        );
-
-        let log = open(dir.path());
-        let engine = engine_on(&log, &clock());
-        assert_eq!(engine.ledger().digest(), reference.ledger().digest());
-        engine.ledger().check_invariants().expect("invariants");
-    }
-}
-
-#[test]
-fn the_first_batch_marks_an_old_file_with_this_format() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let reference_log = Arc::new(MemLog::new());
-    let reference = Engine::recover(
-        LedgerConfig::default(),
-        Arc::clone(&reference_log) as Arc<dyn EventLog>,
-        clock(),
-    )
-    .expect("empty log");
-    reference
-        .submit(adjust("a", "sku-1", "dc-1", 1))
-        .expect("accepted");
-    write_legacy_file(dir.path(), 2, &reference_log.events());
-    let log = open(dir.path());
-    let engine = engine_on(&log, &clock());
-    engine
-        .submit(adjust("b", "sku-1", "dc-1", 1))
-        .expect("accepted");
-    close(engine, log).expect("clean close");
-    let (lsns, meta, _) = file_contents(dir.path());
-    assert_eq!(lsns, vec![1, 2]);
-    assert_eq!(
-        meta_value(&meta, FORMAT_VERSION_KEY),
-        Some(LOG_FORMAT_VERSION)
-    );
-}
-
-#[test]
-fn an_old_file_missing_an_event_in_the_middle_is_refused_at_open() {
-    // In formats 1 and 2 every record is one event, so open can still count them.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let reference_log = Arc::new(MemLog::new());
-    let reference = Engine::recover(
-        LedgerConfig::default(),
-        Arc::clone(&reference_log) as Arc<dyn EventLog>,
-        clock(),
-    )
-    .expect("empty log");
-    for i in 0..4 {
-        reference
-            .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
-            .expect("accepted");
-    }
-    let mut events = reference_log.events();
-    events.remove(2);
-    write_legacy_file(dir.path(), 2, &events);
-    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
-    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
-    assert!(
-        error.to_string().contains("lsn 1..=4 in 3 records"),
-        "{error}"
-    );
-}
-
 #[test]
 fn read_from_starts_inside_a_batch_and_a_checkpoint_keeps_the_batch_it_cuts() {
     // Goal: reads starting anywhere in a batch record, and a checkpoint whose next_lsn falls
@@ -1404,14 +1404,18 @@ fn read_from_starts_inside_a_batch_and_a_checkpoint_keeps_the_batch_it_cuts() {
     let commands: Vec<Command> = std::iter::once(adjust("a", "sku-1", "dc-1", 1_000))
         .chain((0..50).map(|i| reserve(&format!("r{i}"), "sku-1", "dc-1", 1)))
         .collect();
-    engine.submit(commands[0].clone()).expect("accepted");
+    engine
+        .submit(commands[0].clone())
+        .expect("accepted")
+        .expect("not refused");
     switch.hold_syncs();
     let mut checkpoint = None;
     for (i, command) in commands.iter().enumerate().skip(1) {
         let receipt = engine
             .ledger()
             .submit(command.clone(), engine.now_ms())
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
         assert_eq!(receipt.lsn, Lsn(i as u64 + 1));
         if i == 1 {
             wait_until("the writer waits on the disk", || {
@@ -1428,13 +1432,16 @@ fn read_from_starts_inside_a_batch_and_a_checkpoint_keeps_the_batch_it_cuts() {
 
     let reference_log = Arc::new(MemLog::new());
     let reference = Engine::recover(
-        LedgerConfig::default(),
+        config(),
         Arc::clone(&reference_log) as Arc<dyn EventLog>,
         Arc::clone(&clock) as Arc<dyn Clock>,
     )
     .expect("empty log");
     for command in &commands {
-        reference.submit(command.clone()).expect("accepted");
+        reference
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let expected = reference_log.events();
     assert_eq!(log.read_from(Lsn(1), usize::MAX), Ok(expected.clone()));
@@ -1481,7 +1488,8 @@ fn read_from_starts_inside_a_batch_and_a_checkpoint_keeps_the_batch_it_cuts() {
     engine.ledger().check_invariants().expect("invariants");
     let receipt = engine
         .submit(reserve("next", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(receipt.lsn, Lsn(52));
 }
 
@@ -1502,7 +1510,10 @@ fn a_checkpoint_in_async_mode_makes_everything_before_it_durable() {
     let (log, switch) = open_faulty(dir.path(), options);
     let engine = engine_on(&log, &clock());
     for command in &commands {
-        engine.submit(command.clone()).expect("acknowledged");
+        engine
+            .submit(command.clone())
+            .expect("acknowledged")
+            .expect("not refused");
     }
     let last = Lsn(commands.len() as u64);
     assert_eq!(log.durable_lsn(), Lsn(0), "nothing was fsynced");
@@ -1531,11 +1542,17 @@ fn a_failed_checkpoint_fail_stops_and_leaves_the_previous_state() {
     let (log, switch) = open_faulty(dir.path(), RedbLogOptions::default());
     let engine = engine_on(&log, &clock());
     for command in &commands[..20] {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     assert_eq!(engine.checkpoint().expect("written"), Lsn(21));
     for command in &commands[20..] {
-        engine.submit(command.clone()).expect("accepted");
+        engine
+            .submit(command.clone())
+            .expect("accepted")
+            .expect("not refused");
     }
     let live = engine.ledger().digest();
     switch.fail_next_sync();
@@ -1574,12 +1591,14 @@ fn checkpoints_are_written_when_the_policy_says_so() {
     for i in 0..9 {
         engine
             .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
-            .expect("accepted");
+            .expect("accepted")
+            .expect("not refused");
     }
     assert_eq!(engine.checkpoint_if_due(&policy), Ok(None), "9 events");
     engine
         .submit(adjust("a9", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(
         engine.checkpoint_if_due(&policy),
         Ok(Some(Lsn(11))),
@@ -1598,7 +1617,8 @@ fn checkpoints_are_written_when_the_policy_says_so() {
     );
     engine
         .submit(adjust("a10", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     assert_eq!(
         engine.checkpoint_if_due(&policy),
         Ok(Some(Lsn(12))),
@@ -1610,7 +1630,8 @@ fn checkpoints_are_written_when_the_policy_says_so() {
     };
     engine
         .submit(adjust("a11", "sku-1", "dc-1", 1))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     clock.advance_ms(3_600_000);
     assert_eq!(
         engine.checkpoint_if_due(&off),
@@ -1631,7 +1652,8 @@ fn checkpoints_and_batches_interleave_under_concurrent_submitters() {
     let engine = Arc::new(engine_on(&log, &clock()));
     engine
         .submit(adjust("a", "sku-1", "dc-1", 1_000_000))
-        .expect("accepted");
+        .expect("accepted")
+        .expect("not refused");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let checkpointer = {
         let engine = Arc::clone(&engine);
@@ -1654,13 +1676,13 @@ fn checkpoints_and_batches_interleave_under_concurrent_submitters() {
                     let id = format!("t{t}-{i}");
                     engine
                         .submit(reserve(&id, "sku-1", "dc-1", 1))
-                        .expect("accepted");
+                        .expect("accepted")
+                        .expect("not refused");
                     if i % 3 == 0 {
                         engine
-                            .submit(Command::Release(Release {
-                                reservation_id: ReservationId::from(id.as_str()),
-                            }))
-                            .expect("accepted");
+                            .submit(release(&id))
+                            .expect("accepted")
+                            .expect("not refused");
                     }
                 }
             })
@@ -1692,4 +1714,287 @@ fn checkpoints_and_batches_interleave_under_concurrent_submitters() {
     let engine = engine_on(&log, &clock());
     assert_eq!(engine.ledger().digest(), live);
     engine.ledger().check_invariants().expect("invariants");
+}
+
+// --------------------------------------------------------------------------------------------
+// The data folder: a new log, the marker, and files that must not open as an empty log
+
+/// The names in `dir`, sorted (upper case first).
+fn folder_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A folder holding a closed log with `events` adjustments.
+fn folder_with_events(events: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    let engine = engine_on(&log, &clock());
+    for i in 0..events {
+        engine
+            .submit(adjust(&format!("a{i}"), "sku-1", "dc-1", 1))
+            .expect("accepted")
+            .expect("not refused");
+    }
+    close(engine, log).expect("clean close");
+    dir
+}
+
+#[test]
+fn a_new_folder_gets_a_log_file_and_its_marker() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("data");
+    let log = open(&dir);
+    assert_eq!(log.durable_lsn(), Lsn(0));
+    assert_eq!(folder_entries(&dir), vec![MARKER_FILE_NAME, FILE_NAME]);
+    let marker = std::fs::read_to_string(dir.join(MARKER_FILE_NAME)).expect("marker");
+    for line in [
+        format!("format_version = {LOG_FORMAT_VERSION}\n"),
+        "log_id = \"".to_owned(),
+        "created_at_ms = ".to_owned(),
+    ] {
+        assert!(marker.contains(&line), "{line:?} missing from:\n{marker}");
+    }
+    // The new file already holds the tables and the format version.
+    drop(log);
+    let (lsns, meta, chunks) = file_contents(&dir);
+    assert_eq!((lsns, chunks), (vec![], 0));
+    assert_eq!(
+        meta_value(&meta, FORMAT_VERSION_KEY),
+        Some(LOG_FORMAT_VERSION)
+    );
+    // Reopening keeps the marker as it was.
+    let log = open(&dir);
+    assert_eq!(log.durable_lsn(), Lsn(0));
+    drop(log);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(MARKER_FILE_NAME)).expect("marker"),
+        marker
+    );
+}
+
+#[test]
+fn an_empty_log_file_is_refused_and_left_alone() {
+    // Goal: the defect found by crashing a server from outside: a ledger.redb truncated to 0
+    // bytes opened as a new, empty log (0 events recovered, LSNs reused). Method: truncate a
+    // log's file; open must refuse, with or without the marker, and leave the file as it is.
+    let dir = folder_with_events(3);
+    let path = dir.path().join(FILE_NAME);
+    std::fs::File::create(&path).expect("truncate");
+    for marker in [true, false] {
+        if !marker {
+            std::fs::remove_file(dir.path().join(MARKER_FILE_NAME)).expect("remove marker");
+        }
+        let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+        assert!(matches!(error, OpenError::EmptyFile { .. }), "{error:?}");
+        let message = error.to_string();
+        for part in [
+            format!("{} is empty (0 bytes)", path.display()),
+            "cannot be trusted".to_owned(),
+            format!("move the data folder {} away", dir.path().display()),
+        ] {
+            assert!(message.contains(&part), "{part:?} missing from: {message}");
+        }
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), 0);
+    }
+    assert_eq!(folder_entries(dir.path()), vec![FILE_NAME]);
+}
+
+#[test]
+fn a_missing_log_file_is_refused_where_the_marker_says_a_log_was() {
+    let dir = folder_with_events(3);
+    let path = dir.path().join(FILE_NAME);
+    std::fs::remove_file(&path).expect("remove the log");
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::MissingFile { .. }), "{error:?}");
+    let message = error.to_string();
+    for part in [
+        format!("{} is missing", path.display()),
+        dir.path().join(MARKER_FILE_NAME).display().to_string(),
+        format!("move the data folder {} away", dir.path().display()),
+    ] {
+        assert!(message.contains(&part), "{part:?} missing from: {message}");
+    }
+    assert!(!path.exists(), "a refused open creates nothing");
+
+    // The documented way to start over: move the folder away.
+    let moved = dir.path().with_extension("old");
+    std::fs::rename(dir.path(), &moved).expect("move the folder away");
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(0));
+    drop(log);
+    std::fs::remove_dir_all(&moved).expect("clean up");
+}
+
+#[test]
+fn a_truncated_log_file_is_refused() {
+    for keep in [100, 4096, 0] {
+        let dir = folder_with_events(200);
+        let path = dir.path().join(FILE_NAME);
+        let bytes = std::fs::read(&path).expect("read");
+        // 0 here: half of the file.
+        let keep = if keep == 0 { bytes.len() / 2 } else { keep };
+        std::fs::write(&path, &bytes[..keep]).expect("truncate");
+        let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+        let message = error.to_string();
+        assert!(
+            matches!(error, OpenError::Corrupt { .. }),
+            "{keep} bytes: {error:?}"
+        );
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert_eq!(std::fs::read(&path).expect("read"), &bytes[..keep]);
+    }
+}
+
+#[test]
+fn a_redb_file_without_the_log_tables_is_refused() {
+    // A valid redb database, but not a log: open never makes one of it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE_NAME);
+    redb::Database::create(&path).expect("redb creates");
+    let error = RedbLog::open(dir.path(), RedbLogOptions::default()).expect_err("refused");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("not an event log"), "{error}");
+}
+
+#[test]
+fn a_log_without_the_marker_gets_it_and_opens() {
+    // A folder from a build before the marker, or a creation cut short after the file was
+    // linked into place.
+    let dir = folder_with_events(3);
+    std::fs::remove_file(dir.path().join(MARKER_FILE_NAME)).expect("remove marker");
+    let log = open(dir.path());
+    assert_eq!(log.durable_lsn(), Lsn(3));
+    assert_eq!(
+        folder_entries(dir.path()),
+        vec![MARKER_FILE_NAME, FILE_NAME]
+    );
+}
+
+#[test]
+fn leftovers_of_a_creation_cut_short_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leftovers = [
+        format!("{FILE_NAME}.creating-0123"),
+        format!("{MARKER_FILE_NAME}.writing-4567"),
+    ];
+    for name in &leftovers {
+        std::fs::write(dir.path().join(name), b"half written").expect("write");
+    }
+    let unrelated = dir.path().join("notes.txt");
+    std::fs::write(&unrelated, b"kept").expect("write");
+    let log = open(dir.path());
+    drop(log);
+    assert_eq!(
+        folder_entries(dir.path()),
+        vec![MARKER_FILE_NAME, FILE_NAME, "notes.txt"]
+    );
+}
+
+#[test]
+fn opens_racing_to_create_a_log_make_one() {
+    // Goal: several opens of one new folder at once create one log, and every other open is
+    // refused as in use (never a second log over the first). Method: threads open together
+    // and keep what they got until all are done.
+    for _ in 0..5 {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("data");
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let opened: Vec<Result<RedbLog, OpenError>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (dir, start) = (&dir, Arc::clone(&start));
+                    s.spawn(move || {
+                        start.wait();
+                        RedbLog::open(dir, RedbLogOptions::default())
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| thread.join().expect("opener"))
+                .collect()
+        });
+        let logs = opened.iter().filter(|result| result.is_ok()).count();
+        assert_eq!(logs, 1, "{opened:?}");
+        for result in &opened {
+            if let Err(error) = result {
+                assert!(matches!(error, OpenError::InUse { .. }), "{error:?}");
+            }
+        }
+        drop(opened);
+        assert_eq!(folder_entries(&dir), vec![MARKER_FILE_NAME, FILE_NAME]);
+        let log = open(&dir);
+        assert_eq!(log.durable_lsn(), Lsn(0));
+    }
+}
+
+// Goal: a checkpoint keeps the events of the history window that reconciliation reads, and
+// trims only what is older. Method: events over two minutes of a manual clock with a one-minute
+// window, a checkpoint, a restart; reads from the window's first event work and end at the
+// head, reads before it are refused as trimmed, and recovery still starts at the checkpoint.
+#[test]
+fn a_checkpoint_keeps_the_history_window_and_trims_what_is_older() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let config = LedgerConfig {
+        history_ms: 60_000,
+        ..LedgerConfig::default()
+    };
+    let log = open(dir.path());
+    let engine = Engine::recover(
+        config,
+        Arc::clone(&log) as Arc<dyn EventLog>,
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .expect("recovers");
+    for i in 0..120u64 {
+        let command = adjust(&format!("a{i}"), "sku-1", "dc-1", 1);
+        engine
+            .submit(command)
+            .expect("accepted")
+            .expect("not refused");
+        clock.advance_ms(1_000);
+    }
+    let next_lsn = engine.checkpoint().expect("written");
+    assert_eq!(next_lsn, Lsn(121));
+    let kept_from = log
+        .latest_checkpoint()
+        .expect("reads")
+        .expect("a checkpoint")
+        .history_start_lsn();
+    // The window reaches back a minute from the last event: about the last 60 of 120.
+    assert!((Lsn(55)..=Lsn(62)).contains(&kept_from), "{kept_from}");
+    close(engine, log).expect("closes");
+
+    let log = open(dir.path());
+    assert_eq!(
+        log.read_from(Lsn(kept_from.0 - 1), 1),
+        Err(LogError::Trimmed {
+            first_retained: kept_from
+        })
+    );
+    let kept = log.read_from(kept_from, usize::MAX).expect("reads");
+    assert_eq!(kept.first().map(|e| e.lsn), Some(kept_from));
+    assert_eq!(kept.last().map(|e| e.lsn), Some(Lsn(120)));
+    let engine = Engine::recover(
+        config,
+        Arc::clone(&log) as Arc<dyn EventLog>,
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .expect("recovers");
+    assert_eq!(engine.check("sku-1", "dc-1").map(|a| a.on_hand), Some(120));
+    // The window is what reconciliation can reach.
+    assert_eq!(engine.ledger().history_scan_from(T0), None, "too old");
+    assert!(engine.ledger().history_scan_from(T0 + 100_000).is_some());
 }

@@ -2,6 +2,7 @@
 //! checking that no unit is ever granted twice, that multi-line holds in opposite line orders
 //! cannot deadlock, and that the log written under contention replays to the same state.
 
+use inv_engine::testing::commands::{adjust, commit, commit_lines, extend, release, reserve_lines};
 use inv_engine::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -23,32 +24,6 @@ fn engine(shards: usize) -> (Arc<MemLog>, Engine) {
     )
     .expect("an empty log recovers");
     (log, engine)
-}
-
-fn adjust(id: &str, sku: &str, location: &str, delta: i64) -> Command {
-    Command::Adjust(Adjust {
-        adjustment_id: AdjustmentId::from(id),
-        sku: Sku::from(sku),
-        location: Location::from(location),
-        delta,
-        reason: "stress".into(),
-    })
-}
-
-fn reserve(id: &str, lines: Vec<Line>) -> Command {
-    Command::Reserve(Reserve {
-        reservation_id: ReservationId::from(id),
-        channel: Channel::from("web"),
-        lines,
-        ttl_ms: TTL,
-    })
-}
-
-fn commit(id: &str, lines: Option<Vec<Line>>) -> Command {
-    Command::Commit(Commit {
-        reservation_id: ReservationId::from(id),
-        lines,
-    })
 }
 
 /// Aborts the whole test binary if `done` is not set within `limit`: a deadlocked scope would
@@ -101,7 +76,8 @@ fn eight_threads_racing_for_one_position_are_granted_exactly_the_stock() {
     let (log, engine) = engine(64);
     engine
         .submit(adjust("stock", "hot", "dc-1", STOCK))
-        .expect("stock arrives");
+        .expect("stock arrives")
+        .expect("not refused");
     let done = Arc::new(AtomicBool::new(false));
     watchdog(
         "single-position race",
@@ -125,8 +101,9 @@ fn eight_threads_racing_for_one_position_are_granted_exactly_the_stock() {
                 for i in 0..ITERATIONS_MAX {
                     let id = format!("t{t}-{i}");
                     let receipt = engine
-                        .submit(reserve(&id, vec![Line::new("hot", "dc-1", 1)]))
-                        .expect("a reserve is accepted");
+                        .submit(reserve_lines(&id, vec![Line::new("hot", "dc-1", 1)], TTL))
+                        .expect("a reserve is accepted")
+                        .expect("not refused");
                     assert!(!receipt.duplicate);
                     match receipt.outcome {
                         Outcome::Granted { .. } => {
@@ -135,7 +112,10 @@ fn eight_threads_racing_for_one_position_are_granted_exactly_the_stock() {
                             refused_in_a_row = 0;
                             granted.fetch_add(1, Ordering::Relaxed);
                             if i.is_multiple_of(3) {
-                                let receipt = engine.submit(commit(&id, None)).expect("commit");
+                                let receipt = engine
+                                    .submit(commit(&id))
+                                    .expect("commit")
+                                    .expect("not refused");
                                 assert_eq!(
                                     receipt.outcome,
                                     Outcome::Committed { committed: vec![1] }
@@ -203,7 +183,7 @@ fn eight_threads_racing_for_one_position_are_granted_exactly_the_stock() {
     );
     let grants = events
         .iter()
-        .filter(|e| matches!(e.outcome, Outcome::Granted { .. }))
+        .filter(|e| matches!(e.fact, Fact::HoldPlaced { .. }))
         .count();
     assert_eq!(grants, STOCK as usize);
     assert_replays(ledger, &log);
@@ -236,7 +216,8 @@ fn multi_line_race(shards: usize) {
     for sku in SKUS {
         engine
             .submit(adjust(&format!("stock-{sku}"), sku, "dc-1", STOCK))
-            .expect("stock arrives");
+            .expect("stock arrives")
+            .expect("not refused");
     }
     let done = Arc::new(AtomicBool::new(false));
     watchdog("multi-line race", done.clone(), Duration::from_secs(120));
@@ -256,32 +237,30 @@ fn multi_line_race(shards: usize) {
                     let qty = 1 + (i % 3) as u64;
                     let lines: Vec<Line> = skus.iter().map(|s| Line::new(s, "dc-1", qty)).collect();
                     let receipt = engine
-                        .submit(reserve(&id, lines.clone()))
-                        .expect("a reserve is accepted");
+                        .submit(reserve_lines(&id, lines.clone(), TTL))
+                        .expect("a reserve is accepted")
+                        .expect("not refused");
                     match receipt.outcome {
                         Outcome::Granted { .. } => {
                             refused_in_a_row = 0;
                             let follow_up = match i % 5 {
-                                0 => commit(&id, None),
+                                0 => commit(&id),
                                 // Commit part of the first line; the rest is released.
-                                1 => commit(
+                                1 => commit_lines(
                                     &id,
-                                    Some(vec![Line {
+                                    vec![Line {
                                         qty: 1,
                                         ..lines[0].clone()
-                                    }]),
+                                    }],
                                 ),
-                                2 => Command::Release(Release {
-                                    reservation_id: ReservationId::from(id.as_str()),
-                                }),
-                                3 => Command::Extend(Extend {
-                                    reservation_id: ReservationId::from(id.as_str()),
-                                    request_id: RequestId::from("x"),
-                                    ttl_ms: TTL,
-                                }),
+                                2 => release(&id),
+                                3 => extend(&id, "x", TTL),
                                 _ => continue,
                             };
-                            let receipt = engine.submit(follow_up).expect("follow-up accepted");
+                            let receipt = engine
+                                .submit(follow_up)
+                                .expect("follow-up accepted")
+                                .expect("not refused");
                             assert!(receipt.outcome.is_success(), "{id}: {receipt:?}");
                         }
                         Outcome::Insufficient { short } => {
@@ -332,8 +311,8 @@ fn multi_line_race(shards: usize) {
         let mut committed = 0i64;
         let mut granted = 0i64;
         for e in &events {
-            match (&e.command, &e.outcome) {
-                (Command::Reserve(r), Outcome::Granted { .. }) => {
+            match &e.fact {
+                Fact::HoldPlaced { reserve: r, .. } => {
                     granted += r
                         .lines
                         .iter()
@@ -341,20 +320,32 @@ fn multi_line_race(shards: usize) {
                         .map(|l| l.qty as i64)
                         .sum::<i64>();
                 }
-                (Command::Commit(c), Outcome::Committed { committed: units }) => {
+                Fact::HoldCommitted { commit: c, lines } => {
                     let hold = events
                         .iter()
-                        .find_map(|h| match &h.command {
-                            Command::Reserve(r) if r.reservation_id == c.reservation_id => Some(r),
+                        .find_map(|h| match &h.fact {
+                            Fact::HoldPlaced { reserve: r, .. }
+                                if r.reservation_id == c.reservation_id =>
+                            {
+                                Some(r)
+                            }
                             _ => None,
                         })
                         .expect("a committed hold was reserved");
-                    committed += hold
-                        .lines
+                    // The commit names the hold's own positions, in the hold's order.
+                    assert!(
+                        hold.lines.len() == lines.len()
+                            && hold
+                                .lines
+                                .iter()
+                                .zip(lines)
+                                .all(|(h, l)| (&h.sku, &h.location) == (&l.sku, &l.location)),
+                        "{c:?}"
+                    );
+                    committed += lines
                         .iter()
-                        .zip(units)
-                        .filter(|(l, _)| l.sku.as_str() == sku)
-                        .map(|(_, u)| *u as i64)
+                        .filter(|l| l.sku.as_str() == sku)
+                        .map(|l| l.qty as i64)
                         .sum::<i64>();
                 }
                 _ => {}
@@ -423,7 +414,8 @@ fn expiry_sweeps_racing_hold_commands_keep_the_ledger_consistent() {
     for (i, (sku, location)) in POSITIONS.iter().enumerate() {
         engine
             .submit(adjust(&format!("stock-{i}"), sku, location, STOCK))
-            .expect("stock arrives");
+            .expect("stock arrives")
+            .expect("not refused");
     }
     let done = Arc::new(AtomicBool::new(false));
     watchdog("expiry race", done.clone(), Duration::from_secs(120));
@@ -447,13 +439,9 @@ fn expiry_sweeps_racing_hold_commands_keep_the_ledger_consistent() {
                         })
                         .collect();
                     let placed = engine
-                        .submit(Command::Reserve(Reserve {
-                            reservation_id: ReservationId::from(id.as_str()),
-                            channel: Channel::from("web"),
-                            lines,
-                            ttl_ms: 1_000 + (i % 3) as u64 * 500,
-                        }))
-                        .expect("a reserve is accepted");
+                        .submit(reserve_lines(&id, lines, 1_000 + (i % 3) as u64 * 500))
+                        .expect("a reserve is accepted")
+                        .expect("not refused");
                     assert!(
                         matches!(placed.outcome, Outcome::Granted { .. }),
                         "{placed:?}"
@@ -461,18 +449,16 @@ fn expiry_sweeps_racing_hold_commands_keep_the_ledger_consistent() {
                     // Come back to an earlier hold (up to ~2 s of clock ago), which may have
                     // lapsed or been swept by now.
                     let target = format!("t{t}-{}", i.saturating_sub((i % 7) * 60));
-                    let reservation_id = ReservationId::from(target.as_str());
                     let follow_up = match i % 4 {
-                        0 => commit(&target, None),
-                        1 => Command::Release(Release { reservation_id }),
-                        2 => Command::Extend(Extend {
-                            reservation_id,
-                            request_id: RequestId::from(id.as_str()),
-                            ttl_ms: 1_000,
-                        }),
+                        0 => commit(&target),
+                        1 => release(&target),
+                        2 => extend(&target, &id, 1_000),
                         _ => continue,
                     };
-                    let receipt = engine.submit(follow_up).expect("follow-up accepted");
+                    let receipt = engine
+                        .submit(follow_up)
+                        .expect("follow-up accepted")
+                        .expect("not refused");
                     assert!(
                         matches!(
                             receipt.outcome,
@@ -517,33 +503,38 @@ fn expiry_sweeps_racing_hold_commands_keep_the_ledger_consistent() {
     let mut committed: std::collections::HashMap<(String, String), i64> =
         std::collections::HashMap::new();
     for e in &events {
-        match (&e.command, &e.outcome) {
-            (Command::Reserve(r), Outcome::Granted { .. }) => {
+        match &e.fact {
+            Fact::HoldPlaced { reserve: r, .. } => {
                 holds.insert(r.reservation_id.as_str(), r);
             }
-            (Command::Commit(c), Outcome::Committed { committed: units }) => {
-                for (l, u) in holds[c.reservation_id.as_str()].lines.iter().zip(units) {
+            Fact::HoldCommitted { commit: c, lines } => {
+                let held = &holds[c.reservation_id.as_str()].lines;
+                assert_eq!(held.len(), lines.len(), "{c:?}");
+                for (h, l) in held.iter().zip(lines) {
+                    assert_eq!((&h.sku, &h.location), (&l.sku, &l.location), "{c:?}");
                     *committed
                         .entry((l.sku.to_string(), l.location.to_string()))
-                        .or_default() += *u as i64;
+                        .or_default() += l.qty as i64;
                 }
             }
-            (Command::Expire(_), outcome) => assert_eq!(outcome, &Outcome::Expired),
             _ => {}
+        }
+        // The sweep's own requests only ever expire a hold.
+        if let (Command::Expire(_), outcome) = e.fact.to_decision() {
+            assert_eq!(outcome, Outcome::Expired, "{e:?}");
         }
     }
     let expiries = events
         .iter()
-        .filter(|e| matches!(e.command, Command::Expire(_)))
+        .filter(|e| matches!(e.fact, Fact::HoldExpired(HoldRequest::Expire(_))))
         .count();
+    // Client requests that found their hold lapsed, or already expired.
     let late = events
         .iter()
-        .filter(|e| {
-            !matches!(e.command, Command::Expire(_))
-                && matches!(
-                    e.outcome,
-                    Outcome::Expired | Outcome::HoldAlreadyEnded(HoldState::Expired)
-                )
+        .filter(|e| match &e.fact {
+            Fact::HoldExpired(request) => !matches!(request, HoldRequest::Expire(_)),
+            Fact::HoldAlreadyEnded { state, .. } => *state == HoldState::Expired,
+            _ => false,
         })
         .count();
     assert!(
@@ -599,27 +590,34 @@ fn a_commit_decided_on_a_stale_clock_read_cannot_oversell_a_regranted_unit() {
         .expect("an empty log recovers");
     engine
         .submit(adjust("stock", "sku", "loc", 1))
-        .expect("stock arrives");
-    let hold = Command::Reserve(Reserve {
-        reservation_id: ReservationId::from("h"),
-        channel: Channel::from("web"),
-        lines: vec![Line::new("sku", "loc", 1)],
-        ttl_ms: 1_000,
-    });
-    let Outcome::Granted { expires_at_ms } = engine.submit(hold).expect("reserve").outcome else {
+        .expect("stock arrives")
+        .expect("not refused");
+    let hold = reserve_lines("h", vec![Line::new("sku", "loc", 1)], 1_000);
+    let Outcome::Granted { expires_at_ms } = engine
+        .submit(hold)
+        .expect("reserve")
+        .expect("not refused")
+        .outcome
+    else {
         panic!("the only unit is granted");
     };
 
     clock.now_ms.store(expires_at_ms - 1, Ordering::SeqCst);
     clock.stall_next.store(true, Ordering::SeqCst);
     std::thread::scope(|s| {
-        let a = s.spawn(|| engine.submit(commit("h", None)).expect("commit accepted"));
+        let a = s.spawn(|| {
+            engine
+                .submit(commit("h"))
+                .expect("commit accepted")
+                .expect("not refused")
+        });
         // A has read expires_at - 1 and is stalled before taking any lock.
         clock.read.wait();
         clock.now_ms.store(expires_at_ms, Ordering::SeqCst);
         let b = engine
-            .submit(reserve("b", vec![Line::new("sku", "loc", 1)]))
-            .expect("reserve accepted");
+            .submit(reserve_lines("b", vec![Line::new("sku", "loc", 1)], TTL))
+            .expect("reserve accepted")
+            .expect("not refused");
         assert!(
             matches!(b.outcome, Outcome::Granted { .. }),
             "h has lapsed, so its unit is granted again: {b:?}"

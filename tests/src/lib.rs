@@ -90,19 +90,14 @@ impl TestServer {
     }
 
     /// As [`TestServer::start`], with the metrics endpoint on an ephemeral port of 127.0.0.1
-    /// (see [`TestServer::scrape`]) and the `RedbLog`'s statistics in it, as `main.rs` does.
+    /// (see [`TestServer::scrape`]), the `RedbLog`'s statistics in it, as `main.rs` does.
     pub async fn start_with_metrics(data_dir: &Path) -> Result<TestServer> {
         let log = Arc::new(
             RedbLog::open(data_dir, RedbLogOptions::default())
                 .with_context(|| format!("opening the log in {}", data_dir.display()))?,
         );
-        // Weak, as in main.rs: the source must not keep the log open after `join`.
-        let weak = Arc::downgrade(&log);
-        let log_stats: inv_api::LogStatsSource =
-            Arc::new(move || weak.upgrade().map(|log| log.stats()));
         let options = ServeOptions {
             metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
-            log_stats: Some(log_stats),
         };
         Self::start_with_options(
             log,

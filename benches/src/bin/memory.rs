@@ -136,6 +136,7 @@ fn ledger(key_retention_ms: u64) -> Ledger {
 fn submit(ledger: &Ledger, command: Command, now_ms: u64) -> Outcome {
     ledger
         .submit(command, now_ms)
+        .expect("well-formed")
         .expect("command accepted")
         .outcome
 }

@@ -1,68 +1,31 @@
-//! Checkpoints: the whole ledger at one LSN, as plain data.
+//! Taking a checkpoint (the data types are in `crate::checkpoint`) and loading one back.
 //!
-//! A checkpoint lets recovery start from a recent state instead of LSN 1: load the newest
-//! checkpoint, then replay the log after it. It is taken with every lock held (in protocol
-//! order), so it is an exact cut: the state after event `next_lsn - 1` and before any later
-//! one. Under the locks only the tables are cloned ([`Ledger::cut`]); resolving names,
-//! deriving records ([`Cut::into_checkpoint`]), encoding and writing happen after the locks are
-//! released. Names are stored, not interned ids, because ids are assigned in first-seen order
-//! and differ between processes. The outcomes the ledger keeps with their holds (Reserve,
-//! Commit, Release) are listed as keys like every other, and loading puts them back with their
-//! holds: where the ledger keeps a record is its own business, not the checkpoint's.
+//! A checkpoint is taken with every lock held (in protocol order), so it is an exact cut: the
+//! state after event `next_lsn - 1` and before any later one. Under the locks only the tables
+//! are cloned ([`Ledger::cut`]); resolving names, deriving records ([`Cut::into_checkpoint`]),
+//! encoding and writing happen after the locks are released. Loading puts the records the
+//! ledger keeps with their holds back with their holds.
 
-use super::positions::SkuEntry;
-use super::table::Snapshot;
-use super::*;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointPosition {
-    pub sku: Sku,
-    pub location: Location,
-    pub on_hand: i64,
-    pub reserved: i64,
-    pub safety_stock: i64,
-    pub quarantined: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointHold {
-    pub reservation_id: ReservationId,
-    pub channel: Channel,
-    pub lines: Vec<Line>,
-    pub state: HoldState,
-    pub expires_at_ms: u64,
-    pub placed_lsn: Lsn,
-    pub placed_at_ms: u64,
-    pub ended_at_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointKey {
-    pub key: IdempotencyKey,
-    pub fingerprint: Fingerprint,
-    pub lsn: Lsn,
-    pub at_ms: u64,
-    pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointReturn {
-    pub return_id: ReturnId,
-    pub at_ms: u64,
-    pub quarantined: Vec<(Sku, Location, u64)>,
-}
-
-/// The ledger's state after event `next_lsn - 1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub next_lsn: Lsn,
-    pub last_at_ms: u64,
-    pub positions: Vec<CheckpointPosition>,
-    pub holds: Vec<CheckpointHold>,
-    pub keys: Vec<CheckpointKey>,
-    pub returns: Vec<CheckpointReturn>,
-    pub stores: Vec<(StoreId, StoreSequence)>,
-}
+use super::history::TimeIndex;
+use super::hold_entry::HoldEntry;
+use super::interner::Kind;
+use super::positions::{LadderKey, SkuEntry};
+use super::records::{KeyRecord, kept_with_hold};
+use super::returns::ReturnRecord;
+use super::reviews::HeldDrift;
+use super::table::{Snapshot, hash_key};
+use super::{Ledger, LedgerConfig, sku_slot};
+use crate::checkpoint::*;
+use crate::command::{IdempotencyKey, Line};
+use crate::error::ReplayError;
+use crate::hold::{Hold, HoldLine, HoldLines, HoldState, SkuSlot};
+use crate::log::EventLog;
+use crate::outcome::Outcome;
+use crate::stores::StoreSequence;
+use crate::sync::lock;
+use crate::types::*;
+use smallvec::SmallVec;
+use std::sync::Arc;
 
 /// The ledger's tables as taken with every lock held: the sku and hold tables as snapshots
 /// that share their chunks with the ledger (copy-on-write, see `table.rs`), the idempotency
@@ -81,6 +44,8 @@ pub struct Cut {
     keys: Vec<Vec<(IdempotencyKey, KeyRecord)>>,
     returns: Vec<(ReturnId, ReturnRecord)>,
     stores: Vec<(StoreId, StoreSequence)>,
+    held_drifts: Vec<CheckpointHeldDrift>,
+    history: Vec<(Lsn, u64)>,
 }
 
 impl Cut {
@@ -97,101 +62,40 @@ impl Cut {
     /// Builds the owned checkpoint: names resolved, derived records listed. Needs no ledger
     /// lock; names are only ever appended to the interner, so every id in the cut resolves.
     pub fn into_checkpoint(self, ledger: &Ledger) -> Checkpoint {
-        let locations = ledger.names.names(Kind::Location);
-        let channels = ledger.names.names(Kind::Channel);
-        let location = |id: LocationId| Location(locations[id.0 as usize].clone());
-        let sku_at = |slot: SkuSlot| {
-            self.positions[usize::from(slot.shard)]
-                .get(slot.slot)
-                .map(|entry| entry.sku.clone())
-                .expect("a hold line names an occupied sku slot")
+        let names = Names {
+            locations: ledger.names.names(Kind::Location),
+            channels: ledger.names.names(Kind::Channel),
         };
         let mut checkpoint = Checkpoint {
             next_lsn: self.next_lsn,
             last_at_ms: self.last_at_ms,
-            positions: Vec::with_capacity(
-                self.positions
-                    .iter()
-                    .flat_map(Snapshot::iter)
-                    .map(|(_, entry)| entry.positions.len())
-                    .sum(),
-            ),
-            holds: Vec::with_capacity(
-                self.holds
-                    .iter()
-                    .flat_map(Snapshot::iter)
-                    .filter(|(_, e)| e.hold.is_some())
-                    .count(),
-            ),
+            positions: self.listed_positions(&names),
+            holds: Vec::new(),
             keys: Vec::new(),
             returns: Vec::with_capacity(self.returns.len()),
             stores: self.stores.clone(),
+            held_drifts: self.held_drifts.clone(),
+            history: self.history.clone(),
         };
-        for shard in &self.positions {
-            for (_, entry) in shard.iter() {
-                checkpoint
-                    .positions
-                    .extend(entry.positions.iter().map(|p| CheckpointPosition {
-                        sku: entry.sku.clone(),
-                        location: location(p.location),
-                        on_hand: p.on_hand,
-                        reserved: p.reserved,
-                        safety_stock: i64::from(p.safety_stock),
-                        quarantined: p.quarantined,
-                    }));
-            }
-        }
         for shard in &self.holds {
             for (_, entry) in shard.iter() {
-                checkpoint
-                    .keys
-                    .extend(
-                        entry
-                            .records(&ledger.names)
-                            .into_iter()
-                            .map(|r| CheckpointKey {
-                                key: entry.key_of(r.fingerprint.kind),
-                                fingerprint: r.fingerprint,
-                                lsn: r.lsn,
-                                at_ms: r.at_ms,
-                                outcome: r.outcome,
-                            }),
-                    );
-            }
-            let holds = shard
-                .iter()
-                .filter_map(|(_, e)| Some((&e.id, e.hold.as_ref()?)));
-            checkpoint.holds.extend(holds.map(|(id, h)| {
-                CheckpointHold {
-                    reservation_id: id.clone(),
-                    channel: Channel(channels[h.channel.0 as usize].clone()),
-                    lines: h
-                        .lines
-                        .iter()
-                        .map(|l| Line {
-                            sku: sku_at(l.sku),
-                            location: location(l.location),
-                            qty: u64::from(l.qty),
-                        })
-                        .collect(),
-                    state: h.state,
-                    expires_at_ms: h.expires_at_ms,
-                    placed_lsn: h.placed_lsn,
-                    placed_at_ms: h.placed_at_ms,
-                    ended_at_ms: h.ended_at_ms,
+                let records = entry.records(&ledger.names).into_iter();
+                checkpoint.keys.extend(records.map(|r| {
+                    let key = entry.key_of(r.fingerprint.kind);
+                    listed_key(key, r)
+                }));
+                if let Some(hold) = &entry.hold {
+                    checkpoint
+                        .holds
+                        .push(self.listed_hold(&entry.id, hold, &names));
                 }
-            }));
+            }
         }
         for shard in self.keys {
+            let records = shard.into_iter();
             checkpoint
                 .keys
-                .extend(shard.into_iter().map(|(key, r)| CheckpointKey {
-                    key,
-                    fingerprint: r.fingerprint,
-                    lsn: r.lsn,
-                    at_ms: r.at_ms,
-                    outcome: r.outcome,
-                }));
+                .extend(records.map(|(key, r)| listed_key(key, r)));
         }
         checkpoint
             .returns
@@ -202,11 +106,77 @@ impl Cut {
                     quarantined: r
                         .quarantined
                         .into_iter()
-                        .map(|(sku, loc, q)| (sku, location(loc), q))
+                        .map(|(sku, loc, q)| (sku, names.location(loc), q))
                         .collect(),
                 }
             }));
         checkpoint
+    }
+
+    fn listed_positions(&self, names: &Names) -> Vec<CheckpointPosition> {
+        let entries = || self.positions.iter().flat_map(Snapshot::iter);
+        let mut positions =
+            Vec::with_capacity(entries().map(|(_, entry)| entry.positions.len()).sum());
+        for (_, entry) in entries() {
+            positions.extend(entry.positions.iter().map(|p| CheckpointPosition {
+                sku: entry.sku.clone(),
+                location: names.location(p.location),
+                on_hand: p.on_hand,
+                reserved: p.reserved,
+                safety_stock: i64::from(p.safety_stock),
+                quarantined: p.quarantined,
+            }));
+        }
+        positions
+    }
+
+    fn listed_hold(&self, id: &ReservationId, hold: &Hold, names: &Names) -> CheckpointHold {
+        let sku_at = |slot: SkuSlot| {
+            self.positions[usize::from(slot.shard)]
+                .get(slot.slot)
+                .map(|entry| entry.sku.clone())
+                .expect("a hold line names an occupied sku slot")
+        };
+        CheckpointHold {
+            reservation_id: id.clone(),
+            channel: Channel(names.channels[hold.channel.0 as usize].clone()),
+            lines: hold
+                .lines
+                .iter()
+                .map(|l| Line {
+                    sku: sku_at(l.sku),
+                    location: names.location(l.location),
+                    qty: u64::from(l.qty),
+                })
+                .collect(),
+            state: hold.state,
+            expires_at_ms: hold.expires_at_ms,
+            placed_lsn: hold.placed_lsn,
+            placed_at_ms: hold.placed_at_ms,
+            ended_at_ms: hold.ended_at_ms,
+        }
+    }
+}
+
+/// The interner's names, copied once for a whole checkpoint.
+struct Names {
+    locations: Vec<compact_str::CompactString>,
+    channels: Vec<compact_str::CompactString>,
+}
+
+impl Names {
+    fn location(&self, id: LocationId) -> Location {
+        Location(self.locations[id.0 as usize].clone())
+    }
+}
+
+fn listed_key(key: IdempotencyKey, r: KeyRecord) -> CheckpointKey {
+    CheckpointKey {
+        key,
+        fingerprint: r.fingerprint,
+        lsn: r.lsn,
+        at_ms: r.at_ms,
+        outcome: r.outcome,
     }
 }
 
@@ -234,6 +204,7 @@ impl Ledger {
         let hold_shards: Vec<_> = self.holds.iter().map(lock).collect();
         let returns = lock(&self.returns);
         let stores = lock(&self.stores);
+        let reviews = lock(&self.reviews);
         let position_shards: Vec<_> = self.positions.iter().map(lock).collect();
         let sequencer = lock(&self.sequencer);
         // Counter bumps, not copies: writers copy the chunks they touch until the cut is
@@ -262,6 +233,21 @@ impl Ledger {
                 .iter()
                 .map(|(id, s)| (id.clone(), s.clone()))
                 .collect(),
+            held_drifts: reviews
+                .by_position
+                .iter()
+                .map(|((sku, location), held)| CheckpointHeldDrift {
+                    sku: sku.clone(),
+                    location: location.clone(),
+                    snapshot_id: held.snapshot_id.clone(),
+                    as_of_ms: held.as_of_ms,
+                    erp_on_hand: held.erp_on_hand,
+                    engine_on_hand_at: held.engine_on_hand_at,
+                    drift: held.drift,
+                    lsn: held.lsn,
+                })
+                .collect(),
+            history: sequencer.history.entries(),
         }
     }
 
@@ -278,121 +264,13 @@ impl Ledger {
             reason: format!("checkpoint: {reason}"),
         };
         for p in &checkpoint.positions {
-            let location = LocationId(ledger.names.intern(Kind::Location, p.location.as_str()));
-            let mut shard = lock(&ledger.positions[ledger.shard_of(p.sku.as_str())]);
-            let position = shard.get_or_insert(&p.sku).position_or_insert(location);
-            position.on_hand = p.on_hand;
-            position.reserved = p.reserved;
-            position.safety_stock = u32::try_from(p.safety_stock)
-                .map_err(|_| bad(format!("safety stock of {} out of range", p.sku)))?;
-            position.quarantined = p.quarantined;
+            ledger.load_position(p).map_err(bad)?;
         }
         for h in &checkpoint.holds {
-            let channel = ChannelId(ledger.names.intern(Kind::Channel, h.channel.as_str()));
-            let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
-            for line in &h.lines {
-                let location = ledger
-                    .names
-                    .get(Kind::Location, line.location.as_str())
-                    .map(LocationId)
-                    .ok_or_else(|| bad(format!("hold {} on unknown location", h.reservation_id)))?;
-                let qty =
-                    u32::try_from(line.qty).map_err(|_| bad("hold qty exceeds u32".into()))?;
-                let hash = hash_key(line.sku.as_str());
-                let shard_index = ledger.shard_of_hash(hash);
-                let mut shard = lock(&ledger.positions[shard_index]);
-                let slot = shard
-                    .find(hash, line.sku.as_str())
-                    .ok_or_else(|| bad(format!("hold {} on unknown sku", h.reservation_id)))?;
-                if h.state == HoldState::Open {
-                    shard.at_mut(slot).ladder_insert(
-                        LadderKey {
-                            expires_at_ms: h.expires_at_ms,
-                            placed_lsn: h.placed_lsn,
-                            location,
-                        },
-                        qty,
-                    );
-                }
-                lines.push(HoldLine {
-                    sku: sku_slot(shard_index, slot),
-                    location,
-                    qty,
-                });
-            }
-            let mut shard = lock(&ledger.holds[ledger.shard_of(h.reservation_id.as_str())]);
-            let slot = shard.slot_or_insert(h.reservation_id.as_str());
-            let entry = shard.entries.at_mut(slot);
-            if entry.hold.is_some() {
-                return Err(bad(format!("hold {} listed twice", h.reservation_id)));
-            }
-            entry.place(
-                Hold {
-                    lines: HoldLines::new(&lines),
-                    channel,
-                    state: h.state,
-                    expires_at_ms: h.expires_at_ms,
-                    placed_lsn: h.placed_lsn,
-                    placed_at_ms: h.placed_at_ms,
-                    // Not listed: set below from the record of the command that ended it, if kept.
-                    ended_lsn: Lsn::ZERO,
-                    ended_at_ms: h.ended_at_ms,
-                },
-                &ledger.names,
-            );
-            if h.state == HoldState::Open {
-                shard.expiry.insert((h.expires_at_ms, h.placed_lsn), slot);
-            }
+            ledger.load_hold(h).map_err(bad)?;
         }
         for k in &checkpoint.keys {
-            let record = KeyRecord {
-                fingerprint: k.fingerprint,
-                lsn: k.lsn,
-                at_ms: k.at_ms,
-                outcome: k.outcome.clone(),
-            };
-            if record.fingerprint.kind != k.key.kind {
-                return Err(bad(format!(
-                    "key {} has a fingerprint of another kind",
-                    k.key
-                )));
-            }
-            let shard = ledger.shard_of(&k.key.id);
-            if kept_with_hold(k.key.kind) {
-                if !k.key.sub.is_empty() {
-                    return Err(bad(format!("key {} has a sub id", k.key)));
-                }
-                let mut shard = lock(&ledger.holds[shard]);
-                let slot = shard.slot_or_insert(&k.key.id);
-                let entry = shard.entries.at_mut(slot);
-                if let Some(hold) = &mut entry.hold
-                    && hold.state != HoldState::Open
-                    && hold.ended_lsn == Lsn::ZERO
-                    && hold.ended_at_ms == record.at_ms
-                    && matches!(
-                        record.outcome,
-                        Outcome::Committed { .. } | Outcome::Released | Outcome::Expired
-                    )
-                {
-                    // Only the command that ended the hold has one of these outcomes.
-                    hold.ended_lsn = record.lsn;
-                }
-                entry.set_record(
-                    record.fingerprint,
-                    record.lsn,
-                    record.at_ms,
-                    &record.outcome,
-                );
-                // A record is only derived if deriving gives it back exactly (the checkpoint
-                // was not necessarily written by this code).
-                if entry.record(k.key.kind, &ledger.names).as_ref() != Some(&record) {
-                    entry.store(record);
-                }
-            } else {
-                lock(&ledger.keys[shard])
-                    .records
-                    .insert(k.key.clone(), record);
-            }
+            ledger.load_key(k).map_err(bad)?;
         }
         {
             let mut returns = lock(&ledger.returns);
@@ -401,31 +279,163 @@ impl Ledger {
                     .quarantined
                     .iter()
                     .map(|(sku, loc, q)| {
-                        (
-                            sku.clone(),
-                            LocationId(ledger.names.intern(Kind::Location, loc.as_str())),
-                            *q,
-                        )
+                        let location = ledger.names.intern(Kind::Location, loc.as_str());
+                        (sku.clone(), LocationId(location), *q)
                     })
                     .collect();
-                returns.by_id.insert(
-                    r.return_id.clone(),
-                    ReturnRecord {
-                        at_ms: r.at_ms,
-                        quarantined,
-                    },
-                );
+                let record = ReturnRecord {
+                    at_ms: r.at_ms,
+                    quarantined,
+                };
+                returns.by_id.insert(r.return_id.clone(), record);
             }
         }
         lock(&ledger.stores).by_id = checkpoint.stores.iter().cloned().collect();
+        lock(&ledger.reviews).by_position = checkpoint
+            .held_drifts
+            .iter()
+            .map(|h| {
+                let held = HeldDrift {
+                    snapshot_id: h.snapshot_id.clone(),
+                    as_of_ms: h.as_of_ms,
+                    erp_on_hand: h.erp_on_hand,
+                    engine_on_hand_at: h.engine_on_hand_at,
+                    drift: h.drift,
+                    lsn: h.lsn,
+                };
+                ((h.sku.clone(), h.location.clone()), held)
+            })
+            .collect();
         {
             let mut sequencer = lock(&ledger.sequencer);
             sequencer.next_lsn = checkpoint.next_lsn;
             sequencer.last_at_ms = checkpoint.last_at_ms;
+            sequencer.history = TimeIndex::from_entries(checkpoint.history.clone()).map_err(bad)?;
         }
         ledger.raise_time_floor(checkpoint.last_at_ms);
         ledger.check_invariants().map_err(bad)?;
         Ok(ledger)
+    }
+
+    fn load_position(&self, p: &CheckpointPosition) -> Result<(), String> {
+        let location = LocationId(self.names.intern(Kind::Location, p.location.as_str()));
+        let mut shard = lock(&self.positions[self.shard_of(p.sku.as_str())]);
+        let position = shard.get_or_insert(&p.sku).position_or_insert(location);
+        position.on_hand = p.on_hand;
+        position.reserved = p.reserved;
+        position.safety_stock = u32::try_from(p.safety_stock)
+            .map_err(|_| format!("safety stock of {} out of range", p.sku))?;
+        position.quarantined = p.quarantined;
+        Ok(())
+    }
+
+    fn load_hold(&self, h: &CheckpointHold) -> Result<(), String> {
+        let id = &h.reservation_id;
+        let channel = ChannelId(self.names.intern(Kind::Channel, h.channel.as_str()));
+        let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
+        for line in &h.lines {
+            let location = self
+                .names
+                .get(Kind::Location, line.location.as_str())
+                .map(LocationId)
+                .ok_or_else(|| format!("hold {id} on unknown location"))?;
+            let qty = u32::try_from(line.qty).map_err(|_| "hold qty exceeds u32")?;
+            let hash = hash_key(line.sku.as_str());
+            let shard_index = self.shard_of_hash(hash);
+            let mut shard = lock(&self.positions[shard_index]);
+            let slot = shard
+                .find(hash, line.sku.as_str())
+                .ok_or_else(|| format!("hold {id} on unknown sku"))?;
+            if h.state == HoldState::Open {
+                let key = LadderKey {
+                    expires_at_ms: h.expires_at_ms,
+                    placed_lsn: h.placed_lsn,
+                    location,
+                };
+                shard.at_mut(slot).ladder_insert(key, qty);
+            }
+            lines.push(HoldLine {
+                sku: sku_slot(shard_index, slot),
+                location,
+                qty,
+            });
+        }
+        let mut shard = lock(&self.holds[self.shard_of(id.as_str())]);
+        let slot = shard.slot_or_insert(id.as_str());
+        let entry = shard.entries.at_mut(slot);
+        if entry.hold.is_some() {
+            return Err(format!("hold {id} listed twice"));
+        }
+        let hold = Hold {
+            lines: HoldLines::new(&lines),
+            channel,
+            state: h.state,
+            expires_at_ms: h.expires_at_ms,
+            placed_lsn: h.placed_lsn,
+            placed_at_ms: h.placed_at_ms,
+            // Not listed: set by `load_key` from the record of the command that ended it.
+            ended_lsn: Lsn::ZERO,
+            ended_at_ms: h.ended_at_ms,
+        };
+        entry.place(hold, &self.names);
+        if h.state == HoldState::Open {
+            shard.expiry.insert((h.expires_at_ms, h.placed_lsn), slot);
+        }
+        Ok(())
+    }
+
+    fn load_key(&self, k: &CheckpointKey) -> Result<(), String> {
+        let record = KeyRecord {
+            fingerprint: k.fingerprint,
+            lsn: k.lsn,
+            at_ms: k.at_ms,
+            outcome: k.outcome.clone(),
+        };
+        if record.fingerprint.kind != k.key.kind {
+            return Err(format!("key {} has a fingerprint of another kind", k.key));
+        }
+        let shard = self.shard_of(&k.key.id);
+        if !kept_with_hold(k.key.kind) {
+            lock(&self.keys[shard])
+                .records
+                .insert(k.key.clone(), record);
+            return Ok(());
+        }
+        if !k.key.sub.is_empty() {
+            return Err(format!("key {} has a sub id", k.key));
+        }
+        let mut shard = lock(&self.holds[shard]);
+        let slot = shard.slot_or_insert(&k.key.id);
+        load_hold_record(shard.entries.at_mut(slot), record, &self.names);
+        Ok(())
+    }
+}
+
+/// Puts a record kept with its hold back in the hold's entry: derived from the hold if
+/// deriving gives it back exactly (the checkpoint was not necessarily written by this code),
+/// stored whole otherwise.
+fn load_hold_record(entry: &mut HoldEntry, record: KeyRecord, names: &super::interner::Interner) {
+    if let Some(hold) = &mut entry.hold
+        && hold.state != HoldState::Open
+        && hold.ended_lsn == Lsn::ZERO
+        && hold.ended_at_ms == record.at_ms
+        && matches!(
+            record.outcome,
+            Outcome::Committed { .. } | Outcome::Released | Outcome::Expired
+        )
+    {
+        // Only the command that ended the hold has one of these outcomes.
+        hold.ended_lsn = record.lsn;
+    }
+    let kind = record.fingerprint.kind;
+    entry.set_record(
+        record.fingerprint,
+        record.lsn,
+        record.at_ms,
+        &record.outcome,
+    );
+    if entry.record(kind, names).as_ref() != Some(&record) {
+        entry.store(record);
     }
 }
 

@@ -12,6 +12,7 @@
 //! cargo test -p inv-engine --release --no-default-features --lib loom`
 
 use super::*;
+use crate::hold::HoldState;
 use crate::log::MemLog;
 use loom::sync::Arc as LoomArc;
 
@@ -27,6 +28,7 @@ fn ledger(shards: usize) -> (Arc<MemLog>, LoomArc<Ledger>) {
         shards,
         // Long enough that ended holds and keys are remembered for the whole model.
         key_retention_ms: 3_600_000,
+        ..LedgerConfig::default()
     };
     let ledger = LoomArc::new(Ledger::new(config, log.clone()));
     (log, ledger)
@@ -75,7 +77,10 @@ fn sale(txn: &str, sku: &str, qty: u64) -> Command {
 }
 
 fn submit(ledger: &Ledger, command: Command, now_ms: u64) -> Receipt {
-    ledger.submit(command, now_ms).expect("accepted")
+    ledger
+        .submit(command, now_ms)
+        .expect("accepted")
+        .expect("not refused")
 }
 
 fn position(ledger: &Ledger, sku: &str) -> PositionView {
@@ -225,12 +230,13 @@ fn loom_commit_racing_expiry_ends_the_hold_once() {
                 assert_eq!(committed, &vec![1]);
                 assert_eq!(p.on_hand, 0, "a commit takes the unit off on_hand");
                 // Adjust, reserve, commit: a sweep that saw the hold before the commit is
-                // refused when it decides, and a refusal is not an event.
+                // refused (`HoldNotLapsed`) when it decides, and a refusal is not an event.
                 assert_eq!(log.len(), 3);
             }
             (Outcome::Expired | Outcome::HoldAlreadyEnded(HoldState::Expired), 1) => {
                 assert_eq!(p.on_hand, 1, "an expiry gives the unit back");
-                // Adjust, reserve, expire, and the commit's refusal, which is recorded.
+                // Adjust, reserve, expire, and the commit, which found the hold expired (an
+                // outcome, recorded).
                 assert_eq!(log.len(), 4);
             }
             (outcome, expired) => {

@@ -484,6 +484,9 @@ impl SkuEntry {
 #[derive(Default)]
 pub(crate) struct PositionShard {
     skus: DenseTable<SkuEntry>,
+    /// While a reconciliation runs: the on_hand changes applied to this shard's positions
+    /// (see `reconcile.rs`). `None` otherwise, which is what the hot path checks.
+    pub tap: Option<Box<super::reconcile::Tap>>,
 }
 
 impl PositionShard {

@@ -1,8 +1,12 @@
 //! Unit tests: one or more per command and per refusal, each driving a real ledger over a
 //! `MemLog` with explicit times, and ending with the structural invariant check.
 
+use super::hold_entry::HoldEntry;
+use super::records::derived_bit;
 use super::*;
+use crate::hold::HoldState;
 use crate::log::MemLog;
+use crate::outcome::ShortLine;
 
 const T0: u64 = 1_700_000_000_000;
 const TTL: u64 = 60_000;
@@ -25,14 +29,23 @@ impl Fixture {
         Self { log, ledger }
     }
 
-    fn submit(&self, command: Command, now_ms: u64) -> Result<Receipt, SubmitError> {
-        let receipt = self.ledger.submit(command, now_ms);
+    fn submit(&self, command: Command, now_ms: u64) -> Result<Decision, SubmitError> {
+        let decision = self.ledger.submit(command, now_ms);
         self.ledger.check_invariants().expect("invariants hold");
-        receipt
+        decision
+    }
+
+    /// The refusal of a well-formed command.
+    fn refused(&self, command: Command, now_ms: u64) -> Refusal {
+        self.submit(command, now_ms)
+            .expect("well-formed")
+            .expect_err("refused")
     }
 
     fn ok(&self, command: Command, now_ms: u64) -> Receipt {
-        self.submit(command, now_ms).expect("accepted")
+        self.submit(command, now_ms)
+            .expect("well-formed")
+            .expect("accepted")
     }
 
     fn stock(&self, sku: &str, location: &str, qty: i64) {
@@ -254,21 +267,19 @@ fn a_key_reused_with_another_payload_is_refused_naming_the_field() {
     f.stock("sku-1", "dc-1", 10);
     f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
     let digest = f.ledger.digest();
-    let err = f
-        .submit(reserve("r1", &[("sku-1", "dc-1", 5)]), T0)
-        .expect_err("conflict");
+    let err = f.refused(reserve("r1", &[("sku-1", "dc-1", 5)]), T0);
     assert!(
-        matches!(&err, SubmitError::KeyConflict { field: "lines", .. }),
+        matches!(&err, Refusal::KeyConflict { field: "lines", .. }),
         "{err:?}"
     );
     let mut other_channel = reserve("r1", &[("sku-1", "dc-1", 4)]);
     if let Command::Reserve(r) = &mut other_channel {
         r.channel = Channel::from("amazon-us");
     }
-    let err = f.submit(other_channel, T0).expect_err("conflict");
+    let err = f.refused(other_channel, T0);
     assert!(matches!(
         err,
-        SubmitError::KeyConflict {
+        Refusal::KeyConflict {
             field: "channel",
             ..
         }
@@ -370,14 +381,10 @@ fn a_commit_of_lines_not_held_is_refused() {
     let f = Fixture::new();
     f.stock("sku-1", "dc-1", 10);
     f.ok(reserve("r1", &[("sku-1", "dc-1", 4)]), T0);
-    let err = f
-        .submit(commit("r1", Some(&[("sku-1", "dc-1", 5)])), T0)
-        .expect_err("more than held");
-    assert!(matches!(err, SubmitError::NotHeld { ref field, .. } if field == "lines[0].qty"));
-    let err = f
-        .submit(commit("r1", Some(&[("sku-9", "dc-1", 1)])), T0)
-        .expect_err("not held");
-    assert!(matches!(err, SubmitError::NotHeld { ref field, .. } if field == "lines[0]"));
+    let err = f.refused(commit("r1", Some(&[("sku-1", "dc-1", 5)])), T0);
+    assert!(matches!(err, Refusal::NotHeld { ref field, .. } if field == "lines[0].qty"));
+    let err = f.refused(commit("r1", Some(&[("sku-9", "dc-1", 1)])), T0);
+    assert!(matches!(err, Refusal::NotHeld { ref field, .. } if field == "lines[0]"));
     // Nothing was recorded, so a corrected commit under the same key still works.
     let r = f.ok(commit("r1", Some(&[("sku-1", "dc-1", 4)])), T0);
     assert_eq!(r.outcome, Outcome::Committed { committed: vec![4] });
@@ -389,7 +396,7 @@ fn commands_on_unknown_reservations_are_not_found() {
     for command in [commit("nope", None), release("nope")] {
         assert!(matches!(
             f.submit(command, T0),
-            Err(SubmitError::ReservationNotFound(id)) if id == "nope"
+            Ok(Err(Refusal::ReservationNotFound(id))) if id == "nope"
         ));
     }
     assert_eq!(f.ledger.next_lsn(), Lsn(1));
@@ -486,7 +493,7 @@ fn extend_moves_the_expiry() {
             ttl_ms: 2 * TTL,
         })
         .clone()
-        .pipe(|c| f.submit(c, now))
+        .pipe(|c| f.submit(c, now).expect("well-formed"))
     };
     let r = extend("x1", T0 + 1_000).expect("ok");
     assert_eq!(
@@ -523,8 +530,8 @@ fn clients_cannot_expire_an_open_hold() {
         reservation_id: ReservationId::from("r1"),
     });
     assert!(matches!(
-        f.submit(expire, T0 + 1),
-        Err(SubmitError::Invalid { .. })
+        f.refused(expire, T0 + 1),
+        Refusal::HoldNotLapsed(id) if id == "r1"
     ));
     assert_eq!(f.available("sku-1", "dc-1", T0 + 1), 6);
 }
@@ -606,20 +613,20 @@ fn dispositions_for_unknown_returns_or_too_many_units_are_refused() {
     f.ok(ret("ret-1", &[("sku-1", "dc-1", 2, Inspect)]), T0);
     assert!(matches!(
         f.submit(dispose("d1", "ret-x", 1, Restock), T0),
-        Err(SubmitError::ReturnNotFound(id)) if id == "ret-x"
+        Ok(Err(Refusal::ReturnNotFound(id))) if id == "ret-x"
     ));
     assert!(matches!(
         f.submit(dispose("d1", "ret-1", 3, Restock), T0),
-        Err(SubmitError::NotQuarantined {
+        Ok(Err(Refusal::NotQuarantined {
             requested: 3,
             quarantined: 2,
             ..
-        })
+        }))
     ));
     f.ok(dispose("d1", "ret-1", 2, Scrap), T0);
     assert!(matches!(
         f.submit(dispose("d2", "ret-1", 1, Scrap), T0),
-        Err(SubmitError::NotQuarantined { quarantined: 0, .. })
+        Ok(Err(Refusal::NotQuarantined { quarantined: 0, .. }))
     ));
     let a = f.ledger.check("sku-1", "dc-1", T0).expect("exists");
     assert_eq!((a.on_hand, a.quarantined), (0, 0));
@@ -664,24 +671,29 @@ fn keys_are_forgotten_after_the_retention_window_and_purge_frees_them() {
         LedgerConfig {
             shards: 2,
             key_retention_ms: 1_000,
+            ..LedgerConfig::default()
         },
         log.clone(),
     );
     ledger
         .submit(adjust("a0", "sku-1", "dc-1", 1), T0)
-        .expect("ok");
+        .expect("ok")
+        .expect("not refused");
     let first = ledger
         .submit(adjust("a1", "sku-1", "dc-1", 1), T0)
-        .expect("ok");
+        .expect("ok")
+        .expect("not refused");
     let retry = ledger
         .submit(adjust("a1", "sku-1", "dc-1", 1), T0 + 999)
-        .expect("ok");
+        .expect("ok")
+        .expect("not refused");
     assert!(retry.duplicate);
     assert_eq!(retry.lsn, first.lsn);
     // Past retention the key is new again.
     let later = ledger
         .submit(adjust("a1", "sku-1", "dc-1", 1), T0 + 1_000)
-        .expect("ok");
+        .expect("ok")
+        .expect("not refused");
     assert!(!later.duplicate);
     assert_eq!(
         ledger.check("sku-1", "dc-1", T0).expect("exists").on_hand,
@@ -801,7 +813,8 @@ fn a_checkpoint_plus_the_log_tail_reproduces_the_ledger() {
     // Keys in the checkpoint still dedupe.
     let retry = restored
         .submit(reserve("r2", &[("sku-1", "dc-1", 1)]), T0 + 4)
-        .expect("ok");
+        .expect("ok")
+        .expect("not refused");
     assert!(retry.duplicate);
 }
 
@@ -854,10 +867,14 @@ fn outcomes_kept_with_holds_behave_like_keys() {
     let config = LedgerConfig {
         shards: 2,
         key_retention_ms: 1_000,
+        ..LedgerConfig::default()
     };
     let ledger = Ledger::new(config, log.clone());
     let ok = |command: Command, now_ms: u64| {
-        let receipt = ledger.submit(command, now_ms).expect("accepted");
+        let receipt = ledger
+            .submit(command, now_ms)
+            .expect("accepted")
+            .expect("not refused");
         ledger.check_invariants().expect("invariants hold");
         receipt
     };
@@ -872,7 +889,7 @@ fn outcomes_kept_with_holds_behave_like_keys() {
     ok(reserve("r1", &[("sku-1", "dc-1", 1)]), T0);
     assert!(matches!(
         ledger.submit(reserve("r1", &[("sku-1", "dc-1", 2)]), T0 + 500),
-        Err(SubmitError::KeyConflict { field: "lines", .. })
+        Ok(Err(Refusal::KeyConflict { field: "lines", .. }))
     ));
     let released = ok(release("r1"), T0 + 900);
     let retry = ok(release("r1"), T0 + 1_500);
@@ -888,7 +905,10 @@ fn outcomes_kept_with_holds_behave_like_keys() {
     let restored =
         Ledger::from_checkpoint(config, Arc::new(MemLog::new()), &checkpoint).expect("loads");
     assert_eq!(restored.digest(), ledger.digest());
-    let retry = restored.submit(release("r1"), T0 + 1_800).expect("ok");
+    let retry = restored
+        .submit(release("r1"), T0 + 1_800)
+        .expect("ok")
+        .expect("not refused");
     assert!(retry.duplicate);
     assert_eq!(retry.lsn, released.lsn);
 
@@ -952,7 +972,7 @@ fn derived_records_equal_the_recorded_ones() {
         let record = entry
             .record(CommandKind::Reserve, &f.ledger.names)
             .expect("a reserve record");
-        assert_eq!(record.fingerprint, command.fingerprint());
+        assert_eq!(Some(record.fingerprint), command.fingerprint());
         assert_eq!((record.lsn, &record.outcome), (placed.lsn, &placed.outcome));
     }
     let retry = f.ok(command, T0 + 10);
@@ -969,7 +989,7 @@ fn derived_records_equal_the_recorded_ones() {
         ("lines", reserve("r1", &lines[..1])),
     ] {
         match f.submit(other, T0 + 10) {
-            Err(SubmitError::KeyConflict { field: named, .. }) => assert_eq!(named, field),
+            Ok(Err(Refusal::KeyConflict { field: named, .. })) => assert_eq!(named, field),
             other => panic!("expected a conflict on {field}: {other:?}"),
         }
     }

@@ -21,9 +21,9 @@
 //! [`encoding`] is the byte format of an event in a durable log; `redb` (feature `redb`) is
 //! the durable log itself.
 
+use crate::checkpoint::Checkpoint;
 use crate::error::LogError;
 use crate::event::Event;
-use crate::ledger::Checkpoint;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 use crate::types::Lsn;
 use std::sync::Arc;
@@ -31,6 +31,9 @@ use std::sync::Arc;
 pub mod encoding;
 #[cfg(feature = "redb")]
 pub mod redb;
+mod stats;
+
+pub use stats::{BATCH_SIZE_BUCKETS, LogStats};
 
 pub trait EventLog: Send + Sync {
     /// Queues `event`, whose LSN is exactly one more than the previous append's. Called under
@@ -79,6 +82,19 @@ pub trait EventLog: Send + Sync {
     /// stores nothing, which is correct for a log that also trims nothing.
     fn write_checkpoint(&self, _checkpoint: &Checkpoint) -> Result<(), LogError> {
         Ok(())
+    }
+
+    /// True for a log whose `wait_durable` returns as soon as an event is appended (redb's
+    /// `Durability::Async`): a server then acknowledges on append. Derived from the log, never
+    /// chosen, so a log that fsyncs before acknowledging can never have its writes acknowledged
+    /// early. Logs durable on append keep the default, false: waiting costs them nothing.
+    fn acks_on_append(&self) -> bool {
+        false
+    }
+
+    /// The writer's counters, for metrics; logs without a writer keep the default (none).
+    fn stats(&self) -> Option<LogStats> {
+        None
     }
 }
 

@@ -1,0 +1,716 @@
+//! The settings of `inventory serve`: each declared once, and layered from flags, environment,
+//! the config file and the defaults.
+//!
+//! # One declaration
+//! Every setting is a field of one of three clap `Args` structs, one per table of the config
+//! file: [`ProcessSettings`] (the file's top level), `inv_api::ServerConfig` (`[server]`) and
+//! [`EventLogSettings`] (`[event_log]`). The field is the whole declaration: its doc comment is
+//! the help, `default_value_t` (or `default_value`) the default that `--help` shows, and its
+//! name every spelling of the setting, derived here so none can be misspelt or forgotten:
+//!
+//! | source | spelling | made by |
+//! |---|---|---|
+//! | flag | `--writes-in-flight-max` | clap's `long` |
+//! | environment | `INVENTORY_WRITES_IN_FLIGHT_MAX` | [`declare`]: [`ENV_PREFIX`] + the name in capitals |
+//! | file | `writes_in_flight_max` (in its struct's table) | [`parse_file`]: the name itself |
+//!
+//! # Precedence: flags > environment > file > defaults
+//! Clap itself resolves flags over environment over defaults. The file goes in between by
+//! becoming the defaults: [`parse`] parses the command line once to find `--config` (a flag
+//! or `INVENTORY_CONFIG`), then puts each value of the file in place of its setting's declared
+//! default and parses the command line again. A key the file does not know is an error naming
+//! it, and each value is checked by its setting's own value parser when the file is read, so a
+//! bad value is reported even where a flag overrides it.
+//!
+//! # Why clap alone (not serde, figment or config)
+//! Deriving serde's `Deserialize` on the same structs would give every setting two parsers,
+//! clap's for flags and environment and serde's for the file, free to drift apart (an enum's
+//! spelling, `off` for the metrics address, what a bool accepts), and a merge that must ask
+//! clap which values were defaults. A layering crate would add a dependency and a third naming
+//! scheme to keep in line with clap's. Feeding the file to clap as defaults keeps one parser per
+//! setting and clap's own precedence, at the cost of parsing the command line twice. So a file
+//! value is what a flag would take, as a TOML string, integer or boolean (`shards = 64`,
+//! `metrics_listen = "off"`, `check_integrity_on_open = false`).
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, ValueEnum};
+use inv_api::ServerConfig;
+use inv_engine::log::redb::Durability;
+use inv_engine::{LedgerConfig, RedbLogOptions};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// What every setting's environment variable starts with.
+pub const ENV_PREFIX: &str = "INVENTORY_";
+
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9090";
+pub const DATA_DIR_DEFAULT: &str = "./data";
+pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 100;
+
+/// The flags of `serve` (and of `inventory` with no subcommand).
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings: each under its flag's name with `_` for `-`, at the
+    /// top level or in the `[server]` or `[event_log]` table its heading names. Flags and
+    /// environment win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub process: ProcessSettings,
+    #[command(
+        flatten,
+        next_help_heading = "Server limits ([server] in the config file)"
+    )]
+    pub server: ServerConfig,
+    #[command(
+        flatten,
+        next_help_heading = "Event log ([event_log] in the config file)"
+    )]
+    pub event_log: EventLogSettings,
+}
+
+/// The top level of the config file: addresses, the data folder, the ledger, durability, the
+/// runtime and logging.
+#[derive(Args, Debug, Clone)]
+pub struct ProcessSettings {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = LISTEN_DEFAULT)]
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (GET /metrics), or `off`.
+    #[arg(long, value_name = "ADDR|off", default_value = METRICS_LISTEN_DEFAULT)]
+    pub metrics_listen: MetricsListen,
+    /// Folder of the event log (created if missing).
+    #[arg(long, value_name = "DIR", default_value = DATA_DIR_DEFAULT)]
+    pub data_dir: PathBuf,
+    /// Lock shards of the ledger, a power of two.
+    #[arg(long, value_name = "N", default_value_t = LedgerConfig::default().shards)]
+    pub shards: usize,
+    /// How long idempotency keys and ended holds are remembered, in ms.
+    #[arg(long, value_name = "MS", default_value_t = LedgerConfig::default().key_retention_ms)]
+    pub key_retention_ms: u64,
+    /// How far back reconciliation can look, in ms: the oldest ERP snapshot `as_of` accepted.
+    /// The log keeps this much history through checkpoints and restarts.
+    #[arg(long, value_name = "MS", default_value_t = LedgerConfig::default().history_ms)]
+    pub reconcile_history_ms: u64,
+    /// When a write is acknowledged.
+    #[arg(long, value_enum, default_value_t = DurabilityMode::Sync)]
+    pub durability: DurabilityMode,
+    /// With --durability async: the most time from a batch's commit to the fsync that makes
+    /// it durable, in ms; a crash can lose this much of acknowledged writes (see --durability).
+    #[arg(long, value_name = "MS", default_value_t = FLUSH_INTERVAL_MS_DEFAULT)]
+    pub flush_interval_ms: u64,
+    /// Async runtime worker threads; the default is half the cores, at least 1. The other half
+    /// is for the kernel's TCP work (about half of a call's CPU), the log writer and the bulk
+    /// lane. One worker runs a current-thread runtime, which writes answers in batches.
+    #[arg(long, value_name = "N", default_value_t = default_worker_threads())]
+    pub worker_threads: usize,
+    /// Let the kernel back the heap with transparent huge pages. Off, the server asks for
+    /// small pages: zeroing a fresh huge page stalled a thread for ~5 ms in a VM, which was the
+    /// whole p99 tail of durable writes.
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, default_value_t = false)]
+    pub transparent_huge_pages: bool,
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The `[event_log]` table: how the event log batches, queues, caches and opens.
+#[derive(Args, Debug, Clone)]
+pub struct EventLogSettings {
+    /// Most events in one commit of the event log, so one commit never holds the next for long.
+    #[arg(long, value_name = "N", default_value_t = RedbLogOptions::default().batch_events_max)]
+    pub batch_events_max: usize,
+    /// Most events appended but not yet committed; past this, writes are refused
+    /// (RESOURCE_EXHAUSTED, LOG_FULL) until the disk catches up.
+    #[arg(long, value_name = "N", default_value_t = RedbLogOptions::default().queue_events_max)]
+    pub queue_events_max: usize,
+    /// Verify every page checksum of the event log when it is opened (a read of the whole
+    /// file, like the replay that follows).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = RedbLogOptions::default().check_integrity_on_open
+    )]
+    pub check_integrity_on_open: bool,
+    /// The event log's page cache, in bytes. The log only appends and replays once, so a small
+    /// cache is enough.
+    #[arg(long, value_name = "BYTES", default_value_t = RedbLogOptions::default().cache_size_bytes)]
+    pub cache_size_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    /// Acknowledge a write only after the fsync that makes it durable (group commit shares one
+    /// fsync across writers). An acknowledged write survives a process crash, a kernel crash
+    /// and a power loss.
+    Sync,
+    /// Acknowledge a write once it is queued. Batches commit without an fsync; an fsync follows
+    /// at most --flush-interval-ms after the first unflushed batch, and on a clean shutdown. A
+    /// crash of any kind, kill -9 included, or a power loss can lose the last
+    /// --flush-interval-ms (plus the batch in flight) of acknowledged writes.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the metrics endpoint listens: an address, or nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(MetricsListen::Off);
+        }
+        text.parse()
+            .map(MetricsListen::On)
+            .map_err(|e| format!("{text:?} is neither an address (host:port) nor `off`: {e}"))
+    }
+}
+
+/// Half the cores, at least 1 (see `--worker-threads`).
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The config file's tables, each with the settings it holds (`None`: the top level).
+fn tables() -> [(Option<&'static str>, Command); 3] {
+    [
+        (None, ProcessSettings::augment_args(Command::new("file"))),
+        (
+            Some("server"),
+            ServerConfig::augment_args(Command::new("server")),
+        ),
+        (
+            Some("event_log"),
+            EventLogSettings::augment_args(Command::new("event_log")),
+        ),
+    ]
+}
+
+/// The environment variable of the setting `id`.
+pub fn env_name(id: &str) -> String {
+    format!("{ENV_PREFIX}{}", id.to_ascii_uppercase())
+}
+
+/// Applies `f` to every argument of [`ServeArgs`] wherever `command` (the `inventory` command)
+/// has them: at its top level (`inventory` alone serves) and under `serve`.
+fn on_serve_args(command: Command, f: impl Fn(Arg) -> Arg) -> Command {
+    let ids: Vec<String> = ServeArgs::augment_args(Command::new("serve"))
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .collect();
+    let apply = |command: Command| {
+        ids.iter()
+            .fold(command, |command, id| command.mut_arg(id, &f))
+    };
+    apply(command).mut_subcommand("serve", apply)
+}
+
+/// Gives every argument of [`ServeArgs`] in `command` its environment variable ([`env_name`]).
+pub fn declare(command: Command) -> Command {
+    on_serve_args(command, |arg| {
+        let name = env_name(arg.get_id().as_str());
+        arg.env(name)
+    })
+}
+
+/// Parses `argv` with `command` (see [`declare`]): flags over environment over defaults, then,
+/// when `inventory` serves with `--config`, again with the file's values as the defaults.
+/// Errors from clap (usage, `--help`) come back as `clap::Error`.
+pub fn parse<T: FromArgMatches>(command: Command, argv: &[OsString]) -> Result<T> {
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let matches = match config_path(&matches) {
+        None => matches,
+        Some(path) => with_file(command, &read_file(&path)?).try_get_matches_from(argv)?,
+    };
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+/// The `--config` file, if `matches` serve (a client subcommand never reads it).
+fn config_path(matches: &ArgMatches) -> Option<PathBuf> {
+    let serving = match matches.subcommand() {
+        None => matches,
+        Some(("serve", serving)) => serving,
+        Some(_) => return None,
+    };
+    serving.get_one::<PathBuf>("config").cloned()
+}
+
+/// The settings a config file gives: each value as text for its setting's parser, by id.
+#[derive(Debug, Default)]
+pub struct FileValues(HashMap<String, String>);
+
+/// `command` with the file's values in place of the declared defaults.
+pub fn with_file(command: Command, file: &FileValues) -> Command {
+    on_serve_args(command, |arg| match file.0.get(arg.get_id().as_str()) {
+        Some(text) => arg.default_value(text.clone()),
+        None => arg,
+    })
+}
+
+pub fn read_file(path: &Path) -> Result<FileValues> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Reads a config file's text: only known keys, each in its table, each value one its
+/// setting's parser takes.
+pub fn parse_file(text: &str) -> Result<FileValues> {
+    let file: toml::Table = toml::from_str(text)?;
+    let tables = tables();
+    let mut values = HashMap::new();
+    for (key, value) in file {
+        match tables
+            .iter()
+            .find(|(table, _)| *table == Some(key.as_str()))
+        {
+            Some((_, group)) => {
+                let toml::Value::Table(entries) = value else {
+                    bail!("`{key}` must be a table ([{key}])");
+                };
+                for (name, value) in entries {
+                    let (id, text) = setting(&tables, &format!("{key}.{name}"), group, value)?;
+                    values.insert(id, text);
+                }
+            }
+            None => {
+                let (id, text) = setting(&tables, &key, &tables[0].1, value)?;
+                values.insert(id, text);
+            }
+        }
+    }
+    Ok(FileValues(values))
+}
+
+/// The setting at `path` (a key, or `table.key`) of the file, looked up in `group` (the
+/// settings of its table), as its id and the text of its value.
+fn setting(
+    tables: &[(Option<&'static str>, Command)],
+    path: &str,
+    group: &Command,
+    value: toml::Value,
+) -> Result<(String, String)> {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    let Some(arg) = group.get_arguments().find(|arg| arg.get_id() == name) else {
+        let home = tables.iter().find_map(|(table, settings)| {
+            let here = settings.get_arguments().any(|arg| arg.get_id() == name);
+            here.then(|| table.map_or("at the top level".to_owned(), |t| format!("in [{t}]")))
+        });
+        return Err(match home {
+            Some(home) => anyhow!("`{path}`: this key belongs {home}"),
+            None => {
+                let known: Vec<&str> = group.get_arguments().map(|a| a.get_id().as_str()).collect();
+                anyhow!("unknown key `{path}` (known here: {})", known.join(", "))
+            }
+        });
+    };
+    let text = match value {
+        toml::Value::String(text) => text,
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => bail!(
+            "`{path}` must be a string, an integer or a boolean, not {}",
+            other.type_str()
+        ),
+    };
+    // The setting's own parser, through a command holding only it.
+    let long = arg.get_long().unwrap_or(name);
+    Command::new("file")
+        .no_binary_name(true)
+        .arg(arg.clone())
+        .try_get_matches_from([format!("--{long}={text}")])
+        .map_err(|error| {
+            let why = match std::error::Error::source(&error) {
+                Some(source) => source.to_string(),
+                None => {
+                    let values: Vec<String> = arg
+                        .get_possible_values()
+                        .iter()
+                        .map(|v| v.get_name().to_owned())
+                        .collect();
+                    format!("expected one of {}", values.join(", "))
+                }
+            };
+            anyhow!("`{path}` = {text:?} is invalid: {why}")
+        })?;
+    Ok((arg.get_id().to_string(), text))
+}
+
+/// Every setting resolved and checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// None: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub ledger: LedgerConfig,
+    pub log_options: RedbLogOptions,
+    /// When writes are acknowledged is not set here but read from the log once it is open
+    /// (`ServerConfig::for_log`).
+    pub server: ServerConfig,
+    pub worker_threads: usize,
+    pub transparent_huge_pages: bool,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Checks the parsed settings and builds what the engine and the server take.
+    pub fn resolve(args: ServeArgs) -> Result<Settings> {
+        let ServeArgs {
+            config: _,
+            process,
+            server,
+            event_log,
+        } = args;
+        let ledger = LedgerConfig {
+            shards: process.shards,
+            key_retention_ms: process.key_retention_ms,
+            history_ms: process.reconcile_history_ms,
+        };
+        if !ledger.shards.is_power_of_two() || ledger.shards > inv_engine::limits::SHARDS_MAX {
+            bail!(
+                "shards must be a power of two of at most {}, got {}",
+                inv_engine::limits::SHARDS_MAX,
+                ledger.shards
+            );
+        }
+        server.validate()?;
+        if process.worker_threads == 0 {
+            bail!("worker_threads must be at least 1");
+        }
+        let durability = match process.durability {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Async => Durability::Async {
+                flush_interval_ms: process.flush_interval_ms,
+            },
+        };
+        Ok(Settings {
+            listen: process.listen,
+            metrics_listen: match process.metrics_listen {
+                MetricsListen::On(addr) => Some(addr),
+                MetricsListen::Off => None,
+            },
+            data_dir: process.data_dir,
+            ledger,
+            log_options: RedbLogOptions {
+                durability,
+                batch_events_max: event_log.batch_events_max,
+                queue_events_max: event_log.queue_events_max,
+                check_integrity_on_open: event_log.check_integrity_on_open,
+                cache_size_bytes: event_log.cache_size_bytes,
+            },
+            server,
+            worker_threads: process.worker_threads,
+            transparent_huge_pages: process.transparent_huge_pages,
+            log: process.log,
+            log_format: process.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cli, Cmd};
+
+    /// The settings `argv` and a config file of `file` resolve to, parsed as `main` does.
+    /// (The environment of the test process applies too; see `tests/settings.rs` for tests
+    /// that set it.)
+    fn resolve(argv: &[&str], file: Option<&str>) -> Result<Settings> {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let command = match file {
+            Some(text) => with_file(crate::command(), &parse_file(text)?),
+            None => crate::command(),
+        };
+        let cli = Cli::from_arg_matches(&command.try_get_matches_from(&argv)?)?;
+        match cli.command {
+            None => Settings::resolve(cli.serve),
+            Some(Cmd::Serve(args)) => Settings::resolve(args),
+            Some(_) => bail!("not a serve command line"),
+        }
+    }
+
+    fn arg<'a>(command: &'a Command, id: &str) -> &'a Arg {
+        command
+            .get_arguments()
+            .find(|arg| arg.get_id() == id)
+            .unwrap_or_else(|| panic!("no argument {id}"))
+    }
+
+    /// The file keys `inventory serve --config` took before each setting was declared once.
+    const FILE_KEYS_BEFORE: [&str; 26] = [
+        "listen",
+        "metrics_listen",
+        "data_dir",
+        "shards",
+        "durability",
+        "flush_interval_ms",
+        "key_retention_ms",
+        "log",
+        "log_format",
+        "worker_threads",
+        "transparent_huge_pages",
+        "server.request_bytes_max",
+        "server.response_bytes_max",
+        "server.writes_in_flight_max",
+        "server.bulk_in_flight_max",
+        "server.bulk_nice",
+        "server.watch_streams_max",
+        "server.expire_interval_ms",
+        "server.expire_batch_max",
+        "server.drain_timeout_ms",
+        "server.checkpoint_every_events",
+        "server.checkpoint_every_ms",
+        "event_log.batch_events_max",
+        "event_log.queue_events_max",
+        "event_log.check_integrity_on_open",
+        "event_log.cache_size_bytes",
+    ];
+
+    const FILE: &str = r#"
+        listen = "0.0.0.0:7000"
+        shards = 32
+        durability = "async"
+        transparent_huge_pages = true
+        worker_threads = 3
+        [server]
+        bulk_in_flight_max = 2
+        expire_interval_ms = 250
+        [event_log]
+        batch_events_max = 64
+    "#;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
+        for argv in [
+            ["inventory", "--shards", "128", "--bulk-in-flight-max", "4"].as_slice(),
+            [
+                "inventory",
+                "serve",
+                "--shards",
+                "128",
+                "--bulk-in-flight-max",
+                "4",
+            ]
+            .as_slice(),
+        ] {
+            let settings = resolve(argv, Some(FILE)).expect("valid settings");
+            assert_eq!(settings.listen, "0.0.0.0:7000".parse().expect("an address"));
+            assert_eq!(settings.ledger.shards, 128);
+            assert_eq!(settings.server.bulk_in_flight_max, 4);
+            assert_eq!(settings.server.expire_interval_ms, 250);
+            assert_eq!(
+                settings.server.writes_in_flight_max,
+                ServerConfig::default().writes_in_flight_max
+            );
+            assert_eq!(settings.log_options.batch_events_max, 64);
+            assert_eq!(
+                settings.log_options.durability,
+                Durability::Async {
+                    flush_interval_ms: FLUSH_INTERVAL_MS_DEFAULT
+                }
+            );
+            assert_eq!(settings.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+            assert!(settings.transparent_huge_pages);
+            assert_eq!(settings.worker_threads, 3);
+        }
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_with_sync_durability() {
+        let settings = resolve(&["inventory"], None).expect("valid defaults");
+        assert_eq!(settings.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(settings.log_options.durability, Durability::Sync);
+        assert!(
+            !settings.transparent_huge_pages,
+            "small pages unless asked (see inv_api::host)"
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(settings.worker_threads, (cores / 2).max(1));
+        assert_eq!(
+            settings.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(METRICS_LISTEN_DEFAULT)
+        );
+        assert_eq!(settings.server, ServerConfig::default());
+        assert_eq!(settings.ledger, LedgerConfig::default());
+        assert_eq!(settings.log_options, RedbLogOptions::default());
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_or_off() {
+        let settings = resolve(&["inventory", "--metrics-listen", "off"], None).expect("valid");
+        assert_eq!(settings.metrics_listen, None);
+        let settings =
+            resolve(&["inventory"], Some(r#"metrics_listen = "0.0.0.0:9100""#)).expect("valid");
+        assert_eq!(
+            settings.metrics_listen,
+            Some("0.0.0.0:9100".parse().expect("an address"))
+        );
+        assert!(resolve(&["inventory", "--metrics-listen", "nine"], None).is_err());
+        assert!(parse_file(r#"metrics_listen = "nine""#).is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(resolve(&["inventory", "--shards", "3"], None).is_err());
+        assert!(resolve(&["inventory", "--bulk-in-flight-max", "0"], None).is_err());
+        assert!(resolve(&["inventory", "--worker-threads", "0"], None).is_err());
+        assert!(resolve(&["inventory"], Some("[server]\nbulk_nice = 20")).is_err());
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let error = |text: &str| format!("{:#}", parse_file(text).expect_err(text));
+        assert!(error("shardz = 4").contains("unknown key `shardz`"));
+        assert!(error("[server]\nwrites_in_flight = 4").contains("`server.writes_in_flight`"));
+        assert!(error("[ledger]\nshards = 4").contains("`ledger`"));
+        assert!(error("config = \"other.toml\"").contains("`config`"));
+        assert!(error("writes_in_flight_max = 4").contains("belongs in [server]"));
+        assert!(error("[server]\nshards = 4").contains("belongs at the top level"));
+        assert!(error("server = 4").contains("must be a table"));
+        assert!(error("[server]\nbulk_nice = \"x\"").contains("`server.bulk_nice` = \"x\""));
+        assert!(error("durability = \"asnyc\"").contains("expected one of sync, async"));
+        assert!(error("shards = 1.5").contains("`shards` must be"));
+        assert!(error("transparent_huge_pages = \"yes\"").contains("`transparent_huge_pages`"));
+    }
+
+    #[test]
+    fn every_setting_is_a_flag_an_environment_variable_and_a_file_key() {
+        let command = crate::command();
+        let serve = command
+            .find_subcommand("serve")
+            .expect("a serve subcommand");
+        let mut file_keys = Vec::new();
+        for (table, group) in tables() {
+            for setting in group.get_arguments() {
+                let id = setting.get_id().as_str();
+                file_keys.push(table.map_or(id.to_owned(), |t| format!("{t}.{id}")));
+                for command in [&command, serve] {
+                    let arg = arg(command, id);
+                    assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()), "{id}");
+                    assert_eq!(
+                        arg.get_env().and_then(|e| e.to_str()),
+                        Some(format!("INVENTORY_{}", id.to_uppercase()).as_str()),
+                        "{id}"
+                    );
+                }
+                // The file takes the key, with any value its flag takes.
+                let default = setting.get_default_values()[0].to_str().expect("UTF-8");
+                let text = match table {
+                    None => format!("{id} = {default:?}"),
+                    Some(t) => format!("[{t}]\n{id} = {default:?}"),
+                };
+                parse_file(&text).unwrap_or_else(|e| panic!("{text}: {e:#}"));
+            }
+        }
+        // Every setting has a table, and `--config` is the only flag that is not a setting.
+        let flags: Vec<&str> = serve
+            .get_arguments()
+            .map(|arg| arg.get_id().as_str())
+            .filter(|id| !["config", "help"].contains(id))
+            .collect();
+        assert_eq!(flags.len(), file_keys.len());
+        assert_eq!(
+            arg(serve, "config").get_env().and_then(|e| e.to_str()),
+            Some("INVENTORY_CONFIG")
+        );
+        // Nothing that could be set before is gone, or has moved.
+        for key in FILE_KEYS_BEFORE {
+            assert!(file_keys.iter().any(|k| k == key), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_file_of_every_default_changes_nothing() {
+        let mut text = String::new();
+        for (table, group) in tables() {
+            if let Some(table) = table {
+                text.push_str(&format!("[{table}]\n"));
+            }
+            for setting in group.get_arguments() {
+                let default = setting.get_default_values()[0].to_str().expect("UTF-8");
+                text.push_str(&format!("{} = {default:?}\n", setting.get_id()));
+            }
+        }
+        let from_file = resolve(&["inventory"], Some(&text)).expect("valid");
+        let defaults = resolve(&["inventory"], None).expect("valid");
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn help_shows_every_default_from_its_declaration() {
+        let mut command = crate::command();
+        let serve = command
+            .find_subcommand_mut("serve")
+            .expect("a serve subcommand");
+        let help = serve.render_long_help().to_string();
+        let mut defaults = 0;
+        for arg in serve.get_arguments() {
+            let text = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(!text.contains("default:"), "hand-written default in {text}");
+            if let Some(default) = arg.get_default_values().first() {
+                let shown = format!("[default: {}]", default.to_string_lossy());
+                assert!(help.contains(&shown), "{} shows {shown}", arg.get_id());
+                defaults += 1;
+            }
+        }
+        assert_eq!(defaults, 27, "every setting has a default");
+        assert!(help.contains("[default: 8192]"), "{help}");
+        assert!(help.contains("kill -9 included"), "{help}");
+    }
+
+    #[test]
+    fn parse_reads_the_config_file_when_serving() {
+        let dir = std::env::temp_dir().join(format!("inv-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let path = dir.join("inventory.toml");
+        std::fs::write(&path, FILE).expect("written");
+        let path = path.to_str().expect("a UTF-8 path");
+        for argv in [
+            vec!["inventory", "--config", path, "--shards", "8"],
+            vec!["inventory", "serve", "--config", path, "--shards", "8"],
+        ] {
+            let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
+            let cli: Cli = parse(crate::command(), &argv).expect("parses");
+            let args = match cli.command {
+                Some(Cmd::Serve(args)) => args,
+                _ => cli.serve,
+            };
+            assert_eq!(args.process.shards, 8);
+            assert_eq!(args.process.worker_threads, 3);
+            assert_eq!(args.server.expire_interval_ms, 250);
+            assert_eq!(args.event_log.batch_events_max, 64);
+        }
+        let missing = dir.join("missing.toml");
+        let argv: Vec<OsString> = ["inventory", "--config", missing.to_str().expect("UTF-8")]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let Err(error) = parse::<Cli>(crate::command(), &argv) else {
+            panic!("a missing file is an error");
+        };
+        assert!(format!("{error:#}").contains("missing.toml"), "{error:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,87 @@
+//! What every handler, the background tasks and the change feeds share: the engine, the
+//! budgets, the head LSN the change feeds follow, the shutdown token, and the fail-stop
+//! wake-up.
+
+use crate::config::ServerConfig;
+use crate::durability::DurabilityWaiter;
+use crate::lane::BulkLane;
+use crate::metrics::Metrics;
+use inv_engine::{Engine, SubmitError};
+use std::sync::Arc;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+pub(crate) struct Shared {
+    pub engine: Arc<Engine>,
+    pub config: ServerConfig,
+    /// Budget of interactive writes waiting on the log.
+    pub writes: Arc<Semaphore>,
+    /// Budget of bulk calls; separate so interactive writes never wait behind them.
+    pub bulk: Arc<Semaphore>,
+    /// Where bulk calls run (see `lane` and `bulk`).
+    pub bulk_lane: BulkLane,
+    /// Budget of open change feeds.
+    pub watches: Arc<Semaphore>,
+    /// The highest LSN this server knows to be applied. Change feeds wake when it moves, so
+    /// they follow the log without polling it hard.
+    pub head: tokio::sync::watch::Sender<u64>,
+    /// Cancelled when shutdown starts: stops the expirer and ends change feeds.
+    pub shutdown: CancellationToken,
+    /// Notified whenever the engine may have fail-stopped (a write saw a log failure, or the
+    /// log told the durability relay it failed); the health task then asks the engine, which
+    /// is the one source of truth (`Engine::failure`).
+    pub fail_stop: Notify,
+    /// Where writes await durability.
+    pub durability: DurabilityWaiter,
+    /// Counters and histograms, encoded at `/metrics` with a snapshot of the engine.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(
+        engine: Arc<Engine>,
+        config: ServerConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let head = engine.head_lsn().0;
+        let durability = DurabilityWaiter::new(Arc::clone(&engine));
+        Ok(Self {
+            engine,
+            config,
+            writes: Arc::new(Semaphore::new(config.writes_in_flight_max)),
+            bulk: Arc::new(Semaphore::new(config.bulk_in_flight_max)),
+            bulk_lane: BulkLane::start(config.bulk_nice)?,
+            watches: Arc::new(Semaphore::new(config.watch_streams_max)),
+            head: tokio::sync::watch::Sender::new(head),
+            shutdown,
+            fail_stop: Notify::new(),
+            durability,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// Tells change feeds that events up to `lsn` are in the log.
+    pub fn advance_head(&self, lsn: u64) {
+        self.head.send_if_modified(|head| {
+            let moved = lsn > *head;
+            if moved {
+                *head = lsn;
+            }
+            moved
+        });
+    }
+
+    /// Notes a write error: a log failure fail-stops the engine, and health is told.
+    pub fn observe_error(&self, error: &SubmitError) {
+        if error.is_fail_stop() {
+            error!(%error, "the event log failed; refusing writes until restarted");
+            self.fail_stop.notify_one();
+        }
+    }
+
+    /// Whether the engine has fail-stopped.
+    pub fn is_failed(&self) -> bool {
+        self.engine.failure().is_some()
+    }
+}
