@@ -19,6 +19,7 @@
 use crate::ServeError;
 use clap::{Args, FromArgMatches};
 use inv_engine::CheckpointPolicy;
+use inv_engine::reconcile::snapshot::SNAPSHOT_CHUNK_ROWS_MAX;
 use tokio::sync::Semaphore;
 
 /// The server's limits and timings. Every field has a default suited to one process on a
@@ -74,6 +75,15 @@ pub struct ServerConfig {
     /// logged, in ms; 0 turns the time trigger off.
     #[arg(long, value_name = "MS", default_value_t = CheckpointPolicy::default().every_ms)]
     pub checkpoint_every_ms: u64,
+    /// Most rows in one chunk of a PushSnapshot stream (at most the engine's own bound,
+    /// 10,000): with the bytes bound, what a push holds in memory at once, however large the
+    /// snapshot. A larger chunk is INVALID_ARGUMENT naming `chunk.rows`.
+    #[arg(long, value_name = "N", default_value_t = SNAPSHOT_CHUNK_ROWS_MAX)]
+    pub snapshot_chunk_rows_max: usize,
+    /// Largest chunk of a PushSnapshot stream, encoded, in bytes (at most --request-bytes-max,
+    /// which bounds every message). A larger chunk is INVALID_ARGUMENT naming `chunk`.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    pub snapshot_chunk_bytes_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -91,10 +101,11 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Blocking threads the server may use at once: one per change-feed read, plus the expirer
-    /// and the checkpointer (bulk calls run on a thread of their own). Size the runtime's
-    /// blocking pool to at least this.
+    /// and the checkpointer, plus one per snapshot push being staged (bulk calls and
+    /// reconciliations run on a thread of their own). Size the runtime's blocking pool to at
+    /// least this.
     pub fn blocking_threads_max(&self) -> usize {
-        self.watch_streams_max + 2
+        self.watch_streams_max + 2 + crate::reconcile::PUSHES_IN_FLIGHT_MAX
     }
 
     /// When the checkpointer writes a checkpoint.
@@ -107,8 +118,16 @@ impl ServerConfig {
 
     /// Refuses settings that would make the server unusable.
     pub fn validate(&self) -> Result<(), ServeError> {
-        let positive: [(&str, u64); 7] = [
+        let positive: [(&str, u64); 9] = [
             ("request_bytes_max", self.request_bytes_max as u64),
+            (
+                "snapshot_chunk_rows_max",
+                self.snapshot_chunk_rows_max as u64,
+            ),
+            (
+                "snapshot_chunk_bytes_max",
+                self.snapshot_chunk_bytes_max as u64,
+            ),
             ("response_bytes_max", self.response_bytes_max as u64),
             ("writes_in_flight_max", self.writes_in_flight_max as u64),
             ("bulk_in_flight_max", self.bulk_in_flight_max as u64),
@@ -125,6 +144,18 @@ impl ServerConfig {
             return Err(ServeError::Config(format!(
                 "bulk_nice must be in 0..=19, got {}",
                 self.bulk_nice
+            )));
+        }
+        if self.snapshot_chunk_rows_max > SNAPSHOT_CHUNK_ROWS_MAX {
+            return Err(ServeError::Config(format!(
+                "snapshot_chunk_rows_max must be at most {SNAPSHOT_CHUNK_ROWS_MAX}, got {}",
+                self.snapshot_chunk_rows_max
+            )));
+        }
+        if self.snapshot_chunk_bytes_max > self.request_bytes_max {
+            return Err(ServeError::Config(format!(
+                "snapshot_chunk_bytes_max ({}) must be at most request_bytes_max ({})",
+                self.snapshot_chunk_bytes_max, self.request_bytes_max
             )));
         }
         // tokio's semaphores hold at most this many permits.

@@ -21,6 +21,8 @@
 //!   answered, whichever path (unary, session, bulk) it came by.
 //! - `expirer`, `checkpointer`: the background tasks that record expiry events for lapsed
 //!   holds and write a checkpoint when one is due.
+//! - `reconcile`: ERP snapshots (the PushSnapshot stream, staged off the async workers) and
+//!   reconciliations (on the bulk lane, one at a time, on demand and on a schedule).
 //! - `metrics`: Prometheus metrics: a layer counting every call of the service by method and
 //!   status code, a few domain counters, the engine's state read at scrape, and the `/metrics`
 //!   HTTP endpoint ([`ServeOptions::metrics_listener`]).
@@ -67,6 +69,7 @@ pub mod host;
 mod lane;
 mod metrics;
 mod pipeline;
+mod reconcile;
 mod service;
 mod session;
 mod shared;
@@ -74,6 +77,7 @@ mod status;
 mod watch;
 
 use inv_engine::Engine;
+use inv_engine::reconcile::SnapshotStore;
 use inv_proto::v1::inventory_server::InventoryServer;
 use shared::Shared;
 use std::future::Future;
@@ -89,6 +93,7 @@ use tracing::{error, info, warn};
 
 pub use config::ServerConfig;
 pub use metrics::{CHANNELS_MAX, STORES_LISTED_MAX};
+pub use reconcile::{PUSHES_IN_FLIGHT_MAX, RECONCILE_EVERY_MS_DEFAULT, ReconcileConfig};
 pub use service::InventoryService;
 
 /// Most items in one batch call (Check positions, RecordSales sales, RecordReturns returns,
@@ -111,13 +116,33 @@ pub enum ServeError {
 }
 
 /// What [`serve_with`] adds to [`serve`]. The default is what `serve` does: no metrics
-/// endpoint (the counters are kept all the same).
-#[derive(Debug, Default)]
+/// endpoint (the counters are kept all the same), snapshots kept in memory, and the default
+/// reconciliation schedule and tolerance.
+#[derive(Default)]
 pub struct ServeOptions {
     /// Where to serve `GET /metrics` (Prometheus text format). Bound by the caller, so a test
     /// can bind `127.0.0.1:0` and read the port. Served until `serve_with` returns: through the
     /// drain, so the last scrapes see the shutdown.
     pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// Where pushed ERP snapshots and their reports are kept: `RedbSnapshotStore` in the data
+    /// folder beside the log, so staged snapshots and reports survive restarts. `None` keeps
+    /// them in memory.
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// When to reconcile staged snapshots, and with which tolerance.
+    pub reconcile: ReconcileConfig,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("metrics_listener", &self.metrics_listener)
+            .field(
+                "snapshots",
+                &self.snapshots.as_ref().map(|_| "SnapshotStore"),
+            )
+            .field("reconcile", &self.reconcile)
+            .finish()
+    }
 }
 
 /// Serves the inventory API over `incoming` until `shutdown` completes, then drains (see the
@@ -155,7 +180,8 @@ where
 {
     config.validate()?;
     let token = CancellationToken::new();
-    let shared = Arc::new(Shared::new(engine, config, token.clone())?);
+    let reconciler = reconcile::Reconciler::new(options.snapshots, options.reconcile);
+    let shared = Arc::new(Shared::new(engine, config, token.clone(), reconciler)?);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -185,6 +211,7 @@ where
     };
     let expirer = tokio::spawn(expirer::run(Arc::clone(&shared)));
     let checkpointer = tokio::spawn(checkpointer::run(Arc::clone(&shared)));
+    let reconcile_schedule = tokio::spawn(reconcile::schedule(Arc::clone(&shared)));
     let health_task = tokio::spawn(report_failures(Arc::clone(&shared), reporter.clone()));
     // The metrics endpoint has its own stop: it keeps answering through the drain and stops
     // once the gRPC server has.
@@ -237,7 +264,7 @@ where
     // current-thread runtime nothing else would run the cancellation.
     relay.abort();
     let _ = relay.await;
-    for task in [expirer, checkpointer, health_task]
+    for task in [expirer, checkpointer, reconcile_schedule, health_task]
         .into_iter()
         .chain(metrics_task)
     {

@@ -22,6 +22,7 @@ mod settings;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use inv_api::ServerConfig;
+use inv_engine::reconcile::{RedbSnapshotStore, SnapshotStore};
 use inv_engine::{Engine, LedgerConfig, RedbLog, RedbLogOptions, SystemClock};
 use settings::{LogFormat, ServeArgs, Settings};
 use std::ffi::OsString;
@@ -54,7 +55,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the gRPC API over the data folder (the default).
-    Serve(ServeArgs),
+    // Boxed: the serve settings are several times the size of any client command.
+    Serve(Box<ServeArgs>),
     /// Play an in-process flash sale against a real ledger and check its invariants.
     Demo(demo::DemoArgs),
     #[command(flatten)]
@@ -82,7 +84,7 @@ fn main() -> ExitCode {
     };
     let result = match args.command {
         Some(Cmd::Demo(demo)) => demo::run(&demo),
-        Some(Cmd::Serve(serve_args)) => serve(serve_args),
+        Some(Cmd::Serve(serve_args)) => serve(*serve_args),
         Some(Cmd::Client(command)) => return cli::run(command),
         None => serve(args.serve),
     };
@@ -136,7 +138,7 @@ async fn run(settings: Settings) -> Result<()> {
         "opening the event log"
     );
     let started = Instant::now();
-    let (engine, log) = {
+    let (engine, log, snapshots) = {
         let data_dir = settings.data_dir.clone();
         let (ledger, log_options) = (settings.ledger, settings.log_options);
         tokio::task::spawn_blocking(move || open(&data_dir, ledger, log_options))
@@ -172,7 +174,11 @@ async fn run(settings: Settings) -> Result<()> {
         server,
         incoming,
         shutdown_signal(),
-        inv_api::ServeOptions { metrics_listener },
+        inv_api::ServeOptions {
+            metrics_listener,
+            snapshots: Some(snapshots),
+            reconcile: settings.reconcile.clone(),
+        },
     )
     .await?;
 
@@ -226,19 +232,22 @@ async fn final_checkpoint(engine: &Arc<Engine>, server: &ServerConfig) {
     }
 }
 
-/// Opens the data folder's log and rebuilds the ledger from it.
+/// Opens the data folder's log and rebuilds the ledger from it, and opens the snapshot store
+/// beside the log (`snapshots.redb`).
 fn open(
     data_dir: &Path,
     ledger: LedgerConfig,
     options: RedbLogOptions,
-) -> Result<(Engine, Arc<RedbLog>)> {
+) -> Result<(Engine, Arc<RedbLog>, Arc<dyn SnapshotStore>)> {
     let log = Arc::new(
         RedbLog::open(data_dir, options)
             .with_context(|| format!("opening the event log in {}", data_dir.display()))?,
     );
     let engine = Engine::recover(ledger, log.clone(), Arc::new(SystemClock))
         .with_context(|| format!("replaying the event log in {}", data_dir.display()))?;
-    Ok((engine, log))
+    let snapshots = RedbSnapshotStore::open(data_dir)
+        .with_context(|| format!("opening the snapshot store in {}", data_dir.display()))?;
+    Ok((engine, log, Arc::new(snapshots)))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

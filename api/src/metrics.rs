@@ -267,6 +267,7 @@ impl Metrics {
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
         let mut scraped = Registry::default();
         scraped.register_collector(Box::new(Snapshot::read(shared)));
+        scraped.register_collector(Box::new(crate::reconcile::metrics::scrape(shared)));
         prometheus_client::encoding::prometheus_text::encode(&mut text, &scraped)?;
         Ok(text)
     }
@@ -486,10 +487,7 @@ impl Collector for Snapshot {
         if let Some(log) = &self.log {
             encode_log_stats(e, log)?;
         }
-        // Reconciliation drift goes here once the engine reconciles ERP snapshots: a gauge
-        // `inventory_reconcile_drift_units{sku,location}` for the largest drifts (bounded like
-        // the stores above) and a counter `inventory_reconcile_adjustments_total`, both read
-        // from the engine at scrape like everything in this snapshot.
+        // Reconciliation has its own series (`reconcile::metrics`), registered beside these.
         Ok(())
     }
 }

@@ -16,6 +16,7 @@
 use crate::bulk;
 use crate::convert::{self, FieldErrors};
 use crate::pipeline;
+use crate::reconcile;
 use crate::session::{self, SessionStream};
 use crate::shared::Shared;
 use crate::status::Failure;
@@ -243,6 +244,7 @@ impl Inventory for InventoryService {
             request.into_inner(),
         )?))
     }
+
     type SessionStream = SessionStream;
 
     async fn session(
@@ -253,5 +255,49 @@ impl Inventory for InventoryService {
             Arc::clone(&self.shared),
             request.into_inner(),
         )))
+    }
+
+    async fn push_snapshot(
+        &self,
+        request: Request<Streaming<pb::PushSnapshotRequest>>,
+    ) -> Result<Response<pb::PushSnapshotResponse>, Status> {
+        let answer = reconcile::push(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::ReconcileResponse>, Status> {
+        let answer = reconcile::reconcile(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn get_reconciliation_report(
+        &self,
+        request: Request<pb::GetReconciliationReportRequest>,
+    ) -> Result<Response<pb::GetReconciliationReportResponse>, Status> {
+        Ok(Response::new(reconcile::get_report(
+            &self.shared,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn list_reconciliations(
+        &self,
+        request: Request<pb::ListReconciliationsRequest>,
+    ) -> Result<Response<pb::ListReconciliationsResponse>, Status> {
+        Ok(Response::new(reconcile::list(
+            &self.shared,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn resolve_drift(
+        &self,
+        request: Request<pb::ResolveDriftRequest>,
+    ) -> Result<Response<pb::ResolveDriftResponse>, Status> {
+        let answer = reconcile::resolve_drift(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 }

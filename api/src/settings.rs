@@ -2,9 +2,9 @@
 //! the config file and the defaults.
 //!
 //! # One declaration
-//! Every setting is a field of one of three clap `Args` structs, one per table of the config
-//! file: [`ProcessSettings`] (the file's top level), `inv_api::ServerConfig` (`[server]`) and
-//! [`EventLogSettings`] (`[event_log]`). The field is the whole declaration: its doc comment is
+//! Every setting is a field of one of four clap `Args` structs, one per table of the config
+//! file: [`ProcessSettings`] (the file's top level), `inv_api::ServerConfig` (`[server]`),
+//! [`EventLogSettings`] (`[event_log]`) and [`ReconcileSettings`] (`[reconcile]`). The field is the whole declaration: its doc comment is
 //! the help, `default_value_t` (or `default_value`) the default that `--help` shows, and its
 //! name every spelling of the setting, derived here so none can be misspelt or forgotten:
 //!
@@ -34,10 +34,11 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, ValueEnum};
-use inv_api::ServerConfig;
+use inv_api::{ReconcileConfig, ServerConfig};
 use inv_engine::log::redb::Durability;
-use inv_engine::{LedgerConfig, RedbLogOptions};
-use std::collections::HashMap;
+use inv_engine::reconcile::TolerancePolicy;
+use inv_engine::{BeyondTolerance, LedgerConfig, Location, RedbLogOptions, Tolerance};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 100;
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// TOML file with any of the settings: each under its flag's name with `_` for `-`, at the
-    /// top level or in the `[server]` or `[event_log]` table its heading names. Flags and
+    /// top level or in the `[server]`, `[event_log]` or `[reconcile]` table its heading names. Flags and
     /// environment win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -70,6 +71,11 @@ pub struct ServeArgs {
         next_help_heading = "Event log ([event_log] in the config file)"
     )]
     pub event_log: EventLogSettings,
+    #[command(
+        flatten,
+        next_help_heading = "Reconciliation ([reconcile] in the config file)"
+    )]
+    pub reconcile: ReconcileSettings,
 }
 
 /// The top level of the config file: addresses, the data folder, the ledger, durability, the
@@ -145,6 +151,193 @@ pub struct EventLogSettings {
     pub cache_size_bytes: usize,
 }
 
+/// The `[reconcile]` table: when staged ERP snapshots are reconciled, and which drift is
+/// corrected without review (see docs/reconciliation.md).
+#[derive(Args, Debug, Clone)]
+pub struct ReconcileSettings {
+    /// How often every staged snapshot is reconciled: a duration (`90s`, `15m`, `1h`,
+    /// `500ms`), or `off` (or `0`) to reconcile only when asked (`inventory reconcile`).
+    #[arg(long, value_name = "DURATION|off", default_value = "15m")]
+    pub reconcile_every: Every,
+    /// Drift of at most this many units is corrected without review.
+    #[arg(long, value_name = "UNITS", default_value_t = Tolerance::default().units)]
+    pub drift_tolerance_units: u64,
+    /// Drift of at most this percent of the engine's count at the snapshot's time is corrected
+    /// without review (up to two decimals: `0.5`). Whichever of units and percent allows more
+    /// applies.
+    #[arg(long, value_name = "PERCENT", default_value = "1")]
+    pub drift_tolerance_percent: Percent,
+    /// What happens to drift beyond the tolerance. Either way it is reported.
+    #[arg(long, value_enum, default_value_t = DriftBeyond::Hold)]
+    pub drift_beyond: DriftBeyond,
+    /// A location's own tolerance, instead of the two above: `LOC=UNITS,PERCENT` or
+    /// `LOC=UNITS,PERCENT,apply|hold` (else --drift-beyond). Repeat the flag, or separate
+    /// entries with `;` (in the environment and the config file); `none` for no overrides.
+    #[arg(
+        long,
+        value_name = "LOC=UNITS,PERCENT[,apply|hold]",
+        default_value = "none",
+        action = ArgAction::Append
+    )]
+    pub drift_tolerance_location: Vec<LocationTolerances>,
+}
+
+/// What happens to a drift beyond the tolerance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriftBeyond {
+    /// Reported and held for review: on_hand is not changed until `inventory drift resolve`
+    /// (ResolveDrift) applies or dismisses it.
+    Hold,
+    /// Corrected like any other drift, and reported.
+    Apply,
+}
+
+impl From<DriftBeyond> for BeyondTolerance {
+    fn from(beyond: DriftBeyond) -> Self {
+        match beyond {
+            DriftBeyond::Hold => BeyondTolerance::Hold,
+            DriftBeyond::Apply => BeyondTolerance::Apply,
+        }
+    }
+}
+
+/// `--reconcile-every`: a period in ms, 0 for off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Every(pub u64);
+
+impl std::str::FromStr for Every {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") || text == "0" {
+            return Ok(Every(0));
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h (e.g. 15m), or off"))?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration such as 15m, 90s or 1h"))?;
+        let unit_ms = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+        };
+        number
+            .checked_mul(unit_ms)
+            .map(Every)
+            .ok_or_else(|| format!("{text:?} is too long"))
+    }
+}
+
+/// A percentage with up to two decimals, as basis points (1% = 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent(pub u32);
+
+impl std::str::FromStr for Percent {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim().trim_end_matches('%');
+        let bad = || format!("{text:?} is not a percentage from 0 to 100 with up to two decimals");
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        if whole.is_empty() || fraction.len() > 2 {
+            return Err(bad());
+        }
+        let whole: u32 = whole.parse().map_err(|_| bad())?;
+        let fraction: u32 = if fraction.is_empty() {
+            0
+        } else {
+            format!("{fraction:0<2}").parse().map_err(|_| bad())?
+        };
+        let bp = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(fraction))
+            .filter(|bp| *bp <= 10_000)
+            .ok_or_else(bad)?;
+        Ok(Percent(bp))
+    }
+}
+
+/// One value of `--drift-tolerance-location`: tolerances by location (`none`: no entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationTolerances(pub Vec<(Location, u64, u32, Option<BeyondTolerance>)>);
+
+impl std::str::FromStr for LocationTolerances {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().eq_ignore_ascii_case("none") || text.trim().is_empty() {
+            return Ok(LocationTolerances(Vec::new()));
+        }
+        text.split(';')
+            .map(|entry| {
+                let bad = |why: &str| {
+                    format!("{entry:?}: {why} (expected LOC=UNITS,PERCENT[,apply|hold])")
+                };
+                let (location, tolerance) =
+                    entry.trim().split_once('=').ok_or_else(|| bad("no `=`"))?;
+                if location.is_empty() || location.chars().any(char::is_control) {
+                    return Err(bad("not a location id"));
+                }
+                let parts: Vec<&str> = tolerance.split(',').map(str::trim).collect();
+                let (units, percent, beyond) = match parts.as_slice() {
+                    [units, percent] => (units, percent, None),
+                    [units, percent, beyond] => (units, percent, Some(*beyond)),
+                    _ => return Err(bad("expected two or three values after `=`")),
+                };
+                let units: u64 = units.parse().map_err(|_| bad("UNITS is not a number"))?;
+                let Percent(bp) = percent.parse().map_err(|e: String| bad(&e))?;
+                let beyond = match beyond {
+                    None => None,
+                    Some(b) if b.eq_ignore_ascii_case("apply") => Some(BeyondTolerance::Apply),
+                    Some(b) if b.eq_ignore_ascii_case("hold") => Some(BeyondTolerance::Hold),
+                    Some(_) => return Err(bad("the third value must be apply or hold")),
+                };
+                Ok((Location::from(location), units, bp, beyond))
+            })
+            .collect::<Result<_, _>>()
+            .map(LocationTolerances)
+    }
+}
+
+impl ReconcileSettings {
+    /// The server's reconciliation config. A location named twice is an error.
+    pub fn resolve(&self) -> Result<ReconcileConfig> {
+        let default = Tolerance {
+            units: self.drift_tolerance_units,
+            percent_bp: self.drift_tolerance_percent.0,
+            beyond: self.drift_beyond.into(),
+        };
+        let mut by_location = BTreeMap::new();
+        for (location, units, percent_bp, beyond) in self
+            .drift_tolerance_location
+            .iter()
+            .flat_map(|entries| entries.0.iter().cloned())
+        {
+            let tolerance = Tolerance {
+                units,
+                percent_bp,
+                beyond: beyond.unwrap_or(default.beyond),
+            };
+            if by_location.insert(location.clone(), tolerance).is_some() {
+                bail!("drift_tolerance_location names {location} more than once");
+            }
+        }
+        Ok(ReconcileConfig {
+            every_ms: self.reconcile_every.0,
+            policy: TolerancePolicy {
+                default,
+                by_location,
+            },
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityMode {
     /// Acknowledge a write only after the fsync that makes it durable (group commit shares one
@@ -192,7 +385,7 @@ fn default_worker_threads() -> usize {
 }
 
 /// The config file's tables, each with the settings it holds (`None`: the top level).
-fn tables() -> [(Option<&'static str>, Command); 3] {
+fn tables() -> [(Option<&'static str>, Command); 4] {
     [
         (None, ProcessSettings::augment_args(Command::new("file"))),
         (
@@ -202,6 +395,10 @@ fn tables() -> [(Option<&'static str>, Command); 3] {
         (
             Some("event_log"),
             EventLogSettings::augment_args(Command::new("event_log")),
+        ),
+        (
+            Some("reconcile"),
+            ReconcileSettings::augment_args(Command::new("reconcile")),
         ),
     ]
 }
@@ -368,6 +565,7 @@ pub struct Settings {
     /// When writes are acknowledged is not set here but read from the log once it is open
     /// (`ServerConfig::for_log`).
     pub server: ServerConfig,
+    pub reconcile: ReconcileConfig,
     pub worker_threads: usize,
     pub transparent_huge_pages: bool,
     pub log: String,
@@ -382,6 +580,7 @@ impl Settings {
             process,
             server,
             event_log,
+            reconcile,
         } = args;
         let ledger = LedgerConfig {
             shards: process.shards,
@@ -421,6 +620,7 @@ impl Settings {
                 cache_size_bytes: event_log.cache_size_bytes,
             },
             server,
+            reconcile: reconcile.resolve()?,
             worker_threads: process.worker_threads,
             transparent_huge_pages: process.transparent_huge_pages,
             log: process.log,
@@ -446,7 +646,7 @@ mod tests {
         let cli = Cli::from_arg_matches(&command.try_get_matches_from(&argv)?)?;
         match cli.command {
             None => Settings::resolve(cli.serve),
-            Some(Cmd::Serve(args)) => Settings::resolve(args),
+            Some(Cmd::Serve(args)) => Settings::resolve(*args),
             Some(_) => bail!("not a serve command line"),
         }
     }
@@ -580,6 +780,60 @@ mod tests {
     }
 
     #[test]
+    fn reconciliation_settings_resolve_to_the_tolerance_policy() {
+        let settings = resolve(&["inventory"], None).expect("valid defaults");
+        assert_eq!(settings.reconcile, ReconcileConfig::default());
+        let settings = resolve(
+            &[
+                "inventory",
+                "--reconcile-every",
+                "off",
+                "--drift-tolerance-percent",
+                "0.5",
+                "--drift-beyond",
+                "apply",
+                "--drift-tolerance-location",
+                "dc-1=10,2.25",
+                "--drift-tolerance-location",
+                "store-7=0,0,hold;store-8=1,1",
+            ],
+            None,
+        )
+        .expect("valid");
+        let reconcile = &settings.reconcile;
+        assert_eq!(reconcile.every_ms, 0);
+        assert_eq!(reconcile.policy.default.percent_bp, 50);
+        assert_eq!(reconcile.policy.default.beyond, BeyondTolerance::Apply);
+        let dc = reconcile.policy.for_location(&Location::from("dc-1"));
+        assert_eq!(
+            (dc.units, dc.percent_bp, dc.beyond),
+            (10, 225, BeyondTolerance::Apply)
+        );
+        let store = reconcile.policy.for_location(&Location::from("store-7"));
+        assert_eq!(store.beyond, BeyondTolerance::Hold);
+        assert_eq!(reconcile.policy.by_location.len(), 3);
+        let every = |text: &str| text.parse::<Every>().map(|e| e.0);
+        assert_eq!(every("15m"), Ok(900_000));
+        assert_eq!(every("90s"), Ok(90_000));
+        assert_eq!(every("1h"), Ok(3_600_000));
+        assert!(every("15").is_err());
+        assert!("101".parse::<Percent>().is_err());
+        assert!("0.125".parse::<Percent>().is_err());
+        assert!(resolve(&["inventory", "--drift-tolerance-location", "dc-1=1"], None).is_err());
+        assert!(
+            resolve(
+                &["inventory", "--drift-tolerance-location", "a=1,1;a=2,2"],
+                None
+            )
+            .is_err()
+        );
+        let file = "[reconcile]\nreconcile_every = \"1h\"\ndrift_tolerance_location = \"dc-9=3,0\"";
+        let settings = resolve(&["inventory"], Some(file)).expect("valid");
+        assert_eq!(settings.reconcile.every_ms, 3_600_000);
+        assert_eq!(settings.reconcile.policy.by_location.len(), 1);
+    }
+
+    #[test]
     fn file_errors_name_the_key() {
         let error = |text: &str| format!("{:#}", parse_file(text).expect_err(text));
         assert!(error("shardz = 4").contains("unknown key `shardz`"));
@@ -675,7 +929,7 @@ mod tests {
                 defaults += 1;
             }
         }
-        assert_eq!(defaults, 27, "every setting has a default");
+        assert_eq!(defaults, 34, "every setting has a default");
         assert!(help.contains("[default: 8192]"), "{help}");
         assert!(help.contains("kill -9 included"), "{help}");
     }
@@ -694,7 +948,7 @@ mod tests {
             let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
             let cli: Cli = parse(crate::command(), &argv).expect("parses");
             let args = match cli.command {
-                Some(Cmd::Serve(args)) => args,
+                Some(Cmd::Serve(args)) => *args,
                 _ => cli.serve,
             };
             assert_eq!(args.process.shards, 8);

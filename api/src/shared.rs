@@ -6,6 +6,7 @@ use crate::config::ServerConfig;
 use crate::durability::DurabilityWaiter;
 use crate::lane::BulkLane;
 use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
 use inv_engine::{Engine, SubmitError};
 use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub durability: DurabilityWaiter,
     /// Counters and histograms, encoded at `/metrics` with a snapshot of the engine.
     pub metrics: Metrics,
+    /// ERP snapshots and reconciliations: the snapshot store, the tolerance, the one-run guard.
+    pub reconciler: Reconciler,
 }
 
 impl Shared {
@@ -43,6 +46,7 @@ impl Shared {
         engine: Arc<Engine>,
         config: ServerConfig,
         shutdown: CancellationToken,
+        reconciler: Reconciler,
     ) -> std::io::Result<Self> {
         let head = engine.head_lsn().0;
         let durability = DurabilityWaiter::new(Arc::clone(&engine));
@@ -58,6 +62,7 @@ impl Shared {
             fail_stop: Notify::new(),
             durability,
             metrics: Metrics::new(),
+            reconciler,
         })
     }
 

@@ -19,11 +19,31 @@
 //! | `Outcome::HoldAlreadyEnded(state)` | FAILED_PRECONDITION | HOLD_ALREADY_{COMMITTED,RELEASED,EXPIRED} | yes |
 //! | `SubmitError::Busy`, a concurrency budget used up | RESOURCE_EXHAUSTED | LOG_FULL / OVERLOADED | no |
 //! | `SubmitError::FailStopped`, `SubmitError::Log` | UNAVAILABLE | FAIL_STOPPED | no |
+//! | `Refusal::DriftNotHeld` | FAILED_PRECONDITION | DRIFT_NOT_HELD | no |
+//! | `Refusal::ReconciliationNotRunning` (the run's own; never reaches a client) | INTERNAL | INTERNAL | no |
+//!
+//! Snapshots and reconciliation (`reconcile`) are not commands, but map the same way:
+//!
+//! | engine says | code | reason |
+//! |---|---|---|
+//! | `PushError::Invalid` (a header field, `rows[i].*`), a malformed or out-of-order message, a chunk over its limits | INVALID_ARGUMENT | INVALID_FIELD |
+//! | `StoreError::DuplicateRow` | INVALID_ARGUMENT | INVALID_FIELD |
+//! | `PushError::Incomplete`, a stream that ended or broke before its summary | INVALID_ARGUMENT / CANCELLED | SNAPSHOT_INCOMPLETE |
+//! | `PushError::Conflict` (the id was pushed with other content) | ALREADY_EXISTS | KEY_REUSED |
+//! | `StoreError::UploadInProgress` | ABORTED | SNAPSHOT_UPLOAD_IN_PROGRESS |
+//! | another reconciliation is running | ABORTED | RECONCILIATION_IN_PROGRESS |
+//! | `ReconcileError::NotFound` | NOT_FOUND | SNAPSHOT_NOT_FOUND |
+//! | `ReconcileError::NotStaged` | FAILED_PRECONDITION | SNAPSHOT_NOT_STAGED |
+//! | `ReconcileError::TooOld` | FAILED_PRECONDITION | SNAPSHOT_TOO_OLD |
+//! | `ReconcileError::Busy` | RESOURCE_EXHAUSTED | LOG_FULL |
+//! | `ReconcileError::Submit` / `Log` | as `SubmitError` |
+//! | `StoreError::Io`, `ReconcileError::Unexpected` | INTERNAL | INTERNAL |
 //!
 //! RESOURCE_EXHAUSTED and UNAVAILABLE mean nothing was applied (or, for a log failure after the
 //! append, nothing is promised): retrying the same request is always safe, because every write
 //! is idempotent.
 
+use inv_engine::reconcile::{PushError, ReconcileError, StoreError};
 use inv_engine::{HoldState, Lsn, Outcome, Refusal, SubmitError};
 use inv_proto::v1 as pb;
 use pb::ErrorReason;
@@ -142,6 +162,34 @@ impl Failure {
             format!("reservation {reservation_id} not found"),
         )
         .with_field("reservation_id", "unknown reservation")
+    }
+
+    pub fn snapshot_not_found(snapshot_id: &str) -> Self {
+        Self::new(
+            Code::NotFound,
+            ErrorReason::SnapshotNotFound,
+            format!("snapshot {snapshot_id} not found"),
+        )
+        .with_field("snapshot_id", "unknown snapshot")
+    }
+
+    /// A push that did not end with a matching summary: nothing was staged. `code` is
+    /// INVALID_ARGUMENT when the client's messages are to blame, CANCELLED when the stream
+    /// broke off.
+    pub fn snapshot_incomplete(code: Code, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let failure = Self::new(code, ErrorReason::SnapshotIncomplete, message.clone());
+        failure.with_field(field, message)
+    }
+
+    /// ABORTED: at most one reconciliation runs at a time.
+    pub fn reconciliation_in_progress() -> Self {
+        Self::new(
+            Code::Aborted,
+            ErrorReason::ReconciliationInProgress,
+            "another reconciliation is running (at most one runs at a time); nothing was done: \
+             retry once it has ended",
+        )
     }
 
     /// INTERNAL: a server bug (an outcome that does not belong to the command, a panicked
@@ -263,7 +311,99 @@ pub fn refused(refusal: &Refusal) -> Failure {
         )
         .with_field("qty", "more than the return has in quarantine")
         .with_metadata("quarantined", quarantined),
+        Refusal::DriftNotHeld { .. } => {
+            Failure::new(Code::FailedPrecondition, ErrorReason::DriftNotHeld, message)
+                .with_field("snapshot_id", "holds no drift at this position")
+        }
         other => Failure::internal(format!("unexpected refusal: {other}")),
+    }
+}
+
+/// The failure for a push the engine refused. Header fields are named under `header.`, rows
+/// by their index in the whole snapshot (`rows[1200].on_hand`).
+pub fn push_error(error: &PushError) -> Failure {
+    match error {
+        PushError::Invalid(invalid) => {
+            let field = if invalid.field.starts_with("rows") {
+                invalid.field.clone()
+            } else {
+                format!("header.{}", invalid.field)
+            };
+            Failure::invalid_field(field, &invalid.reason)
+        }
+        PushError::Conflict { field, .. } => Failure::new(
+            Code::AlreadyExists,
+            ErrorReason::KeyReused,
+            error.to_string(),
+        )
+        .with_field(
+            field.clone(),
+            "differs from the snapshot first pushed under this id",
+        ),
+        PushError::Incomplete(why) => Failure::snapshot_incomplete(
+            Code::InvalidArgument,
+            "summary.checksum",
+            format!("{why}; nothing was staged"),
+        ),
+        PushError::Store(error) => store_error(error),
+        other => Failure::internal(format!("unexpected push error: {other}")),
+    }
+}
+
+/// The failure for an error of the snapshot store.
+pub fn store_error(error: &StoreError) -> Failure {
+    let message = error.to_string();
+    match error {
+        StoreError::UploadInProgress(_) => Failure::new(
+            Code::Aborted,
+            ErrorReason::SnapshotUploadInProgress,
+            format!("{message}; retry once it has ended"),
+        )
+        .with_field("header.snapshot_id", "being pushed by another stream"),
+        StoreError::DuplicateRow { index, .. } => {
+            Failure::invalid_field(format!("rows[{index}]"), message)
+        }
+        StoreError::Io(_) => {
+            tracing::error!(%error, "the snapshot store failed");
+            Failure::internal(message)
+        }
+        other => Failure::internal(format!("unexpected snapshot store error: {other}")),
+    }
+}
+
+/// The failure for a reconciliation that could not run or finish.
+pub fn reconcile_error(error: &ReconcileError) -> Failure {
+    let message = error.to_string();
+    match error {
+        ReconcileError::NotFound(id) => Failure::snapshot_not_found(id),
+        ReconcileError::NotStaged { status, .. } => Failure::new(
+            Code::FailedPrecondition,
+            ErrorReason::SnapshotNotStaged,
+            message,
+        )
+        .with_field("snapshot_id", format!("the snapshot is {status}")),
+        ReconcileError::TooOld {
+            history_start_ms, ..
+        } => Failure::new(
+            Code::FailedPrecondition,
+            ErrorReason::SnapshotTooOld,
+            format!(
+                "{message}: its as_of_ms lies before the history window \
+                 (--reconcile-history-ms); it is marked failed, push a newer snapshot"
+            ),
+        )
+        .with_field("snapshot_id", "older than the history window")
+        .with_metadata("history_start_ms", history_start_ms),
+        ReconcileError::Busy => {
+            Failure::new(Code::ResourceExhausted, ErrorReason::LogFull, message)
+        }
+        ReconcileError::Submit(error) => submit_error(error),
+        ReconcileError::Log(error) => submit_error(&SubmitError::Log(error.clone())),
+        ReconcileError::Store(error) => store_error(error),
+        other => {
+            tracing::error!(error = %other, "a reconciliation failed unexpectedly");
+            Failure::internal(message)
+        }
     }
 }
 

@@ -15,7 +15,8 @@
 //! Every test runs under [`bounded`], so a hang fails in seconds instead of stalling CI.
 
 use anyhow::{Context, Result, bail};
-use inv_api::{ServeError, ServeOptions, ServerConfig};
+use inv_api::{ReconcileConfig, ServeError, ServeOptions, ServerConfig};
+use inv_engine::reconcile::RedbSnapshotStore;
 use inv_engine::{
     DurableListener, Engine, Event, EventLog, LedgerConfig, LogError, Lsn, ManualClock, MemLog,
     RedbLog, RedbLogOptions,
@@ -78,13 +79,30 @@ pub struct TestServer {
 impl TestServer {
     /// Serves a `RedbLog` in `data_dir` (created if missing), recovered with a clock at
     /// [`T0_MS`].
+    /// The snapshot store (`snapshots.redb`) is opened in the same folder, as `main.rs` does.
     pub async fn start(data_dir: &Path) -> Result<TestServer> {
+        Self::start_reconciling(data_dir, ReconcileConfig::default()).await
+    }
+
+    /// As [`TestServer::start`], with the given reconciliation schedule and tolerance.
+    pub async fn start_reconciling(
+        data_dir: &Path,
+        reconcile: ReconcileConfig,
+    ) -> Result<TestServer> {
         let log = RedbLog::open(data_dir, RedbLogOptions::default())
             .with_context(|| format!("opening the log in {}", data_dir.display()))?;
-        Self::start_with(
+        let snapshots = RedbSnapshotStore::open(data_dir)
+            .with_context(|| format!("opening the snapshot store in {}", data_dir.display()))?;
+        let options = ServeOptions {
+            snapshots: Some(Arc::new(snapshots)),
+            reconcile,
+            ..ServeOptions::default()
+        };
+        Self::start_with_options(
             Arc::new(log),
             Arc::new(ManualClock::new(T0_MS)),
             test_config(),
+            options,
         )
         .await
     }
@@ -96,8 +114,12 @@ impl TestServer {
             RedbLog::open(data_dir, RedbLogOptions::default())
                 .with_context(|| format!("opening the log in {}", data_dir.display()))?,
         );
+        let snapshots = RedbSnapshotStore::open(data_dir)
+            .with_context(|| format!("opening the snapshot store in {}", data_dir.display()))?;
         let options = ServeOptions {
             metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            snapshots: Some(Arc::new(snapshots)),
+            ..ServeOptions::default()
         };
         Self::start_with_options(
             log,

@@ -1,0 +1,211 @@
+//! Proto <-> engine for snapshots, reports and ResolveDrift. As in `crate::convert`, decoding
+//! only translates: the engine checks a snapshot's ids, scope, time and quantities itself and
+//! names the field. What only the wire can get wrong (an UNSPECIFIED enum, a negative count,
+//! a bad page token) is checked here, every violation of a message at once.
+
+use crate::convert::FieldErrors;
+use crate::status::Failure;
+use inv_engine::reconcile::{
+    DriftLine, Report, SnapshotHeader, SnapshotMode, SnapshotRow, SnapshotScope, SnapshotStatus,
+    StoredSnapshot,
+};
+use inv_engine::{Command, DriftAction, Location, ResolveDrift, Sku, SnapshotId};
+use inv_proto::v1 as pb;
+
+pub fn header(header: pb::SnapshotHeader) -> Result<SnapshotHeader, Failure> {
+    let mut errors = FieldErrors::default();
+    let mode = match pb::SnapshotMode::try_from(header.mode) {
+        Ok(pb::SnapshotMode::Full) => SnapshotMode::Full,
+        Ok(pb::SnapshotMode::Delta) => SnapshotMode::Delta,
+        Ok(pb::SnapshotMode::Unspecified) | Err(_) => {
+            errors.push("header.mode", "must be FULL or DELTA");
+            SnapshotMode::Delta
+        }
+    };
+    let scope = if header.scope.is_empty() {
+        SnapshotScope::All
+    } else {
+        SnapshotScope::Locations(header.scope.into_iter().map(Location::new).collect())
+    };
+    errors.finish(SnapshotHeader {
+        snapshot_id: SnapshotId::new(header.snapshot_id),
+        as_of_ms: header.as_of_ms,
+        scope,
+        mode,
+        source: header.source,
+    })
+}
+
+/// A chunk's rows; `first_index` is the index of its first row in the whole snapshot, which
+/// field paths name (`rows[10000].on_hand`).
+pub fn rows(rows: Vec<pb::SnapshotRow>, first_index: u64) -> Result<Vec<SnapshotRow>, Failure> {
+    let mut errors = FieldErrors::default();
+    let rows = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            // An ERP count cannot be negative (the engine's on_hand can: a sale is a fact).
+            if row.on_hand < 0 {
+                errors.push(
+                    format!("rows[{}].on_hand", first_index + i as u64),
+                    "must not be negative (a count of units present)",
+                );
+            }
+            SnapshotRow {
+                sku: Sku::new(row.sku),
+                location: Location::new(row.location),
+                on_hand: row.on_hand,
+                safety_stock: row.safety_stock,
+            }
+        })
+        .collect();
+    errors.finish(rows)
+}
+
+pub fn resolve_drift(request: pb::ResolveDriftRequest) -> Result<Command, Failure> {
+    let action = match pb::DriftAction::try_from(request.action) {
+        Ok(pb::DriftAction::Apply) => DriftAction::Apply,
+        Ok(pb::DriftAction::Dismiss) => DriftAction::Dismiss,
+        Ok(pb::DriftAction::Unspecified) | Err(_) => {
+            return Err(Failure::invalid_field("action", "must be APPLY or DISMISS"));
+        }
+    };
+    Ok(Command::ResolveDrift(ResolveDrift {
+        snapshot_id: SnapshotId::new(request.snapshot_id),
+        sku: Sku::new(request.sku),
+        location: Location::new(request.location),
+        action,
+    }))
+}
+
+/// A stored snapshot as the API shows it; `report` in place of the stored one (a dry run's).
+pub fn reconciliation(snapshot: &StoredSnapshot, report: Option<&Report>) -> pb::Reconciliation {
+    let header = &snapshot.header;
+    let (status, failure) = match &snapshot.status {
+        SnapshotStatus::Staged => (pb::SnapshotStatus::Staged, String::new()),
+        SnapshotStatus::Reconciling => (pb::SnapshotStatus::Reconciling, String::new()),
+        SnapshotStatus::Reconciled => (pb::SnapshotStatus::Reconciled, String::new()),
+        SnapshotStatus::Failed(why) => (pb::SnapshotStatus::Failed, why.clone()),
+    };
+    pb::Reconciliation {
+        snapshot_id: header.snapshot_id.to_string(),
+        as_of_ms: header.as_of_ms,
+        scope: match &header.scope {
+            SnapshotScope::All => Vec::new(),
+            SnapshotScope::Locations(locations) => {
+                locations.iter().map(ToString::to_string).collect()
+            }
+        },
+        mode: match header.mode {
+            SnapshotMode::Full => pb::SnapshotMode::Full,
+            SnapshotMode::Delta => pb::SnapshotMode::Delta,
+        } as i32,
+        source: header.source.clone(),
+        row_count: snapshot.summary.rows,
+        checksum: snapshot.summary.checksum.clone(),
+        staged_at_ms: snapshot.staged_at_ms,
+        status: status as i32,
+        failure,
+        report: report.or(snapshot.report.as_ref()).map(self::report),
+    }
+}
+
+fn report(report: &Report) -> pb::ReconciliationReport {
+    let c = &report.counts;
+    pb::ReconciliationReport {
+        dry_run: report.dry_run,
+        started_at_ms: report.started_at_ms,
+        finished_at_ms: report.finished_at_ms,
+        counts: Some(pb::ReconciliationCounts {
+            compared: c.compared,
+            matched: c.matched,
+            drifted: c.drifted,
+            applied: c.applied,
+            held: c.held,
+            superseded: c.superseded,
+            omitted: c.omitted,
+            drift_abs_total: c.drift_abs_total,
+            safety_stock_set: c.safety_stock_set,
+        }),
+        largest_drifts: report.largest.iter().map(drift_line).collect(),
+        tap_from_lsn: report.tap_from_lsn.0,
+        log_events_read: report.log_events_read,
+    }
+}
+
+fn drift_line(line: &DriftLine) -> pb::DriftLine {
+    pb::DriftLine {
+        sku: line.sku.to_string(),
+        location: line.location.to_string(),
+        erp_on_hand: line.erp_on_hand,
+        engine_on_hand_at: line.engine_on_hand_at,
+        drift: line.drift,
+        events_since: line.events_since,
+        held: line.held,
+        quarantined: line.quarantined,
+        safety_stock: line.safety_stock,
+    }
+}
+
+/// The page token after `snapshot`: where the next page of a newest-first listing starts.
+pub fn page_token(snapshot: &StoredSnapshot) -> String {
+    format!("{}:{}", snapshot.staged_at_ms, snapshot.header.snapshot_id)
+}
+
+/// A page token's position (staged time, snapshot id).
+pub fn parse_page_token(token: &str) -> Result<(u64, SnapshotId), Failure> {
+    token
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse().ok()?, SnapshotId::from(id))))
+        .ok_or_else(|| {
+            Failure::invalid_field(
+                "page_token",
+                "not a token this server gave (send it as given)",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_ids_with_colons() {
+        let snapshot = StoredSnapshot {
+            header: SnapshotHeader {
+                snapshot_id: SnapshotId::from("erp:2026-12-03"),
+                as_of_ms: 1,
+                scope: SnapshotScope::All,
+                mode: SnapshotMode::Full,
+                source: String::new(),
+            },
+            summary: inv_engine::reconcile::SnapshotSummary {
+                rows: 0,
+                checksum: String::new(),
+            },
+            staged_at_ms: 42,
+            status: SnapshotStatus::Staged,
+            report: None,
+        };
+        let (at, id) = parse_page_token(&page_token(&snapshot)).expect("parses");
+        assert_eq!((at, id.as_str()), (42, "erp:2026-12-03"));
+        assert!(parse_page_token("nonsense").is_err());
+    }
+
+    #[test]
+    fn every_negative_count_of_a_chunk_is_named_by_its_index_in_the_snapshot() {
+        let row = |on_hand| pb::SnapshotRow {
+            sku: "s".into(),
+            location: "l".into(),
+            on_hand,
+            safety_stock: None,
+        };
+        let failure = rows(vec![row(1), row(-1), row(-2)], 100).expect_err("negative");
+        let fields: Vec<&str> = failure
+            .violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["rows[101].on_hand", "rows[102].on_hand"]);
+    }
+}
