@@ -4,7 +4,7 @@
 //!   from it, and serve the gRPC API until SIGINT or SIGTERM, then drain and flush.
 //! - `inventory demo`: an in-process flash sale against a real ledger (see `demo.rs`).
 //! - `inventory check`, `reserve`, `commit`, ... : a client of a running server, with tables
-//!   or `--json` and exit codes scripts can rely on (see `cli.rs`).
+//!   or `--json` and exit codes scripts can rely on (see `cli/`).
 //!
 //! Settings come from, in order of precedence: flags, `INVENTORY_*` environment variables, the
 //! TOML file named by `--config`, and the defaults; each is declared once (see `settings.rs`).

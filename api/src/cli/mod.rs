@@ -1,0 +1,322 @@
+//! The client subcommands of `inventory`: one per thing a person or a script asks a running
+//! server (`check`, `check-sku`, `reserve`, `commit`, `release`, `reservation`, `sales`,
+//! `returns`, `store-status`, `watch`).
+//!
+//! Each subcommand connects to `--server` (env `INVENTORY_SERVER`), makes its calls through the
+//! generated client and prints the answer on stdout: a table by default, JSON with `--json`
+//! (one document; `watch` prints one per line). Errors go to stderr; with `--json` the error is
+//! also printed on stdout as `{"error": {...}}`, so a script reading stdout sees why.
+//!
+//! The exit code says what happened, so scripts need not parse the output ([`EXIT_CODES_HELP`]):
+//! a refusal for a business reason (out of stock, a hold that ended) is 1, a malformed request
+//! 2, an unknown reservation or store 3, a server that cannot be reached or is overloaded 4.
+//! Batch commands (`sales`, `returns`, `check --file`) answer per item and exit with the code
+//! of their first failed item. Usage errors found by the argument parser exit 2 as well.
+//!
+//! Files (`--file`, `-` for stdin) are JSON Lines or CSV, told apart by `--format` or else the
+//! extension (`.csv` is CSV, anything else JSON Lines). Batches larger than the server takes
+//! in one call are sent in chunks of [`inv_api::BATCH_ITEMS_MAX`], in order.
+//!
+//! Layout, top-down: this file holds what every subcommand shares (the [`ClientCmd`] enum and
+//! its dispatch, connection and client options, outcomes and exit codes); each family of
+//! subcommands has its own file (`reads.rs`: check, check-sku, reservation, store-status,
+//! watch; `holds.rs`: reserve, commit, release; `batches.rs`: sales and returns from files),
+//! on top of `parse.rs` (LINE, position and duration syntax), `files.rs` (reading JSON Lines
+//! and CSV files) and `output.rs` (tables, JSON, times). Adding a family of subcommands is a
+//! new file, a variant of [`ClientCmd`] and its arms in `ClientCmd::client` and
+//! `ClientCmd::execute`.
+
+mod batches;
+mod files;
+mod holds;
+mod output;
+mod parse;
+mod reads;
+
+use batches::{RETURNS_HELP, ReturnsArgs, SALES_HELP, SalesArgs};
+use clap::{Args, Subcommand};
+use holds::{CommitArgs, ReleaseArgs, ReserveArgs};
+use inv_proto::code_name;
+use inv_proto::v1 as pb;
+use output::print_json;
+use parse::parse_duration;
+use pb::inventory_client::InventoryClient;
+use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, StoreStatusArgs, WatchArgs};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// The exit codes, as `--help` lists them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes (client subcommands):
+  0  success
+  1  refused by a business rule: reserve rejected for lack of stock, commit or release of a
+     hold that has ended or expired, an idempotency key reused with another payload
+  2  usage error or invalid argument (bad flags, a malformed LINE, a bad file, a request the
+     server found invalid)
+  3  not found: unknown reservation, return or store
+  4  server unavailable: cannot connect, timed out, overloaded, fail-stopped or shutting down
+  5  any other error
+Batch commands (sales, returns, check --file) exit with the code of their first failed item.";
+
+/// Connection and output settings every client subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// The server's gRPC address.
+    #[arg(
+        long,
+        env = "INVENTORY_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// Print JSON instead of tables (one document; `watch` prints one per line).
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on a call (and on connecting) after this long: 500ms, 10s, 1m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// The client subcommands, flattened into `inventory`'s own.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Availability of positions: `check SKU LOCATION...` or `check --file FILE`.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Check(CheckArgs),
+    /// Availability of one SKU at every location (or at the listed ones), with totals.
+    #[command(after_help = EXIT_CODES_HELP)]
+    CheckSku(CheckSkuArgs),
+    /// Place a hold on every LINE, or on none (out of stock exits 1).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reserve(ReserveArgs),
+    /// Commit a hold: its units leave on_hand; lines not listed (or not in full) are released.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Commit(CommitArgs),
+    /// Release a hold: its units are available again.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Release(ReleaseArgs),
+    /// Show one hold, open or ended.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reservation(ReservationArgs),
+    /// Post a store's point-of-sale transactions from a JSON Lines or CSV file.
+    #[command(after_help = SALES_HELP)]
+    Sales(SalesArgs),
+    /// Post customer returns from a JSON Lines or CSV file.
+    #[command(after_help = RETURNS_HELP)]
+    Returns(ReturnsArgs),
+    /// How far behind each store's sales feed is: contiguous sequence, gaps, lag.
+    #[command(after_help = EXIT_CODES_HELP)]
+    StoreStatus(StoreStatusArgs),
+    /// Follow availability changes (until Ctrl-C, or --max-changes).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Watch(WatchArgs),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes and exit codes
+
+/// How a client command ended; the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Refused = 1,
+    Usage = 2,
+    NotFound = 3,
+    Unavailable = 4,
+    Other = 5,
+}
+
+impl Exit {
+    /// The exit code of a call that failed with `code`.
+    fn of(code: Code) -> Exit {
+        match code {
+            Code::Ok => Exit::Success,
+            Code::FailedPrecondition | Code::AlreadyExists => Exit::Refused,
+            Code::InvalidArgument | Code::OutOfRange => Exit::Usage,
+            Code::NotFound => Exit::NotFound,
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
+                Exit::Unavailable
+            }
+            _ => Exit::Other,
+        }
+    }
+}
+
+/// A command that failed: what to print and how to exit.
+#[derive(Debug)]
+pub struct Failed {
+    exit: Exit,
+    message: String,
+    /// The gRPC code and the server's machine-readable reason, when the server answered.
+    code: Option<Code>,
+    reason: Option<String>,
+    /// The lsn to resume a change feed from, when one ended early.
+    resume_after_lsn: Option<u64>,
+}
+
+impl Failed {
+    fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+            code: None,
+            reason: None,
+            resume_after_lsn: None,
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
+    }
+
+    fn json(&self) -> Value {
+        json!({ "error": {
+            "exit_code": self.exit as u8,
+            "code": self.code.map(code_name),
+            "reason": self.reason,
+            "message": self.message,
+            "resume_after_lsn": self.resume_after_lsn,
+        }})
+    }
+}
+
+impl From<Status> for Failed {
+    fn from(status: Status) -> Self {
+        let reason = status.get_details_error_info().map(|info| info.reason);
+        // A status tonic made up for a transport failure has no ErrorInfo; say so plainly.
+        let message = if status.code() == Code::Unavailable && reason.is_none() {
+            format!("server unavailable: {}", status.message())
+        } else {
+            status.message().to_owned()
+        };
+        Self {
+            exit: Exit::of(status.code()),
+            message,
+            code: Some(status.code()),
+            reason,
+            resume_after_lsn: None,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failed {
+    /// Local problems (a file that cannot be read or parsed) are invalid arguments.
+    fn from(error: anyhow::Error) -> Self {
+        Self::usage(format!("{error:#}"))
+    }
+}
+
+type Outcome = Result<Exit, Failed>;
+
+/// Runs one client command to completion and returns the process exit code.
+pub fn run(command: ClientCmd) -> ExitCode {
+    let client = command.client().clone();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(Exit::Other as u8);
+        }
+    };
+    let exit = match runtime.block_on(command.execute()) {
+        Ok(exit) => exit,
+        Err(failed) => {
+            if client.json {
+                print_json(&failed.json());
+            }
+            let mut message = format!("error: {}", failed.message);
+            if let Some(reason) = &failed.reason {
+                message.push_str(&format!(" [{reason}]"));
+            }
+            eprintln!("{message}");
+            failed.exit
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+impl ClientCmd {
+    fn client(&self) -> &ClientOpts {
+        match self {
+            ClientCmd::Check(a) => &a.client,
+            ClientCmd::CheckSku(a) => &a.client,
+            ClientCmd::Reserve(a) => &a.client,
+            ClientCmd::Commit(a) => &a.client,
+            ClientCmd::Release(a) => &a.client,
+            ClientCmd::Reservation(a) => &a.client,
+            ClientCmd::Sales(a) => &a.client,
+            ClientCmd::Returns(a) => &a.client,
+            ClientCmd::StoreStatus(a) => &a.client,
+            ClientCmd::Watch(a) => &a.client,
+        }
+    }
+
+    async fn execute(self) -> Outcome {
+        match self {
+            ClientCmd::Check(a) => reads::check(a).await,
+            ClientCmd::CheckSku(a) => reads::check_sku(a).await,
+            ClientCmd::Reserve(a) => holds::reserve(a).await,
+            ClientCmd::Commit(a) => holds::commit(a).await,
+            ClientCmd::Release(a) => holds::release(a).await,
+            ClientCmd::Reservation(a) => reads::reservation(a).await,
+            ClientCmd::Sales(a) => batches::sales(a).await,
+            ClientCmd::Returns(a) => batches::returns(a).await,
+            ClientCmd::StoreStatus(a) => reads::store_status(a).await,
+            ClientCmd::Watch(a) => reads::watch(a).await,
+        }
+    }
+}
+
+/// Connects (bounded by `--timeout`); a server that cannot be reached exits 4.
+async fn connect(
+    opts: &ClientOpts,
+    per_call_timeout: bool,
+) -> Result<InventoryClient<Channel>, Failed> {
+    let endpoint = Endpoint::from_shared(opts.server.clone())
+        .map_err(|e| Failed::usage(format!("invalid --server {:?}: {e}", opts.server)))?
+        .connect_timeout(opts.timeout);
+    let endpoint = if per_call_timeout {
+        endpoint.timeout(opts.timeout)
+    } else {
+        endpoint
+    };
+    match endpoint.connect().await {
+        Ok(channel) => Ok(InventoryClient::new(channel)),
+        Err(error) => {
+            let mut message = format!("cannot connect to {}: {error}", opts.server);
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                // Layers often repeat their cause's text; say each thing once.
+                let cause_text = cause.to_string();
+                if !message.contains(&cause_text) {
+                    message.push_str(&format!(": {cause_text}"));
+                }
+                source = cause.source();
+            }
+            Err(Failed::new(Exit::Unavailable, message))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_exit_codes() {
+        assert_eq!(Exit::of(Code::FailedPrecondition), Exit::Refused);
+        assert_eq!(Exit::of(Code::AlreadyExists), Exit::Refused);
+        assert_eq!(Exit::of(Code::InvalidArgument), Exit::Usage);
+        assert_eq!(Exit::of(Code::NotFound), Exit::NotFound);
+        assert_eq!(Exit::of(Code::Unavailable), Exit::Unavailable);
+        assert_eq!(Exit::of(Code::ResourceExhausted), Exit::Unavailable);
+        assert_eq!(Exit::of(Code::Internal), Exit::Other);
+    }
+}

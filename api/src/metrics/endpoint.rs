@@ -1,0 +1,62 @@
+//! The HTTP endpoint: `GET /metrics`.
+
+use crate::shared::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Longest a scrape connection may take to finish once the server has stopped.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves `GET /metrics` on `listener` until `stop` is cancelled, then finishes the scrapes in
+/// progress (bounded by [`HTTP_DRAIN_TIMEOUT`]).
+pub(crate) async fn serve_http(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving metrics at /metrics");
+    }
+    let router = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let shared = Arc::clone(&shared);
+            async move {
+                match shared.metrics.render(&shared) {
+                    Ok(text) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                        )],
+                        text,
+                    ),
+                    Err(error) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        format!("encoding the metrics failed: {error}\n"),
+                    ),
+                }
+            }
+        }),
+    );
+    let stopped = stop.clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .into_future();
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(HTTP_DRAIN_TIMEOUT).await;
+        } => Ok(()),
+    };
+    if let Err(error) = result {
+        warn!(%error, "the metrics endpoint failed");
+    }
+}
