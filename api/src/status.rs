@@ -177,9 +177,9 @@ impl Failure {
     /// INVALID_ARGUMENT when the client's messages are to blame, CANCELLED when the stream
     /// broke off.
     pub fn snapshot_incomplete(code: Code, field: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
-        let failure = Self::new(code, ErrorReason::SnapshotIncomplete, message.clone());
-        failure.with_field(field, message)
+        let description = message.into();
+        let message = format!("incomplete push ({field}): {description}");
+        Self::new(code, ErrorReason::SnapshotIncomplete, message).with_field(field, description)
     }
 
     /// ABORTED: at most one reconciliation runs at a time.
