@@ -208,29 +208,16 @@ pub struct Every(pub u64);
 impl std::str::FromStr for Every {
     type Err = String;
 
+    /// `off` or `0`, else a duration as the client subcommands take them (`15m`, `1h30m`).
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text.eq_ignore_ascii_case("off") || text == "0" {
             return Ok(Every(0));
         }
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h (e.g. 15m), or off"))?;
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration such as 15m, 90s or 1h"))?;
-        let unit_ms = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
-        };
-        number
-            .checked_mul(unit_ms)
+        let duration = crate::cli::parse_duration(text)?;
+        u64::try_from(duration.as_millis())
             .map(Every)
-            .ok_or_else(|| format!("{text:?} is too long"))
+            .map_err(|_| format!("{text:?} is too long"))
     }
 }
 

@@ -334,3 +334,122 @@ async fn an_unreachable_server_exits_4() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_csv_imports_reconciles_and_its_held_drift_resolves() {
+    // Goal: the ERP workflow from the command line against a live server: `snapshot import` of
+    // a small CSV stages it (the same import again is a retry), `reconcile` applies the drift
+    // within the tolerance and holds the one beyond it, `reconciliation show` / `list` print the
+    // report, `drift resolve --apply` corrects the held one, and a file with a bad row exits 2
+    // and stages nothing.
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        stock(&server, "sku-a", "dc", 10).await;
+        let dir = std::env::temp_dir().join(format!(
+            "inv-cli-snapshot-{}-{}",
+            std::process::id(),
+            server.addr.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let file = dir.join("counts.csv");
+        std::fs::write(
+            &file,
+            "sku,location,on_hand,safety_stock\nsku-a,dc,9,\nsku-b,dc,3,1\n",
+        )
+        .expect("written");
+        let file = file.to_str().expect("a UTF-8 path");
+        let as_of = T0_MS.to_string();
+        let import = [
+            "snapshot", "import", file, "--as-of", &as_of, "--mode", "delta", "--json",
+        ];
+        let staged = inventory(url, &import).await;
+        assert_eq!(staged.code, 0, "{staged:?}");
+        let answer = json(&staged);
+        let id = format!("erp-counts-{T0_MS}");
+        assert_eq!(answer["snapshot"]["snapshot_id"], id.as_str());
+        assert_eq!(answer["snapshot"]["status"], "staged");
+        assert_eq!(answer["snapshot"]["row_count"], 2);
+        assert_eq!(answer["duplicate"], false);
+        let again = inventory(url, &import).await;
+        assert_eq!(again.code, 0, "{again:?}");
+        assert_eq!(json(&again)["duplicate"], true);
+
+        let reconciled = inventory(url, &["reconcile", "--snapshot", &id, "--json"]).await;
+        assert_eq!(reconciled.code, 0, "{reconciled:?}");
+        let report = json(&reconciled)[0]["report"].clone();
+        assert_eq!(report["counts"]["compared"], 2);
+        assert_eq!(report["counts"]["applied"], 1);
+        assert_eq!(report["counts"]["held"], 1);
+        assert_eq!(report["counts"]["safety_stock_set"], 1);
+        assert_eq!(report["largest_drifts"][0]["sku"], "sku-b");
+        assert_eq!(report["largest_drifts"][0]["drift"], 3);
+
+        let shown = inventory(url, &["reconciliation", "show", &id]).await;
+        assert_eq!(shown.code, 0, "{shown:?}");
+        assert!(shown.stdout.contains("reconciled"), "{shown:?}");
+        assert!(shown.stdout.contains("ENGINE_AT_AS_OF"), "{shown:?}");
+        assert!(shown.stdout.contains("held"), "{shown:?}");
+        let listed = inventory(url, &["reconciliation", "list"]).await;
+        assert_eq!(listed.code, 0, "{listed:?}");
+        assert!(listed.stdout.contains(&id), "{listed:?}");
+
+        let resolved = inventory(
+            url,
+            &[
+                "drift",
+                "resolve",
+                "--sku",
+                "sku-b",
+                "--location",
+                "dc",
+                "--snapshot",
+                &id,
+                "--apply",
+                "--json",
+            ],
+        )
+        .await;
+        assert_eq!(resolved.code, 0, "{resolved:?}");
+        assert_eq!(json(&resolved)["applied"], true);
+        let check = inventory(url, &["check", "--json", "sku-b", "dc"]).await;
+        assert_eq!(json(&check)["positions"][0]["on_hand"], 3, "{check:?}");
+        let again = inventory(
+            url,
+            &[
+                "drift",
+                "resolve",
+                "--sku",
+                "sku-a",
+                "--location",
+                "dc",
+                "--snapshot",
+                &id,
+                "--dismiss",
+            ],
+        )
+        .await;
+        assert_eq!(again.code, 1, "nothing held there: {again:?}");
+
+        let bad = dir.join("bad.csv");
+        std::fs::write(&bad, "sku,location,on_hand\nsku-c,dc,4\nsku-d,dc,lots\n").expect("written");
+        let bad = bad.to_str().expect("a UTF-8 path");
+        let refused = inventory(
+            url,
+            &[
+                "snapshot", "import", bad, "--as-of", &as_of, "--mode", "full",
+            ],
+        )
+        .await;
+        assert_eq!(refused.code, 2, "{refused:?}");
+        assert!(refused.stderr.contains("bad.csv:3"), "{refused:?}");
+        let listed = inventory(url, &["reconciliation", "list", "--json"]).await;
+        assert_eq!(
+            json(&listed).as_array().map(Vec::len),
+            Some(1),
+            "{listed:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

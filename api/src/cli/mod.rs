@@ -1,6 +1,7 @@
 //! The client subcommands of `inventory`: one per thing a person or a script asks a running
 //! server (`check`, `check-sku`, `reserve`, `commit`, `release`, `reservation`, `sales`,
-//! `returns`, `store-status`, `watch`).
+//! `returns`, `store-status`, `watch`, `snapshot import`, `reconcile`, `reconciliation show` /
+//! `list`, `drift resolve`).
 //!
 //! Each subcommand connects to `--server` (env `INVENTORY_SERVER`), makes its calls through the
 //! generated client and prints the answer on stdout: a table by default, JSON with `--json`
@@ -20,7 +21,8 @@
 //! Layout, top-down: this file holds what every subcommand shares (the [`ClientCmd`] enum and
 //! its dispatch, connection and client options, outcomes and exit codes); each family of
 //! subcommands has its own file (`reads.rs`: check, check-sku, reservation, store-status,
-//! watch; `holds.rs`: reserve, commit, release; `batches.rs`: sales and returns from files),
+//! watch; `holds.rs`: reserve, commit, release; `batches.rs`: sales and returns from files;
+//! `snapshots.rs`: ERP snapshot import, reconciliations and held drifts),
 //! on top of `parse.rs` (LINE, position and duration syntax), `files.rs` (reading JSON Lines
 //! and CSV files) and `output.rs` (tables, JSON, times). Adding a family of subcommands is a
 //! new file, a variant of [`ClientCmd`] and its arms in `ClientCmd::client` and
@@ -32,6 +34,7 @@ mod holds;
 mod output;
 mod parse;
 mod reads;
+mod snapshots;
 
 use batches::{RETURNS_HELP, ReturnsArgs, SALES_HELP, SalesArgs};
 use clap::{Args, Subcommand};
@@ -39,10 +42,11 @@ use holds::{CommitArgs, ReleaseArgs, ReserveArgs};
 use inv_proto::code_name;
 use inv_proto::v1 as pb;
 use output::print_json;
-use parse::parse_duration;
+pub(crate) use parse::parse_duration;
 use pb::inventory_client::InventoryClient;
 use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, StoreStatusArgs, WatchArgs};
 use serde_json::{Value, json};
+use snapshots::{DriftCmd, ReconcileArgs, ReconciliationCmd, SnapshotCmd};
 use std::process::ExitCode;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -58,7 +62,8 @@ Exit codes (client subcommands):
   2  usage error or invalid argument (bad flags, a malformed LINE, a bad file, a request the
      server found invalid)
   3  not found: unknown reservation, return or store
-  4  server unavailable: cannot connect, timed out, overloaded, fail-stopped or shutting down
+  4  server unavailable: cannot connect, timed out, overloaded, busy with another
+     reconciliation, fail-stopped or shutting down (retry later)
   5  any other error
 Batch commands (sales, returns, check --file) exit with the code of their first failed item.";
 
@@ -114,6 +119,18 @@ pub enum ClientCmd {
     /// Follow availability changes (until Ctrl-C, or --max-changes).
     #[command(after_help = EXIT_CODES_HELP)]
     Watch(WatchArgs),
+    /// ERP snapshots: `snapshot import FILE --as-of TIME --mode full|delta`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Reconcile staged snapshots now (all of them, or --snapshot ID) and print the reports.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reconcile(ReconcileArgs),
+    /// Reports of reconciliations: `reconciliation show ID`, `reconciliation list`.
+    #[command(subcommand)]
+    Reconciliation(ReconciliationCmd),
+    /// Drifts held for review: `drift resolve --sku --location --snapshot --apply|--dismiss`.
+    #[command(subcommand)]
+    Drift(DriftCmd),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,9 +155,10 @@ impl Exit {
             Code::FailedPrecondition | Code::AlreadyExists => Exit::Refused,
             Code::InvalidArgument | Code::OutOfRange => Exit::Usage,
             Code::NotFound => Exit::NotFound,
-            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
-                Exit::Unavailable
-            }
+            Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Aborted => Exit::Unavailable,
             _ => Exit::Other,
         }
     }
@@ -255,6 +273,10 @@ impl ClientCmd {
             ClientCmd::Returns(a) => &a.client,
             ClientCmd::StoreStatus(a) => &a.client,
             ClientCmd::Watch(a) => &a.client,
+            ClientCmd::Snapshot(c) => c.client(),
+            ClientCmd::Reconcile(a) => &a.client,
+            ClientCmd::Reconciliation(c) => c.client(),
+            ClientCmd::Drift(c) => c.client(),
         }
     }
 
@@ -270,6 +292,10 @@ impl ClientCmd {
             ClientCmd::Returns(a) => batches::returns(a).await,
             ClientCmd::StoreStatus(a) => reads::store_status(a).await,
             ClientCmd::Watch(a) => reads::watch(a).await,
+            ClientCmd::Snapshot(SnapshotCmd::Import(a)) => snapshots::import(a).await,
+            ClientCmd::Reconcile(a) => snapshots::reconcile(a).await,
+            ClientCmd::Reconciliation(c) => snapshots::reconciliation(c).await,
+            ClientCmd::Drift(c) => snapshots::drift(c).await,
         }
     }
 }
@@ -317,6 +343,7 @@ mod tests {
         assert_eq!(Exit::of(Code::NotFound), Exit::NotFound);
         assert_eq!(Exit::of(Code::Unavailable), Exit::Unavailable);
         assert_eq!(Exit::of(Code::ResourceExhausted), Exit::Unavailable);
+        assert_eq!(Exit::of(Code::Aborted), Exit::Unavailable);
         assert_eq!(Exit::of(Code::Internal), Exit::Other);
     }
 }
