@@ -80,8 +80,9 @@ pub struct ServerConfig {
     /// snapshot. A larger chunk is INVALID_ARGUMENT naming `chunk.rows`.
     #[arg(long, value_name = "N", default_value_t = SNAPSHOT_CHUNK_ROWS_MAX)]
     pub snapshot_chunk_rows_max: usize,
-    /// Largest chunk of a PushSnapshot stream, encoded, in bytes (at most --request-bytes-max,
-    /// which bounds every message). A larger chunk is INVALID_ARGUMENT naming `chunk`.
+    /// Largest chunk of a PushSnapshot stream, encoded, in bytes. A larger chunk is
+    /// INVALID_ARGUMENT naming `chunk`. (--request-bytes-max bounds every message before it is
+    /// read, so a chunk over that is refused by the transport instead.)
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     pub snapshot_chunk_bytes_max: usize,
 }
@@ -150,12 +151,6 @@ impl ServerConfig {
             return Err(ServeError::Config(format!(
                 "snapshot_chunk_rows_max must be at most {SNAPSHOT_CHUNK_ROWS_MAX}, got {}",
                 self.snapshot_chunk_rows_max
-            )));
-        }
-        if self.snapshot_chunk_bytes_max > self.request_bytes_max {
-            return Err(ServeError::Config(format!(
-                "snapshot_chunk_bytes_max ({}) must be at most request_bytes_max ({})",
-                self.snapshot_chunk_bytes_max, self.request_bytes_max
             )));
         }
         // tokio's semaphores hold at most this many permits.

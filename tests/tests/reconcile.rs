@@ -945,3 +945,68 @@ async fn a_large_snapshot_streams_and_reconciles_with_exact_counts() -> Result<(
         .context("the large snapshot test did not finish in 600 s")??;
     server.join().await
 }
+
+#[tokio::test]
+async fn reconciliation_metrics_count_runs_drift_rows_and_held_drifts() -> Result<()> {
+    // Goal: /metrics shows what the reconciliation did: one run reconciled (and one dry run),
+    // the positions drifted and their absolute drift, the rows staged, the time of the last
+    // success (server clock) and the drifts held now, which falls once one is resolved.
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with_metrics(dir.path()).await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        stock(&mut client, "r-1", "sku-a", 10).await?;
+        stock(&mut client, "r-2", "sku-b", 10).await?;
+        server.clock.advance_ms(1_000);
+        let rows = [
+            row("sku-a", DC, 9),
+            row("sku-b", DC, 4),
+            row("sku-c", DC, 0),
+        ];
+        push(
+            &mut client,
+            header("s-1", T0_MS + 500, pb::SnapshotMode::Delta),
+            &rows,
+        )
+        .await?;
+        reconcile(&mut client, "s-1", true).await?;
+        reconcile(&mut client, "s-1", false).await?;
+        let value = |text: &str, series: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        };
+        let text = server.scrape().await?;
+        for (series, expected) in [
+            (
+                r#"inventory_reconciliations_total{result="reconciled"}"#,
+                1.0,
+            ),
+            (r#"inventory_reconciliations_total{result="dry_run"}"#, 1.0),
+            (r#"inventory_reconciliations_total{result="failed"}"#, 0.0),
+            ("inventory_reconcile_positions_drifted_total", 2.0),
+            ("inventory_reconcile_drift_units_total", 7.0),
+            ("inventory_snapshot_rows_staged_total", 3.0),
+            ("inventory_reconcile_drifts_held", 1.0),
+            (
+                "inventory_reconcile_last_success_timestamp_seconds",
+                (T0_MS + 1_000) as f64 / 1_000.0,
+            ),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+        }
+        client
+            .resolve_drift(pb::ResolveDriftRequest {
+                snapshot_id: "s-1".into(),
+                sku: "sku-b".into(),
+                location: DC.into(),
+                action: pb::DriftAction::Dismiss as i32,
+            })
+            .await?;
+        let text = server.scrape().await?;
+        assert_eq!(value(&text, "inventory_reconcile_drifts_held"), Some(0.0));
+        anyhow::Ok(())
+    })
+    .await?;
+    server.join().await
+}
