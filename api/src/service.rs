@@ -8,7 +8,9 @@
 //! log and becomes durable with the rest, and a retry gets the recorded answer.
 //!
 //! Reads (`Check`, `CheckSku`, `GetReservation`, `StoreStatus`) take one short engine lock
-//! each and never wait for the log, so they run inline.
+//! each and never wait for the log, so they run inline. The reconciliation RPCs are in
+//! `reconcile`; their reads (reports from the snapshot store, held drifts) run on the blocking
+//! pool.
 //!
 //! Every write goes through `pipeline`, which the `Session` stream and the bulk lane use too,
 //! so each kind of request is answered alike on every path.
@@ -277,20 +279,18 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::GetReconciliationReportRequest>,
     ) -> Result<Response<pb::GetReconciliationReportResponse>, Status> {
-        Ok(Response::new(reconcile::get_report(
-            &self.shared,
-            request.into_inner(),
-        )?))
+        let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
+        let answer = blocking(move || reconcile::get_report(&shared, request)).await?;
+        Ok(Response::new(answer))
     }
 
     async fn list_reconciliations(
         &self,
         request: Request<pb::ListReconciliationsRequest>,
     ) -> Result<Response<pb::ListReconciliationsResponse>, Status> {
-        Ok(Response::new(reconcile::list(
-            &self.shared,
-            request.into_inner(),
-        )?))
+        let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
+        let answer = blocking(move || reconcile::list(&shared, request)).await?;
+        Ok(Response::new(answer))
     }
 
     async fn resolve_drift(
@@ -300,4 +300,23 @@ impl Inventory for InventoryService {
         let answer = reconcile::resolve_drift(&self.shared, request.into_inner()).await?;
         Ok(Response::new(answer))
     }
+
+    async fn list_held_drifts(
+        &self,
+        request: Request<pb::ListHeldDriftsRequest>,
+    ) -> Result<Response<pb::ListHeldDriftsResponse>, Status> {
+        let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
+        let answer = blocking(move || reconcile::list_held(&shared, request)).await?;
+        Ok(Response::new(answer))
+    }
+}
+
+/// Runs a read of the snapshot store (or of every held drift) on the blocking pool: a page of
+/// reports is a few disk reads, not worth a worker's time.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| crate::status::join_error(&e))?
 }

@@ -539,6 +539,92 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_and_reconciliation_errors_map_to_their_codes_naming_the_field() {
+        use inv_engine::reconcile::SnapshotInvalid;
+        let cases = [
+            (
+                push_error(&PushError::Invalid(SnapshotInvalid {
+                    field: "as_of_ms".into(),
+                    reason: "older than the history".into(),
+                })),
+                Code::InvalidArgument,
+                ErrorReason::InvalidField,
+                "header.as_of_ms",
+            ),
+            (
+                push_error(&PushError::Invalid(SnapshotInvalid {
+                    field: "rows[7].sku".into(),
+                    reason: "must not be empty".into(),
+                })),
+                Code::InvalidArgument,
+                ErrorReason::InvalidField,
+                "rows[7].sku",
+            ),
+            (
+                push_error(&PushError::Conflict {
+                    snapshot_id: "s".into(),
+                    field: "rows".into(),
+                }),
+                Code::AlreadyExists,
+                ErrorReason::KeyReused,
+                "rows",
+            ),
+            (
+                push_error(&PushError::Incomplete("checksum differs".into())),
+                Code::InvalidArgument,
+                ErrorReason::SnapshotIncomplete,
+                "summary.checksum",
+            ),
+            (
+                store_error(&StoreError::UploadInProgress("s".into())),
+                Code::Aborted,
+                ErrorReason::SnapshotUploadInProgress,
+                "header.snapshot_id",
+            ),
+            (
+                reconcile_error(&ReconcileError::NotFound("s".into())),
+                Code::NotFound,
+                ErrorReason::SnapshotNotFound,
+                "snapshot_id",
+            ),
+            (
+                reconcile_error(&ReconcileError::TooOld {
+                    snapshot_id: "s".into(),
+                    history_start_ms: 5,
+                }),
+                Code::FailedPrecondition,
+                ErrorReason::SnapshotTooOld,
+                "snapshot_id",
+            ),
+            (
+                refused(&Refusal::DriftNotHeld {
+                    snapshot_id: "s".into(),
+                    sku: "a".into(),
+                    location: "b".into(),
+                }),
+                Code::FailedPrecondition,
+                ErrorReason::DriftNotHeld,
+                "snapshot_id",
+            ),
+        ];
+        for (failure, code, reason, field) in cases {
+            assert_eq!(
+                (failure.code, failure.reason),
+                (code, reason),
+                "{failure:?}"
+            );
+            assert_eq!(failure.violations[0].field, field, "{failure:?}");
+            let status = Status::from(failure);
+            assert_eq!(status.code(), code);
+        }
+        let busy = Failure::reconciliation_in_progress();
+        assert_eq!(
+            (busy.code, busy.reason),
+            (Code::Aborted, ErrorReason::ReconciliationInProgress)
+        );
+    }
+
+    #[test]
     fn item_fields_are_placed_under_their_item() {
         let failure = Failure::invalid_field("lines[0].qty", "must be greater than zero")
             .map_fields(|f| format!("sales[3].{f}"));

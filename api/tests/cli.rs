@@ -394,6 +394,10 @@ async fn a_snapshot_csv_imports_reconciles_and_its_held_drift_resolves() {
         assert_eq!(listed.code, 0, "{listed:?}");
         assert!(listed.stdout.contains(&id), "{listed:?}");
 
+        let held = inventory(url, &["drift", "list", "--json"]).await;
+        assert_eq!(held.code, 0, "{held:?}");
+        assert_eq!(json(&held)["total"], 1);
+        assert_eq!(json(&held)["drifts"][0]["sku"], "sku-b");
         let resolved = inventory(
             url,
             &[

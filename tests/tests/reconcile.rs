@@ -411,7 +411,8 @@ async fn a_full_snapshot_counts_omitted_positions_in_scope_as_zero() -> Result<(
 
 #[tokio::test]
 async fn a_held_drift_is_resolved_once_and_idempotently() -> Result<()> {
-    // Goal: a drift beyond the tolerance is held; ResolveDrift APPLY corrects on_hand by it, a
+    // Goal: a drift beyond the tolerance is held and listed by ListHeldDrifts; ResolveDrift
+    // APPLY corrects on_hand by it (and it is no longer listed), a
     // retry answers the same (duplicate), the other action under the same key is
     // ALREADY_EXISTS naming `action`, and a position with nothing held is DRIFT_NOT_HELD.
     let dir = tempfile::tempdir()?;
@@ -429,6 +430,24 @@ async fn a_held_drift_is_resolved_once_and_idempotently() -> Result<()> {
         let done = reconcile(&mut client, "s-1", false).await?;
         assert_eq!(counts(&done)?.held, 1);
         assert_eq!(on_hand(&mut client, "sku-a", DC).await?, 100);
+        let held = client
+            .list_held_drifts(pb::ListHeldDriftsRequest {
+                snapshot_id: "s-1".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(held.total, 1);
+        let drift = &held.drifts[0];
+        assert_eq!(
+            (
+                drift.sku.as_str(),
+                drift.erp_on_hand,
+                drift.engine_on_hand_at,
+                drift.drift
+            ),
+            ("sku-a", 80, 100, -20)
+        );
 
         let resolve = |action: pb::DriftAction| pb::ResolveDriftRequest {
             snapshot_id: "s-1".into(),
@@ -445,6 +464,11 @@ async fn a_held_drift_is_resolved_once_and_idempotently() -> Result<()> {
             (-20, true, false)
         );
         assert_eq!(on_hand(&mut client, "sku-a", DC).await?, 80);
+        let held = client
+            .list_held_drifts(pb::ListHeldDriftsRequest::default())
+            .await?
+            .into_inner();
+        assert_eq!(held.total, 0, "resolved: no longer held");
         let retry = client
             .resolve_drift(resolve(pb::DriftAction::Apply))
             .await?
@@ -932,6 +956,30 @@ async fn a_large_snapshot_streams_and_reconciles_with_exact_counts() -> Result<(
         );
         assert_eq!(c.drift_abs_total, drift_abs);
         assert_eq!(done.report.context("report")?.largest_drifts.len(), 20);
+        // Every held drift is listed once, a page at a time, by position.
+        let mut listed = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_held_drifts(pb::ListHeldDriftsRequest {
+                    snapshot_id: "big".into(),
+                    page_size: 1_000,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(page.total, drifted - applied);
+            listed.extend(page.drifts.into_iter().map(|d| (d.sku, d.location)));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(listed.len() as u64, drifted - applied);
+        assert!(
+            listed.windows(2).all(|w| w[0] < w[1]),
+            "by position, once each"
+        );
         eprintln!(
             "{rows_total} rows: pushed in {push_elapsed:?} ({:.0} rows/s), reconciled in \
              {reconcile_elapsed:?}",

@@ -1,7 +1,7 @@
 //! The client subcommands of `inventory`: one per thing a person or a script asks a running
 //! server (`check`, `check-sku`, `reserve`, `commit`, `release`, `reservation`, `sales`,
 //! `returns`, `store-status`, `watch`, `snapshot import`, `reconcile`, `reconciliation show` /
-//! `list`, `drift resolve`).
+//! `list`, `drift list` / `resolve`).
 //!
 //! Each subcommand connects to `--server` (env `INVENTORY_SERVER`), makes its calls through the
 //! generated client and prints the answer on stdout: a table by default, JSON with `--json`
@@ -128,7 +128,8 @@ pub enum ClientCmd {
     /// Reports of reconciliations: `reconciliation show ID`, `reconciliation list`.
     #[command(subcommand)]
     Reconciliation(ReconciliationCmd),
-    /// Drifts held for review: `drift resolve --sku --location --snapshot --apply|--dismiss`.
+    /// Drifts held for review: `drift list`, `drift resolve --sku --location --snapshot
+    /// --apply|--dismiss`.
     #[command(subcommand)]
     Drift(DriftCmd),
 }

@@ -145,8 +145,23 @@ pub struct ListArgs {
 /// `drift ...`.
 #[derive(Subcommand, Debug)]
 pub enum DriftCmd {
+    /// The drifts held for review now, by position.
+    List(HeldArgs),
     /// Apply or dismiss a drift a reconciliation held for review.
     Resolve(ResolveArgs),
+}
+
+/// `drift list`.
+#[derive(Args, Debug)]
+pub struct HeldArgs {
+    /// Only this snapshot's [default: every snapshot's].
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Most drifts listed (pages are fetched as needed).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 /// `drift resolve`.
@@ -192,6 +207,7 @@ impl ReconciliationCmd {
 impl DriftCmd {
     pub(super) fn client(&self) -> &ClientOpts {
         match self {
+            DriftCmd::List(a) => &a.client,
             DriftCmd::Resolve(a) => &a.client,
         }
     }
@@ -609,7 +625,10 @@ pub(super) async fn reconciliation(command: ReconciliationCmd) -> Outcome {
 }
 
 pub(super) async fn drift(command: DriftCmd) -> Outcome {
-    let DriftCmd::Resolve(args) = command;
+    let args = match command {
+        DriftCmd::List(args) => return list_held(args).await,
+        DriftCmd::Resolve(args) => args,
+    };
     let action = if args.apply {
         pb::DriftAction::Apply
     } else {
@@ -645,6 +664,70 @@ pub(super) async fn drift(command: DriftCmd) -> Outcome {
             resolved.lsn,
             super::output::duplicate_note(resolved.duplicate)
         );
+    }
+    Ok(Exit::Success)
+}
+
+async fn list_held(args: HeldArgs) -> Outcome {
+    let mut client = connect(&args.client, true).await?;
+    let mut held = Vec::new();
+    let mut total = 0;
+    let mut page_token = String::new();
+    while held.len() < args.limit {
+        let page = client
+            .list_held_drifts(pb::ListHeldDriftsRequest {
+                snapshot_id: args.snapshot.clone().unwrap_or_default(),
+                page_size: (args.limit - held.len()).min(1_000) as u32,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        total = page.total;
+        held.extend(page.drifts);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if args.client.json {
+        print_json(&json!({
+            "total": total,
+            "drifts": held.iter().map(|h| json!({
+                "snapshot_id": h.snapshot_id, "sku": h.sku, "location": h.location,
+                "as_of_ms": h.as_of_ms, "erp_on_hand": h.erp_on_hand,
+                "engine_on_hand_at": h.engine_on_hand_at, "drift": h.drift, "lsn": h.lsn,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(Exit::Success);
+    }
+    let rows: Vec<Vec<String>> = held
+        .iter()
+        .map(|h| {
+            vec![
+                h.sku.clone(),
+                h.location.clone(),
+                h.snapshot_id.clone(),
+                format_utc_ms(h.as_of_ms),
+                h.erp_on_hand.to_string(),
+                h.engine_on_hand_at.to_string(),
+                format!("{:+}", h.drift),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "SKU",
+            "LOCATION",
+            "SNAPSHOT",
+            "AS_OF",
+            "ERP",
+            "ENGINE_AT_AS_OF",
+            "DRIFT",
+        ],
+        &rows,
+    );
+    if (held.len() as u64) < total {
+        println!("{} of {total} held drifts listed (--limit)", held.len());
     }
     Ok(Exit::Success)
 }

@@ -9,7 +9,7 @@ use inv_engine::reconcile::{
     DriftLine, Report, SnapshotHeader, SnapshotMode, SnapshotRow, SnapshotScope, SnapshotStatus,
     StoredSnapshot,
 };
-use inv_engine::{Command, DriftAction, Location, ResolveDrift, Sku, SnapshotId};
+use inv_engine::{Command, DriftAction, HeldDriftView, Location, ResolveDrift, Sku, SnapshotId};
 use inv_proto::v1 as pb;
 
 pub fn header(header: pb::SnapshotHeader) -> Result<SnapshotHeader, Failure> {
@@ -165,6 +165,43 @@ pub fn parse_page_token(token: &str) -> Result<(u64, SnapshotId), Failure> {
         })
 }
 
+/// The page token after a position of a by-position listing: `LEN:SKU LOCATION`, the sku's
+/// length in bytes first, so neither id needs escaping.
+pub fn position_token(sku: &str, location: &str) -> String {
+    format!("{}:{sku}{location}", sku.len())
+}
+
+/// A position token's (sku, location).
+pub fn parse_position_token(token: &str) -> Result<(String, String), Failure> {
+    token
+        .split_once(':')
+        .and_then(|(len, rest)| {
+            let len: usize = len.parse().ok()?;
+            let sku = rest.get(..len)?;
+            let location = rest.get(len..)?;
+            Some((sku.to_owned(), location.to_owned()))
+        })
+        .ok_or_else(|| {
+            Failure::invalid_field(
+                "page_token",
+                "not a token this server gave (send it as given)",
+            )
+        })
+}
+
+pub fn held_drift(held: &HeldDriftView) -> pb::HeldDrift {
+    pb::HeldDrift {
+        snapshot_id: held.snapshot_id.to_string(),
+        sku: held.sku.to_string(),
+        location: held.location.to_string(),
+        as_of_ms: held.as_of_ms,
+        erp_on_hand: held.erp_on_hand,
+        engine_on_hand_at: held.engine_on_hand_at,
+        drift: held.drift,
+        lsn: held.lsn.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +227,10 @@ mod tests {
         let (at, id) = parse_page_token(&page_token(&snapshot)).expect("parses");
         assert_eq!((at, id.as_str()), (42, "erp:2026-12-03"));
         assert!(parse_page_token("nonsense").is_err());
+        let token = position_token("sku:1", "dc:2");
+        let (sku, location) = parse_position_token(&token).expect("parses");
+        assert_eq!((sku.as_str(), location.as_str()), ("sku:1", "dc:2"));
+        assert!(parse_position_token("99:ab").is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod push;
 mod run;
 
 pub(crate) use push::push;
-pub(crate) use run::{get_report, list, reconcile, resolve_drift, schedule};
+pub(crate) use run::{get_report, list, list_held, reconcile, resolve_drift, schedule};
 
 use inv_engine::reconcile::{MemSnapshotStore, SnapshotStore, TolerancePolicy};
 use std::sync::Arc;

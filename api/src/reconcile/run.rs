@@ -26,6 +26,9 @@ const BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// Most entries in one ListReconciliations answer, and the default.
 const LIST_PAGE_MAX: usize = 1_000;
 const LIST_PAGE_DEFAULT: usize = 50;
+/// Most entries in one ListHeldDrifts answer, and the default.
+const HELD_PAGE_MAX: usize = 1_000;
+const HELD_PAGE_DEFAULT: usize = 100;
 /// Snapshots looked at when listing the staged ones (the store keeps at most 10,000).
 const STAGED_SCAN_MAX: usize = 10_000;
 
@@ -330,5 +333,48 @@ pub(crate) fn list(
             .map(|s| convert::reconciliation(s, None))
             .collect(),
         next_page_token,
+    })
+}
+
+pub(crate) fn list_held(
+    shared: &Shared,
+    request: pb::ListHeldDriftsRequest,
+) -> Result<pb::ListHeldDriftsResponse, Failure> {
+    let page_size = match request.page_size as usize {
+        0 => HELD_PAGE_DEFAULT,
+        n if n > HELD_PAGE_MAX => {
+            return Err(Failure::invalid_field(
+                "page_size",
+                format!("at most {HELD_PAGE_MAX}"),
+            ));
+        }
+        n => n,
+    };
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        Some(convert::parse_position_token(&request.page_token)?)
+    };
+    let snapshot = (!request.snapshot_id.is_empty()).then_some(request.snapshot_id.as_str());
+    // The ledger answers every held drift (by position); this pages through them.
+    let held = shared.engine.ledger().held_drifts(snapshot);
+    let total = held.len() as u64;
+    let start = match &after {
+        None => 0,
+        Some((sku, location)) => held.partition_point(|h| {
+            (h.sku.as_str(), h.location.as_str()) <= (sku.as_str(), location.as_str())
+        }),
+    };
+    let page = &held[start.min(held.len())..(start + page_size).min(held.len())];
+    let next_page_token = match page.last() {
+        Some(last) if start + page.len() < held.len() => {
+            convert::position_token(last.sku.as_str(), last.location.as_str())
+        }
+        _ => String::new(),
+    };
+    Ok(pb::ListHeldDriftsResponse {
+        drifts: page.iter().map(convert::held_drift).collect(),
+        next_page_token,
+        total,
     })
 }
