@@ -113,6 +113,18 @@ enum RunError {
     Run(Failure),
 }
 
+impl RunError {
+    /// Whether a reconciliation started and could not finish (counted as `failed`), as opposed
+    /// to a call that named nothing to run (an unknown or already reconciled snapshot) or a
+    /// run stopped by shutdown (it resumes after the restart).
+    fn is_failed_run(&self) -> bool {
+        match self {
+            RunError::Snapshot(failure) => failure.reason == pb::ErrorReason::SnapshotTooOld,
+            RunError::Run(failure) => failure.reason != pb::ErrorReason::ShuttingDown,
+        }
+    }
+}
+
 impl From<RunError> for Failure {
     fn from(error: RunError) -> Failure {
         match error {
@@ -197,7 +209,9 @@ async fn run_one(
     let report = match outcome {
         Ok(report) => report,
         Err(error) => {
-            metrics.observe_failed();
+            if error.is_failed_run() {
+                metrics.observe_failed();
+            }
             return Err(error);
         }
     };
