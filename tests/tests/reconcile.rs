@@ -1058,3 +1058,46 @@ async fn reconciliation_metrics_count_runs_drift_rows_and_held_drifts() -> Resul
     .await?;
     server.join().await
 }
+
+#[tokio::test]
+async fn a_correction_reaches_the_change_feed_as_reconciled() -> Result<()> {
+    // Goal: WatchAvailability streams the change a reconciliation causes like any other, with
+    // cause RECONCILED and the corrected numbers.
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await?;
+    bounded(async {
+        use tokio_stream::StreamExt;
+        let mut client = server.client.clone();
+        stock(&mut client, "r-1", "sku-a", 10).await?;
+        server.clock.advance_ms(1_000);
+        push(
+            &mut client,
+            header("s-1", T0_MS + 500, pb::SnapshotMode::Delta),
+            &[row("sku-a", DC, 8)],
+        )
+        .await?;
+        reconcile(&mut client, "s-1", false).await?;
+        let mut feed = client
+            .watch_availability(pb::WatchAvailabilityRequest {
+                skus: vec!["sku-a".into()],
+                locations: Vec::new(),
+                after_lsn: Some(0),
+            })
+            .await?
+            .into_inner();
+        loop {
+            let batch = feed.next().await.context("the feed ended")??;
+            if let Some(change) = batch
+                .changes
+                .iter()
+                .find(|c| c.cause == pb::ChangeCause::Reconciled as i32)
+            {
+                assert_eq!(change.position.as_ref().map(|p| p.on_hand), Some(8));
+                break;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await?;
+    server.join().await
+}
