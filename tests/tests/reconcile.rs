@@ -1101,3 +1101,87 @@ async fn a_correction_reaches_the_change_feed_as_reconciled() -> Result<()> {
     .await?;
     server.join().await
 }
+
+#[tokio::test]
+async fn a_reconciliation_cut_short_by_shutdown_resumes_after_restart_applying_nothing_twice()
+-> Result<()> {
+    // Goal: a server shut down in the middle of a reconciliation stops it between two steps
+    // (the call answers UNAVAILABLE) and leaves the snapshot RECONCILING; after a restart over
+    // the same folder the same Reconcile finishes it, the positions corrected before the
+    // shutdown answer with their first outcome, and every position is corrected exactly once.
+    // 50,000 positions each drift by +1 (applied), so the run is long enough to cut short.
+    const ROWS: usize = 50_000;
+    let dir = tempfile::tempdir()?;
+    let mut server = TestServer::start(dir.path()).await?;
+    let rows: Vec<pb::SnapshotRow> = (0..ROWS)
+        .map(|i| row(&format!("sku-{i:05}"), DC, 1))
+        .collect();
+    let body = async {
+        let mut client = server.client.clone();
+        push(
+            &mut client,
+            header("s-1", T0_MS, pb::SnapshotMode::Delta),
+            &rows,
+        )
+        .await?;
+        let mut first = client.clone();
+        let run = tokio::spawn(async move { reconcile(&mut first, "s-1", false).await });
+        loop {
+            let status = report(&mut client, "s-1").await?.status;
+            if status == pb::SnapshotStatus::Reconciling as i32 || run.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        anyhow::Ok(run)
+    };
+    let run = tokio::time::timeout(Duration::from_secs(120), body).await??;
+    server.begin_shutdown();
+    let cut_short = run.await?;
+    let status = cut_short.expect_err("the run was cut short by the shutdown");
+    assert!(
+        format!("{status:#}").contains("shutting down"),
+        "{status:#}"
+    );
+    server.join().await?;
+
+    let server = TestServer::start(dir.path()).await?;
+    let body = async {
+        let mut client = server.client.clone();
+        assert_eq!(
+            report(&mut client, "s-1").await?.status,
+            pb::SnapshotStatus::Reconciling as i32
+        );
+        let done = reconcile(&mut client, "s-1", false).await?;
+        let c = counts(&done)?;
+        assert_eq!(
+            (c.compared, c.applied, c.held),
+            (ROWS as u64, ROWS as u64, 0)
+        );
+        for chunk in rows.chunks(1_000) {
+            let positions = chunk
+                .iter()
+                .map(|r| pb::Position {
+                    sku: r.sku.clone(),
+                    location: r.location.clone(),
+                })
+                .collect();
+            let checked = client
+                .check(pb::CheckRequest { positions })
+                .await?
+                .into_inner();
+            for result in checked.results {
+                match result.result {
+                    Some(pb::check_result::Result::Availability(a)) => {
+                        assert_eq!(a.on_hand, 1, "{} corrected once", a.sku)
+                    }
+                    other => bail!("check answered {other:?}"),
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(120), body).await??;
+    server.join().await
+}
