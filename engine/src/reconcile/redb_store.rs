@@ -138,18 +138,21 @@ fn decode(bytes: &[u8]) -> Result<StoredSnapshot, ::redb::Error> {
 impl SnapshotStore for RedbSnapshotStore {
     fn begin_upload(&self, snapshot_id: &SnapshotId) -> Result<(), StoreError> {
         let id = snapshot_id.as_str();
-        let started = self.write(Durability::Immediate, |txn| {
+        // In the same write transaction as the upload's entry, not only the caller's `get`
+        // before it: a push of the same id that finished in between would otherwise get
+        // this upload's rows mixed into its own, and its record overwritten.
+        let refused = self.write(Durability::Immediate, |txn| {
+            if txn.open_table(SNAPSHOTS)?.get(id)?.is_some() {
+                return Ok(Some(StoreError::AlreadyStored(id.to_owned())));
+            }
             let mut uploads = txn.open_table(UPLOADS)?;
             if uploads.get(id)?.is_some() {
-                return Ok(false);
+                return Ok(Some(StoreError::UploadInProgress(id.to_owned())));
             }
             uploads.insert(id, 0)?;
-            Ok(true)
+            Ok(None)
         })?;
-        if !started {
-            return Err(StoreError::UploadInProgress(id.to_owned()));
-        }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     fn put_rows(

@@ -218,7 +218,17 @@ impl<'e> Reconciliation<'e> {
     /// Ends the run: waits until what it applied is durable, stops the tap, and stores the
     /// report (not for a dry run).
     pub fn finish(mut self) -> Result<Report, ReconcileError> {
-        while self.step(usize::MAX)? {}
+        // A full log queue is back-pressure, not failure: wait it out here. Returned as an
+        // error, it would drop the run (`finish` takes it) with the snapshot left
+        // `Reconciling` and the caller holding nothing to step again.
+        loop {
+            match self.step(usize::MAX) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(ReconcileError::Busy) => std::thread::yield_now(),
+                Err(error) => return Err(error),
+            }
+        }
         if self.appended > Lsn::ZERO {
             self.engine.wait_durable(self.appended)?;
         }

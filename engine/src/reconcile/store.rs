@@ -24,6 +24,10 @@ pub enum StoreError {
     /// The same snapshot id is being uploaded by another push right now.
     #[error("snapshot {0} is being pushed by another stream")]
     UploadInProgress(String),
+    /// The snapshot is stored already (another push of the id finished first): an upload
+    /// must not write over its rows. A push answers it as a retry (`Push::begin`).
+    #[error("snapshot {0} is stored already")]
+    AlreadyStored(String),
     /// A position appears twice in one snapshot; `index` is the second row's.
     #[error("rows[{index}]: position ({sku}, {location}) appears more than once")]
     DuplicateRow {
@@ -39,7 +43,7 @@ pub enum StoreError {
 pub type PositionKey = (Sku, Location);
 
 pub trait SnapshotStore: Send + Sync {
-    /// Starts an upload of `snapshot_id`, which must not be stored yet.
+    /// Starts an upload of `snapshot_id`; refused (`AlreadyStored`) if it is stored.
     fn begin_upload(&self, snapshot_id: &SnapshotId) -> Result<(), StoreError>;
     /// Writes rows `first_index..` of an upload; refuses a position written before.
     fn put_rows(
@@ -102,6 +106,12 @@ impl MemSnapshotStore {
 impl SnapshotStore for MemSnapshotStore {
     fn begin_upload(&self, snapshot_id: &SnapshotId) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        // Checked here, under the lock, and not only by the caller's `get` before: a push
+        // of the same id that finished in between would otherwise have its rows deleted
+        // (and its record overwritten by this upload's finish).
+        if state.snapshots.contains_key(snapshot_id) {
+            return Err(StoreError::AlreadyStored(snapshot_id.to_string()));
+        }
         if !state.uploads.insert(snapshot_id.clone()) {
             return Err(StoreError::UploadInProgress(snapshot_id.to_string()));
         }
