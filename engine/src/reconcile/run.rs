@@ -10,6 +10,15 @@
 //! `Reconcile` (or, in a dry run, a preview). A restart in the middle resumes from the start:
 //! positions already reconciled answer with their first outcome (their key), and count as
 //! before.
+//!
+//! A run is refused before it touches anything when:
+//! - its `as_of` is older than the history window at the time it runs (`TooOld`; it may
+//!   have aged out while staged), the snapshot then marked failed;
+//! - a snapshot counted later over an overlapping scope was reconciled already
+//!   (`Superseded`; marked failed): that count's corrections are dated at its later time,
+//!   so this older count would find, and apply, the same drift again. Snapshots are
+//!   reconciled in `as_of` order;
+//! - another run is in progress (`AlreadyRunning`): each needs the ledger's tap to itself.
 
 use super::TolerancePolicy;
 use super::report::{DriftLine, Report, SnapshotStatus, StoredSnapshot};
