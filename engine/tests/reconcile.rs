@@ -8,6 +8,7 @@
 //! The clock is a `ManualClock`; restarts use a real `RedbLog` and `RedbSnapshotStore` in a
 //! temporary folder.
 
+use inv_engine::reconcile::store::SNAPSHOTS_KEPT_MAX;
 use inv_engine::reconcile::*;
 use inv_engine::testing::commands::{adjust, commit, release, reserve, sale};
 use inv_engine::*;
@@ -1290,4 +1291,79 @@ fn reports_are_listed_newest_first_in_pages_and_survive_a_restart() {
         ]
     );
     close_durable(d);
+}
+
+#[test]
+fn a_full_snapshot_whose_rows_went_missing_empties_nothing() {
+    // Goal: regression. A FULL snapshot counts every position in scope that it does not
+    // list as 0. If its rows were gone from the store (forgotten to make room while it was
+    // being reconciled, before that was fixed), the run found no rows and set every
+    // position in scope to 0. The run now checks it read as many rows as the push counted.
+    let r = rig();
+    r.ok(adjust("a1", "sku-1", DC1, 10));
+    r.ok(adjust("a2", "sku-2", DC1, 10));
+    let as_of = r.clock.now_ms();
+    r.clock.advance_ms(1_000);
+    r.push(
+        full("s1", as_of),
+        &[row("sku-1", DC1, 10), row("sku-2", DC1, 10)],
+    )
+    .expect("staged");
+    r.store
+        .drop_rows(&SnapshotId::from("s1"))
+        .expect("rows dropped");
+    let head = r.engine.head_lsn();
+    let error = r.reconcile("s1", apply_all()).expect_err("refused");
+    assert!(
+        matches!(&error, ReconcileError::Unexpected(reason) if reason.contains("0 of")),
+        "{error:?}"
+    );
+    assert_eq!(r.engine.head_lsn(), head, "nothing applied");
+    assert_eq!(r.on_hand("sku-1", DC1), 10);
+    assert_eq!(r.on_hand("sku-2", DC1), 10);
+}
+
+#[test]
+fn the_store_forgets_only_finished_snapshots_and_refuses_a_push_when_full_of_staged_ones() {
+    // Goal: regression. Beyond `SNAPSHOTS_KEPT_MAX` the store forgot the oldest snapshot
+    // whatever its state: a staged count was lost, and a snapshot being reconciled lost
+    // its rows mid-run. Now only reconciled or failed snapshots are forgotten, and while the
+    // limit is all staged snapshots a push is refused with a reason. Method: the limit of
+    // staged (empty DELTA) snapshots, one more refused; one reconciled, then a push
+    // succeeds and forgets that one, not a staged one.
+    let r = rig();
+    let as_of = r.clock.now_ms();
+    r.clock.advance_ms(1_000);
+    for i in 0..SNAPSHOTS_KEPT_MAX {
+        r.push(delta(&format!("s{i:05}"), as_of), &[])
+            .expect("staged");
+    }
+    let error = r.push(delta("one-more", as_of), &[]).expect_err("full");
+    assert_eq!(
+        error,
+        PushError::Store(StoreError::Full(SNAPSHOTS_KEPT_MAX))
+    );
+    r.clock.advance_ms(1_000);
+    r.reconcile("s05000", apply_all()).expect("runs");
+    r.push(delta("one-more", as_of), &[]).expect("room now");
+    assert_eq!(
+        r.store.get("s05000"),
+        Ok(None),
+        "the finished one is forgotten"
+    );
+    assert!(
+        r.store.get("s00000").expect("reads").is_some(),
+        "the oldest staged one is kept"
+    );
+    assert_eq!(
+        r.store.list(None, usize::MAX).expect("lists").len(),
+        SNAPSHOTS_KEPT_MAX
+    );
+    let error = r
+        .push(delta("and-another", as_of), &[])
+        .expect_err("full again");
+    assert_eq!(
+        error,
+        PushError::Store(StoreError::Full(SNAPSHOTS_KEPT_MAX))
+    );
 }

@@ -142,9 +142,20 @@ impl SnapshotStore for RedbSnapshotStore {
         // before it: a push of the same id that finished in between would otherwise get
         // this upload's rows mixed into its own, and its record overwritten.
         let refused = self.write(Durability::Immediate, |txn| {
-            if txn.open_table(SNAPSHOTS)?.get(id)?.is_some() {
+            let snapshots = txn.open_table(SNAPSHOTS)?;
+            if snapshots.get(id)?.is_some() {
                 return Ok(Some(StoreError::AlreadyStored(id.to_owned())));
             }
+            let mut unfinished = 0;
+            for entry in snapshots.iter()? {
+                if !decode(entry?.1.value())?.finished() {
+                    unfinished += 1;
+                }
+            }
+            if unfinished >= SNAPSHOTS_KEPT_MAX {
+                return Ok(Some(StoreError::Full(unfinished)));
+            }
+            drop(snapshots);
             let mut uploads = txn.open_table(UPLOADS)?;
             if uploads.get(id)?.is_some() {
                 return Ok(Some(StoreError::UploadInProgress(id.to_owned())));
@@ -194,19 +205,35 @@ impl SnapshotStore for RedbSnapshotStore {
                 .insert(id, encode(snapshot)?.as_slice())?;
             let mut order = txn.open_table(STAGED_ORDER)?;
             order.insert((snapshot.staged_at_ms, id), ())?;
-            // Forget the oldest beyond the limit, rows and all.
-            while order.len()? > SNAPSHOTS_KEPT_MAX as u64 {
-                let Some((at, old)) = order
-                    .first()?
-                    .map(|(k, _)| (k.value().0, k.value().1.to_owned()))
-                else {
-                    break;
-                };
-                order.remove((at, old.as_str()))?;
-                txn.open_table(SNAPSHOTS)?.remove(old.as_str())?;
-                let (start, end) = row_range(&old);
-                txn.open_table(ROWS)?
-                    .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+            // Forget the oldest finished ones beyond the limit, rows and all (see
+            // `SNAPSHOTS_KEPT_MAX`: never one that is staged or being reconciled).
+            let excess = order.len()?.saturating_sub(SNAPSHOTS_KEPT_MAX as u64);
+            if excess > 0 {
+                let mut forget = Vec::new();
+                {
+                    let snapshots = txn.open_table(SNAPSHOTS)?;
+                    for entry in order.iter()? {
+                        if forget.len() as u64 >= excess {
+                            break;
+                        }
+                        let (key, _) = entry?;
+                        let (at, old) = (key.value().0, key.value().1.to_owned());
+                        let finished = match snapshots.get(old.as_str())? {
+                            Some(value) => decode(value.value())?.finished(),
+                            None => true,
+                        };
+                        if finished {
+                            forget.push((at, old));
+                        }
+                    }
+                }
+                for (at, old) in forget {
+                    order.remove((at, old.as_str()))?;
+                    txn.open_table(SNAPSHOTS)?.remove(old.as_str())?;
+                    let (start, end) = row_range(&old);
+                    txn.open_table(ROWS)?
+                        .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+                }
             }
             Ok(())
         })

@@ -113,6 +113,9 @@ pub struct Reconciliation<'e> {
     report: Report,
     /// The newest LSN this run appended; the report is final only once it is durable.
     appended: Lsn,
+    /// Rows of the snapshot reconciled so far; all of them before a FULL snapshot's
+    /// omitted positions are counted.
+    rows_read: u64,
 }
 
 impl<'e> Reconciliation<'e> {
@@ -195,6 +198,7 @@ impl<'e> Reconciliation<'e> {
             phase: Phase::Scan { next: scan_from },
             report,
             appended: Lsn::ZERO,
+            rows_read: 0,
         };
         if !dry_run {
             run.snapshot.status = SnapshotStatus::Reconciling;
@@ -292,6 +296,16 @@ impl<'e> Reconciliation<'e> {
             .store
             .rows_after(&id, after.as_ref(), positions.min(4_096))?;
         let Some(last) = rows.last() else {
+            // Every row the push counted must have been read: a FULL snapshot whose rows
+            // went missing from the store would otherwise count each of its positions as
+            // omitted, that is as 0 at the ERP, and empty the whole scope.
+            let expected = self.snapshot.summary.rows;
+            if self.rows_read != expected {
+                return Err(ReconcileError::Unexpected(format!(
+                    "the store holds {} of snapshot {id}'s {expected} rows",
+                    self.rows_read
+                )));
+            }
             return Ok(match self.snapshot.header.mode {
                 SnapshotMode::Full => Phase::Omitted { shard: 0 },
                 SnapshotMode::Delta => Phase::Done,
@@ -306,6 +320,7 @@ impl<'e> Reconciliation<'e> {
                 Err(error) => return Err(error),
             }
             self.set_safety_stock(row)?;
+            self.rows_read += 1;
             done = Some((row.sku.clone(), row.location.clone()));
         }
         match done {
