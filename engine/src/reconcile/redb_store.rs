@@ -2,7 +2,8 @@
 //!
 //! # Tables
 //! - `snapshots` (`&str` id -> postcard of `StoredSnapshot`): every stored snapshot with its
-//!   status and report; at most [`SNAPSHOTS_KEPT_MAX`], the oldest forgotten first.
+//!   status and report; at most [`SNAPSHOTS_KEPT_MAX`], the oldest finished (reconciled
+//!   or failed) forgotten first, never a staged one (see `SNAPSHOTS_KEPT_MAX`).
 //! - `staged_order` (`(u64 staged_at_ms, &str id)` -> `()`): the same, in the order listed.
 //! - `rows` (`&[u8]` key -> `(i64 on_hand, u64 safety_stock)`): the rows of stored
 //!   snapshots and of uploads in progress. The key is `id \0 sku \0 location` (ids hold no
