@@ -8,7 +8,15 @@
 //! refusal of every command, the idempotency contract, and availability at the moment a
 //! reserve is decided. At the end of each case the log is replayed into fresh ledgers (twice,
 //! event by event against the digests seen live) and through `Engine::recover`.
+//!
+//! Reconciliation is part of the universe: a step pushes a snapshot (FULL or DELTA, of one
+//! location or all, dated up to 20 s back, its counts the model's own count at that time
+//! plus a small drift) and runs a `Reconciliation` over it (or a dry run), sometimes with a
+//! command decided while the run is in progress; another resolves held drifts. The model
+//! keeps every on_hand change with its event time, so it predicts the engine's count at any
+//! `as_of`, each logged `PositionReconciled`, and the report's counts.
 
+use inv_engine::reconcile::*;
 use inv_engine::testing::commands::{
     adjust, adjust_with_reason, commit, commit_lines, dispose, extend, record_return, release,
     reserve_lines, reserve_on, return_line, sale, set_safety_stock,
@@ -123,6 +131,25 @@ enum Step {
         batch: usize,
     },
     Purge,
+    /// Push a snapshot and reconcile it. `rows`: (position, drift from the model's count at
+    /// `as_of`, safety stock); `scope`: 0 all, 1 loc-1, 2 loc-2; `during`: a command decided
+    /// after the run started and before it reconciles any position (its tap must count it).
+    Reconcile {
+        rows: Vec<(usize, i64, Option<u64>)>,
+        full: bool,
+        scope: u8,
+        back_ms: u64,
+        units: u64,
+        hold: bool,
+        dry_run: bool,
+        during: Option<Box<Step>>,
+    },
+    /// Apply or dismiss the drift held at a position (`wrong`: name another snapshot).
+    Resolve {
+        pos: usize,
+        apply: bool,
+        wrong: bool,
+    },
     /// Resubmit an earlier accepted command exactly.
     Retry {
         pick: usize,
@@ -153,8 +180,77 @@ fn return_lines_strategy() -> impl Strategy<Value = Vec<(usize, u64, bool)>> {
     })
 }
 
+/// The commands a reconciliation step decides while its run is in progress.
+fn during_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (
+            0..16u8,
+            0..POSITIONS,
+            prop_oneof![-4i64..=-1, 1i64..=8],
+            0..2u8
+        )
+            .prop_map(|(adjustment, pos, delta, reason)| Step::Adjust {
+                adjustment,
+                pos,
+                delta,
+                reason
+            }),
+        (0..2u8, 0..8u8, 1..=6u64, 0..10_000u64, lines_strategy()).prop_map(
+            |(store, txn, store_seq, lag_ms, lines)| Step::Sale {
+                store,
+                txn,
+                store_seq,
+                lag_ms,
+                lines
+            }
+        ),
+        (0..2 * RESERVATION_IDS, prop::bool::weighted(0.8)).prop_map(|(rid, from_hold)| {
+            Step::Commit {
+                rid,
+                partial: None,
+                from_hold,
+            }
+        }),
+    ]
+}
+
+fn reconcile_strategy() -> impl Strategy<Value = Step> {
+    (
+        prop::collection::vec(
+            (
+                0..POSITIONS,
+                prop_oneof![3 => Just(0i64), 2 => -3i64..=3, 1 => -30i64..=30],
+                prop::option::weighted(0.2, 0..=3u64),
+            ),
+            0..=4,
+        ),
+        any::<bool>(),
+        prop_oneof![2 => Just(0u8), 1 => 1..=2u8],
+        prop_oneof![Just(0u64), 1..3_000u64, 5_000..20_000u64],
+        0..=3u64,
+        any::<bool>(),
+        prop::bool::weighted(0.2),
+        prop::option::weighted(0.4, during_strategy().prop_map(Box::new)),
+    )
+        .prop_map(
+            |(rows, full, scope, back_ms, units, hold, dry_run, during)| Step::Reconcile {
+                rows,
+                full,
+                scope,
+                back_ms,
+                units,
+                hold,
+                dry_run,
+                during,
+            },
+        )
+}
+
 fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
+        2 => reconcile_strategy(),
+        1 => (0..POSITIONS, any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(pos, apply, wrong)| Step::Resolve { pos, apply, wrong }),
         8 => (0..2 * RESERVATION_IDS, 0..2u8, lines_strategy(), 1_000..=5_000u64).prop_map(
             |(rid, channel, lines, ttl_ms)| Step::Reserve { rid, channel, lines, ttl_ms }
         ),
@@ -233,10 +329,23 @@ fn model_key(c: &Command) -> Option<Key> {
         Command::Dispose(c) => ("Dispose", c.disposition_id.to_string(), e()),
         Command::Adjust(c) => ("Adjust", c.adjustment_id.to_string(), e()),
         Command::SetSafetyStock(c) => ("SetSafetyStock", c.request_id.to_string(), e()),
-        Command::Reconcile(_) | Command::ResolveDrift(_) => {
-            unreachable!("this property generates no reconciliation")
-        }
+        Command::Reconcile(c) => (
+            "Reconcile",
+            c.snapshot_id.to_string(),
+            position_sub(c.sku.as_str(), c.location.as_str()),
+        ),
+        Command::ResolveDrift(c) => (
+            "ResolveDrift",
+            c.snapshot_id.to_string(),
+            position_sub(c.sku.as_str(), c.location.as_str()),
+        ),
     })
+}
+
+/// The second id of a key made of a snapshot and a position, as the engine documents it:
+/// sku and location separated by U+001F.
+fn position_sub(sku: &str, location: &str) -> String {
+    format!("{sku}\u{1f}{location}")
 }
 
 /// How a refusal names a key: `kind:id`, and `:sub` when the key has a second id.
@@ -300,6 +409,12 @@ fn first_difference(a: &Command, b: &Command) -> Option<&'static str> {
             ("sku", a.sku == b.sku),
             ("location", a.location == b.location),
             ("qty", a.qty == b.qty),
+        ],
+        (Command::ResolveDrift(a), Command::ResolveDrift(b)) => vec![
+            ("snapshot_id", a.snapshot_id == b.snapshot_id),
+            ("sku", a.sku == b.sku),
+            ("location", a.location == b.location),
+            ("action", a.action == b.action),
         ],
         _ => return Some("command"),
     };
@@ -419,6 +534,11 @@ enum Refused {
         requested: u64,
         quarantined: u64,
     },
+    DriftNotHeld {
+        snapshot_id: String,
+        sku: String,
+        location: String,
+    },
 }
 
 fn refused_of(refusal: &Refusal) -> Option<Refused> {
@@ -449,8 +569,45 @@ fn refused_of(refusal: &Refusal) -> Option<Refused> {
             requested,
             quarantined,
         },
+        Refusal::DriftNotHeld {
+            snapshot_id,
+            sku,
+            location,
+        } => Refused::DriftNotHeld {
+            snapshot_id,
+            sku,
+            location,
+        },
         _ => return None,
     })
+}
+
+/// A drift the model holds for review at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelHeld {
+    snapshot_id: String,
+    as_of_ms: u64,
+    erp_on_hand: i64,
+    engine_on_hand_at: i64,
+    drift: i64,
+}
+
+/// What reconciling one position must decide, as the model predicts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelVerdict {
+    erp_on_hand: i64,
+    engine_on_hand_at: i64,
+    drift: i64,
+    held: bool,
+    superseded: Option<String>,
+    events_since: u32,
+}
+
+impl ModelVerdict {
+    /// Whether the engine logs a fact for it: a drift, or a held drift to supersede.
+    fn logged(&self) -> bool {
+        self.drift != 0 || self.superseded.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -463,6 +620,13 @@ struct Model {
     stores: BTreeMap<String, ModelStore>,
     next_lsn: u64,
     last_at_ms: u64,
+    /// Every on_hand change: (position, event time, delta), as `Fact::on_hand_effects`
+    /// documents event time (a sale at its till time capped at when it was recorded, a
+    /// correction at its snapshot's time, anything else at its decision time).
+    effects: Vec<(usize, u64, i64)>,
+    held: BTreeMap<usize, ModelHeld>,
+    /// Snapshots reconciled for real: (as_of, scope as a location index, `None` for all).
+    reconciled: Vec<(u64, Option<usize>)>,
 }
 
 impl Model {
@@ -476,6 +640,47 @@ impl Model {
             stores: BTreeMap::new(),
             next_lsn: 1,
             last_at_ms: 0,
+            effects: Vec::new(),
+            held: BTreeMap::new(),
+            reconciled: Vec::new(),
+        }
+    }
+
+    /// The engine's count of `p` at `as_of_ms`: on_hand less every change dated after it;
+    /// and how many changes that is.
+    fn on_hand_at(&self, p: usize, as_of_ms: u64) -> (i64, u32) {
+        let (mut since, mut events) = (0, 0);
+        for &(ep, t, delta) in &self.effects {
+            if ep == p && t > as_of_ms {
+                since += delta;
+                events += 1;
+            }
+        }
+        (self.positions[p].on_hand - since, events)
+    }
+
+    /// What reconciling `p` against `erp_on_hand` at `as_of_ms` decides now.
+    fn verdict(
+        &self,
+        p: usize,
+        erp_on_hand: i64,
+        as_of_ms: u64,
+        tolerance: &Tolerance,
+    ) -> ModelVerdict {
+        let (engine_on_hand_at, events_since) = self.on_hand_at(p, as_of_ms);
+        let drift = erp_on_hand - engine_on_hand_at;
+        ModelVerdict {
+            erp_on_hand,
+            engine_on_hand_at,
+            drift,
+            held: drift != 0
+                && tolerance.beyond == BeyondTolerance::Hold
+                && drift.unsigned_abs() > tolerance.units
+                && u128::from(drift.unsigned_abs()) * 10_000
+                    > u128::from(engine_on_hand_at.unsigned_abs())
+                        * u128::from(tolerance.percent_bp),
+            superseded: self.held.get(&p).map(|h| h.snapshot_id.clone()),
+            events_since,
         }
     }
 
@@ -686,8 +891,24 @@ impl Model {
             Command::RecordSale(_) | Command::Adjust(_) | Command::SetSafetyStock(_) => {
                 Expected::Event(Outcome::Recorded)
             }
-            Command::Reconcile(_) | Command::ResolveDrift(_) => {
-                unreachable!("this property generates no reconciliation")
+            Command::ResolveDrift(c) => {
+                let p = pos_of(c.sku.as_str(), c.location.as_str());
+                match self.held.get(&p) {
+                    Some(held) if held.snapshot_id == c.snapshot_id.as_str() => {
+                        Expected::Event(Outcome::DriftResolved {
+                            drift: held.drift,
+                            applied: c.action == DriftAction::Apply,
+                        })
+                    }
+                    _ => Expected::Refused(Refused::DriftNotHeld {
+                        snapshot_id: c.snapshot_id.to_string(),
+                        sku: c.sku.to_string(),
+                        location: c.location.to_string(),
+                    }),
+                }
+            }
+            Command::Reconcile(_) => {
+                unreachable!("a Reconcile is issued by a Reconciliation run, never submitted here")
             }
         }
     }
@@ -701,6 +922,9 @@ impl Model {
             let lines = hold.lines.clone();
             for ((p, _), c) in lines.iter().zip(committed) {
                 self.positions[*p].on_hand -= *c as i64;
+                if *c > 0 {
+                    self.effects.push((*p, at_ms, -(*c as i64)));
+                }
             }
         }
     }
@@ -724,6 +948,16 @@ impl Model {
             return Ok(Fact::HoldCommitted {
                 commit: c.clone(),
                 lines,
+            });
+        }
+        // The held drift's time and size are only in the model's record of it.
+        if let (Command::ResolveDrift(c), Outcome::DriftResolved { drift, .. }) = (command, outcome)
+            && let Some(held) = self.held.get(&pos_of(c.sku.as_str(), c.location.as_str()))
+        {
+            return Ok(Fact::DriftResolved {
+                resolve: c.clone(),
+                as_of_ms: held.as_of_ms,
+                drift: *drift,
             });
         }
         Fact::decided(command.clone(), outcome.clone())
@@ -785,9 +1019,12 @@ impl Model {
             }
             Fact::SaleRecorded(c) => {
                 for l in &c.lines {
-                    let p = &mut self.positions[pos_of(l.sku.as_str(), l.location.as_str())];
+                    let pos = pos_of(l.sku.as_str(), l.location.as_str());
+                    let p = &mut self.positions[pos];
                     p.exists = true;
                     p.on_hand -= l.qty as i64;
+                    self.effects
+                        .push((pos, c.occurred_at_ms.min(at_ms), -(l.qty as i64)));
                 }
                 let store = self.stores.entry(c.store_id.to_string()).or_default();
                 store.sales_recorded += 1;
@@ -806,7 +1043,10 @@ impl Model {
                     let position = &mut self.positions[p];
                     position.exists = true;
                     match l.disposition {
-                        ReturnDisposition::Restock => position.on_hand += l.qty as i64,
+                        ReturnDisposition::Restock => {
+                            position.on_hand += l.qty as i64;
+                            self.effects.push((p, at_ms, l.qty as i64));
+                        }
                         ReturnDisposition::Inspect => {
                             position.quarantined += l.qty as i64;
                             quarantined.push((p, l.qty));
@@ -832,20 +1072,74 @@ impl Model {
                 position.quarantined -= c.qty as i64;
                 if c.action == DispositionAction::Restock {
                     position.on_hand += c.qty as i64;
+                    self.effects.push((p, at_ms, c.qty as i64));
                 }
             }
             Fact::StockAdjusted(c) => {
-                let p = &mut self.positions[pos_of(c.sku.as_str(), c.location.as_str())];
+                let pos = pos_of(c.sku.as_str(), c.location.as_str());
+                let p = &mut self.positions[pos];
                 p.exists = true;
                 p.on_hand += c.delta;
+                self.effects.push((pos, at_ms, c.delta));
             }
             Fact::SafetyStockSet(c) => {
                 let p = &mut self.positions[pos_of(c.sku.as_str(), c.location.as_str())];
                 p.exists = true;
                 p.safety_stock = c.qty as i64;
             }
-            Fact::PositionReconciled { .. } | Fact::DriftResolved { .. } => {
-                unreachable!("this property generates no reconciliation")
+            Fact::PositionReconciled {
+                reconcile: r,
+                engine_on_hand_at,
+                drift,
+                held,
+                superseded,
+                ..
+            } => {
+                let p = pos_of(r.sku.as_str(), r.location.as_str());
+                let removed = self.held.remove(&p).map(|h| h.snapshot_id);
+                assert_eq!(
+                    removed.as_deref(),
+                    superseded.as_ref().map(|s| s.as_str()),
+                    "model: a reconciliation supersedes the drift held there"
+                );
+                if *held {
+                    self.held.insert(
+                        p,
+                        ModelHeld {
+                            snapshot_id: r.snapshot_id.to_string(),
+                            as_of_ms: r.as_of_ms,
+                            erp_on_hand: r.erp_on_hand,
+                            engine_on_hand_at: *engine_on_hand_at,
+                            drift: *drift,
+                        },
+                    );
+                } else if *drift != 0 {
+                    let position = &mut self.positions[p];
+                    position.exists = true;
+                    position.on_hand += drift;
+                    self.effects.push((p, r.as_of_ms, *drift));
+                }
+            }
+            Fact::DriftResolved {
+                resolve,
+                as_of_ms,
+                drift,
+            } => {
+                let p = pos_of(resolve.sku.as_str(), resolve.location.as_str());
+                let held = self
+                    .held
+                    .remove(&p)
+                    .expect("model: a resolved drift was held");
+                assert_eq!(held.snapshot_id, resolve.snapshot_id.as_str());
+                assert_eq!((held.as_of_ms, held.drift), (*as_of_ms, *drift));
+                if resolve.action == DriftAction::Apply {
+                    let position = &mut self.positions[p];
+                    position.exists = true;
+                    position.on_hand += drift;
+                    if *drift != 0 {
+                        self.effects.push((p, *as_of_ms, *drift));
+                    }
+                }
             }
         }
         let (command, outcome) = fact.to_decision();
@@ -886,7 +1180,13 @@ impl Model {
 struct Harness {
     config: LedgerConfig,
     log: Arc<MemLog>,
-    ledger: Ledger,
+    /// An engine over the log, so reconciliations run as the server runs them; commands
+    /// are still decided through its ledger at the harness's own time.
+    engine: Arc<Engine>,
+    /// The engine's clock: set to `now_ms` before a reconciliation.
+    clock: Arc<ManualClock>,
+    snapshots: Arc<MemSnapshotStore>,
+    snapshots_pushed: usize,
     model: Model,
     now_ms: u64,
     /// Commands the engine accepted as new events (keyed ones only): what retries reuse.
@@ -902,6 +1202,10 @@ struct Harness {
 struct Stats {
     granted: usize,
     insufficient: usize,
+    reconciled: usize,
+    drifts_applied: usize,
+    drifts_held: usize,
+    drifts_resolved: usize,
     duplicates: usize,
     conflicts: usize,
     expired: usize,
@@ -918,13 +1222,17 @@ macro_rules! check {
 impl Harness {
     fn new(config: LedgerConfig) -> Self {
         let log = Arc::new(MemLog::new());
-        let ledger = Ledger::new(config, log.clone());
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = Engine::recover(config, log.clone(), clock.clone()).expect("an empty log");
         let mut digests = BTreeMap::new();
-        digests.insert(1, ledger.digest());
+        digests.insert(1, engine.ledger().digest());
         Self {
             config,
             log,
-            ledger,
+            engine: Arc::new(engine),
+            clock,
+            snapshots: Arc::new(MemSnapshotStore::new()),
+            snapshots_pushed: 0,
             model: Model::new(config.key_retention_ms),
             now_ms: T0,
             history: Vec::new(),
@@ -934,12 +1242,16 @@ impl Harness {
         }
     }
 
+    fn ledger(&self) -> &Ledger {
+        self.engine.ledger()
+    }
+
     /// Submits one command and checks the receipt or refusal against the model, the
     /// availability a reserve was decided against, and the idempotency contract.
     fn submit(&mut self, command: Command) -> Result<Result<Decision, SubmitError>, TestCaseError> {
         let now = self.now_ms;
-        let digest_before = self.ledger.digest();
-        let lsn_before = self.ledger.next_lsn();
+        let digest_before = self.ledger().digest();
+        let lsn_before = self.ledger().next_lsn();
         let log_before = self.log.len();
         let expected = self.model.predict(&command, now);
 
@@ -948,16 +1260,19 @@ impl Harness {
             Command::Reserve(c) => c
                 .lines
                 .iter()
-                .map(|l| self.ledger.check(l.sku.as_str(), l.location.as_str(), now))
+                .map(|l| {
+                    self.ledger()
+                        .check(l.sku.as_str(), l.location.as_str(), now)
+                })
                 .collect(),
             _ => Vec::new(),
         };
 
-        let result = self.ledger.submit(command.clone(), now);
+        let result = self.ledger().submit(command.clone(), now);
         let returned = result.clone();
         let unchanged = |h: &Harness| -> Result<(), TestCaseError> {
             check!(
-                h.ledger.next_lsn() == lsn_before,
+                h.ledger().next_lsn() == lsn_before,
                 "next_lsn moved on a non-event for {command:?}"
             );
             check!(
@@ -965,7 +1280,7 @@ impl Harness {
                 "log grew on a non-event for {command:?}"
             );
             check!(
-                h.ledger.digest() == digest_before,
+                h.ledger().digest() == digest_before,
                 "digest changed on a non-event for {command:?}"
             );
             Ok(())
@@ -1036,6 +1351,9 @@ impl Harness {
                 if receipt.outcome == Outcome::Expired {
                     self.stats.expired += 1;
                 }
+                if matches!(receipt.outcome, Outcome::DriftResolved { .. }) {
+                    self.stats.drifts_resolved += 1;
+                }
                 if let Command::Reserve(c) = &command {
                     self.check_reserve_decision(c, &at_decision, &receipt.outcome)?;
                 }
@@ -1075,7 +1393,7 @@ impl Harness {
                         before.available
                     );
                     let after = self
-                        .ledger
+                        .ledger()
                         .check(l.sku.as_str(), l.location.as_str(), self.now_ms)
                         .expect("position exists");
                     check!(
@@ -1266,6 +1584,57 @@ impl Harness {
                 return Ok(());
             }
             Step::ExpireDue { batch } => return self.expire_due(*batch),
+            Step::Reconcile {
+                rows,
+                full,
+                scope,
+                back_ms,
+                units,
+                hold,
+                dry_run,
+                during,
+            } => {
+                let tolerance = Tolerance {
+                    units: *units,
+                    percent_bp: 1_000,
+                    beyond: if *hold {
+                        BeyondTolerance::Hold
+                    } else {
+                        BeyondTolerance::Apply
+                    },
+                };
+                let scope = match scope % 3 {
+                    0 => None,
+                    s => Some(usize::from(s) - 1),
+                };
+                return self.reconcile(
+                    rows,
+                    *full,
+                    scope,
+                    *back_ms,
+                    tolerance,
+                    *dry_run,
+                    during.as_deref(),
+                );
+            }
+            Step::Resolve { pos, apply, wrong } => {
+                let (sku, location) = pos_names(*pos);
+                let held = self.model.held.get(pos).map(|h| h.snapshot_id.clone());
+                let snapshot_id = match held {
+                    Some(id) if !*wrong => id,
+                    _ => format!("snap{}", pos % self.snapshots_pushed.max(1)),
+                };
+                Command::ResolveDrift(ResolveDrift {
+                    snapshot_id: SnapshotId::from(snapshot_id.as_str()),
+                    sku: Sku::from(sku),
+                    location: Location::from(location),
+                    action: if *apply {
+                        DriftAction::Apply
+                    } else {
+                        DriftAction::Dismiss
+                    },
+                })
+            }
             Step::Purge => return self.purge(),
             Step::Retry { pick } => {
                 if self.history.is_empty() {
@@ -1343,12 +1712,238 @@ impl Harness {
         self.fresh_ids[self.fresh_ids.len() - 1 - back].clone()
     }
 
+    /// Pushes a snapshot whose counts are the model's own count at `as_of` plus each row's
+    /// drift, reconciles it (deciding `during` after the run started), and checks every
+    /// logged fact and the report against the model's verdicts.
+    #[allow(clippy::too_many_arguments)]
+    fn reconcile(
+        &mut self,
+        picks: &[(usize, i64, Option<u64>)],
+        full: bool,
+        scope: Option<usize>,
+        back_ms: u64,
+        tolerance: Tolerance,
+        dry_run: bool,
+        during: Option<&Step>,
+    ) -> Result<(), TestCaseError> {
+        let now = self.now_ms;
+        let as_of = now.saturating_sub(back_ms).max(T0);
+        let in_scope = |p: usize| scope.is_none_or(|l| p % 2 == l);
+        let id = format!("snap{}", self.snapshots_pushed);
+        self.snapshots_pushed += 1;
+        let mut listed = BTreeSet::new();
+        let rows: Vec<(usize, SnapshotRow)> = picks
+            .iter()
+            .filter(|(p, ..)| in_scope(*p) && listed.insert(*p))
+            .map(|&(p, drift, safety_stock)| {
+                let (sku, location) = pos_names(p);
+                let row = SnapshotRow {
+                    sku: Sku::from(sku),
+                    location: Location::from(location),
+                    on_hand: self.model.on_hand_at(p, as_of).0 + drift,
+                    safety_stock,
+                };
+                (p, row)
+            })
+            .collect();
+        let header = SnapshotHeader {
+            snapshot_id: SnapshotId::from(id.as_str()),
+            as_of_ms: as_of,
+            scope: match scope {
+                None => SnapshotScope::All,
+                Some(l) => SnapshotScope::Locations([Location::from(LOCS[l])].into()),
+            },
+            mode: if full {
+                SnapshotMode::Full
+            } else {
+                SnapshotMode::Delta
+            },
+            source: "model".into(),
+        };
+        let (engine, store) = (Arc::clone(&self.engine), Arc::clone(&self.snapshots));
+        let history_start_ms = engine.ledger().history_start_ms_at(now);
+        let mut digest = RowDigest::default();
+        let mut push = Push::begin(store.as_ref(), header, now, history_start_ms)
+            .map_err(|e| TestCaseError::fail(format!("push begins: {e}")))?;
+        for (_, row) in &rows {
+            digest.add(row);
+            push.rows(std::slice::from_ref(row))
+                .map_err(|e| TestCaseError::fail(format!("push rows: {e}")))?;
+        }
+        push.finish(&digest.finish(), now)
+            .map_err(|e| TestCaseError::fail(format!("push finishes: {e}")))?;
+
+        self.clock.set_ms(now);
+        let policy = TolerancePolicy {
+            default: tolerance,
+            by_location: Default::default(),
+        };
+        let log_before = self.log.len();
+        let digest_before = self.ledger().digest();
+        let superseded_by_newer = self
+            .model
+            .reconciled
+            .iter()
+            .any(|&(a, s)| a > as_of && (s.is_none() || scope.is_none() || s == scope));
+        let started = Reconciliation::start(&engine, store.as_ref(), &id, policy, dry_run);
+        if superseded_by_newer {
+            check!(
+                matches!(started, Err(ReconcileError::Superseded { .. })),
+                "a snapshot older than one reconciled must be refused: {:?}",
+                started.map(|_| ())
+            );
+            check!(self.log.len() == log_before, "a refused run logged");
+            check!(
+                self.ledger().digest() == digest_before,
+                "a refused run changed the ledger"
+            );
+            return Ok(());
+        }
+        let run = started.map_err(|e| TestCaseError::fail(format!("run starts: {e}")))?;
+        if let Some(during) = during {
+            self.step(during)?;
+        }
+
+        // The verdicts, decided from the state once `during` is applied: nothing else moves
+        // these positions until the run has decided them.
+        let mut expected: BTreeMap<usize, ModelVerdict> = BTreeMap::new();
+        for (p, row) in &rows {
+            expected.insert(*p, self.model.verdict(*p, row.on_hand, as_of, &tolerance));
+        }
+        let mut omitted = 0;
+        if full {
+            for p in 0..POSITIONS {
+                if in_scope(p) && self.model.positions[p].exists && !listed.contains(&p) {
+                    expected.insert(p, self.model.verdict(p, 0, as_of, &tolerance));
+                    omitted += 1;
+                }
+            }
+        }
+        let safety_set: Vec<(usize, u64)> = rows
+            .iter()
+            .filter_map(|(p, row)| {
+                let qty = row.safety_stock?;
+                (self.model.positions[*p].safety_stock != qty as i64).then_some((*p, qty))
+            })
+            .collect();
+        let mut counts = ReconciliationCounts {
+            compared: expected.len() as u64,
+            omitted,
+            safety_stock_set: safety_set.len() as u64,
+            ..ReconciliationCounts::default()
+        };
+        for v in expected.values() {
+            if v.drift == 0 {
+                counts.matched += 1;
+            } else {
+                counts.drifted += 1;
+                counts.drift_abs_total += v.drift.unsigned_abs();
+                if v.held {
+                    counts.held += 1;
+                } else {
+                    counts.applied += 1;
+                }
+            }
+            if v.superseded.is_some() {
+                counts.superseded += 1;
+            }
+        }
+
+        let log_mid = self.log.len();
+        let report = run
+            .finish()
+            .map_err(|e| TestCaseError::fail(format!("run finishes: {e}")))?;
+        check!(
+            report.counts == counts,
+            "report counts {:?}\n      model {counts:?}",
+            report.counts
+        );
+        check!(report.dry_run == dry_run, "dry_run not reported");
+        let events = self.log.events();
+        if dry_run {
+            check!(self.log.len() == log_mid, "a dry run logged");
+            return Ok(());
+        }
+        let mut logged = BTreeSet::new();
+        for event in &events[log_mid..] {
+            match &event.fact {
+                Fact::PositionReconciled {
+                    reconcile: r,
+                    engine_on_hand_at,
+                    drift,
+                    held,
+                    superseded,
+                    events_since,
+                } => {
+                    let p = pos_of(r.sku.as_str(), r.location.as_str());
+                    let Some(v) = expected.get(&p) else {
+                        return Err(TestCaseError::fail(format!(
+                            "reconciled a position not compared: {event:?}"
+                        )));
+                    };
+                    let actual = ModelVerdict {
+                        erp_on_hand: r.erp_on_hand,
+                        engine_on_hand_at: *engine_on_hand_at,
+                        drift: *drift,
+                        held: *held,
+                        superseded: superseded.as_ref().map(|s| s.to_string()),
+                        events_since: *events_since,
+                    };
+                    check!(
+                        actual == *v && v.logged(),
+                        "position {p} as of {as_of}: logged {actual:?}, model {v:?}"
+                    );
+                    check!(
+                        r.snapshot_id.as_str() == id && r.as_of_ms == as_of,
+                        "{event:?} names another snapshot"
+                    );
+                    check!(logged.insert(p), "position {p} reconciled twice");
+                    if *held {
+                        self.stats.drifts_held += 1;
+                    } else if *drift != 0 {
+                        self.stats.drifts_applied += 1;
+                    }
+                }
+                Fact::SafetyStockSet(c) => {
+                    let p = pos_of(c.sku.as_str(), c.location.as_str());
+                    check!(
+                        safety_set.contains(&(p, c.qty)),
+                        "unexpected safety stock {event:?}"
+                    );
+                }
+                _ => {
+                    return Err(TestCaseError::fail(format!(
+                        "a reconciliation logged {event:?}"
+                    )));
+                }
+            }
+            self.model.apply(&event.fact, event.lsn.0, event.at_ms);
+        }
+        let expected_logged: BTreeSet<usize> = expected
+            .iter()
+            .filter(|(_, v)| v.logged())
+            .map(|(p, _)| *p)
+            .collect();
+        check!(
+            logged == expected_logged,
+            "logged facts for {logged:?}, model expected {expected_logged:?}"
+        );
+        self.model.reconciled.push((as_of, scope));
+        self.stats.reconciled += 1;
+        let stored = store.get(&id).expect("reads").expect("stored");
+        check!(
+            stored.status == SnapshotStatus::Reconciled && stored.report.as_ref() == Some(&report),
+            "stored {stored:?}"
+        );
+        Ok(())
+    }
+
     fn expire_due(&mut self, batch: usize) -> Result<(), TestCaseError> {
         let now = self.now_ms;
         let lapsed = self.model.lapsed_open_holds(now);
         let log_before = self.log.len();
         let expired = self
-            .ledger
+            .ledger()
             .expire_due(now, batch)
             .map_err(|e| TestCaseError::fail(format!("expire_due failed: {e}")))?;
         check!(
@@ -1384,24 +1979,24 @@ impl Harness {
     }
 
     fn purge(&mut self) -> Result<(), TestCaseError> {
-        let digest = self.ledger.digest();
-        let purged = self.ledger.purge(self.now_ms);
+        let digest = self.ledger().digest();
+        let purged = self.ledger().purge(self.now_ms);
         let expected = self.model.purge(self.now_ms);
         check!(
             purged == expected,
             "purge forgot {purged} entries, model expected {expected}"
         );
-        check!(self.ledger.digest() == digest, "purge changed the digest");
+        check!(self.ledger().digest() == digest, "purge changed the digest");
         Ok(())
     }
 
     /// Everything observable, against the model, after every step.
     fn check_state(&mut self) -> Result<(), TestCaseError> {
         let now = self.now_ms;
-        if let Err(e) = self.ledger.check_invariants() {
+        if let Err(e) = self.ledger().check_invariants() {
             return Err(TestCaseError::fail(format!("invariants: {e}")));
         }
-        let lsn = self.ledger.next_lsn();
+        let lsn = self.ledger().next_lsn();
         check!(
             lsn == Lsn(self.model.next_lsn) && self.log.len() as u64 == lsn.0 - 1,
             "next_lsn {lsn}, model {}, log length {}",
@@ -1410,7 +2005,7 @@ impl Harness {
         );
 
         // Conservation: on_hand and quarantined follow only from the returned outcomes.
-        let positions = self.ledger.positions();
+        let positions = self.ledger().positions();
         let mut expected = BTreeMap::new();
         for (p, mp) in self.model.positions.iter().enumerate() {
             if mp.exists {
@@ -1432,7 +2027,7 @@ impl Harness {
         );
         for p in 0..POSITIONS {
             let (sku, location) = pos_names(p);
-            let actual = self.ledger.check(sku, location, now);
+            let actual = self.ledger().check(sku, location, now);
             let model = self.model.availability(p, now);
             check!(
                 actual == model,
@@ -1444,7 +2039,7 @@ impl Harness {
             .map(rid)
             .chain(self.fresh_ids.iter().cloned());
         for id in ids {
-            let actual = self.ledger.reservation(&id, now);
+            let actual = self.ledger().reservation(&id, now);
             let model = self.model.live_hold(&id, now).map(|h| HoldView {
                 reservation_id: id.clone(),
                 channel: h.channel.clone(),
@@ -1471,12 +2066,33 @@ impl Harness {
             .filter(|h| h.state == HoldState::Open)
             .count();
         check!(
-            self.ledger.holds_open() == open,
+            self.ledger().holds_open() == open,
             "holds_open {} but the model has {open}",
-            self.ledger.holds_open()
+            self.ledger().holds_open()
         );
 
-        let statuses = self.ledger.store_statuses();
+        let held: BTreeMap<usize, ModelHeld> = self
+            .ledger()
+            .held_drifts(None)
+            .into_iter()
+            .map(|h| {
+                let held = ModelHeld {
+                    snapshot_id: h.snapshot_id.to_string(),
+                    as_of_ms: h.as_of_ms,
+                    erp_on_hand: h.erp_on_hand,
+                    engine_on_hand_at: h.engine_on_hand_at,
+                    drift: h.drift,
+                };
+                (pos_of(h.sku.as_str(), h.location.as_str()), held)
+            })
+            .collect();
+        check!(
+            held == self.model.held,
+            "held drifts {held:?}\n      model {:?}",
+            self.model.held
+        );
+
+        let statuses = self.ledger().store_statuses();
         let model: Vec<StoreStatus> = self
             .model
             .stores
@@ -1488,7 +2104,7 @@ impl Harness {
             "store statuses {statuses:?}\n  model {model:?}"
         );
 
-        let digest = self.ledger.digest();
+        let digest = self.ledger().digest();
         if let Some(previous) = self.digests.insert(lsn.0, digest) {
             check!(
                 previous == digest,
@@ -1502,8 +2118,8 @@ impl Harness {
     /// again into a second ledger (of another shard count) and through `Engine::recover`.
     fn check_replay(&self) -> Result<(), TestCaseError> {
         let events = self.log.events();
-        let live = self.ledger.digest();
-        let live_positions = self.ledger.positions();
+        let live = self.ledger().digest();
+        let live_positions = self.ledger().positions();
 
         let first = Ledger::new(self.config, Arc::new(MemLog::new()));
         check!(
@@ -1554,7 +2170,7 @@ impl Harness {
         .map_err(|e| TestCaseError::fail(format!("recover: {e}")))?;
         check!(engine.ledger().digest() == live, "recovered digest differs");
         check!(
-            engine.ledger().next_lsn() == self.ledger.next_lsn(),
+            engine.ledger().next_lsn() == self.ledger().next_lsn(),
             "recovered next_lsn differs"
         );
         Ok(())
@@ -1693,7 +2309,14 @@ fn mutate(command: &Command, which: usize) -> Option<(Command, &'static str)> {
                 "qty"
             }
         },
-        Command::Reconcile(_) | Command::ResolveDrift(_) => return None,
+        Command::ResolveDrift(r) => {
+            r.action = match r.action {
+                DriftAction::Apply => DriftAction::Dismiss,
+                DriftAction::Dismiss => DriftAction::Apply,
+            };
+            "action"
+        }
+        Command::Reconcile(_) => return None,
     };
     Some((c, field))
 }
@@ -1780,12 +2403,20 @@ fn the_generator_reaches_every_kind_of_outcome() {
         total.duplicates += stats.duplicates;
         total.conflicts += stats.conflicts;
         total.expired += stats.expired;
+        total.reconciled += stats.reconciled;
+        total.drifts_applied += stats.drifts_applied;
+        total.drifts_held += stats.drifts_held;
+        total.drifts_resolved += stats.drifts_resolved;
     }
     assert!(total.granted > 150, "{total:?}");
     assert!(total.insufficient > 100, "{total:?}");
     assert!(total.duplicates > 100, "{total:?}");
     assert!(total.conflicts > 100, "{total:?}");
     assert!(total.expired > 30, "{total:?}");
+    assert!(total.reconciled > 50, "{total:?}");
+    assert!(total.drifts_applied > 30, "{total:?}");
+    assert!(total.drifts_held > 10, "{total:?}");
+    assert!(total.drifts_resolved > 3, "{total:?}");
 }
 
 // Regression: a return id reused after its idempotency key was forgotten used to overwrite

@@ -52,6 +52,14 @@ pub(crate) struct Tap {
 }
 
 impl Tap {
+    fn boxed(as_of_ms: u64) -> Box<Self> {
+        Box::new(Self {
+            as_of_ms,
+            from: None,
+            changes: HashMap::default(),
+        })
+    }
+
     /// The net change at a position from `from` on, and how many events made it.
     fn since(&self, sku: &Sku, location: &Location, from: Lsn) -> (i64, u32) {
         let key = (sku.clone(), location.clone());
@@ -133,12 +141,32 @@ impl Ledger {
     /// it on (see the module doc). One tap at a time; a new one replaces the old.
     pub fn start_tap(&self, as_of_ms: u64) -> Lsn {
         for shard in self.positions.iter() {
-            lock(shard).tap = Some(Box::new(Tap {
-                as_of_ms,
-                from: None,
-                changes: HashMap::default(),
-            }));
+            lock(shard).tap = Some(Tap::boxed(as_of_ms));
         }
+        self.publish_tap_from()
+    }
+
+    /// [`Ledger::start_tap`], unless a tap is running already: then `None`, and the running
+    /// one is left alone. A second run (a dry run asked for while the scheduled one works)
+    /// would otherwise replace the first one's tap, and every later position of the first
+    /// run would be refused as not running. Every install takes position shard 0 first, and
+    /// this one checks and installs under that lock, so of two callers exactly one wins.
+    pub fn try_start_tap(&self, as_of_ms: u64) -> Option<Lsn> {
+        {
+            let mut first = lock(&self.positions[0]);
+            if first.tap.is_some() {
+                return None;
+            }
+            first.tap = Some(Tap::boxed(as_of_ms));
+        }
+        for shard in self.positions.iter().skip(1) {
+            lock(shard).tap = Some(Tap::boxed(as_of_ms));
+        }
+        Some(self.publish_tap_from())
+    }
+
+    /// Reads `tap_from` once every shard has its tap, and tells the taps.
+    fn publish_tap_from(&self) -> Lsn {
         let from = lock(&self.sequencer).next_lsn;
         for shard in self.positions.iter() {
             if let Some(tap) = lock(shard).tap.as_deref_mut() {
@@ -146,6 +174,21 @@ impl Ledger {
             }
         }
         from
+    }
+
+    /// Stops the tap that [`Ledger::try_start_tap`] started at `from`, and only that one: a
+    /// run that ends (or is dropped) must not stop another run's tap.
+    pub fn stop_tap_from(&self, from: Lsn) {
+        for shard in self.positions.iter() {
+            let mut shard = lock(shard);
+            if shard
+                .tap
+                .as_deref()
+                .is_some_and(|tap| tap.from == Some(from))
+            {
+                shard.tap = None;
+            }
+        }
     }
 
     /// Stops the tap and frees what it counted.
@@ -161,9 +204,23 @@ impl Ledger {
         lock(&self.sequencer).history.scan_from(as_of_ms)
     }
 
-    /// The oldest snapshot time the kept history can reconcile.
+    /// The oldest snapshot time the engine reconciles, as of its latest decision (see
+    /// [`Ledger::history_start_ms_at`]; callers with a clock use that).
     pub fn history_start_ms(&self) -> u64 {
-        lock(&self.sequencer).history.start_ms()
+        let latest_ms = lock(&self.sequencer).last_at_ms;
+        self.history_start_ms_at(latest_ms)
+    }
+
+    /// The oldest snapshot time the engine reconciles at `now_ms`: the window
+    /// (`LedgerConfig::history_ms`) back from now, and never before the history the log still
+    /// holds. The time index alone is not the contract: until the engine has run for a whole
+    /// window its boundary is the first event, and after a quiet spell it is the last event
+    /// before the window, so it would accept a snapshot of any age there, and refuse the same
+    /// snapshot on another engine. The window makes the rule the issue states, the same
+    /// everywhere: older than `history_ms` before now is refused.
+    pub fn history_start_ms_at(&self, now_ms: u64) -> u64 {
+        let kept_ms = lock(&self.sequencer).history.start_ms();
+        kept_ms.max(now_ms.saturating_sub(self.config.history_ms))
     }
 
     pub(super) fn lock_reviews(&self, command: &impl KeyedCommand, sku: &Sku) -> ReviewScope<'_> {
@@ -348,6 +405,24 @@ impl Ledger {
             }
         }
         positions
+    }
+
+    /// The drift held for review at one position, if any.
+    pub fn held_drift(&self, sku: &Sku, location: &Location) -> Option<HeldDriftView> {
+        let position = (sku.clone(), location.clone());
+        lock(&self.reviews)
+            .by_position
+            .get(&position)
+            .map(|held| HeldDriftView {
+                sku: sku.clone(),
+                location: location.clone(),
+                snapshot_id: held.snapshot_id.clone(),
+                as_of_ms: held.as_of_ms,
+                erp_on_hand: held.erp_on_hand,
+                engine_on_hand_at: held.engine_on_hand_at,
+                drift: held.drift,
+                lsn: held.lsn,
+            })
     }
 
     /// The drifts held for review, by position; only `snapshot_id`'s if given.

@@ -54,20 +54,25 @@ impl<'s> Push<'s> {
         now_ms: u64,
         history_start_ms: u64,
     ) -> Result<Self, PushError> {
-        let stored = store.get(header.snapshot_id.as_str())?;
-        match &stored {
-            Some(stored) => {
-                if let Some(field) = header_difference(&stored.header, &header) {
-                    return Err(PushError::Conflict {
-                        snapshot_id: header.snapshot_id.to_string(),
-                        field: format!("header.{field}"),
-                    });
+        let mut stored = store.get(header.snapshot_id.as_str())?;
+        if stored.is_none() {
+            header.validate(now_ms, history_start_ms)?;
+            match store.begin_upload(&header.snapshot_id) {
+                Ok(()) => {}
+                // Another push of the id finished since `get`: this one is its retry.
+                Err(error @ StoreError::AlreadyStored(_)) => {
+                    stored = Some(store.get(header.snapshot_id.as_str())?.ok_or(error)?);
                 }
+                Err(error) => return Err(error.into()),
             }
-            None => {
-                header.validate(now_ms, history_start_ms)?;
-                store.begin_upload(&header.snapshot_id)?;
-            }
+        }
+        if let Some(stored) = &stored
+            && let Some(field) = header_difference(&stored.header, &header)
+        {
+            return Err(PushError::Conflict {
+                snapshot_id: header.snapshot_id.to_string(),
+                field: format!("header.{field}"),
+            });
         }
         Ok(Self {
             store,

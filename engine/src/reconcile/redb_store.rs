@@ -2,7 +2,8 @@
 //!
 //! # Tables
 //! - `snapshots` (`&str` id -> postcard of `StoredSnapshot`): every stored snapshot with its
-//!   status and report; at most [`SNAPSHOTS_KEPT_MAX`], the oldest forgotten first.
+//!   status and report; at most [`SNAPSHOTS_KEPT_MAX`], the oldest finished (reconciled
+//!   or failed) forgotten first, never a staged one (see `SNAPSHOTS_KEPT_MAX`).
 //! - `staged_order` (`(u64 staged_at_ms, &str id)` -> `()`): the same, in the order listed.
 //! - `rows` (`&[u8]` key -> `(i64 on_hand, u64 safety_stock)`): the rows of stored
 //!   snapshots and of uploads in progress. The key is `id \0 sku \0 location` (ids hold no
@@ -138,18 +139,32 @@ fn decode(bytes: &[u8]) -> Result<StoredSnapshot, ::redb::Error> {
 impl SnapshotStore for RedbSnapshotStore {
     fn begin_upload(&self, snapshot_id: &SnapshotId) -> Result<(), StoreError> {
         let id = snapshot_id.as_str();
-        let started = self.write(Durability::Immediate, |txn| {
+        // In the same write transaction as the upload's entry, not only the caller's `get`
+        // before it: a push of the same id that finished in between would otherwise get
+        // this upload's rows mixed into its own, and its record overwritten.
+        let refused = self.write(Durability::Immediate, |txn| {
+            let snapshots = txn.open_table(SNAPSHOTS)?;
+            if snapshots.get(id)?.is_some() {
+                return Ok(Some(StoreError::AlreadyStored(id.to_owned())));
+            }
+            let mut unfinished = 0;
+            for entry in snapshots.iter()? {
+                if !decode(entry?.1.value())?.finished() {
+                    unfinished += 1;
+                }
+            }
+            if unfinished >= SNAPSHOTS_KEPT_MAX {
+                return Ok(Some(StoreError::Full(unfinished)));
+            }
+            drop(snapshots);
             let mut uploads = txn.open_table(UPLOADS)?;
             if uploads.get(id)?.is_some() {
-                return Ok(false);
+                return Ok(Some(StoreError::UploadInProgress(id.to_owned())));
             }
             uploads.insert(id, 0)?;
-            Ok(true)
+            Ok(None)
         })?;
-        if !started {
-            return Err(StoreError::UploadInProgress(id.to_owned()));
-        }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     fn put_rows(
@@ -191,19 +206,35 @@ impl SnapshotStore for RedbSnapshotStore {
                 .insert(id, encode(snapshot)?.as_slice())?;
             let mut order = txn.open_table(STAGED_ORDER)?;
             order.insert((snapshot.staged_at_ms, id), ())?;
-            // Forget the oldest beyond the limit, rows and all.
-            while order.len()? > SNAPSHOTS_KEPT_MAX as u64 {
-                let Some((at, old)) = order
-                    .first()?
-                    .map(|(k, _)| (k.value().0, k.value().1.to_owned()))
-                else {
-                    break;
-                };
-                order.remove((at, old.as_str()))?;
-                txn.open_table(SNAPSHOTS)?.remove(old.as_str())?;
-                let (start, end) = row_range(&old);
-                txn.open_table(ROWS)?
-                    .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+            // Forget the oldest finished ones beyond the limit, rows and all (see
+            // `SNAPSHOTS_KEPT_MAX`: never one that is staged or being reconciled).
+            let excess = order.len()?.saturating_sub(SNAPSHOTS_KEPT_MAX as u64);
+            if excess > 0 {
+                let mut forget = Vec::new();
+                {
+                    let snapshots = txn.open_table(SNAPSHOTS)?;
+                    for entry in order.iter()? {
+                        if forget.len() as u64 >= excess {
+                            break;
+                        }
+                        let (key, _) = entry?;
+                        let (at, old) = (key.value().0, key.value().1.to_owned());
+                        let finished = match snapshots.get(old.as_str())? {
+                            Some(value) => decode(value.value())?.finished(),
+                            None => true,
+                        };
+                        if finished {
+                            forget.push((at, old));
+                        }
+                    }
+                }
+                for (at, old) in forget {
+                    order.remove((at, old.as_str()))?;
+                    txn.open_table(SNAPSHOTS)?.remove(old.as_str())?;
+                    let (start, end) = row_range(&old);
+                    txn.open_table(ROWS)?
+                        .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+                }
             }
             Ok(())
         })

@@ -89,6 +89,16 @@ pub struct Report {
     pub log_events_read: u64,
 }
 
+impl StoredSnapshot {
+    /// Reconciled or failed: nothing will read its rows again.
+    pub fn finished(&self) -> bool {
+        matches!(
+            self.status,
+            SnapshotStatus::Reconciled | SnapshotStatus::Failed(_)
+        )
+    }
+}
+
 impl Report {
     /// Counts a compared position and keeps it if it is among the largest drifts.
     pub fn add(&mut self, line: Option<DriftLine>) {

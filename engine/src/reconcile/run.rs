@@ -10,10 +10,19 @@
 //! `Reconcile` (or, in a dry run, a preview). A restart in the middle resumes from the start:
 //! positions already reconciled answer with their first outcome (their key), and count as
 //! before.
+//!
+//! A run is refused before it touches anything when:
+//! - its `as_of` is older than the history window at the time it runs (`TooOld`; it may
+//!   have aged out while staged), the snapshot then marked failed;
+//! - a snapshot counted later over an overlapping scope was reconciled already
+//!   (`Superseded`; marked failed): that count's corrections are dated at its later time,
+//!   so this older count would find, and apply, the same drift again. Snapshots are
+//!   reconciled in `as_of` order;
+//! - another run is in progress (`AlreadyRunning`): each needs the ledger's tap to itself.
 
 use super::TolerancePolicy;
 use super::report::{DriftLine, Report, SnapshotStatus, StoredSnapshot};
-use super::snapshot::{SnapshotMode, SnapshotRow};
+use super::snapshot::{SnapshotMode, SnapshotRow, SnapshotScope};
 use super::store::{PositionKey, SnapshotStore, StoreError};
 use crate::command::{Command, Reconcile, SetSafetyStock};
 use crate::engine::Engine;
@@ -40,6 +49,23 @@ pub enum ReconcileError {
         snapshot_id: String,
         history_start_ms: u64,
     },
+    /// A snapshot counted later than this one (`by`, at `by_as_of_ms`) has already been
+    /// reconciled over an overlapping scope. Its counts already corrected these positions up
+    /// to its later time; applying this older drift on top would count the same missing (or
+    /// surplus) units twice. The snapshot is marked failed. Reconcile in `as_of` order.
+    #[error(
+        "snapshot {snapshot_id} is superseded: snapshot {by}, counted later (as of \
+         {by_as_of_ms} ms), was reconciled already over an overlapping scope"
+    )]
+    Superseded {
+        snapshot_id: String,
+        by: String,
+        by_as_of_ms: u64,
+    },
+    /// Another reconciliation (or dry run) is in progress: one at a time, since each needs
+    /// the ledger's tap to itself.
+    #[error("another reconciliation is in progress")]
+    AlreadyRunning,
     /// The log's queue is full; the step wrote nothing more. Step again later.
     #[error("the event log is busy; the reconciliation continues later")]
     Busy,
@@ -87,6 +113,9 @@ pub struct Reconciliation<'e> {
     report: Report,
     /// The newest LSN this run appended; the report is final only once it is durable.
     appended: Lsn,
+    /// Rows of the snapshot reconciled so far; all of them before a FULL snapshot's
+    /// omitted positions are counted.
+    rows_read: u64,
 }
 
 impl<'e> Reconciliation<'e> {
@@ -112,8 +141,15 @@ impl<'e> Reconciliation<'e> {
         }
         let ledger = engine.ledger();
         let as_of_ms = snapshot.header.as_of_ms;
-        let Some(scan_from) = ledger.history_scan_from(as_of_ms) else {
-            let history_start_ms = ledger.history_start_ms();
+        // The window, not only the history the log happens to hold: a snapshot that was
+        // within it when pushed may have aged out while staged (see
+        // `Ledger::history_start_ms_at`).
+        let history_start_ms = ledger.history_start_ms_at(engine.now_ms());
+        let scan_from = ledger
+            .history_scan_from(as_of_ms)
+            .filter(|_| as_of_ms >= history_start_ms);
+        let Some(scan_from) = scan_from else {
+            let history_start_ms = history_start_ms.max(ledger.history_start_ms());
             if !dry_run {
                 snapshot.status = SnapshotStatus::Failed(format!(
                     "its time is older than the history kept (from {history_start_ms} ms)"
@@ -126,20 +162,32 @@ impl<'e> Reconciliation<'e> {
                 history_start_ms,
             });
         };
-        if !dry_run {
-            snapshot.status = SnapshotStatus::Reconciling;
-            store.save(&snapshot)?;
+        if let Some(newer) = superseding(store, &snapshot)? {
+            let error = ReconcileError::Superseded {
+                snapshot_id: snapshot_id.to_owned(),
+                by: newer.header.snapshot_id.to_string(),
+                by_as_of_ms: newer.header.as_of_ms,
+            };
+            if !dry_run {
+                snapshot.status = SnapshotStatus::Failed(error.to_string());
+                store.save(&snapshot)?;
+                store.drop_rows(&snapshot.header.snapshot_id)?;
+            }
+            return Err(error);
         }
-        let tap_from = ledger.start_tap(as_of_ms);
-        // The log must hold every event the scan reads: all those before the tap.
-        engine.wait_durable(Lsn(tap_from.0 - 1))?;
+        // One run at a time: a second tap would replace the first run's (see
+        // `Ledger::try_start_tap`).
+        let tap_from = ledger
+            .try_start_tap(as_of_ms)
+            .ok_or(ReconcileError::AlreadyRunning)?;
         let report = Report {
             dry_run,
             started_at_ms: engine.now_ms(),
             tap_from_lsn: tap_from,
             ..Report::default()
         };
-        Ok(Self {
+        // From here on the run owns the tap, and dropping it (on any error below) stops it.
+        let mut run = Self {
             engine,
             store,
             snapshot,
@@ -150,7 +198,15 @@ impl<'e> Reconciliation<'e> {
             phase: Phase::Scan { next: scan_from },
             report,
             appended: Lsn::ZERO,
-        })
+            rows_read: 0,
+        };
+        if !dry_run {
+            run.snapshot.status = SnapshotStatus::Reconciling;
+            store.save(&run.snapshot)?;
+        }
+        // The log must hold every event the scan reads: all those before the tap.
+        engine.wait_durable(Lsn(tap_from.0 - 1))?;
+        Ok(run)
     }
 
     pub fn snapshot_id(&self) -> &SnapshotId {
@@ -160,6 +216,9 @@ impl<'e> Reconciliation<'e> {
     /// Does one bounded step: up to [`SCAN_EVENTS_PER_STEP`] events read, or up to
     /// `positions` positions reconciled. Returns whether there is more to do.
     pub fn step(&mut self, positions: usize) -> Result<bool, ReconcileError> {
+        // At least one: a step of 0 positions would read no rows, which `rows` takes as the
+        // end of the snapshot, and skip every row.
+        let positions = positions.max(1);
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Scan { next } => self.phase = self.scan(next)?,
             Phase::Rows { after } => self.phase = self.rows(after, positions)?,
@@ -172,11 +231,21 @@ impl<'e> Reconciliation<'e> {
     /// Ends the run: waits until what it applied is durable, stops the tap, and stores the
     /// report (not for a dry run).
     pub fn finish(mut self) -> Result<Report, ReconcileError> {
-        while self.step(usize::MAX)? {}
+        // A full log queue is back-pressure, not failure: wait it out here. Returned as an
+        // error, it would drop the run (`finish` takes it) with the snapshot left
+        // `Reconciling` and the caller holding nothing to step again.
+        loop {
+            match self.step(usize::MAX) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(ReconcileError::Busy) => std::thread::yield_now(),
+                Err(error) => return Err(error),
+            }
+        }
         if self.appended > Lsn::ZERO {
             self.engine.wait_durable(self.appended)?;
         }
-        self.engine.ledger().stop_tap();
+        self.engine.ledger().stop_tap_from(self.tap_from);
         self.report.finished_at_ms = self.engine.now_ms();
         let report = std::mem::take(&mut self.report);
         if !self.dry_run {
@@ -227,6 +296,16 @@ impl<'e> Reconciliation<'e> {
             .store
             .rows_after(&id, after.as_ref(), positions.min(4_096))?;
         let Some(last) = rows.last() else {
+            // Every row the push counted must have been read: a FULL snapshot whose rows
+            // went missing from the store would otherwise count each of its positions as
+            // omitted, that is as 0 at the ERP, and empty the whole scope.
+            let expected = self.snapshot.summary.rows;
+            if self.rows_read != expected {
+                return Err(ReconcileError::Unexpected(format!(
+                    "the store holds {} of snapshot {id}'s {expected} rows",
+                    self.rows_read
+                )));
+            }
             return Ok(match self.snapshot.header.mode {
                 SnapshotMode::Full => Phase::Omitted { shard: 0 },
                 SnapshotMode::Delta => Phase::Done,
@@ -241,6 +320,7 @@ impl<'e> Reconciliation<'e> {
                 Err(error) => return Err(error),
             }
             self.set_safety_stock(row)?;
+            self.rows_read += 1;
             done = Some((row.sku.clone(), row.location.clone()));
         }
         match done {
@@ -307,6 +387,14 @@ impl<'e> Reconciliation<'e> {
             tap_from_lsn: self.tap_from,
             tolerance: self.policy.for_location(location),
         };
+        // The report counts the held drifts this snapshot supersedes; the outcome does not
+        // say, so look before deciding. (A resolution racing with the run may make this one
+        // off; the logged facts are exact either way.)
+        let supersedes = self
+            .engine
+            .ledger()
+            .held_drift(sku, location)
+            .is_some_and(|held| held.snapshot_id != reconcile.snapshot_id);
         let outcome = if self.dry_run {
             self.engine
                 .ledger()
@@ -341,6 +429,9 @@ impl<'e> Reconciliation<'e> {
         // A drift of 0 that superseded a held one is logged but is no drift.
         let line = line.filter(|l| l.drift != 0);
         self.report.add(line);
+        if supersedes {
+            self.report.counts.superseded += 1;
+        }
         Ok(())
     }
 
@@ -400,7 +491,46 @@ impl<'e> Reconciliation<'e> {
 
 impl Drop for Reconciliation<'_> {
     fn drop(&mut self) {
-        // A run abandoned (an error, a shutdown) leaves no tap counting behind it.
-        self.engine.ledger().stop_tap();
+        // A run abandoned (an error, a shutdown) leaves no tap counting behind it; only its
+        // own tap, so a run refused as `AlreadyRunning` never stops the one that is.
+        self.engine.ledger().stop_tap_from(self.tap_from);
+    }
+}
+
+/// A snapshot already reconciled (or being reconciled, by a run a restart cut short) whose
+/// count is later than `snapshot`'s and whose scope overlaps it: its corrections already
+/// cover the positions they share (see [`ReconcileError::Superseded`]).
+fn superseding(
+    store: &dyn SnapshotStore,
+    snapshot: &StoredSnapshot,
+) -> Result<Option<StoredSnapshot>, StoreError> {
+    const PAGE: usize = 1_000;
+    let header = &snapshot.header;
+    let mut before: Option<(u64, SnapshotId)> = None;
+    loop {
+        let page = store.list(before.as_ref().map(|(at, id)| (*at, id)), PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        before = Some((last.staged_at_ms, last.header.snapshot_id.clone()));
+        if let Some(newer) = page.into_iter().find(|other| {
+            other.header.snapshot_id != header.snapshot_id
+                && other.header.as_of_ms > header.as_of_ms
+                && matches!(
+                    other.status,
+                    SnapshotStatus::Reconciled | SnapshotStatus::Reconciling
+                )
+                && other.report.as_ref().is_none_or(|r| !r.dry_run)
+                && scopes_overlap(&other.header.scope, &header.scope)
+        }) {
+            return Ok(Some(newer));
+        }
+    }
+}
+
+fn scopes_overlap(a: &SnapshotScope, b: &SnapshotScope) -> bool {
+    match (a, b) {
+        (SnapshotScope::Locations(a), SnapshotScope::Locations(b)) => !a.is_disjoint(b),
+        _ => true,
     }
 }

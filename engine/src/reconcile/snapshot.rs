@@ -135,6 +135,19 @@ fn id_problem(id: &str) -> Option<String> {
     }
 }
 
+/// A duration as a person reads it: `24 h`, `90 min`, `1500 ms`.
+pub fn human_ms(ms: u64) -> String {
+    if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{} h", ms / 3_600_000)
+    } else if ms > 0 && ms.is_multiple_of(60_000) {
+        format!("{} min", ms / 60_000)
+    } else if ms > 0 && ms.is_multiple_of(1_000) {
+        format!("{} s", ms / 1_000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
 impl SnapshotHeader {
     /// Checks the header's shape, and that `as_of_ms` lies within the history the engine keeps
     /// (`history_start_ms` on, at `now_ms`) and not in the future beyond the allowed skew.
@@ -179,12 +192,15 @@ impl SnapshotHeader {
             ));
         }
         if self.as_of_ms < history_start_ms {
+            // The reason names the window as a person reads it ("24 h"), not only in ms: the
+            // ERP team fixing its export reads this message, not our config.
             return Err(invalid(
                 "as_of_ms",
                 format!(
-                    "older than the history the engine keeps ({} ms back, from {history_start_ms}); \
-                     push a newer snapshot or raise --reconcile-history-ms",
-                    now_ms.saturating_sub(history_start_ms)
+                    "older than the history window the engine keeps ({} back from now, from \
+                     {history_start_ms} ms); push a newer snapshot or raise \
+                     --reconcile-history-ms",
+                    human_ms(now_ms.saturating_sub(history_start_ms))
                 ),
             ));
         }

@@ -15,7 +15,11 @@ use crate::sync::{Mutex, lock};
 use crate::types::{Location, Sku, SnapshotId};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Reports (and their snapshots' headers) kept; older ones are forgotten.
+/// Reports (and their snapshots' headers) kept; older ones are forgotten. Only finished
+/// snapshots (reconciled or failed) are: forgetting a staged one would lose the ERP's count,
+/// and dropping the rows of one being reconciled would make a FULL snapshot count every
+/// position as omitted (0). A push is refused (`StoreError::Full`) while this many
+/// snapshots are unfinished.
 pub const SNAPSHOTS_KEPT_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +28,10 @@ pub enum StoreError {
     /// The same snapshot id is being uploaded by another push right now.
     #[error("snapshot {0} is being pushed by another stream")]
     UploadInProgress(String),
+    /// The snapshot is stored already (another push of the id finished first): an upload
+    /// must not write over its rows. A push answers it as a retry (`Push::begin`).
+    #[error("snapshot {0} is stored already")]
+    AlreadyStored(String),
     /// A position appears twice in one snapshot; `index` is the second row's.
     #[error("rows[{index}]: position ({sku}, {location}) appears more than once")]
     DuplicateRow {
@@ -31,6 +39,9 @@ pub enum StoreError {
         sku: String,
         location: String,
     },
+    /// [`SNAPSHOTS_KEPT_MAX`] snapshots are staged and not reconciled yet.
+    #[error("{0} snapshots are staged and not reconciled yet; reconcile them before pushing more")]
+    Full(usize),
     #[error("snapshot store: {0}")]
     Io(String),
 }
@@ -39,7 +50,7 @@ pub enum StoreError {
 pub type PositionKey = (Sku, Location);
 
 pub trait SnapshotStore: Send + Sync {
-    /// Starts an upload of `snapshot_id`, which must not be stored yet.
+    /// Starts an upload of `snapshot_id`; refused (`AlreadyStored`) if it is stored.
     fn begin_upload(&self, snapshot_id: &SnapshotId) -> Result<(), StoreError>;
     /// Writes rows `first_index..` of an upload; refuses a position written before.
     fn put_rows(
@@ -102,6 +113,16 @@ impl MemSnapshotStore {
 impl SnapshotStore for MemSnapshotStore {
     fn begin_upload(&self, snapshot_id: &SnapshotId) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        // Checked here, under the lock, and not only by the caller's `get` before: a push
+        // of the same id that finished in between would otherwise have its rows deleted
+        // (and its record overwritten by this upload's finish).
+        if state.snapshots.contains_key(snapshot_id) {
+            return Err(StoreError::AlreadyStored(snapshot_id.to_string()));
+        }
+        let unfinished = state.snapshots.values().filter(|s| !s.finished()).count();
+        if unfinished >= SNAPSHOTS_KEPT_MAX {
+            return Err(StoreError::Full(unfinished));
+        }
         if !state.uploads.insert(snapshot_id.clone()) {
             return Err(StoreError::UploadInProgress(snapshot_id.to_string()));
         }
@@ -137,12 +158,16 @@ impl SnapshotStore for MemSnapshotStore {
         state.rows.entry(id.clone()).or_default();
         state.snapshots.insert(id.clone(), snapshot.clone());
         while state.snapshots.len() > SNAPSHOTS_KEPT_MAX {
-            let oldest = state
+            // The oldest finished one (see `SNAPSHOTS_KEPT_MAX`); none: keep them all.
+            let Some(oldest) = state
                 .snapshots
                 .values()
+                .filter(|s| s.finished())
                 .min_by_key(|s| (s.staged_at_ms, s.header.snapshot_id.clone()))
                 .map(|s| s.header.snapshot_id.clone())
-                .expect("not empty");
+            else {
+                break;
+            };
             state.snapshots.remove(&oldest);
             state.rows.remove(&oldest);
         }
