@@ -29,7 +29,7 @@
 //! | `PushError::Invalid` (a header field, `rows[i].*`), a malformed or out-of-order message, a chunk over its limits | INVALID_ARGUMENT | INVALID_FIELD |
 //! | `StoreError::DuplicateRow` | INVALID_ARGUMENT | INVALID_FIELD |
 //! | `PushError::Incomplete`, a stream that ended or broke before its summary | INVALID_ARGUMENT / CANCELLED | SNAPSHOT_INCOMPLETE |
-//! | `PushError::Conflict` (the id was pushed with other content) | ALREADY_EXISTS | KEY_REUSED |
+//! | `PushError::Conflict` (the id was pushed with other content), `StoreError::AlreadyStored` | ALREADY_EXISTS | KEY_REUSED |
 //! | `StoreError::UploadInProgress` | ABORTED | SNAPSHOT_UPLOAD_IN_PROGRESS |
 //! | another reconciliation is running | ABORTED | RECONCILIATION_IN_PROGRESS |
 //! | `ReconcileError::NotFound` | NOT_FOUND | SNAPSHOT_NOT_FOUND |
@@ -360,6 +360,11 @@ pub fn store_error(error: &StoreError) -> Failure {
             format!("{message}; retry once it has ended"),
         )
         .with_field("header.snapshot_id", "being pushed by another stream"),
+        // `Push::begin` answers a stored id as a retry; this only shows if that ever changes.
+        StoreError::AlreadyStored(_) => {
+            Failure::new(Code::AlreadyExists, ErrorReason::KeyReused, message)
+                .with_field("header.snapshot_id", "names a stored snapshot")
+        }
         StoreError::DuplicateRow { index, .. } => {
             Failure::invalid_field(format!("rows[{index}]"), message)
         }
