@@ -203,6 +203,22 @@ impl Engine {
         self.ledger.holds_open()
     }
 
+    /// The drifts held for review, of one snapshot or of all; see [`Ledger::held_drifts`].
+    pub fn held_drifts(&self, snapshot_id: Option<&str>) -> Vec<crate::ledger::HeldDriftView> {
+        self.ledger.held_drifts(snapshot_id)
+    }
+
+    /// How many drifts are held for review, without copying them.
+    pub fn held_drifts_count(&self) -> usize {
+        self.ledger.held_drifts_count()
+    }
+
+    /// The oldest snapshot time reconciliation can still count from at `now_ms`: the history
+    /// window (`LedgerConfig::history_ms`) and the history the log still holds.
+    pub fn history_start_ms(&self, now_ms: u64) -> u64 {
+        self.ledger.history_start_ms_at(now_ms)
+    }
+
     /// See [`Ledger::digest`].
     pub fn digest(&self) -> u64 {
         self.ledger.digest()

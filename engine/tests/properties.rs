@@ -1740,7 +1740,7 @@ impl Harness {
                 let row = SnapshotRow {
                     sku: Sku::from(sku),
                     location: Location::from(location),
-                    on_hand: self.model.on_hand_at(p, as_of).0 + drift,
+                    on_hand: (self.model.on_hand_at(p, as_of).0 + drift).max(0),
                     safety_stock,
                 };
                 (p, row)

@@ -143,6 +143,6 @@ impl Collector for Scrape {
 
 /// The series for one scrape of `shared`'s server.
 pub(crate) fn scrape(shared: &Shared) -> Scrape {
-    let held = shared.engine.ledger().held_drifts(None).len() as u64;
+    let held = shared.engine.held_drifts_count() as u64;
     shared.reconciler.metrics.scrape(held)
 }

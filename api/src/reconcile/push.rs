@@ -243,7 +243,5 @@ fn stage(shared: &Shared, header: SnapshotHeader, mut receiver: mpsc::Receiver<S
 /// (`--reconcile-history-ms`) of the engine's clock, and within the history the ledger still
 /// has (which reaches further back only while nothing newer has pushed it out).
 fn history_start_ms(shared: &Shared, now_ms: u64) -> u64 {
-    let ledger = shared.engine.ledger();
-    let window_start = now_ms.saturating_sub(ledger.config().history_ms);
-    ledger.history_start_ms().max(window_start)
+    shared.engine.history_start_ms(now_ms)
 }

@@ -371,7 +371,7 @@ pub(crate) fn list_held(
     };
     let snapshot = (!request.snapshot_id.is_empty()).then_some(request.snapshot_id.as_str());
     // The ledger answers every held drift (by position); this pages through them.
-    let held = shared.engine.ledger().held_drifts(snapshot);
+    let held = shared.engine.held_drifts(snapshot);
     let total = held.len() as u64;
     let start = match &after {
         None => 0,

@@ -426,6 +426,10 @@ impl Ledger {
     }
 
     /// The drifts held for review, by position; only `snapshot_id`'s if given.
+    pub fn held_drifts_count(&self) -> usize {
+        lock(&self.reviews).by_position.len()
+    }
+
     pub fn held_drifts(&self, snapshot_id: Option<&str>) -> Vec<HeldDriftView> {
         lock(&self.reviews)
             .by_position

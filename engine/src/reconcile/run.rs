@@ -313,13 +313,15 @@ impl<'e> Reconciliation<'e> {
         };
         let mut done = None;
         for row in &rows {
+            // Safety stock first, so the row's drift line reports the value the ERP set. It
+            // moves no on_hand, and a resumed row finds it already set and skips it.
+            self.set_safety_stock(row)?;
             match self.reconcile(&row.sku, &row.location, row.on_hand) {
                 Ok(()) => {}
                 // Resume at this row next time.
                 Err(ReconcileError::Busy) => break,
                 Err(error) => return Err(error),
             }
-            self.set_safety_stock(row)?;
             self.rows_read += 1;
             done = Some((row.sku.clone(), row.location.clone()));
         }

@@ -219,11 +219,16 @@ impl SnapshotHeader {
         if !self.scope.contains(&row.location) {
             return Err(invalid(field("location"), "outside the snapshot's scope"));
         }
-        if row.on_hand.unsigned_abs() > QTY_MAX {
+        // An ERP count is of units present: 0 or more (the engine's own on_hand may be
+        // negative, because a store sale is a fact; the count is what corrects it).
+        if row.on_hand < 0 {
             return Err(invalid(
                 field("on_hand"),
-                format!("magnitude exceeds {QTY_MAX}"),
+                "must not be negative (a count of units present)",
             ));
+        }
+        if row.on_hand.unsigned_abs() > QTY_MAX {
+            return Err(invalid(field("on_hand"), format!("exceeds {QTY_MAX}")));
         }
         if row.safety_stock.is_some_and(|q| q > QTY_MAX) {
             return Err(invalid(field("safety_stock"), format!("exceeds {QTY_MAX}")));
