@@ -39,6 +39,7 @@
 pub mod scenarios;
 pub mod server;
 pub mod stats;
+pub mod surge;
 
 pub use inv_proto::v1 as pb;
 pub use server::LocalServer;
