@@ -102,3 +102,40 @@ fn reconnecting_stores_have_every_sale_counted_once_and_their_gaps_closed() -> R
     );
     Ok(())
 }
+
+#[test]
+fn a_return_wave_restocks_and_quarantines_exactly_what_came_back() -> Result<()> {
+    let options = SurgeOptions::ci();
+    let report = run(SurgeScenario::ReturnWave, &options)?;
+    assert_eq!(fact(&report, "orders"), 300);
+    let returned = fact(&report, "returned_units_inspected");
+    let decided = fact(&report, "disposed_restock_units")
+        + fact(&report, "disposed_scrap_units")
+        + fact(&report, "awaiting_inspection_units");
+    assert_eq!(decided, returned, "every inspected unit decided or waiting");
+    assert!(fact(&report, "returns") > 0, "{}", report.summary());
+    assert!(
+        fact(&report, "orders_committed") > 0,
+        "{}",
+        report.summary()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_holiday_surge_ends_with_no_hold_left_and_every_store_caught_up() -> Result<()> {
+    let options = SurgeOptions {
+        duration_secs: 3.0,
+        ..SurgeOptions::ci()
+    };
+    let report = run(SurgeScenario::HolidaySurge, &options)?;
+    assert!(fact(&report, "marketplace_ops") > 0, "{}", report.summary());
+    assert!(fact(&report, "store_sales") > 0, "{}", report.summary());
+    assert!(fact(&report, "backfill_sales") > 0, "{}", report.summary());
+    // Reserved = 0 everywhere was verified; every cart was granted or refused.
+    assert_eq!(
+        fact(&report, "granted") + fact(&report, "rejected"),
+        fact(&report, "carts")
+    );
+    Ok(())
+}

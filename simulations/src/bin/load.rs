@@ -166,7 +166,7 @@ struct SurgeArgs {
     /// Percent of batches resent as duplicates [default: 10].
     #[arg(long)]
     dup_pct: Option<u32>,
-    /// holiday-surge: skus in the catalogue [default: 100000, --ci 2000].
+    /// holiday-surge: skus in the catalogue [default: 100000, --ci 1000].
     #[arg(long)]
     catalog_skus: Option<usize>,
     /// return-wave: orders before the returns [default: 20000, --ci 300].

@@ -25,6 +25,8 @@
 //! # Layout
 //! - [`recorder`]: per-RPC histograms and timelines, shared by every task of a scenario.
 //! - [`verify`]: the expected model, reading the server back, and the pure comparison.
+//! - [`market`]: carts, returns and the client's ledger, shared by return-wave and
+//!   holiday-surge.
 //! - [`report`]: the summary table, the JSON report and the SVG chart.
 //!
 //! Every id a scenario sends starts with a run prefix, so scenarios can share one server
@@ -32,6 +34,7 @@
 
 pub mod flash_sale;
 pub mod holiday_surge;
+pub mod market;
 pub mod recorder;
 pub mod report;
 pub mod return_wave;
@@ -114,7 +117,8 @@ pub struct SurgeOptions {
     pub stores: usize,
     /// store-reconnect: sales in each store's backlog.
     pub sales_per_store: usize,
-    /// store-reconnect, holiday-surge: sales per RecordSales batch.
+    /// store-reconnect, holiday-surge: sales per RecordSales batch (return-wave: returns per
+    /// RecordReturns batch).
     pub batch_sales: usize,
     /// store-reconnect, return-wave, holiday-surge: percent of batches resent (duplicates).
     pub dup_pct: u32,
@@ -180,7 +184,7 @@ impl SurgeOptions {
             sales_per_store: 40,
             batch_sales: 8,
             skus: 200,
-            catalog_skus: 2_000,
+            catalog_skus: 1_000,
             orders: 300,
             callers: 8,
             duration_secs: 5.0,
@@ -353,7 +357,9 @@ fn progress_bar(scenario: &str) -> ProgressBar {
 }
 
 /// Most tries of one call (its first included).
-const ATTEMPTS_MAX: u32 = 40;
+/// Bulk calls are refused often while their budget is in use, so this is generous: with the
+/// back-off below it is over a minute and a half.
+const ATTEMPTS_MAX: u32 = 400;
 /// How long one try may take before the client gives up on it and retries.
 pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First back-off after a refusal; it doubles up to [`BACKOFF_MAX`].

@@ -179,27 +179,22 @@ impl Report {
             ops.dedup();
             ops
         };
-        let t_max = self
+        let drawn: Vec<&TimelinePoint> = self
             .timeline
+            .iter()
+            .filter(|p| ops.contains(&p.op.as_str()))
+            .collect();
+        let t_min = drawn.iter().map(|p| p.t_s).fold(f64::MAX, f64::min).floor();
+        let t_min = if t_min == f64::MAX { 0.0 } else { t_min };
+        let t_max = drawn
             .iter()
             .map(|p| p.t_s)
-            .fold(1.0f64, f64::max)
+            .fold(t_min + 1.0, f64::max)
             .ceil();
-        let rate_max = self
-            .timeline
-            .iter()
-            .filter(|p| ops.contains(&p.op.as_str()))
-            .map(|p| p.ops_per_s)
-            .fold(1.0f64, f64::max)
-            * 1.1;
-        let p99_max = self
-            .timeline
-            .iter()
-            .filter(|p| ops.contains(&p.op.as_str()))
-            .map(|p| p.p99_us as f64 / 1e3)
-            .fold(1.0f64, f64::max)
-            * 1.5;
-
+        let rate_max = drawn.iter().map(|p| p.ops_per_s).fold(1.0f64, f64::max) * 1.1;
+        let p99_ms = |p: &TimelinePoint| (p.p99_us as f64 / 1e3).max(0.001);
+        let p99_max = drawn.iter().map(|p| p99_ms(p)).fold(1.0f64, f64::max) * 1.5;
+        let p99_min = drawn.iter().map(|p| p99_ms(p)).fold(p99_max, f64::min) / 1.5;
         let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_error)?;
         let (top, bottom) = root.split_vertically(350);
@@ -217,10 +212,10 @@ impl Report {
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_max, 0f64..rate_max)
+            .build_cartesian_2d(t_min..t_max, 0f64..rate_max)
             .map_err(chart_error)?;
         rate.configure_mesh()
-            .x_desc("seconds")
+            .x_desc("seconds since the scenario started")
             .y_desc("answers/s")
             .draw()
             .map_err(chart_error)?;
@@ -229,11 +224,11 @@ impl Report {
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_max, (0.01f64..p99_max).log_scale())
+            .build_cartesian_2d(t_min..t_max, (p99_min..p99_max).log_scale())
             .map_err(chart_error)?;
         latency
             .configure_mesh()
-            .x_desc("seconds")
+            .x_desc("seconds since the scenario started")
             .y_desc("p99 ms")
             .draw()
             .map_err(chart_error)?;
@@ -250,9 +245,7 @@ impl Report {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             latency
                 .draw_series(LineSeries::new(
-                    points
-                        .iter()
-                        .map(|p| (p.t_s, (p.p99_us as f64 / 1e3).max(0.01))),
+                    points.iter().map(|p| (p.t_s, p99_ms(p))),
                     color.stroke_width(2),
                 ))
                 .map_err(chart_error)?;
