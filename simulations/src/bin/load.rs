@@ -191,6 +191,10 @@ struct SurgeArgs {
     /// holiday-surge: bulk backfill callers [default: 2, --ci 1].
     #[arg(long)]
     bulk_callers: Option<usize>,
+    /// holiday-surge: fail the verification if the hot path's p99 (check, reserve, commit) in
+    /// any quarter of the ramp exceeds this many ms [default: reported, not checked].
+    #[arg(long, value_name = "MS")]
+    hot_p99_ms_max: Option<f64>,
 }
 
 impl SurgeArgs {
@@ -223,6 +227,9 @@ impl SurgeArgs {
             ttl_ms,
             bulk_callers
         );
+        if self.hot_p99_ms_max.is_some() {
+            o.hot_p99_ms_max = self.hot_p99_ms_max;
+        }
         if let Some(v) = args.callers {
             o.callers = v;
         }

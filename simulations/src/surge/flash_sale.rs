@@ -208,10 +208,9 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
         };
         expected.holds.insert(env.id("buyer", i), hold);
     }
-    verdict.merge(
-        "after the stampede",
-        verify_against(env, &expected).await?.0,
-    );
+    let (after_stampede, observed) = verify_against(env, &expected).await?;
+    outcome.observed(&expected, &observed);
+    verdict.merge("after the stampede", after_stampede);
 
     // The checkout wave: three grants in four are committed, the rest released.
     env.stage("checkout", granted.len() as u64);
@@ -261,7 +260,9 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
             no_oversell: true,
         },
     );
-    verdict.merge("after checkout", verify_against(env, &expected).await?.0);
+    let (after_checkout, observed) = verify_against(env, &expected).await?;
+    outcome.observed(&expected, &observed);
+    verdict.merge("after checkout", after_checkout);
 
     let duplicates: u64 = snapshot.iter().map(|b| b.duplicates).sum();
     let duplicates_session: u64 = (0..o.buyers)

@@ -200,7 +200,7 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
         position.no_oversell = false;
     }
     expected.stores = expected_stores;
-    let (last, _) = verify_against(env, &expected).await?;
+    let (last, observed) = verify_against(env, &expected).await?;
     verdict.merge("after the surge", last);
 
     let ledger = lock(&ledger);
@@ -239,6 +239,7 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
         })
         .count();
     let mut outcome = Outcome::default();
+    outcome.observed(&expected, &observed);
     outcome.fact("catalog_skus", o.catalog_skus);
     outcome.fact("rate_start_per_s", o.base_rate as u64);
     outcome.fact("rate_peak_per_s", (o.base_rate * o.peak_factor) as u64);
@@ -288,6 +289,23 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
         refused("backfill:record_sales"),
         refused("record_returns")
     ));
+    if let Some(bound_ms) = o.hot_p99_ms_max {
+        for op in ["check", "reserve", "commit"] {
+            for q in 0..4 {
+                let from = ramp_t0_s + q as f64 * quarter;
+                if let Some(us) = recorder.p99_between(op, from, from + quarter) {
+                    let ms = us as f64 / 1e3;
+                    verdict.check(ms <= bound_ms, || {
+                        format!(
+                            "hot path: {op} p99 {ms:.2} ms in quarter {} of the ramp, bound \
+                             {bound_ms} ms",
+                            q + 1
+                        )
+                    });
+                }
+            }
+        }
+    }
     outcome.verdict = verdict;
     Ok(outcome)
 }

@@ -142,6 +142,10 @@ pub struct SurgeOptions {
     pub ttl_ms: u64,
     /// holiday-surge: concurrent bulk backfill callers.
     pub bulk_callers: usize,
+    /// holiday-surge: if set, the hot path's p99 (check, reserve, commit) in every quarter of
+    /// the ramp must be at most this many ms, or the verification fails. Unset by default:
+    /// shared machines are too noisy for a latency bound to be a pass/fail check.
+    pub hot_p99_ms_max: Option<f64>,
 }
 
 impl Default for SurgeOptions {
@@ -168,6 +172,7 @@ impl Default for SurgeOptions {
             peak_factor: 10.0,
             ttl_ms: 5_000,
             bulk_callers: 2,
+            hot_p99_ms_max: None,
         }
     }
 }
@@ -240,6 +245,11 @@ impl SurgeOptions {
         if !(1.0..=100.0).contains(&self.peak_factor) {
             bail!("--peak-factor must be in 1..=100");
         }
+        if let Some(ms) = self.hot_p99_ms_max
+            && !(ms > 0.0 && ms.is_finite())
+        {
+            bail!("--hot-p99-ms-max must be a positive number of ms");
+        }
         if !(inv_engine::limits::TTL_MS_MIN..=600_000).contains(&self.ttl_ms) {
             bail!("--ttl-ms must be in 1000..=600000");
         }
@@ -275,6 +285,22 @@ impl Env {
     }
 }
 
+/// One store's feed as the server reported it at the end (and, for store-reconnect, mid-way).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StoreLine {
+    pub store_id: String,
+    pub contiguous_seq: u64,
+    pub newest_seq: u64,
+    pub missing_count: u64,
+    pub sales_recorded: u64,
+    pub duplicates_absorbed: u64,
+    /// Server time minus till time of the newest sale when it was recorded.
+    pub lag_ms: u64,
+    /// The same mid-way, with the backlog partly in (store-reconnect only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_ms_mid: Option<u64>,
+}
+
 /// What a scenario hands back: its headline numbers and its verdict.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -284,9 +310,33 @@ pub struct Outcome {
     /// Lines the summary prints under the table.
     pub notes: Vec<String>,
     pub verdict: Verdict,
+    /// Every store's feed at the end, for the report's lag per store.
+    pub stores: Vec<StoreLine>,
 }
 
 impl Outcome {
+    /// Takes the report's figures from a verification's reads: the positions oversold (the
+    /// worst of every verification so far) and every store's feed.
+    pub fn observed(&mut self, expected: &Expected, observed: &Observed) {
+        let oversold = verify::oversold_positions(expected, observed);
+        let worst = self.facts.get("oversold_positions").copied().unwrap_or(0);
+        self.fact("oversold_positions", oversold.max(worst as u64));
+        self.stores = observed
+            .stores
+            .values()
+            .map(|s| StoreLine {
+                store_id: s.store_id.clone(),
+                contiguous_seq: s.contiguous_seq,
+                newest_seq: s.newest_seq,
+                missing_count: s.missing_count,
+                sales_recorded: s.sales_recorded,
+                duplicates_absorbed: s.duplicates_absorbed,
+                lag_ms: s.newest_lag_ms,
+                lag_ms_mid: None,
+            })
+            .collect();
+    }
+
     pub fn fact(&mut self, name: &str, value: impl TryInto<i64>) {
         self.facts
             .insert(name.to_owned(), value.try_into().unwrap_or(i64::MAX));

@@ -27,6 +27,9 @@ pub struct Report {
     /// The scenario's headline numbers (`granted`, `stock`, `oversell`, ...).
     pub facts: BTreeMap<String, i64>,
     pub notes: Vec<String>,
+    /// Every store's feed at the end (lag per store), for the scenarios with stores.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<super::StoreLine>,
     pub verification: Verdict,
 }
 
@@ -48,6 +51,7 @@ impl Report {
             timeline: recorder.timeline(),
             facts: outcome.facts,
             notes: outcome.notes,
+            stores: outcome.stores,
             verification: outcome.verdict,
         }
     }
@@ -96,6 +100,19 @@ impl Report {
         }
         for note in &self.notes {
             let _ = writeln!(out, "{note}");
+        }
+        if !self.stores.is_empty() {
+            let mut lags: Vec<u64> = self.stores.iter().map(|s| s.lag_ms).collect();
+            lags.sort_unstable();
+            let missing: u64 = self.stores.iter().map(|s| s.missing_count).sum();
+            let _ = writeln!(
+                out,
+                "stores: {} at the end, lag p50 {} ms, max {} ms; {missing} sequence numbers \
+                 missing (per store in the JSON report)",
+                self.stores.len(),
+                lags[lags.len() / 2],
+                lags[lags.len() - 1]
+            );
         }
         let v = &self.verification;
         let _ = writeln!(

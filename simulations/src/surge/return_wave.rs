@@ -206,11 +206,12 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
         }
         ledger.expected(&stocked)
     };
-    let (last, _) = verify_against(env, &expected).await?;
+    let (last, observed) = verify_against(env, &expected).await?;
     verdict.merge("after the wave", last);
 
     let ledger = lock(&ledger);
     let mut outcome = Outcome::default();
+    outcome.observed(&expected, &observed);
     outcome.fact("orders", o.orders);
     outcome.fact("orders_committed", orders.len());
     outcome.fact("returns", returns.len());

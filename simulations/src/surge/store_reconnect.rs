@@ -211,7 +211,8 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
     let mut verdict = super::Verdict::new();
     let mut outcome = Outcome::default();
     let expected_mid = expectation(&plans, &sent, false);
-    let (mid, observed) = verify_against(env, &expected_mid).await?;
+    let (mid, observed_mid) = verify_against(env, &expected_mid).await?;
+    let observed = &observed_mid;
     verdict.merge("with one batch held back", mid);
     let gaps_mid: u64 = observed.stores.values().map(|s| s.missing_count).sum();
     let lag_mid = observed
@@ -269,6 +270,13 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
 
     let expected = expectation(&plans, &sent, true);
     let (last, observed) = verify_against(env, &expected).await?;
+    outcome.observed(&expected, &observed);
+    for line in &mut outcome.stores {
+        line.lag_ms_mid = observed_mid
+            .stores
+            .get(&line.store_id)
+            .map(|s| s.newest_lag_ms);
+    }
     verdict.merge("after reconnecting", last);
     for (s, store) in sent.iter().enumerate() {
         for failure in &store.failures {

@@ -238,6 +238,22 @@ pub fn verify(expected: &Expected, observed: &Observed) -> Verdict {
     v
 }
 
+/// Positions where no channel may be oversold (see [`ExpectedPosition::no_oversell`]) that the
+/// server shows with a negative availability: the report's `oversold_positions` (must be 0).
+pub fn oversold_positions(expected: &Expected, observed: &Observed) -> u64 {
+    expected
+        .positions
+        .iter()
+        .filter(|(key, want)| {
+            want.no_oversell
+                && observed
+                    .positions
+                    .get(*key)
+                    .is_some_and(|got| got.available < 0)
+        })
+        .count() as u64
+}
+
 fn check_hold(
     v: &mut Verdict,
     id: &str,
