@@ -33,6 +33,8 @@ struct OpRecord {
     /// Per bucket: latencies at two significant digits (enough for a chart, ~20 KiB each),
     /// allocated when the bucket gets its first answer.
     buckets: Vec<Option<Histogram<u32>>>,
+    /// Per bucket: failed tries (a refusal while a budget is in use shows here over time).
+    bucket_errors: Vec<u64>,
     rejected: u64,
     errors: BTreeMap<String, u64>,
 }
@@ -43,6 +45,7 @@ impl OpRecord {
             latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
                 .expect("valid histogram bounds"),
             buckets: Vec::new(),
+            bucket_errors: Vec::new(),
             rejected: 0,
             errors: BTreeMap::new(),
         }
@@ -75,6 +78,9 @@ pub struct TimelinePoint {
     pub t_s: f64,
     /// Answers in the bucket, per second.
     pub ops_per_s: f64,
+    /// Failed tries in the bucket, per second.
+    pub errors_per_s: f64,
+    /// 0 when the bucket had only failures.
     pub p99_us: u64,
 }
 
@@ -100,9 +106,7 @@ impl Recorder {
         let us = u64::try_from(now.duration_since(started).as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, LATENCY_US_MAX);
-        let index = ((now.duration_since(self.started).as_nanos() / self.bucket.as_nanos())
-            as usize)
-            .min(BUCKETS_MAX - 1);
+        let index = self.bucket_index(now);
         self.with(op, |record| {
             record.latency_us.saturating_record(us);
             if record.buckets.len() <= index {
@@ -116,6 +120,11 @@ impl Recorder {
         });
     }
 
+    fn bucket_index(&self, now: Instant) -> usize {
+        ((now.duration_since(self.started).as_nanos() / self.bucket.as_nanos()) as usize)
+            .min(BUCKETS_MAX - 1)
+    }
+
     /// An answer that was a business refusal (also recorded with [`Recorder::ok`]).
     pub fn rejected(&self, op: &'static str) {
         self.with(op, |record| record.rejected += 1);
@@ -124,7 +133,14 @@ impl Recorder {
     /// A failed call (or batch item) of `op`.
     pub fn error(&self, op: &'static str, name: impl Into<String>) {
         let name = name.into();
-        self.with(op, |record| *record.errors.entry(name).or_default() += 1);
+        let index = self.bucket_index(Instant::now());
+        self.with(op, |record| {
+            *record.errors.entry(name).or_default() += 1;
+            if record.bucket_errors.len() <= index {
+                record.bucket_errors.resize(index + 1, 0);
+            }
+            record.bucket_errors[index] += 1;
+        });
     }
 
     /// Seconds since the recorder started.
@@ -164,15 +180,19 @@ impl Recorder {
         let width_s = self.bucket.as_secs_f64();
         let mut points = Vec::new();
         for (op, record) in ops.iter() {
-            for (i, bucket) in record.buckets.iter().enumerate() {
-                if let Some(h) = bucket {
-                    points.push(TimelinePoint {
-                        op: (*op).to_owned(),
-                        t_s: i as f64 * width_s,
-                        ops_per_s: h.len() as f64 / width_s,
-                        p99_us: h.value_at_quantile(0.99),
-                    });
+            for i in 0..record.buckets.len().max(record.bucket_errors.len()) {
+                let bucket = record.buckets.get(i).and_then(Option::as_ref);
+                let errors = record.bucket_errors.get(i).copied().unwrap_or(0);
+                if bucket.is_none() && errors == 0 {
+                    continue;
                 }
+                points.push(TimelinePoint {
+                    op: (*op).to_owned(),
+                    t_s: i as f64 * width_s,
+                    ops_per_s: bucket.map_or(0.0, |h| h.len() as f64 / width_s),
+                    errors_per_s: errors as f64 / width_s,
+                    p99_us: bucket.map_or(0, |h| h.value_at_quantile(0.99)),
+                });
             }
         }
         points

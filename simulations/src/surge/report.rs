@@ -208,15 +208,20 @@ impl Report {
             .map(|p| p.t_s)
             .fold(t_min + 1.0, f64::max)
             .ceil();
-        let rate_max = drawn.iter().map(|p| p.ops_per_s).fold(1.0f64, f64::max) * 1.1;
+        let rate_max = drawn
+            .iter()
+            .map(|p| p.ops_per_s.max(p.errors_per_s))
+            .fold(1.0f64, f64::max)
+            * 1.1;
         let p99_ms = |p: &TimelinePoint| (p.p99_us as f64 / 1e3).max(0.001);
-        let p99_max = drawn.iter().map(|p| p99_ms(p)).fold(1.0f64, f64::max) * 1.5;
-        let p99_min = drawn.iter().map(|p| p99_ms(p)).fold(p99_max, f64::min) / 1.5;
+        let answered = || drawn.iter().filter(|p| p.p99_us > 0);
+        let p99_max = answered().map(|p| p99_ms(p)).fold(1.0f64, f64::max) * 1.5;
+        let p99_min = answered().map(|p| p99_ms(p)).fold(p99_max, f64::min) / 1.5;
         let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_error)?;
         let (top, bottom) = root.split_vertically(350);
         let caption = format!(
-            "{}: answers per second (verification {})",
+            "{}: answers per second, failed tries thin (verification {})",
             self.scenario,
             if self.verification.passed {
                 "PASS"
@@ -262,10 +267,23 @@ impl Report {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             latency
                 .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.t_s, p99_ms(p))),
+                    points
+                        .iter()
+                        .filter(|p| p.p99_us > 0)
+                        .map(|p| (p.t_s, p99_ms(p))),
                     color.stroke_width(2),
                 ))
                 .map_err(chart_error)?;
+            // Failed tries (refusals while a budget is in use, timeouts), thin, where any.
+            if points.iter().any(|p| p.errors_per_s > 0.0) {
+                rate.draw_series(LineSeries::new(
+                    points.iter().map(|p| (p.t_s, p.errors_per_s)),
+                    color.stroke_width(1),
+                ))
+                .map_err(chart_error)?
+                .label(format!("{op} failed tries (thin)"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
         }
         rate.configure_series_labels()
             .background_style(WHITE.mix(0.8))
