@@ -222,7 +222,7 @@ pub async fn run(env: &Arc<Env>) -> Result<Outcome> {
     };
     let refused = |op: &str| -> u64 {
         recorder
-            .rows(1.0)
+            .rows()
             .iter()
             .find(|r| r.op == op)
             .and_then(|r| r.errors.get("RESOURCE_EXHAUSTED").copied())
@@ -451,10 +451,12 @@ async fn store(env: &Env, s: usize, skus: &[String], stop: &AtomicBool, backfill
     };
     let client = env.client(s);
     let seq = AtomicU64::new(0);
+    // A batch holds the sales of the last few minutes of till time, in order, the newest just
+    // before it is posted: so a store that keeps up shows a lag of a moment, not minutes.
     let make = |rng: &mut Rng, posted: &mut Posted| -> pb::RecordSalesRequest {
         let now = now_ms();
         let sales = (0..size)
-            .map(|_| {
+            .map(|k| {
                 let n = seq.fetch_add(1, Ordering::Relaxed) + 1;
                 let sku = assortment[rng.below(assortment.len() as u64) as usize];
                 let qty = 1 + rng.below(2);
@@ -462,7 +464,9 @@ async fn store(env: &Env, s: usize, skus: &[String], stop: &AtomicBool, backfill
                 pb::Sale {
                     txn_id: format!("t{n}"),
                     store_seq: n,
-                    occurred_at_ms: now.saturating_sub(rng.below(STORE_TILL_SPAN_MS)),
+                    occurred_at_ms: now.saturating_sub(
+                        STORE_TILL_SPAN_MS - STORE_TILL_SPAN_MS * (k as u64 + 1) / size as u64,
+                    ),
                     lines: vec![pb::Line {
                         sku: sku.clone(),
                         location: id.clone(),

@@ -35,6 +35,11 @@ struct OpRecord {
     buckets: Vec<Option<Histogram<u32>>>,
     /// Per bucket: failed tries (a refusal while a budget is in use shows here over time).
     bucket_errors: Vec<u64>,
+    /// When the first and the latest answer came, in seconds since the start: the span the
+    /// RPC was in use, which a row's throughput is measured over (a scenario's phases each
+    /// use a few RPCs, so the whole run's length would understate every one of them).
+    first_s: f64,
+    last_s: f64,
     rejected: u64,
     errors: BTreeMap<String, u64>,
 }
@@ -46,6 +51,8 @@ impl OpRecord {
                 .expect("valid histogram bounds"),
             buckets: Vec::new(),
             bucket_errors: Vec::new(),
+            first_s: f64::MAX,
+            last_s: 0.0,
             rejected: 0,
             errors: BTreeMap::new(),
         }
@@ -58,6 +65,9 @@ pub struct RpcRow {
     pub op: String,
     /// Answers received (business rejections included).
     pub ok: u64,
+    /// From the first call answered being sent to the last answer, in seconds: the RPC's
+    /// active span, which `ops_per_s` is measured over.
+    pub seconds: f64,
     /// Answers that were business refusals (out of stock).
     pub rejected: u64,
     /// Failed calls by gRPC code name (`item:CODE` for failed items of a batch, `CLIENT_TIMEOUT`
@@ -107,8 +117,11 @@ impl Recorder {
             .unwrap_or(u64::MAX)
             .clamp(1, LATENCY_US_MAX);
         let index = self.bucket_index(now);
+        let at_s = now.duration_since(self.started).as_secs_f64();
         self.with(op, |record| {
             record.latency_us.saturating_record(us);
+            record.first_s = record.first_s.min(at_s - us as f64 / 1e6);
+            record.last_s = record.last_s.max(at_s);
             if record.buckets.len() <= index {
                 record.buckets.resize_with(index + 1, || None);
             }
@@ -153,15 +166,21 @@ impl Recorder {
         self.with(op, |record| record.latency_us.len())
     }
 
-    /// One row per RPC, throughput over `seconds`.
-    pub fn rows(&self, seconds: f64) -> Vec<RpcRow> {
+    /// One row per RPC, its throughput measured over its active span (at least one bucket).
+    pub fn rows(&self) -> Vec<RpcRow> {
         let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
         ops.iter()
             .map(|(op, record)| {
                 let h = &record.latency_us;
+                let seconds = if h.is_empty() {
+                    0.0
+                } else {
+                    (record.last_s - record.first_s.max(0.0)).max(self.bucket.as_secs_f64())
+                };
                 RpcRow {
                     op: (*op).to_owned(),
                     ok: h.len(),
+                    seconds,
                     rejected: record.rejected,
                     errors: record.errors.clone(),
                     ops_per_s: h.len() as f64 / seconds.max(1e-9),
@@ -233,7 +252,7 @@ mod tests {
         recorder.rejected("reserve");
         recorder.error("reserve", "RESOURCE_EXHAUSTED");
         recorder.ok("check", started);
-        let rows = recorder.rows(1.0);
+        let rows = recorder.rows();
         assert_eq!(rows.len(), 2);
         let reserve = rows.iter().find(|r| r.op == "reserve").expect("a row");
         assert_eq!(reserve.ok, 2);

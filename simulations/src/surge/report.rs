@@ -20,7 +20,8 @@ pub struct Report {
     pub options: SurgeOptions,
     /// Wall time of the whole scenario, setup and verification included.
     pub seconds: f64,
-    /// One row per RPC (the verification's reads are the `verify:*` rows).
+    /// One row per RPC (the verification's reads are the `verify:*` rows); throughput is over
+    /// each RPC's active span (`seconds`), not the whole run.
     pub rpcs: Vec<RpcRow>,
     /// Per RPC and time bucket: throughput and p99.
     pub timeline: Vec<TimelinePoint>,
@@ -47,7 +48,7 @@ impl Report {
             target: target.to_owned(),
             options: options.clone(),
             seconds,
-            rpcs: recorder.rows(seconds),
+            rpcs: recorder.rows(),
             timeline: recorder.timeline(),
             facts: outcome.facts,
             notes: outcome.notes,
@@ -66,8 +67,16 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<24} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  errors",
-            "rpc", "answers", "per s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "rejected"
+            "{:<24} {:>9} {:>7} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8}  errors",
+            "rpc",
+            "answers",
+            "over s",
+            "per s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "rejected"
         );
         for row in &self.rpcs {
             let errors = if row.errors.is_empty() {
@@ -82,9 +91,10 @@ impl Report {
             let ms = |us: u64| format!("{:.3}", us as f64 / 1e3);
             let _ = writeln!(
                 out,
-                "{:<24} {:>9} {:>9.0} {:>8} {:>8} {:>9} {:>8} {:>8}  {}",
+                "{:<24} {:>9} {:>7.1} {:>9.0} {:>8} {:>8} {:>9} {:>8} {:>8}  {}",
                 row.op,
                 row.ok,
+                row.seconds,
                 row.ops_per_s,
                 ms(row.p50_us),
                 ms(row.p99_us),
