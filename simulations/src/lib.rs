@@ -28,6 +28,8 @@
 //! - `stats`: per-operation histograms and error counts; the report's rows and table.
 //! - `server`: [`LocalServer`], the real server on a runtime and thread of its own.
 //! - `scenarios`: the callers of each workload.
+//! - `surge`: the surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`,
+//!   `holiday-surge`), which also verify the server's state afterwards; see docs/surge.md.
 //!
 //! The unary scenarios run closed-loop by default (each caller sends its next call when the
 //! last is answered), which finds the most throughput; `--rate` paces them to a total rate
@@ -39,6 +41,7 @@
 pub mod scenarios;
 pub mod server;
 pub mod stats;
+pub mod surge;
 
 pub use inv_proto::v1 as pb;
 pub use server::LocalServer;

@@ -1,9 +1,11 @@
-//! Every scenario of the load tool runs end to end against the real in-process server.
+//! Every measuring scenario of the load tool runs end to end against the real in-process
+//! server.
 //!
 //! Goal: each scenario, run for about half a second with a few callers, gets answers for
 //! every operation it drives and no error it does not expect (the only expected one is
 //! RESOURCE_EXHAUSTED for bulk calls beyond the server's bulk budget). No timing is asserted:
-//! CI machines are too noisy for that; `load` itself reports the figures.
+//! CI machines are too noisy for that; `load` itself reports the figures. The server's state
+//! after a surge is verified by the surge scenarios (`tests/surge.rs`), not here.
 
 use anyhow::Result;
 use inv_sim::{LocalServer, Options, Scenario};
@@ -63,11 +65,6 @@ fn every_scenario_answers_without_unexpected_errors() -> Result<()> {
                 .find(|r| r.scenario == *scenario && r.op == *op)
                 .unwrap_or_else(|| panic!("no row for {scenario} / {op} in {rows:#?}"));
             assert!(row.ops > 0, "{row:?}");
-            assert!(row.ops_per_s > 0.0, "{row:?}");
-            assert!(
-                row.p50_us <= row.p99_us && row.p99_us <= row.max_us,
-                "{row:?}"
-            );
         }
     }
     for row in &rows {

@@ -6,6 +6,15 @@
 //! cargo run --release -p inv-sim --bin load -- --scenario check --scenario session-check --json
 //! cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
 //! ```
+//!
+//! The surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`, `holiday-surge`; see
+//! `inv_sim::surge` and docs/surge.md) verify the server's state afterwards and exit 1 if it is
+//! wrong:
+//!
+//! ```text
+//! cargo run --release -p inv-sim --bin load -- --scenario flash-sale --report fs.json --chart fs.svg
+//! cargo run -p inv-sim --bin load -- --ci --scenario store-reconnect
+//! ```
 
 // As in the `inventory` binary (see the workspace Cargo.toml for why).
 #[global_allocator]
@@ -13,8 +22,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use inv_sim::surge::{Report, SurgeOptions, SurgeScenario};
 use inv_sim::{LocalServer, Options, Scenario};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// A scenario named on the command line: one that measures, or a surge that also verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Named {
+    Measure(Scenario),
+    Surge(SurgeScenario),
+}
+
+fn parse_scenario(name: &str) -> Result<Named, String> {
+    if let Some(surge) = SurgeScenario::from_name(name) {
+        return Ok(Named::Surge(surge));
+    }
+    <Scenario as clap::ValueEnum>::from_str(name, false)
+        .map(Named::Measure)
+        .map_err(|_| {
+            let mut names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            names.extend(SurgeScenario::ALL.iter().map(|s| s.name()));
+            format!("unknown scenario {name:?}; one of: {}", names.join(", "))
+        })
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,25 +55,27 @@ use std::time::Duration;
 struct Args {
     /// Target a server already running at this URL (loopback only) instead of starting one
     /// in process over a temporary data folder.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, visible_alias = "target", value_name = "URL")]
     server: Option<String>,
-    /// Concurrent callers per scenario.
-    #[arg(long, default_value_t = 64)]
-    callers: usize,
+    /// Concurrent callers per scenario [default: 64; surge: 64, --ci 8].
+    #[arg(long)]
+    callers: Option<usize>,
     /// Seconds per scenario (the backfill scenario runs twice this).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Skus stocked and picked uniformly.
-    #[arg(long, default_value_t = 1_000)]
-    skus: usize,
+    /// Skus stocked and picked uniformly [default: 1000; surge (store-reconnect, return-wave):
+    /// 2000, --ci 200].
+    #[arg(long)]
+    skus: Option<usize>,
     /// Requests each Session caller keeps in flight.
     #[arg(long, default_value_t = 32)]
     pipeline: usize,
     /// HTTP/2 connections shared round-robin by the callers; 0 gives each caller its own
     /// (measured costlier per call than a few shared ones). One is what a gRPC client process
     /// uses by default (one channel), and measured best for unary latency.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
+    /// [default: 1; surge: 4, --ci 2]
+    #[arg(long)]
+    connections: Option<usize>,
     /// Concurrent RecordSales callers in the backfill scenario.
     #[arg(long, default_value_t = 12)]
     backfill_callers: usize,
@@ -53,9 +86,14 @@ struct Args {
     /// load); without it they run closed-loop, as fast as answers come.
     #[arg(long, value_name = "OPS")]
     rate: Option<f64>,
-    /// A scenario to run (repeatable); all of them by default.
-    #[arg(long = "scenario", value_enum)]
-    scenarios: Vec<Scenario>,
+    /// A scenario to run (repeatable); every measuring one by default. Measuring: check,
+    /// reserve, reserve-only, mix, session-check, session-reserve, backfill. Surge (verify the
+    /// server's state afterwards; exit 1 if it is wrong): flash-sale, store-reconnect,
+    /// return-wave, holiday-surge.
+    #[arg(long = "scenario", value_parser = parse_scenario)]
+    scenarios: Vec<Named>,
+    #[command(flatten)]
+    surge: SurgeArgs,
     /// The in-process server's budget of bulk calls accepted at once (its default is 2).
     #[arg(long, value_name = "N")]
     server_bulk_max: Option<usize>,
@@ -85,6 +123,126 @@ fn half_the_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+/// The surge scenarios' sizes and outputs. Every size defaults to the full size (or, with
+/// `--ci`, the CI size); naming one overrides that one only.
+#[derive(clap::Args, Debug)]
+struct SurgeArgs {
+    /// Surge: start from the CI sizes (every scenario in seconds) instead of the full ones.
+    #[arg(long)]
+    ci: bool,
+    /// Surge: write the report(s) as JSON here (`NAME-SCENARIO.json` when several run).
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Surge: draw throughput and p99 over time as SVG here (`NAME-SCENARIO.svg` when several).
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    /// Surge: seed of every random choice [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// flash-sale: buyers, one unit each [default: 10000, --ci 400].
+    #[arg(long)]
+    buyers: Option<usize>,
+    /// flash-sale: units of the hot sku [default: 1000, --ci 50].
+    #[arg(long)]
+    stock: Option<u64>,
+    /// flash-sale: Session streams [default: 8, --ci 2].
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// flash-sale: percent of buyers on Session streams [default: 50].
+    #[arg(long)]
+    session_pct: Option<u32>,
+    /// flash-sale: percent of requests retried with the same key [default: 10].
+    #[arg(long)]
+    retry_pct: Option<u32>,
+    /// store-reconnect, holiday-surge: stores [default: 300, --ci 12].
+    #[arg(long)]
+    stores: Option<usize>,
+    /// store-reconnect: sales in each store's backlog [default: 200, --ci 40].
+    #[arg(long)]
+    sales_per_store: Option<usize>,
+    /// store-reconnect, holiday-surge: sales per batch [default: 25, --ci 8].
+    #[arg(long)]
+    batch_sales: Option<usize>,
+    /// Percent of batches resent as duplicates [default: 10].
+    #[arg(long)]
+    dup_pct: Option<u32>,
+    /// holiday-surge: skus in the catalogue [default: 100000, --ci 1000].
+    #[arg(long)]
+    catalog_skus: Option<usize>,
+    /// return-wave: orders before the returns [default: 20000, --ci 300].
+    #[arg(long)]
+    orders: Option<usize>,
+    /// return-wave: percent of orders returned [default: 40].
+    #[arg(long)]
+    return_pct: Option<u32>,
+    /// holiday-surge: length of the ramp in seconds [default: 60, --ci 5].
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// holiday-surge: marketplace calls a second at the start [default: 500, --ci 60].
+    #[arg(long)]
+    base_rate: Option<f64>,
+    /// holiday-surge: the rate at the end of the ramp, as a multiple of --base-rate
+    /// [default: 10].
+    #[arg(long)]
+    peak_factor: Option<f64>,
+    /// holiday-surge: TTL of a cart's hold in ms [default: 5000, --ci 1500].
+    #[arg(long)]
+    ttl_ms: Option<u64>,
+    /// holiday-surge: bulk backfill callers [default: 2, --ci 1].
+    #[arg(long)]
+    bulk_callers: Option<usize>,
+    /// holiday-surge: fail the verification if the hot path's p99 (check, reserve, commit) in
+    /// any quarter of the ramp exceeds this many ms [default: reported, not checked].
+    #[arg(long, value_name = "MS")]
+    hot_p99_ms_max: Option<f64>,
+}
+
+impl SurgeArgs {
+    fn options(&self, args: &Args) -> SurgeOptions {
+        let mut o = if self.ci {
+            SurgeOptions::ci()
+        } else {
+            SurgeOptions::default()
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(if let Some(v) = self.$field { o.$field = v; })*};
+        }
+        set!(
+            seed,
+            buyers,
+            stock,
+            sessions,
+            session_pct,
+            retry_pct,
+            stores,
+            sales_per_store,
+            batch_sales,
+            dup_pct,
+            catalog_skus,
+            orders,
+            return_pct,
+            duration_secs,
+            base_rate,
+            peak_factor,
+            ttl_ms,
+            bulk_callers
+        );
+        if self.hot_p99_ms_max.is_some() {
+            o.hot_p99_ms_max = self.hot_p99_ms_max;
+        }
+        if let Some(v) = args.callers {
+            o.callers = v;
+        }
+        if let Some(v) = args.skus {
+            o.skus = v;
+        }
+        if let Some(v) = args.connections {
+            o.connections = v;
+        }
+        o
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if !args.transparent_huge_pages {
@@ -92,21 +250,46 @@ fn main() -> Result<()> {
             "turning transparent huge pages off (--transparent-huge-pages leaves them on)",
         )?;
     }
+    let surges: Vec<SurgeScenario> = args
+        .scenarios
+        .iter()
+        .filter_map(|n| match n {
+            Named::Surge(s) => Some(*s),
+            Named::Measure(_) => None,
+        })
+        .collect();
+    if !surges.is_empty() {
+        if surges.len() != args.scenarios.len() {
+            anyhow::bail!("run surge scenarios and measuring scenarios in separate runs");
+        }
+        let passed = surge_main(&args, &surges)?;
+        if !passed {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let server_threads = args.server_threads.unwrap_or_else(half_the_cores).max(1);
     let client_threads = args.client_threads.unwrap_or_else(half_the_cores).max(1);
+    let defaults = Options::default();
     let options = Options {
-        callers: args.callers,
+        callers: args.callers.unwrap_or(defaults.callers),
         seconds: args.seconds,
-        skus: args.skus,
+        skus: args.skus.unwrap_or(defaults.skus),
         pipeline: args.pipeline,
-        connections: args.connections,
+        connections: args.connections.unwrap_or(defaults.connections),
         backfill_callers: args.backfill_callers,
         backfill_sales: args.backfill_sales,
         rate: args.rate,
         scenarios: if args.scenarios.is_empty() {
             Scenario::ALL.to_vec()
         } else {
-            args.scenarios.clone()
+            args.scenarios
+                .iter()
+                .filter_map(|n| match n {
+                    Named::Measure(s) => Some(*s),
+                    Named::Surge(_) => None,
+                })
+                .collect()
         },
         ..Options::default()
     };
@@ -173,4 +356,93 @@ fn main() -> Result<()> {
         print!("{}", inv_sim::summary(&rows, &options));
     }
     Ok(())
+}
+
+/// Longest a whole surge run may take; it only guards against a server that stops answering.
+const SURGE_BUDGET: Duration = Duration::from_secs(3_600);
+
+/// Runs the surge scenarios in order against one server, prints each summary, writes the
+/// reports and charts; returns whether every verification passed.
+fn surge_main(args: &Args, scenarios: &[SurgeScenario]) -> Result<bool> {
+    let options = args.surge.options(args);
+    options.validate()?;
+    if let Some(url) = &args.server {
+        inv_sim::check_loopback(url)?;
+    }
+    let server_threads = args.server_threads.unwrap_or_else(half_the_cores).max(1);
+    let client_threads = args.client_threads.unwrap_or_else(half_the_cores).max(1);
+    let server = match &args.server {
+        Some(_) => None,
+        None => Some(LocalServer::start(server_threads)?),
+    };
+    let url = match (&args.server, &server) {
+        (Some(url), _) => url.clone(),
+        (None, Some(server)) => server.url(),
+        (None, None) => unreachable!("a server is started when none is named"),
+    };
+    eprintln!(
+        "load: surge {} against {url} ({})",
+        scenarios
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if server.is_some() {
+            format!("in process, RedbLog, Sync durability, {server_threads} server workers")
+        } else {
+            "external".to_owned()
+        }
+    );
+    let runtime = inv_api::host::runtime_builder(client_threads)
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")?;
+    let reports = runtime.block_on(async {
+        let mut reports = Vec::new();
+        for &scenario in scenarios {
+            let report =
+                tokio::time::timeout(SURGE_BUDGET, inv_sim::surge::run(&url, scenario, &options))
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "{} did not finish within {SURGE_BUDGET:?}",
+                            scenario.name()
+                        )
+                    })??;
+            print!("{}", report.summary());
+            println!();
+            reports.push(report);
+        }
+        anyhow::Ok(reports)
+    });
+    drop(runtime);
+    if let Some(server) = server {
+        server.stop()?;
+    }
+    let reports = reports?;
+    let several = reports.len() > 1;
+    if let Some(path) = &args.surge.report {
+        if several {
+            for report in &reports {
+                let path = inv_sim::surge::report::path_for(path, &report.scenario, true);
+                Report::write_json(std::slice::from_ref(report), &path)?;
+                eprintln!("load: wrote {}", path.display());
+            }
+        } else {
+            Report::write_json(&reports, path)?;
+            eprintln!("load: wrote {}", path.display());
+        }
+    }
+    if let Some(path) = &args.surge.chart {
+        for report in &reports {
+            let path = inv_sim::surge::report::path_for(path, &report.scenario, several);
+            report.write_chart(&path)?;
+            eprintln!("load: wrote {}", path.display());
+        }
+    }
+    for report in &reports {
+        println!("{}", report.headline());
+    }
+    Ok(reports.iter().all(|r| r.verification.passed))
 }
