@@ -477,3 +477,4 @@ pub fn summary(rows: &[Row], options: &Options) -> String {
     }
     out
 }
+pub mod vopr;
