@@ -60,6 +60,8 @@ fn a_reserve_that_skips_the_availability_check_is_caught_within_twenty_seeds() {
         }),
         ..options(seed, PLANTED_STEPS)
     });
+    // Shown with --nocapture: the report a developer would see.
+    println!("{}", shrunk.report(&options(seed, PLANTED_STEPS)));
     let RunResult::Failed {
         shrunk: Some(shrunk),
         ..

@@ -13,9 +13,9 @@
 //! - Appends are never durable by themselves; a sync ([`SimLog::sync`], or `wait_durable`
 //!   from inside the engine, as a checkpoint does) moves the whole tail to the disk.
 //! - [`SimLog::crash`] drops the tail: whatever was not synced is lost, as after a power cut.
-//! - [`SimLog::fail_next_sync`]: the next sync fails, the tail is lost (Linux may drop the
-//!   dirty pages of a failed fsync) and the log is dead: every later call fails until the
-//!   simulator crashes and restarts the process, as redb's `PreviousIo` demands.
+//! - [`SimLog::fail_next_sync`]: the next sync fails and the log is dead: every later call
+//!   fails until the simulator crashes and restarts the process (redb's `PreviousIo`), and
+//!   the restart loses the tail (Linux may drop the dirty pages of a failed fsync).
 //!
 //! Every method runs on the simulator's thread (recovery's reader thread only reads), so the
 //! one mutex is never contended; it is there because `EventLog` is `Send + Sync`.
@@ -60,8 +60,8 @@ impl SimLog {
             return Err(LogError::Io(why.clone()));
         }
         if state.fail_next_sync {
+            // The tail stays until the restart drops it: a dead log serves nothing meanwhile.
             state.fail_next_sync = false;
-            state.tail.clear();
             let why = "injected fault: sync failed, unsynced events lost".to_owned();
             state.dead = Some(why.clone());
             return Err(LogError::Io(why));

@@ -88,7 +88,8 @@ impl RunResult {
     pub fn report(&self, options: &RunOptions) -> String {
         match self {
             RunResult::Passed(summary) => format!(
-                "{}\n{}",
+                "{}\n{}\n{}",
+                report::answers_line(summary),
                 report::faults_line(summary),
                 report::final_line(options.seed, summary)
             ),

@@ -324,9 +324,16 @@ impl Model {
             .filter(|h| h.state == HoldState::Open || self.retained(h.ended_at_ms, now_ms))
     }
 
-    /// Units of every open hold on `p`, lapsed or not (what `PositionView::reserved` shows).
-    pub fn reserved_all(&self, p: &Position) -> i64 {
-        self.open_lines(u64::MAX, p)
+    /// Units of every open hold, lapsed or not, per position (what `PositionView::reserved`
+    /// shows); one pass over the open holds.
+    pub fn reserved_by_position(&self) -> BTreeMap<&Position, i64> {
+        let mut reserved = BTreeMap::new();
+        for hold in self.open.iter().filter_map(|id| self.holds.get(id)) {
+            for (p, qty) in &hold.lines {
+                *reserved.entry(p).or_default() += *qty as i64;
+            }
+        }
+        reserved
     }
 
     /// Units of open holds on `p` whose TTL has not passed at `now_ms`.
@@ -338,7 +345,7 @@ impl Model {
         self.open
             .iter()
             .filter_map(|id| self.holds.get(id))
-            .filter(|h| now_ms == u64::MAX || now_ms < h.expires_at_ms)
+            .filter(|h| now_ms < h.expires_at_ms)
             .flat_map(|h| h.lines.iter())
             .filter(|(lp, _)| lp == p)
             .map(|(_, q)| *q as i64)

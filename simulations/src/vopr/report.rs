@@ -25,6 +25,20 @@ pub fn faults_line(summary: &Summary) -> String {
     line
 }
 
+/// The answers clients got, by kind, and how many were acknowledged or lost.
+pub fn answers_line(summary: &Summary) -> String {
+    let mut line = String::from("answers:");
+    for (kind, count) in &summary.answers {
+        let _ = write!(line, " {kind}={count}");
+    }
+    let _ = write!(
+        line,
+        "; acked after durable={} events lost to crashes={}",
+        summary.acked, summary.lost
+    );
+    line
+}
+
 /// A failure: where, which invariant, the details, and the shrunk reproduction.
 pub fn failure(seed: u64, steps: usize, violation: &Violation, shrunk: Option<&Shrunk>) -> String {
     let mut out = String::new();

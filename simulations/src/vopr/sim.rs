@@ -32,7 +32,7 @@
 //!   infrastructure error on a healthy log, or panicked.
 
 use super::log::SimLog;
-use super::model::{Expected, Model, refused_of};
+use super::model::{Expected, Model, Refused, refused_of};
 use super::workload::{Op, T0_MS};
 use inv_engine::{
     Clock, Command, DiscardLog, Engine, Event, EventLog, Fact, HoldState, Ledger, LedgerConfig,
@@ -62,6 +62,13 @@ pub struct Summary {
     pub faults: BTreeMap<&'static str, u64>,
     /// `Ledger::digest` of the final state.
     pub digest: u64,
+    /// Answers the clients got, by kind (outcome, "duplicate", or the refusal): shows which
+    /// paths a seed reached.
+    pub answers: BTreeMap<&'static str, u64>,
+    /// Answers delivered after their event was durable.
+    pub acked: u64,
+    /// Events appended but lost to crashes and failed syncs (never acknowledged).
+    pub lost: u64,
 }
 
 impl Summary {
@@ -96,6 +103,9 @@ struct Sim {
     /// Events whose answers reached a client since the last crash.
     acked: Vec<Arc<Event>>,
     faults: BTreeMap<&'static str, u64>,
+    answers: BTreeMap<&'static str, u64>,
+    acked_total: u64,
+    lost_total: u64,
     /// Compare the shadow's digest with the live one every this many steps.
     digest_every: usize,
 }
@@ -128,6 +138,9 @@ impl Sim {
             in_flight: Vec::new(),
             acked: Vec::new(),
             faults: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            acked_total: 0,
+            lost_total: 0,
             digest_every: digest_every.max(1),
         })
     }
@@ -203,6 +216,7 @@ impl Sim {
                 format!("{command:?}\n  at {now_ms}: expected {expected:?}\n  got {got:?}"),
             );
         }
+        *self.answers.entry(answer_kind(&got)).or_default() += 1;
         let Ok(receipt) = decision else {
             return Ok(());
         };
@@ -255,6 +269,7 @@ impl Sim {
         match self.log.event(lsn) {
             Some(event) => {
                 self.acked.push(event);
+                self.acked_total += 1;
                 Ok(())
             }
             None => fail(
@@ -273,6 +288,7 @@ impl Sim {
         for w in ready {
             if let Some(event) = self.log.event(w.lsn) {
                 self.acked.push(event);
+                self.acked_total += 1;
             }
         }
     }
@@ -320,7 +336,7 @@ impl Sim {
     /// A crash and restart: the log loses what was not durable, waiting clients never get an
     /// answer, and the engine recovers from the checkpoint plus the durable log.
     fn restart(&mut self) -> Check {
-        self.log.crash();
+        self.lost_total += self.log.crash() as u64;
         self.in_flight.clear();
         let durable = self.log.durable_lsn();
         for event in std::mem::take(&mut self.acked) {
@@ -386,6 +402,7 @@ impl Sim {
                 ),
             );
         }
+        let reserved_by_position = self.model.reserved_by_position();
         for (p, view) in &positions {
             let Some(m) = self.model.positions.get(p) else {
                 return fail(
@@ -393,7 +410,7 @@ impl Sim {
                     format!("position {p:?} unknown to the model"),
                 );
             };
-            let reserved = self.model.reserved_all(p);
+            let reserved = reserved_by_position.get(p).copied().unwrap_or(0);
             let same = view.on_hand == m.on_hand
                 && view.quarantined == m.quarantined
                 && view.safety_stock == m.safety_stock
@@ -487,9 +504,40 @@ impl Sim {
         Ok(Summary {
             steps,
             events: self.engine.head_lsn().0,
-            faults: self.faults,
             digest: self.engine.digest(),
+            faults: self.faults,
+            answers: self.answers,
+            acked: self.acked_total,
+            lost: self.lost_total,
         })
+    }
+}
+
+fn answer_kind(answer: &Expected) -> &'static str {
+    match answer {
+        Expected::Duplicate { .. } => "duplicate",
+        Expected::Event(outcome) => match outcome {
+            Outcome::Granted { .. } => "granted",
+            Outcome::Insufficient { .. } => "insufficient",
+            Outcome::Committed { .. } => "committed",
+            Outcome::Released => "released",
+            Outcome::Extended { .. } => "extended",
+            Outcome::Expired => "expired",
+            Outcome::HoldAlreadyEnded(_) => "already_ended",
+            Outcome::Recorded => "recorded",
+            _ => "other",
+        },
+        Expected::Refused(refused) => match refused {
+            Refused::KeyConflict { .. } => "key_conflict",
+            Refused::ReservationIdInUse { .. } => "id_in_use",
+            Refused::ReservationNotFound(_) => "not_found",
+            Refused::NotHeld(_) => "not_held",
+            Refused::HoldNotLapsed(_) => "not_lapsed",
+            Refused::ReturnIdInUse(_) => "return_id_in_use",
+            Refused::ReturnNotFound(_) => "return_not_found",
+            Refused::NotQuarantined { .. } => "not_quarantined",
+            Refused::Other(_) => "other_refusal",
+        },
     }
 }
 
