@@ -193,3 +193,63 @@ impl EventLog for SimLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inv_engine::{Adjust, AdjustmentId, Fact, Location, Sku};
+
+    fn event(lsn: u64) -> Arc<Event> {
+        Arc::new(Event {
+            lsn: Lsn(lsn),
+            at_ms: 1_000 + lsn,
+            fact: Fact::StockAdjusted(Adjust {
+                adjustment_id: AdjustmentId::from(format!("a{lsn}").as_str()),
+                sku: Sku::from("s"),
+                location: Location::from("l"),
+                delta: 1,
+                reason: "test".into(),
+            }),
+        })
+    }
+
+    /// The fault model in the module doc: appends are volatile until a sync, a crash loses
+    /// the volatile tail, and the next append continues after the durable prefix.
+    #[test]
+    fn a_crash_loses_exactly_the_unsynced_tail() {
+        let log = SimLog::new();
+        for lsn in 1..=3 {
+            log.append(&event(lsn)).expect("in order");
+        }
+        log.sync().expect("healthy");
+        for lsn in 4..=5 {
+            log.append(&event(lsn)).expect("in order");
+        }
+        assert_eq!(log.durable_lsn(), Lsn(3));
+        assert_eq!(log.head_lsn(), Lsn(5));
+        assert_eq!(log.read_from(Lsn(2), 10).expect("reads").len(), 4);
+        assert_eq!(log.crash(), 2);
+        assert_eq!(log.head_lsn(), Lsn(3));
+        assert!(log.event(Lsn(4)).is_none());
+        log.append(&event(4))
+            .expect("continues after the durable prefix");
+    }
+
+    /// A failed sync kills the log until the restart, which loses the tail.
+    #[test]
+    fn a_failed_sync_kills_the_log_until_the_restart() {
+        let log = SimLog::new();
+        log.append(&event(1)).expect("in order");
+        log.fail_next_sync();
+        assert!(log.sync().is_err());
+        assert!(log.is_dead());
+        assert!(log.append(&event(2)).is_err());
+        assert!(log.health().is_err());
+        assert_eq!(log.crash(), 1);
+        assert!(!log.is_dead());
+        assert_eq!(log.durable_lsn(), Lsn(0));
+        log.append(&event(1)).expect("a fresh start");
+        log.sync().expect("healthy again");
+        assert_eq!(log.durable_lsn(), Lsn(1));
+    }
+}
