@@ -480,3 +480,4 @@ pub fn summary(rows: &[Row], options: &Options) -> String {
     }
     out
 }
+pub mod vopr;

@@ -1,0 +1,730 @@
+//! The reference model: what the engine must answer, kept independently of the engine.
+//!
+//! The model is a plain fold of the facts it accepted, over ordered maps, with none of the
+//! engine's sharding, interning, ladders or derived records. For every request it predicts
+//! the exact answer ([`Model::predict`]): a new event with its outcome, the original answer
+//! of a retry, or a refusal. The simulator compares, then folds the fact the model itself
+//! builds from the request and the outcome (so a wrong fact in the log is caught by the
+//! comparison with the log, not copied into the model).
+//!
+//! The model knows nothing of durability: the simulator keeps the facts it folded
+//! ([`Model::history`]) and, after a crash, rebuilds the model from those the log made
+//! durable ([`Model::rebuild`]).
+//!
+//! Reconciliation facts are not modelled yet (see the extension point in `workload.rs`).
+
+use inv_engine::{
+    Availability, Command, DispositionAction, Fact, HoldState, Line, Outcome, Refusal,
+    ReturnDisposition, ShortLine, StoreStatus,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// (sku, location).
+pub type Position = (String, String);
+
+fn position_of(line: &Line) -> Position {
+    (line.sku.to_string(), line.location.to_string())
+}
+
+/// An idempotency key as the model understands it: kind, natural id, second id.
+type Key = (&'static str, String, String);
+
+fn model_key(c: &Command) -> Option<Key> {
+    let e = String::new;
+    Some(match c {
+        Command::Reserve(c) => ("Reserve", c.reservation_id.to_string(), e()),
+        Command::Commit(c) => ("Commit", c.reservation_id.to_string(), e()),
+        Command::Release(c) => ("Release", c.reservation_id.to_string(), e()),
+        Command::Extend(c) => (
+            "Extend",
+            c.reservation_id.to_string(),
+            c.request_id.to_string(),
+        ),
+        Command::RecordSale(c) => ("RecordSale", c.store_id.to_string(), c.txn_id.to_string()),
+        Command::RecordReturn(c) => ("RecordReturn", c.return_id.to_string(), e()),
+        Command::Dispose(c) => ("Dispose", c.disposition_id.to_string(), e()),
+        Command::Adjust(c) => ("Adjust", c.adjustment_id.to_string(), e()),
+        Command::SetSafetyStock(c) => ("SetSafetyStock", c.request_id.to_string(), e()),
+        Command::Expire(_) | Command::Reconcile(_) | Command::ResolveDrift(_) => return None,
+    })
+}
+
+/// How a refusal names a key: `kind:id`, and `:sub` when the key has a second id.
+fn key_name((kind, id, sub): &Key) -> String {
+    if sub.is_empty() {
+        format!("{kind}:{id}")
+    } else {
+        format!("{kind}:{id}:{sub}")
+    }
+}
+
+/// The first field (in the documented order) where two requests of one kind differ.
+fn first_difference(a: &Command, b: &Command) -> Option<&'static str> {
+    let fields: Vec<(&'static str, bool)> = match (a, b) {
+        (Command::Reserve(a), Command::Reserve(b)) => vec![
+            ("reservation_id", a.reservation_id == b.reservation_id),
+            ("channel", a.channel == b.channel),
+            ("lines", a.lines == b.lines),
+            ("ttl_ms", a.ttl_ms == b.ttl_ms),
+        ],
+        (Command::Commit(a), Command::Commit(b)) => vec![
+            ("reservation_id", a.reservation_id == b.reservation_id),
+            ("lines", a.lines == b.lines),
+        ],
+        (Command::Release(a), Command::Release(b)) => {
+            vec![("reservation_id", a.reservation_id == b.reservation_id)]
+        }
+        (Command::Extend(a), Command::Extend(b)) => vec![
+            ("reservation_id", a.reservation_id == b.reservation_id),
+            ("request_id", a.request_id == b.request_id),
+            ("ttl_ms", a.ttl_ms == b.ttl_ms),
+        ],
+        (Command::RecordSale(a), Command::RecordSale(b)) => vec![
+            ("store_id", a.store_id == b.store_id),
+            ("txn_id", a.txn_id == b.txn_id),
+            ("store_seq", a.store_seq == b.store_seq),
+            ("occurred_at_ms", a.occurred_at_ms == b.occurred_at_ms),
+            ("lines", a.lines == b.lines),
+        ],
+        (Command::RecordReturn(a), Command::RecordReturn(b)) => vec![
+            ("return_id", a.return_id == b.return_id),
+            ("lines", a.lines == b.lines),
+        ],
+        (Command::Dispose(a), Command::Dispose(b)) => vec![
+            ("disposition_id", a.disposition_id == b.disposition_id),
+            ("return_id", a.return_id == b.return_id),
+            ("sku", a.sku == b.sku),
+            ("location", a.location == b.location),
+            ("qty", a.qty == b.qty),
+            ("action", a.action == b.action),
+        ],
+        (Command::Adjust(a), Command::Adjust(b)) => vec![
+            ("adjustment_id", a.adjustment_id == b.adjustment_id),
+            ("sku", a.sku == b.sku),
+            ("location", a.location == b.location),
+            ("delta", a.delta == b.delta),
+            ("reason", a.reason == b.reason),
+        ],
+        (Command::SetSafetyStock(a), Command::SetSafetyStock(b)) => vec![
+            ("request_id", a.request_id == b.request_id),
+            ("sku", a.sku == b.sku),
+            ("location", a.location == b.location),
+            ("qty", a.qty == b.qty),
+        ],
+        _ => return Some("command"),
+    };
+    fields.into_iter().find(|(_, same)| !same).map(|(f, _)| f)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelPosition {
+    pub on_hand: i64,
+    pub quarantined: i64,
+    pub safety_stock: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelHold {
+    pub lines: Vec<(Position, u64)>,
+    pub channel: String,
+    pub expires_at_ms: u64,
+    pub state: HoldState,
+    pub placed_lsn: u64,
+    pub placed_at_ms: u64,
+    pub ended_at_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct KeyRecord {
+    command: Command,
+    lsn: u64,
+    at_ms: u64,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone)]
+struct ModelReturn {
+    quarantined: Vec<(Position, u64)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelStore {
+    received: BTreeSet<u64>,
+    newest_seq: u64,
+    newest_occurred_at_ms: u64,
+    newest_recorded_at_ms: u64,
+    sales_recorded: u64,
+    seq_reused: u64,
+    /// Retries answered from the key since the last restart (not an event, not replayed).
+    duplicates_absorbed: u64,
+}
+
+impl ModelStore {
+    /// The status the engine must report, computed from the set of sequence numbers
+    /// received (the engine keeps ranges; the model keeps every number).
+    fn status(&self, store_id: &str) -> StoreStatus {
+        let mut contiguous_seq = 0;
+        while self.received.contains(&(contiguous_seq + 1)) {
+            contiguous_seq += 1;
+        }
+        let mut gaps = Vec::new();
+        let mut seq = contiguous_seq + 1;
+        while seq <= self.newest_seq {
+            if self.received.contains(&seq) {
+                seq += 1;
+                continue;
+            }
+            let start = seq;
+            while seq <= self.newest_seq && !self.received.contains(&seq) {
+                seq += 1;
+            }
+            gaps.push((start, seq - 1));
+        }
+        StoreStatus {
+            store_id: store_id.to_owned(),
+            contiguous_seq,
+            newest_seq: self.newest_seq,
+            missing_count: gaps.iter().map(|(s, e)| e - s + 1).sum(),
+            gaps,
+            sales_recorded: self.sales_recorded,
+            seq_reused: self.seq_reused,
+            gaps_abandoned: 0,
+            duplicates_absorbed: self.duplicates_absorbed,
+            newest_lag_ms: self
+                .newest_recorded_at_ms
+                .saturating_sub(self.newest_occurred_at_ms),
+            newest_occurred_at_ms: self.newest_occurred_at_ms,
+        }
+    }
+}
+
+/// What the model says a request must get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// A retry: the original event's LSN and outcome.
+    Duplicate {
+        lsn: u64,
+        outcome: Outcome,
+    },
+    Refused(Refused),
+    /// A new event with this outcome.
+    Event(Outcome),
+}
+
+/// A [`Refusal`] as the model predicts it: every field but the free-text reason of
+/// `NotHeld`, whose field name it predicts instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    KeyConflict {
+        key: String,
+        field: &'static str,
+    },
+    ReservationIdInUse {
+        reservation_id: String,
+        state: HoldState,
+    },
+    ReservationNotFound(String),
+    NotHeld(String),
+    HoldNotLapsed(String),
+    ReturnIdInUse(String),
+    ReturnNotFound(String),
+    NotQuarantined {
+        return_id: String,
+        sku: String,
+        location: String,
+        requested: u64,
+        quarantined: u64,
+    },
+    /// A refusal the model never predicts (reconciliation's): always a disagreement.
+    Other(String),
+}
+
+pub fn refused_of(refusal: &Refusal) -> Refused {
+    match refusal.clone() {
+        Refusal::KeyConflict { key, field } => Refused::KeyConflict { key, field },
+        Refusal::ReservationIdInUse {
+            reservation_id,
+            state,
+        } => Refused::ReservationIdInUse {
+            reservation_id,
+            state,
+        },
+        Refusal::ReservationNotFound(id) => Refused::ReservationNotFound(id),
+        Refusal::NotHeld { field, .. } => Refused::NotHeld(field),
+        Refusal::HoldNotLapsed(id) => Refused::HoldNotLapsed(id),
+        Refusal::ReturnIdInUse(id) => Refused::ReturnIdInUse(id),
+        Refusal::ReturnNotFound(id) => Refused::ReturnNotFound(id),
+        Refusal::NotQuarantined {
+            return_id,
+            sku,
+            location,
+            requested,
+            quarantined,
+        } => Refused::NotQuarantined {
+            return_id,
+            sku,
+            location,
+            requested,
+            quarantined,
+        },
+        other => Refused::Other(other.to_string()),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    retention_ms: u64,
+    pub positions: BTreeMap<Position, ModelPosition>,
+    pub holds: BTreeMap<String, ModelHold>,
+    /// Ids of the open holds (lapsed ones included): availability sums only these.
+    open: BTreeSet<String>,
+    keys: BTreeMap<Key, KeyRecord>,
+    returns: BTreeMap<String, ModelReturn>,
+    stores: BTreeMap<String, ModelStore>,
+    pub next_lsn: u64,
+    /// The engine's time floor: decisions are never dated before an earlier one.
+    pub floor_ms: u64,
+    /// Every fact folded, with its LSN's time, in LSN order: what a rebuild refolds.
+    pub history: Vec<(u64, Fact)>,
+}
+
+impl Model {
+    pub fn new(retention_ms: u64) -> Self {
+        Self {
+            retention_ms,
+            positions: BTreeMap::new(),
+            holds: BTreeMap::new(),
+            open: BTreeSet::new(),
+            keys: BTreeMap::new(),
+            returns: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            next_lsn: 1,
+            floor_ms: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// The model after a crash: the facts of the first `durable` LSNs, folded anew. The time
+    /// floor is what recovery rebuilds: the time of the last durable event.
+    pub fn rebuild(&self, durable: u64) -> Result<Model, String> {
+        let mut model = Model::new(self.retention_ms);
+        for (at_ms, fact) in self.history.iter().take(durable as usize) {
+            model.apply(fact, *at_ms)?;
+        }
+        Ok(model)
+    }
+
+    fn retained(&self, at_ms: u64, now_ms: u64) -> bool {
+        at_ms.saturating_add(self.retention_ms) > now_ms
+    }
+
+    fn live_hold(&self, id: &str, now_ms: u64) -> Option<&ModelHold> {
+        self.holds
+            .get(id)
+            .filter(|h| h.state == HoldState::Open || self.retained(h.ended_at_ms, now_ms))
+    }
+
+    /// Units of every open hold, lapsed or not, per position (what `PositionView::reserved`
+    /// shows); one pass over the open holds.
+    pub fn reserved_by_position(&self) -> BTreeMap<&Position, i64> {
+        let mut reserved = BTreeMap::new();
+        for hold in self.open.iter().filter_map(|id| self.holds.get(id)) {
+            for (p, qty) in &hold.lines {
+                *reserved.entry(p).or_default() += *qty as i64;
+            }
+        }
+        reserved
+    }
+
+    /// Units of open holds on `p` whose TTL has not passed at `now_ms`.
+    fn reserved_live(&self, p: &Position, now_ms: u64) -> i64 {
+        self.open_lines(now_ms, p)
+    }
+
+    fn open_lines(&self, now_ms: u64, p: &Position) -> i64 {
+        self.open
+            .iter()
+            .filter_map(|id| self.holds.get(id))
+            .filter(|h| now_ms < h.expires_at_ms)
+            .flat_map(|h| h.lines.iter())
+            .filter(|(lp, _)| lp == p)
+            .map(|(_, q)| *q as i64)
+            .sum()
+    }
+
+    pub fn availability(&self, p: &Position, now_ms: u64) -> Option<Availability> {
+        let position = self.positions.get(p)?;
+        let reserved = self.reserved_live(p, now_ms);
+        Some(Availability {
+            on_hand: position.on_hand,
+            reserved,
+            safety_stock: position.safety_stock,
+            quarantined: position.quarantined,
+            available: position.on_hand - reserved - position.safety_stock,
+        })
+    }
+
+    /// Open holds whose TTL has passed at `now_ms`.
+    pub fn lapsed_open_holds(&self, now_ms: u64) -> usize {
+        self.open
+            .iter()
+            .filter_map(|id| self.holds.get(id))
+            .filter(|h| now_ms >= h.expires_at_ms)
+            .count()
+    }
+
+    pub fn open_holds(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn store_statuses(&self) -> Vec<StoreStatus> {
+        self.stores.iter().map(|(id, s)| s.status(id)).collect()
+    }
+
+    fn hold_ended(hold: &ModelHold, now_ms: u64) -> Option<Outcome> {
+        if hold.state != HoldState::Open {
+            Some(Outcome::HoldAlreadyEnded(hold.state))
+        } else if now_ms >= hold.expires_at_ms {
+            Some(Outcome::Expired)
+        } else {
+            None
+        }
+    }
+
+    /// Counts a retried sale answered from its key, as the engine's store status does.
+    pub fn note_duplicate(&mut self, command: &Command) {
+        if let Command::RecordSale(sale) = command
+            && let Some(store) = self.stores.get_mut(sale.store_id.as_str())
+        {
+            store.duplicates_absorbed += 1;
+        }
+    }
+
+    /// The answer `command` must get when decided at `now_ms`.
+    pub fn predict(&self, command: &Command, now_ms: u64) -> Expected {
+        if let Some(key) = model_key(command)
+            && let Some(record) = self.keys.get(&key)
+            && self.retained(record.at_ms, now_ms)
+        {
+            return match first_difference(&record.command, command) {
+                Some(field) => Expected::Refused(Refused::KeyConflict {
+                    key: key_name(&key),
+                    field,
+                }),
+                None => Expected::Duplicate {
+                    lsn: record.lsn,
+                    outcome: record.outcome.clone(),
+                },
+            };
+        }
+        match command {
+            Command::Reserve(c) => {
+                if let Some(hold) = self.live_hold(c.reservation_id.as_str(), now_ms) {
+                    return Expected::Refused(Refused::ReservationIdInUse {
+                        reservation_id: c.reservation_id.to_string(),
+                        state: hold.state,
+                    });
+                }
+                let short: Vec<ShortLine> = c
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| {
+                        let available = self
+                            .availability(&position_of(l), now_ms)
+                            .map_or(0, |a| a.available);
+                        (available < l.qty as i64).then_some(ShortLine {
+                            line_index: i as u32,
+                            requested: l.qty,
+                            available,
+                        })
+                    })
+                    .collect();
+                Expected::Event(if short.is_empty() {
+                    Outcome::Granted {
+                        expires_at_ms: now_ms + c.ttl_ms,
+                    }
+                } else {
+                    Outcome::Insufficient { short }
+                })
+            }
+            Command::Commit(c) => {
+                let Some(hold) = self.live_hold(c.reservation_id.as_str(), now_ms) else {
+                    return Expected::Refused(Refused::ReservationNotFound(
+                        c.reservation_id.to_string(),
+                    ));
+                };
+                if let Some(ended) = Self::hold_ended(hold, now_ms) {
+                    return Expected::Event(ended);
+                }
+                let committed = match &c.lines {
+                    None => hold.lines.iter().map(|(_, q)| *q).collect(),
+                    Some(lines) => {
+                        let mut committed = vec![0; hold.lines.len()];
+                        for (i, l) in lines.iter().enumerate() {
+                            let p = position_of(l);
+                            let Some(index) = hold.lines.iter().position(|(hp, _)| *hp == p) else {
+                                return Expected::Refused(Refused::NotHeld(format!("lines[{i}]")));
+                            };
+                            if l.qty > hold.lines[index].1 {
+                                return Expected::Refused(Refused::NotHeld(format!(
+                                    "lines[{i}].qty"
+                                )));
+                            }
+                            committed[index] = l.qty;
+                        }
+                        committed
+                    }
+                };
+                Expected::Event(Outcome::Committed { committed })
+            }
+            Command::Release(c) => match self.live_hold(c.reservation_id.as_str(), now_ms) {
+                None => {
+                    Expected::Refused(Refused::ReservationNotFound(c.reservation_id.to_string()))
+                }
+                Some(hold) => {
+                    Expected::Event(Self::hold_ended(hold, now_ms).unwrap_or(Outcome::Released))
+                }
+            },
+            Command::Extend(c) => match self.live_hold(c.reservation_id.as_str(), now_ms) {
+                None => {
+                    Expected::Refused(Refused::ReservationNotFound(c.reservation_id.to_string()))
+                }
+                Some(hold) => {
+                    Expected::Event(Self::hold_ended(hold, now_ms).unwrap_or(Outcome::Extended {
+                        expires_at_ms: now_ms + c.ttl_ms,
+                    }))
+                }
+            },
+            Command::Expire(c) => match self.live_hold(c.reservation_id.as_str(), now_ms) {
+                None => {
+                    Expected::Refused(Refused::ReservationNotFound(c.reservation_id.to_string()))
+                }
+                Some(h) if h.state == HoldState::Open && now_ms >= h.expires_at_ms => {
+                    Expected::Event(Outcome::Expired)
+                }
+                Some(_) => Expected::Refused(Refused::HoldNotLapsed(c.reservation_id.to_string())),
+            },
+            Command::Dispose(c) => {
+                let Some(record) = self.returns.get(c.return_id.as_str()) else {
+                    return Expected::Refused(Refused::ReturnNotFound(c.return_id.to_string()));
+                };
+                let p = (c.sku.to_string(), c.location.to_string());
+                let quarantined = record
+                    .quarantined
+                    .iter()
+                    .find(|(qp, _)| *qp == p)
+                    .map_or(0, |(_, q)| *q);
+                if c.qty > quarantined {
+                    Expected::Refused(Refused::NotQuarantined {
+                        return_id: c.return_id.to_string(),
+                        sku: c.sku.to_string(),
+                        location: c.location.to_string(),
+                        requested: c.qty,
+                        quarantined,
+                    })
+                } else {
+                    Expected::Event(Outcome::Recorded)
+                }
+            }
+            Command::RecordReturn(c) => {
+                if self
+                    .returns
+                    .get(c.return_id.as_str())
+                    .is_some_and(|r| r.quarantined.iter().any(|(_, q)| *q > 0))
+                {
+                    Expected::Refused(Refused::ReturnIdInUse(c.return_id.to_string()))
+                } else {
+                    Expected::Event(Outcome::Recorded)
+                }
+            }
+            Command::RecordSale(_) | Command::Adjust(_) | Command::SetSafetyStock(_) => {
+                Expected::Event(Outcome::Recorded)
+            }
+            Command::Reconcile(_) | Command::ResolveDrift(_) => Expected::Refused(Refused::Other(
+                "reconciliation is not modelled yet".to_owned(),
+            )),
+        }
+    }
+
+    /// The fact the engine must log for `command` decided as `outcome`: a commit names the
+    /// positions of its hold (in the hold's order), which only the model's hold knows.
+    pub fn fact(&self, command: &Command, outcome: &Outcome) -> Result<Fact, String> {
+        if let (Command::Commit(c), Outcome::Committed { committed }) = (command, outcome)
+            && let Some(hold) = self.holds.get(c.reservation_id.as_str())
+            && hold.lines.len() == committed.len()
+        {
+            let lines = hold
+                .lines
+                .iter()
+                .zip(committed)
+                .map(|(((sku, location), _), &qty)| Line::new(sku, location, qty))
+                .collect();
+            return Ok(Fact::HoldCommitted {
+                commit: c.clone(),
+                lines,
+            });
+        }
+        Fact::decided(command.clone(), outcome.clone())
+            .map_err(|pair| format!("no fact records {:?} for {:?}", pair.1, pair.0))
+    }
+
+    fn end_hold(
+        &mut self,
+        id: &str,
+        to: HoldState,
+        committed: Option<&[u64]>,
+        at_ms: u64,
+    ) -> Result<(), String> {
+        let hold = self
+            .holds
+            .get_mut(id)
+            .filter(|h| h.state == HoldState::Open)
+            .ok_or_else(|| format!("model: hold {id} ended but it is not open"))?;
+        hold.state = to;
+        hold.ended_at_ms = at_ms;
+        self.open.remove(id);
+        if let Some(committed) = committed {
+            let lines = hold.lines.clone();
+            for ((p, _), c) in lines.iter().zip(committed) {
+                self.positions.entry(p.clone()).or_default().on_hand -= *c as i64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds one fact, the next LSN's, decided at `at_ms`.
+    pub fn apply(&mut self, fact: &Fact, at_ms: u64) -> Result<(), String> {
+        let lsn = self.next_lsn;
+        match fact {
+            Fact::HoldPlaced {
+                reserve: c,
+                expires_at_ms,
+            } => {
+                self.open.insert(c.reservation_id.to_string());
+                self.holds.insert(
+                    c.reservation_id.to_string(),
+                    ModelHold {
+                        lines: c.lines.iter().map(|l| (position_of(l), l.qty)).collect(),
+                        channel: c.channel.to_string(),
+                        expires_at_ms: *expires_at_ms,
+                        state: HoldState::Open,
+                        placed_lsn: lsn,
+                        placed_at_ms: at_ms,
+                        ended_at_ms: 0,
+                    },
+                );
+            }
+            Fact::ReserveRefused { .. } | Fact::HoldAlreadyEnded { .. } => {}
+            Fact::HoldCommitted { commit: c, lines } => {
+                let committed: Vec<u64> = lines.iter().map(|l| l.qty).collect();
+                self.end_hold(
+                    c.reservation_id.as_str(),
+                    HoldState::Committed,
+                    Some(&committed),
+                    at_ms,
+                )?;
+            }
+            Fact::HoldReleased(c) => {
+                self.end_hold(c.reservation_id.as_str(), HoldState::Released, None, at_ms)?;
+            }
+            Fact::HoldExpired(request) => self.end_hold(
+                request.reservation_id().as_str(),
+                HoldState::Expired,
+                None,
+                at_ms,
+            )?,
+            Fact::HoldExtended {
+                extend: c,
+                expires_at_ms,
+            } => {
+                let hold = self
+                    .holds
+                    .get_mut(c.reservation_id.as_str())
+                    .ok_or("model: extended hold does not exist")?;
+                hold.expires_at_ms = *expires_at_ms;
+            }
+            Fact::SaleRecorded(c) => {
+                for l in &c.lines {
+                    self.positions.entry(position_of(l)).or_default().on_hand -= l.qty as i64;
+                }
+                let store = self.stores.entry(c.store_id.to_string()).or_default();
+                store.sales_recorded += 1;
+                if !store.received.insert(c.store_seq) {
+                    store.seq_reused += 1;
+                } else if c.store_seq >= store.newest_seq {
+                    store.newest_seq = c.store_seq;
+                    store.newest_occurred_at_ms = c.occurred_at_ms;
+                    store.newest_recorded_at_ms = at_ms;
+                }
+            }
+            Fact::ReturnRecorded(c) => {
+                let mut quarantined = Vec::new();
+                for l in &c.lines {
+                    let p = (l.sku.to_string(), l.location.to_string());
+                    let position = self.positions.entry(p.clone()).or_default();
+                    match l.disposition {
+                        ReturnDisposition::Restock => position.on_hand += l.qty as i64,
+                        ReturnDisposition::Inspect => {
+                            position.quarantined += l.qty as i64;
+                            quarantined.push((p, l.qty));
+                        }
+                    }
+                }
+                self.returns
+                    .insert(c.return_id.to_string(), ModelReturn { quarantined });
+            }
+            Fact::ReturnDisposed(c) => {
+                let p = (c.sku.to_string(), c.location.to_string());
+                let record = self
+                    .returns
+                    .get_mut(c.return_id.as_str())
+                    .ok_or("model: disposed return does not exist")?;
+                let entry = record
+                    .quarantined
+                    .iter_mut()
+                    .find(|(qp, _)| *qp == p)
+                    .ok_or("model: disposed units were never quarantined")?;
+                entry.1 = entry
+                    .1
+                    .checked_sub(c.qty)
+                    .ok_or("model: disposed more than quarantined")?;
+                let position = self.positions.entry(p).or_default();
+                position.quarantined -= c.qty as i64;
+                if c.action == DispositionAction::Restock {
+                    position.on_hand += c.qty as i64;
+                }
+            }
+            Fact::StockAdjusted(c) => {
+                let p = (c.sku.to_string(), c.location.to_string());
+                self.positions.entry(p).or_default().on_hand += c.delta;
+            }
+            Fact::SafetyStockSet(c) => {
+                let p = (c.sku.to_string(), c.location.to_string());
+                self.positions.entry(p).or_default().safety_stock = c.qty as i64;
+            }
+            Fact::PositionReconciled { .. } | Fact::DriftResolved { .. } => {
+                return Err(format!(
+                    "{} is not modelled yet (reconciliation extension point)",
+                    fact.name()
+                ));
+            }
+        }
+        let (command, outcome) = fact.to_decision();
+        if let Some(key) = model_key(&command) {
+            self.keys.insert(
+                key,
+                KeyRecord {
+                    command,
+                    lsn,
+                    at_ms,
+                    outcome,
+                },
+            );
+        }
+        self.next_lsn += 1;
+        self.floor_ms = self.floor_ms.max(at_ms);
+        self.history.push((at_ms, fact.clone()));
+        Ok(())
+    }
+}
