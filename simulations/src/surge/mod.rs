@@ -544,19 +544,8 @@ pub fn now_ms() -> u64 {
 /// Stocks `skus` at `location` with `qty` units each through Adjust, `clients.len() * 16` at a
 /// time.
 pub async fn stock(env: &Arc<Env>, skus: &[String], location: &str, qty: i64) -> Result<()> {
-    stock_with(env, skus, location, qty, env.clients.len() * 16).await
-}
-
-/// As [`stock`], `tasks` Adjust calls at a time.
-pub async fn stock_with(
-    env: &Arc<Env>,
-    skus: &[String],
-    location: &str,
-    qty: i64,
-    tasks: usize,
-) -> Result<()> {
     env.stage("stocking", skus.len() as u64);
-    let tasks = tasks.min(skus.len()).max(1);
+    let tasks = (env.clients.len() * 16).min(skus.len()).max(1);
     let skus = Arc::new(skus.to_vec());
     let mut set = tokio::task::JoinSet::new();
     for t in 0..tasks {
