@@ -13,9 +13,9 @@ load=target/debug/load
 
 started=$SECONDS
 failed=()
-for scenario in flash-sale store-reconnect return-wave holiday-surge; do
+for scenario in flash-sale store-reconnect return-wave holiday-surge reconcile-under-load; do
   printf '\n==> surge %s (CI size)\n' "$scenario"
-  # A scenario that hangs is a failure too: 60 s each at most (they take 2-15 s).
+  # A scenario that hangs is a failure too: 60 s each at most (they take 2-25 s).
   if ! timeout --kill-after=5 60 "$load" --ci --scenario "$scenario" \
       --report "$out/$scenario.json" --chart "$out/$scenario.svg"; then
     echo "!!! surge $scenario FAILED (see above and $out/$scenario.json)" >&2

@@ -139,3 +139,38 @@ fn a_holiday_surge_ends_with_no_hold_left_and_every_store_caught_up() -> Result<
     );
     Ok(())
 }
+
+/// The drift reconciliation finds while the hot path runs is exactly the drift planted: 20,000
+/// positions, 1,000 of them hot (touched by the hot path, so never drifted), and of the 19,000
+/// cold ones every 100th drifted within tolerance (190, applied) and every 1,000th beyond it
+/// (19, held). The verification has also read back every position and hold.
+#[test]
+fn a_snapshot_reconciled_under_load_finds_exactly_the_planted_drift() -> Result<()> {
+    let options = SurgeOptions::ci();
+    let report = run(SurgeScenario::ReconcileUnderLoad, &options)?;
+    assert_eq!(fact(&report, "snapshot_rows"), 20_000);
+    assert_eq!(fact(&report, "hot_positions"), 1_000);
+    assert_eq!(fact(&report, "compared"), 20_000);
+    assert_eq!(fact(&report, "planted_applied"), 190);
+    assert_eq!(fact(&report, "applied"), 190);
+    assert_eq!(fact(&report, "planted_held"), 19);
+    assert_eq!(fact(&report, "held"), 19);
+    assert_eq!(fact(&report, "held_listed"), 19);
+    assert_eq!(fact(&report, "drifted"), 209);
+    assert_eq!(fact(&report, "matched"), 20_000 - 209);
+    assert_eq!(fact(&report, "omitted"), 0);
+    assert!(fact(&report, "hot_calls") > 0, "{}", report.summary());
+    assert!(fact(&report, "push_rows_per_s") > 0, "{}", report.summary());
+    // The hot path's latency was measured in each of the three windows.
+    for window in ["before", "during", "after"] {
+        assert!(
+            report
+                .windows
+                .iter()
+                .any(|w| w.window == window && w.op == "reserve" && w.answers > 0),
+            "no reserve answers {window} the push:\n{}",
+            report.summary()
+        );
+    }
+    Ok(())
+}

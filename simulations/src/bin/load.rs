@@ -7,7 +7,8 @@
 //! cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
 //! ```
 //!
-//! The surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`, `holiday-surge`; see
+//! The surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`, `holiday-surge`,
+//! `reconcile-under-load`; see
 //! `inv_sim::surge` and docs/surge.md) verify the server's state afterwards and exit 1 if it is
 //! wrong:
 //!
@@ -89,7 +90,7 @@ struct Args {
     /// A scenario to run (repeatable); every measuring one by default. Measuring: check,
     /// reserve, reserve-only, mix, session-check, session-reserve, backfill. Surge (verify the
     /// server's state afterwards; exit 1 if it is wrong): flash-sale, store-reconnect,
-    /// return-wave, holiday-surge.
+    /// return-wave, holiday-surge, reconcile-under-load.
     #[arg(long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<Named>,
     #[command(flatten)]
@@ -195,6 +196,18 @@ struct SurgeArgs {
     /// any quarter of the ramp exceeds this many ms [default: reported, not checked].
     #[arg(long, value_name = "MS")]
     hot_p99_ms_max: Option<f64>,
+    /// reconcile-under-load: positions stocked and rows of the FULL snapshot pushed
+    /// [default: 1000000, --ci 20000].
+    #[arg(long)]
+    snapshot_rows: Option<usize>,
+    /// reconcile-under-load: hot-path calls a second, steady through the run [default: 1000,
+    /// --ci 100].
+    #[arg(long)]
+    hot_rate: Option<f64>,
+    /// reconcile-under-load: seconds measured before the push and after the reconciliation
+    /// [default: 10, --ci 2].
+    #[arg(long)]
+    calm_secs: Option<f64>,
 }
 
 impl SurgeArgs {
@@ -225,7 +238,10 @@ impl SurgeArgs {
             base_rate,
             peak_factor,
             ttl_ms,
-            bulk_callers
+            bulk_callers,
+            snapshot_rows,
+            hot_rate,
+            calm_secs
         );
         if self.hot_p99_ms_max.is_some() {
             o.hot_p99_ms_max = self.hot_p99_ms_max;

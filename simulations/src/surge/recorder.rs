@@ -236,6 +236,40 @@ impl Recorder {
             (!merged.is_empty()).then(|| merged.value_at_quantile(0.99))
         })
     }
+
+    /// Answers of `op` received between `from_s` and `to_s` (seconds since the start, at
+    /// bucket resolution, two significant digits) and their latency at each of `quantiles`, in
+    /// µs; `None` without answers there. This is how a scenario compares the hot path before,
+    /// during and after some other work.
+    pub fn quantiles_between(
+        &self,
+        op: &'static str,
+        from_s: f64,
+        to_s: f64,
+        quantiles: &[f64],
+    ) -> Option<(u64, Vec<u64>)> {
+        let width_s = self.bucket.as_secs_f64();
+        self.with(op, |record| {
+            let mut merged: Histogram<u32> =
+                Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("valid bounds");
+            for (i, bucket) in record.buckets.iter().enumerate() {
+                let t = i as f64 * width_s;
+                if let Some(h) = bucket
+                    && t >= from_s
+                    && t < to_s
+                {
+                    merged.add(h).expect("same bounds");
+                }
+            }
+            (!merged.is_empty()).then(|| {
+                let values = quantiles
+                    .iter()
+                    .map(|&q| merged.value_at_quantile(q))
+                    .collect();
+                (merged.len(), values)
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +301,15 @@ mod tests {
         assert!((answers - 2.0).abs() < 1e-6, "{timeline:?}");
         assert!(recorder.p99_between("reserve", 0.0, 100.0).is_some());
         assert!(recorder.p99_between("reserve", 50.0, 100.0).is_none());
+        let (answers, quantiles) = recorder
+            .quantiles_between("reserve", 0.0, 100.0, &[0.5, 0.99])
+            .expect("answers in the window");
+        assert_eq!(answers, 2);
+        assert_eq!(quantiles.len(), 2);
+        assert!(
+            recorder
+                .quantiles_between("reserve", 50.0, 100.0, &[0.5])
+                .is_none()
+        );
     }
 }

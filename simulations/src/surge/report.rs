@@ -31,6 +31,10 @@ pub struct Report {
     /// Every store's feed at the end (lag per store), for the scenarios with stores.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stores: Vec<super::StoreLine>,
+    /// Latency per RPC in named windows of the run (reconcile-under-load: before, during and
+    /// after the snapshot's push and reconciliation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<super::WindowRow>,
     pub verification: Verdict,
 }
 
@@ -53,6 +57,7 @@ impl Report {
             facts: outcome.facts,
             notes: outcome.notes,
             stores: outcome.stores,
+            windows: outcome.windows,
             verification: outcome.verdict,
         }
     }
@@ -111,6 +116,27 @@ impl Report {
         for note in &self.notes {
             let _ = writeln!(out, "{note}");
         }
+        if !self.windows.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<8} {:>13} {:>9} {:>8} {:>8} {:>9}",
+                "window", "rpc", "from-to s", "answers", "p50 ms", "p99 ms", "p99.9 ms"
+            );
+            for w in &self.windows {
+                let ms = |us: u64| format!("{:.3}", us as f64 / 1e3);
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<8} {:>13} {:>9} {:>8} {:>8} {:>9}",
+                    w.window,
+                    w.op,
+                    format!("{:.1}-{:.1}", w.from_s, w.to_s),
+                    w.answers,
+                    ms(w.p50_us),
+                    ms(w.p99_us),
+                    ms(w.p999_us)
+                );
+            }
+        }
         if !self.stores.is_empty() {
             let mut lags: Vec<u64> = self.stores.iter().map(|s| s.lag_ms).collect();
             lags.sort_unstable();
@@ -166,9 +192,36 @@ impl Report {
             "oversell",
             "sales_recorded",
             "duplicates_absorbed",
+            "snapshot_rows",
+            "push_rows_per_s",
+            "push_ms",
+            "reconcile_ms",
+            "drifted",
+            "held",
         ] {
             if let Some(v) = self.facts.get(fact) {
                 parts.push(format!("{fact}={v}"));
+            }
+        }
+        for op in ["reserve", "check"] {
+            let p99s: Vec<String> = self
+                .windows
+                .iter()
+                .filter(|w| w.op == op)
+                .map(|w| format!("{:.2}", w.p99_us as f64 / 1e3))
+                .collect();
+            if !p99s.is_empty() {
+                let names: Vec<&str> = self
+                    .windows
+                    .iter()
+                    .filter(|w| w.op == op)
+                    .map(|w| w.window.as_str())
+                    .collect();
+                parts.push(format!(
+                    "{op} p99 {} {} ms",
+                    names.join("/"),
+                    p99s.join("/")
+                ));
             }
         }
         parts.push(format!(
