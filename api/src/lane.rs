@@ -64,7 +64,7 @@ impl Drop for BulkLane {
 
 /// Lowers the calling thread's priority; a failure only costs the isolation, so it is logged.
 #[cfg(target_os = "linux")]
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     if nice == 0 {
         return;
     }
@@ -74,12 +74,12 @@ fn lower_priority(nice: i32) {
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
     };
     if result != 0 {
-        warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower the bulk lane's priority");
+        warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower a bulk thread's priority");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     if nice != 0 {
         warn!(
             nice,

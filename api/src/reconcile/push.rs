@@ -64,13 +64,25 @@ pub(crate) async fn push(
     };
     let snapshot_id = header.snapshot_id.to_string();
     let (sender, receiver) = mpsc::channel(PUSH_CHUNKS_QUEUED);
-    let stager = {
+    // Staging (checksum, validation, the store's writes) is bulk work: it runs on a thread of
+    // its own at the bulk lane's lower priority, so on a busy machine the hot path keeps the
+    // CPU and the push slows down instead (its channel then pushes back on the client).
+    let (staged_tx, staged_rx) = tokio::sync::oneshot::channel();
+    {
         let shared = Arc::clone(shared);
-        tokio::task::spawn_blocking(move || stage(&shared, header, receiver))
-    };
+        std::thread::Builder::new()
+            .name("snapshot-stage".into())
+            .spawn(move || {
+                crate::lane::lower_priority(shared.config.bulk_nice);
+                let _ = staged_tx.send(stage(&shared, header, receiver));
+            })
+            .map_err(|e| Failure::internal(format!("cannot start a staging thread: {e}")))?;
+    }
     let read = read_rows(shared, &mut stream, &sender).await;
     drop(sender);
-    let staged = stager.await.map_err(|e| status::join_error(&e))?;
+    let staged = staged_rx
+        .await
+        .map_err(|_| Failure::internal("the staging thread ended without an answer"))?;
     match (read, staged) {
         (_, Staged::Refused(error)) => Err(status::push_error(&error)),
         (Err(failure), _) => {
