@@ -26,8 +26,10 @@ pub struct StoreSequence {
     /// Missing sequence numbers given up on because the gap table was full.
     pub gaps_abandoned: u64,
     /// Retries of sales already recorded (same store and txn id), absorbed without effect.
-    /// Counted since the process started: retries are not events, so this is not replayed
-    /// (nor checkpointed).
+    /// A process-local counter, counted since the process started: retries are not events,
+    /// so it is not replayed, not checkpointed (`serde(skip)`, and zeroed in the in-memory
+    /// checkpoint too, see [`StoreSequence::checkpointed`]) and not in the digest. Every
+    /// restart starts it at 0, whichever log kept the checkpoint.
     #[serde(skip)]
     pub duplicates_absorbed: u64,
 }
@@ -51,6 +53,24 @@ pub struct StoreStatus {
 }
 
 impl StoreSequence {
+    /// The sequence as a checkpoint keeps it: without the process-local
+    /// `duplicates_absorbed`.
+    ///
+    /// Why zero it here and not carry it in the checkpoint: the state must be a pure fold of
+    /// the log, the same whichever log recovers it. The encoded checkpoint (redb) never held
+    /// the counter (`serde(skip)`), but a log that keeps checkpoints as in-memory copies
+    /// (`MemLog`) handed it back after a restart, so the same history recovered to two
+    /// different statuses. Carrying it in the encoding instead would need a format bump, and
+    /// would still not be a fold of the log: retries answered after the checkpoint are in no
+    /// event, so a restart would restore a stale count. Zeroing it at the cut (and again when
+    /// a checkpoint is loaded) makes it a process-local counter on every log.
+    pub fn checkpointed(&self) -> StoreSequence {
+        StoreSequence {
+            duplicates_absorbed: 0,
+            ..self.clone()
+        }
+    }
+
     fn is_received(&self, seq: u64) -> bool {
         if seq <= self.contiguous_seq {
             return true;
@@ -174,6 +194,60 @@ mod tests {
         assert_eq!(status.contiguous_seq, 8);
         assert!(status.gaps.is_empty());
         assert_eq!(status.seq_reused, 0);
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_no_process_local_count() {
+        let mut s = feed(&[1, 2]);
+        s.duplicates_absorbed = 3;
+        let kept = s.checkpointed();
+        assert_eq!(kept.duplicates_absorbed, 0);
+        assert_eq!(
+            StoreSequence {
+                duplicates_absorbed: 3,
+                ..kept
+            },
+            s
+        );
+    }
+
+    /// The inconsistency the simulator found: on a `MemLog` (checkpoints kept as in-memory
+    /// copies) the count survived a checkpoint and restart, on redb (encoded) it did not.
+    #[test]
+    fn a_restart_from_an_in_memory_checkpoint_starts_the_retry_count_at_zero() {
+        use crate::{Command, Engine, LedgerConfig, Line, ManualClock, MemLog, RecordSale};
+        use std::sync::Arc;
+        let log = Arc::new(MemLog::new());
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let open = || {
+            Engine::recover(LedgerConfig::default(), log.clone(), clock.clone()).expect("recovers")
+        };
+        let engine = open();
+        let sale = Command::RecordSale(RecordSale {
+            store_id: "s1".into(),
+            txn_id: "t1".into(),
+            store_seq: 1,
+            occurred_at_ms: 1_000_000,
+            lines: vec![Line::new("sku-1", "s1", 1)],
+        });
+        for _ in 0..2 {
+            engine
+                .submit(sale.clone())
+                .expect("submits")
+                .expect("recorded");
+        }
+        let absorbed = |e: &Engine| e.store_status("s1").expect("known").duplicates_absorbed;
+        assert_eq!(absorbed(&engine), 1);
+        engine.checkpoint().expect("checkpoints");
+        let digest = engine.digest();
+        drop(engine);
+        let engine = open();
+        assert_eq!(
+            absorbed(&engine),
+            0,
+            "process-local: not carried by a checkpoint"
+        );
+        assert_eq!(engine.digest(), digest);
     }
 
     #[test]

@@ -231,7 +231,8 @@ impl Ledger {
             stores: stores
                 .by_id
                 .iter()
-                .map(|(id, s)| (id.clone(), s.clone()))
+                // Without the process-local retry count (see `StoreSequence::checkpointed`).
+                .map(|(id, s)| (id.clone(), s.checkpointed()))
                 .collect(),
             held_drifts: reviews
                 .by_position
@@ -290,7 +291,11 @@ impl Ledger {
                 returns.by_id.insert(r.return_id.clone(), record);
             }
         }
-        lock(&ledger.stores).by_id = checkpoint.stores.iter().cloned().collect();
+        lock(&ledger.stores).by_id = checkpoint
+            .stores
+            .iter()
+            .map(|(id, s)| (id.clone(), s.checkpointed()))
+            .collect();
         lock(&ledger.reviews).by_position = checkpoint
             .held_drifts
             .iter()

@@ -2,7 +2,8 @@
 //! TigerBeetle's VOPR and FoundationDB's simulation testing.
 //!
 //! From one seed it generates a whole run ([`workload`]): marketplace holds, commits,
-//! releases, extends, expiries, POS sales, returns, adjustments and safety stock, interleaved
+//! releases, extends, expiries, POS sales, returns, adjustments, safety stock, ERP snapshots
+//! reconciled in steps and held drifts resolved, interleaved
 //! with faults (crashes, failing and slow log writes, duplicated, reordered and retried
 //! client requests, checkpoints at random points, clock jumps). It runs them against the real
 //! engine on one thread, with a simulated clock (`ManualClock`) and a simulated log whose
@@ -15,16 +16,13 @@
 //!
 //! # Layout
 //! - [`rng`]: SplitMix64, the one source of randomness, and why it is hand-written.
-//! - [`workload`]: the seed's swarm (op mix and fault rates) and the list of ops; the
-//!   reconciliation extension point.
+//! - [`workload`]: the seed's swarm (op mix and fault rates) and the list of ops.
 //! - [`log`]: `SimLog`, the log with a volatile tail that a crash loses.
 //! - [`model`]: the reference model.
-//! - [`sim`]: the executor and the invariant checks.
+//! - [`sim`]: the executor and the invariant checks; `sim/erp.rs`: snapshot pushes and
+//!   reconciliation runs, the simulator's account of the snapshot store, their checks.
 //! - [`shrink`]: shortest failing prefix, then greedy deletion.
 //! - [`report`]: the lines a run prints.
-//!
-//! # Not yet simulated
-//! ERP snapshots and reconciliation: see the extension point in [`workload`].
 
 pub mod log;
 pub mod model;

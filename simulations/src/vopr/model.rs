@@ -11,11 +11,17 @@
 //! ([`Model::history`]) and, after a crash, rebuilds the model from those the log made
 //! durable ([`Model::rebuild`]).
 //!
-//! Reconciliation facts are not modelled yet (see the extension point in `workload.rs`).
+//! Reconciliation is modelled from the facts too: every on_hand change is kept with its event
+//! time and LSN ([`Model::on_hand_at`]), so the model computes the engine's count at a
+//! snapshot's time (`on_hand` less every change dated after it) and predicts each
+//! `PositionReconciled` a run must log ([`Model::reconcile_fact`]); held drifts are folded
+//! like positions, and `ResolveDrift` is predicted like any client request. The snapshot store
+//! is not ledger state: the simulator keeps its own account of it (`sim.rs`).
 
 use inv_engine::{
-    Availability, Command, DispositionAction, Fact, HoldState, Line, Outcome, Refusal,
-    ReturnDisposition, ShortLine, StoreStatus,
+    Availability, BeyondTolerance, Command, DispositionAction, DriftAction, Fact, HoldState, Line,
+    Lsn, Outcome, Reconcile, Refusal, ReturnDisposition, ShortLine, SnapshotId, StoreStatus,
+    Tolerance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +34,11 @@ fn position_of(line: &Line) -> Position {
 
 /// An idempotency key as the model understands it: kind, natural id, second id.
 type Key = (&'static str, String, String);
+
+/// The second id of a key made of a snapshot and a position, as the engine joins them.
+fn position_sub(sku: &str, location: &str) -> String {
+    format!("{sku}\u{1f}{location}")
+}
 
 fn model_key(c: &Command) -> Option<Key> {
     let e = String::new;
@@ -45,7 +56,17 @@ fn model_key(c: &Command) -> Option<Key> {
         Command::Dispose(c) => ("Dispose", c.disposition_id.to_string(), e()),
         Command::Adjust(c) => ("Adjust", c.adjustment_id.to_string(), e()),
         Command::SetSafetyStock(c) => ("SetSafetyStock", c.request_id.to_string(), e()),
-        Command::Expire(_) | Command::Reconcile(_) | Command::ResolveDrift(_) => return None,
+        Command::Reconcile(c) => (
+            "Reconcile",
+            c.snapshot_id.to_string(),
+            position_sub(c.sku.as_str(), c.location.as_str()),
+        ),
+        Command::ResolveDrift(c) => (
+            "ResolveDrift",
+            c.snapshot_id.to_string(),
+            position_sub(c.sku.as_str(), c.location.as_str()),
+        ),
+        Command::Expire(_) => return None,
     })
 }
 
@@ -111,6 +132,12 @@ fn first_difference(a: &Command, b: &Command) -> Option<&'static str> {
             ("location", a.location == b.location),
             ("qty", a.qty == b.qty),
         ],
+        (Command::ResolveDrift(a), Command::ResolveDrift(b)) => vec![
+            ("snapshot_id", a.snapshot_id == b.snapshot_id),
+            ("sku", a.sku == b.sku),
+            ("location", a.location == b.location),
+            ("action", a.action == b.action),
+        ],
         _ => return Some("command"),
     };
     fields.into_iter().find(|(_, same)| !same).map(|(f, _)| f)
@@ -132,6 +159,27 @@ pub struct ModelHold {
     pub placed_lsn: u64,
     pub placed_at_ms: u64,
     pub ended_at_ms: u64,
+}
+
+/// A drift held for review at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelHeld {
+    pub snapshot_id: String,
+    pub as_of_ms: u64,
+    pub erp_on_hand: i64,
+    pub engine_on_hand_at: i64,
+    pub drift: i64,
+    pub lsn: u64,
+}
+
+/// One change to a position's on_hand: the LSN of its event, its event time (a sale's till
+/// time capped at when it was recorded, a correction's snapshot time, otherwise the decision
+/// time), and the change.
+#[derive(Debug, Clone, Copy)]
+pub struct Effect {
+    pub lsn: u64,
+    pub at_ms: u64,
+    pub delta: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +283,12 @@ pub enum Refused {
         requested: u64,
         quarantined: u64,
     },
-    /// A refusal the model never predicts (reconciliation's): always a disagreement.
+    DriftNotHeld {
+        snapshot_id: String,
+        sku: String,
+        location: String,
+    },
+    /// A refusal the model never predicts: always a disagreement.
     Other(String),
 }
 
@@ -267,6 +320,15 @@ pub fn refused_of(refusal: &Refusal) -> Refused {
             requested,
             quarantined,
         },
+        Refusal::DriftNotHeld {
+            snapshot_id,
+            sku,
+            location,
+        } => Refused::DriftNotHeld {
+            snapshot_id,
+            sku,
+            location,
+        },
         other => Refused::Other(other.to_string()),
     }
 }
@@ -284,6 +346,10 @@ pub struct Model {
     pub next_lsn: u64,
     /// The engine's time floor: decisions are never dated before an earlier one.
     pub floor_ms: u64,
+    /// Every on_hand change, per position, in LSN order (see [`Effect`]).
+    pub effects: BTreeMap<Position, Vec<Effect>>,
+    /// Drifts held for review, by position.
+    pub held: BTreeMap<Position, ModelHeld>,
     /// Every fact folded, with its LSN's time, in LSN order: what a rebuild refolds.
     pub history: Vec<(u64, Fact)>,
 }
@@ -300,6 +366,8 @@ impl Model {
             stores: BTreeMap::new(),
             next_lsn: 1,
             floor_ms: 0,
+            effects: BTreeMap::new(),
+            held: BTreeMap::new(),
             history: Vec::new(),
         }
     }
@@ -312,6 +380,98 @@ impl Model {
             model.apply(fact, *at_ms)?;
         }
         Ok(model)
+    }
+
+    /// The engine's count of `p` at `as_of_ms` (on_hand less every change dated after it),
+    /// and how many changes that is.
+    pub fn on_hand_at(&self, p: &Position, as_of_ms: u64) -> (i64, u32) {
+        let on_hand = self.positions.get(p).map_or(0, |m| m.on_hand);
+        let (since, events) = self.since(p, as_of_ms, |_| true);
+        (on_hand - since, events)
+    }
+
+    /// The net change at `p` dated after `as_of_ms` by the events `which` selects (by LSN),
+    /// and how many.
+    pub fn since(&self, p: &Position, as_of_ms: u64, which: impl Fn(u64) -> bool) -> (i64, u32) {
+        self.effects.get(p).map_or((0, 0), |effects| {
+            effects
+                .iter()
+                .filter(|e| e.at_ms > as_of_ms && which(e.lsn))
+                .fold((0, 0), |(sum, n), e| (sum + e.delta, n + 1))
+        })
+    }
+
+    /// Whether some change at `p` from LSN `from_lsn` on is dated at or before `as_of_ms`: it
+    /// moved the count at `as_of_ms` after a run that started at `from_lsn` read it.
+    pub fn moved_at_or_before(&self, p: &Position, as_of_ms: u64, from_lsn: u64) -> bool {
+        self.effects.get(p).is_some_and(|effects| {
+            effects
+                .iter()
+                .any(|e| e.lsn >= from_lsn && e.at_ms <= as_of_ms)
+        })
+    }
+
+    /// Whether the request behind `command` was decided and its key is still kept at
+    /// `now_ms` (a retry would get the first answer).
+    pub fn key_retained(&self, command: &Command, now_ms: u64) -> bool {
+        model_key(command)
+            .and_then(|key| self.keys.get(&key))
+            .is_some_and(|record| self.retained(record.at_ms, now_ms))
+    }
+
+    /// The `PositionReconciled` a run must log when it reconciles `p` against the ERP's
+    /// `erp_on_hand` now, or `None` if it must log nothing (no drift and no drift held there:
+    /// `Matched`). `tap_from` is where the run's log scan ended and its tap began: the
+    /// request carries the log's part of the changes since `as_of`, the fact their total.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reconcile_fact(
+        &self,
+        snapshot_id: &str,
+        p: &Position,
+        as_of_ms: u64,
+        erp_on_hand: i64,
+        tap_from: u64,
+        tolerance: Tolerance,
+    ) -> Option<Fact> {
+        let (engine_on_hand_at, events_since) = self.on_hand_at(p, as_of_ms);
+        let (since_as_of, logged_since) = self.since(p, as_of_ms, |lsn| lsn < tap_from);
+        let drift = erp_on_hand - engine_on_hand_at;
+        let superseded = self
+            .held
+            .get(p)
+            .map(|h| SnapshotId::from(h.snapshot_id.as_str()));
+        if drift == 0 && superseded.is_none() {
+            return None;
+        }
+        let within = drift.unsigned_abs() <= tolerance.units
+            || u128::from(drift.unsigned_abs()) * 10_000
+                <= u128::from(engine_on_hand_at.unsigned_abs()) * u128::from(tolerance.percent_bp);
+        Some(Fact::PositionReconciled {
+            reconcile: Reconcile {
+                snapshot_id: SnapshotId::from(snapshot_id),
+                sku: p.0.as_str().into(),
+                location: p.1.as_str().into(),
+                as_of_ms,
+                erp_on_hand,
+                since_as_of,
+                events_since: logged_since,
+                tap_from_lsn: Lsn(tap_from),
+                tolerance,
+            },
+            engine_on_hand_at,
+            drift,
+            held: drift != 0 && tolerance.beyond == BeyondTolerance::Hold && !within,
+            superseded,
+            events_since,
+        })
+    }
+
+    fn note_effect(&mut self, p: &Position, at_ms: u64, delta: i64) {
+        let lsn = self.next_lsn;
+        self.effects
+            .entry(p.clone())
+            .or_default()
+            .push(Effect { lsn, at_ms, delta });
     }
 
     fn retained(&self, at_ms: u64, now_ms: u64) -> bool {
@@ -541,8 +701,26 @@ impl Model {
             Command::RecordSale(_) | Command::Adjust(_) | Command::SetSafetyStock(_) => {
                 Expected::Event(Outcome::Recorded)
             }
-            Command::Reconcile(_) | Command::ResolveDrift(_) => Expected::Refused(Refused::Other(
-                "reconciliation is not modelled yet".to_owned(),
+            Command::ResolveDrift(c) => {
+                let p = (c.sku.to_string(), c.location.to_string());
+                match self.held.get(&p) {
+                    Some(held) if held.snapshot_id == c.snapshot_id.as_str() => {
+                        Expected::Event(Outcome::DriftResolved {
+                            drift: held.drift,
+                            applied: c.action == DriftAction::Apply,
+                        })
+                    }
+                    _ => Expected::Refused(Refused::DriftNotHeld {
+                        snapshot_id: c.snapshot_id.to_string(),
+                        sku: c.sku.to_string(),
+                        location: c.location.to_string(),
+                    }),
+                }
+            }
+            // Issued by a reconciliation run, never by a client: the simulator checks the
+            // run's facts with `reconcile_fact`.
+            Command::Reconcile(_) => Expected::Refused(Refused::Other(
+                "a Reconcile is never submitted by a client".to_owned(),
             )),
         }
     }
@@ -563,6 +741,17 @@ impl Model {
             return Ok(Fact::HoldCommitted {
                 commit: c.clone(),
                 lines,
+            });
+        }
+        // A resolution names the time of the snapshot that found the drift, which only the
+        // held drift knows.
+        if let (Command::ResolveDrift(c), Outcome::DriftResolved { drift, .. }) = (command, outcome)
+            && let Some(held) = self.held.get(&(c.sku.to_string(), c.location.to_string()))
+        {
+            return Ok(Fact::DriftResolved {
+                resolve: c.clone(),
+                as_of_ms: held.as_of_ms,
+                drift: *drift,
             });
         }
         Fact::decided(command.clone(), outcome.clone())
@@ -588,6 +777,9 @@ impl Model {
             let lines = hold.lines.clone();
             for ((p, _), c) in lines.iter().zip(committed) {
                 self.positions.entry(p.clone()).or_default().on_hand -= *c as i64;
+                if *c > 0 {
+                    self.note_effect(p, at_ms, -(*c as i64));
+                }
             }
         }
         Ok(())
@@ -646,7 +838,9 @@ impl Model {
             }
             Fact::SaleRecorded(c) => {
                 for l in &c.lines {
-                    self.positions.entry(position_of(l)).or_default().on_hand -= l.qty as i64;
+                    let p = position_of(l);
+                    self.positions.entry(p.clone()).or_default().on_hand -= l.qty as i64;
+                    self.note_effect(&p, c.occurred_at_ms.min(at_ms), -(l.qty as i64));
                 }
                 let store = self.stores.entry(c.store_id.to_string()).or_default();
                 store.sales_recorded += 1;
@@ -664,7 +858,10 @@ impl Model {
                     let p = (l.sku.to_string(), l.location.to_string());
                     let position = self.positions.entry(p.clone()).or_default();
                     match l.disposition {
-                        ReturnDisposition::Restock => position.on_hand += l.qty as i64,
+                        ReturnDisposition::Restock => {
+                            position.on_hand += l.qty as i64;
+                            self.note_effect(&p, at_ms, l.qty as i64);
+                        }
                         ReturnDisposition::Inspect => {
                             position.quarantined += l.qty as i64;
                             quarantined.push((p, l.qty));
@@ -689,25 +886,75 @@ impl Model {
                     .1
                     .checked_sub(c.qty)
                     .ok_or("model: disposed more than quarantined")?;
-                let position = self.positions.entry(p).or_default();
+                let position = self.positions.entry(p.clone()).or_default();
                 position.quarantined -= c.qty as i64;
                 if c.action == DispositionAction::Restock {
                     position.on_hand += c.qty as i64;
+                    self.note_effect(&p, at_ms, c.qty as i64);
                 }
             }
             Fact::StockAdjusted(c) => {
                 let p = (c.sku.to_string(), c.location.to_string());
-                self.positions.entry(p).or_default().on_hand += c.delta;
+                self.positions.entry(p.clone()).or_default().on_hand += c.delta;
+                self.note_effect(&p, at_ms, c.delta);
             }
             Fact::SafetyStockSet(c) => {
                 let p = (c.sku.to_string(), c.location.to_string());
                 self.positions.entry(p).or_default().safety_stock = c.qty as i64;
             }
-            Fact::PositionReconciled { .. } | Fact::DriftResolved { .. } => {
-                return Err(format!(
-                    "{} is not modelled yet (reconciliation extension point)",
-                    fact.name()
-                ));
+            Fact::PositionReconciled {
+                reconcile: r,
+                engine_on_hand_at,
+                drift,
+                held,
+                superseded,
+                ..
+            } => {
+                let p = (r.sku.to_string(), r.location.to_string());
+                let removed = self.held.remove(&p).map(|h| h.snapshot_id);
+                if removed.as_deref() != superseded.as_ref().map(|s| s.as_str()) {
+                    return Err(format!(
+                        "model: {p:?} supersedes {superseded:?}, but {removed:?} is held there"
+                    ));
+                }
+                if *held {
+                    self.held.insert(
+                        p,
+                        ModelHeld {
+                            snapshot_id: r.snapshot_id.to_string(),
+                            as_of_ms: r.as_of_ms,
+                            erp_on_hand: r.erp_on_hand,
+                            engine_on_hand_at: *engine_on_hand_at,
+                            drift: *drift,
+                            lsn,
+                        },
+                    );
+                } else if *drift != 0 {
+                    self.positions.entry(p.clone()).or_default().on_hand += drift;
+                    // A correction happened at its snapshot's time.
+                    self.note_effect(&p, r.as_of_ms, *drift);
+                }
+            }
+            Fact::DriftResolved {
+                resolve,
+                as_of_ms,
+                drift,
+            } => {
+                let p = (resolve.sku.to_string(), resolve.location.to_string());
+                let held = self
+                    .held
+                    .remove(&p)
+                    .filter(|h| h.snapshot_id == resolve.snapshot_id.as_str())
+                    .ok_or_else(|| {
+                        format!("model: no drift of {} held at {p:?}", resolve.snapshot_id)
+                    })?;
+                if held.drift != *drift || held.as_of_ms != *as_of_ms {
+                    return Err(format!("model: resolved {fact:?}, held {held:?}"));
+                }
+                if resolve.action == DriftAction::Apply && *drift != 0 {
+                    self.positions.entry(p.clone()).or_default().on_hand += drift;
+                    self.note_effect(&p, *as_of_ms, *drift);
+                }
             }
         }
         let (command, outcome) = fact.to_decision();

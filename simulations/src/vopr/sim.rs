@@ -27,13 +27,22 @@
 //!   the end), or recovery from checkpoint plus tail differs from that fresh replay.
 //! - `holds`: a hold's view (lines, state, times) differs from the model's, after a restart
 //!   and at the end.
+//! - `reconciliation`: a snapshot push, a run's start, a logged correction, a run's report or
+//!   the snapshot store's record differs from what the model and the simulator's account of
+//!   the store predict (a dry run that changed anything, a correction not equal to the
+//!   model's verdict at the moment it was decided, on_hand after a correction not equal to
+//!   the ERP's count plus the net changes after `as_of`, report counts off).
+//! - `held_drifts`: the drifts held for review differ from the model's.
 //! - `engine_invariants`: `Engine::check_invariants` failed.
 //! - `recovery`, `submit_error`, `engine_panic`: the engine refused to recover, returned an
 //!   infrastructure error on a healthy log, or panicked.
 
+mod erp;
+
 use super::log::SimLog;
 use super::model::{Expected, Model, Refused, refused_of};
 use super::workload::{Op, T0_MS};
+use inv_engine::reconcile::MemSnapshotStore;
 use inv_engine::{
     Clock, Command, DiscardLog, Engine, Event, EventLog, Fact, HoldState, Ledger, LedgerConfig,
     Lsn, ManualClock, Outcome,
@@ -95,8 +104,14 @@ struct Sim {
     config: LedgerConfig,
     log: Arc<SimLog>,
     clock: Arc<ManualClock>,
-    engine: Engine,
+    /// Shared with a reconciliation run in progress, which borrows it (see `erp.rs`).
+    engine: Arc<Engine>,
     model: Model,
+    /// The ERP's snapshots: durable state, like `snapshots.redb` beside the log, so a crash
+    /// keeps it whole (a push or a status change is durable when its call returns).
+    store: Arc<MemSnapshotStore>,
+    /// What the store must hold, by snapshot id (see `erp.rs`).
+    book: BTreeMap<String, erp::Booked>,
     /// A second ledger fed every event as it is appended: its digest must track the live one.
     shadow: Ledger,
     in_flight: Vec<Waiting>,
@@ -132,8 +147,10 @@ impl Sim {
             config,
             log,
             clock,
-            engine,
+            engine: Arc::new(engine),
             model: Model::new(config.key_retention_ms),
+            store: Arc::new(MemSnapshotStore::new()),
+            book: BTreeMap::new(),
             shadow: fresh_ledger(config),
             in_flight: Vec::new(),
             acked: Vec::new(),
@@ -167,7 +184,18 @@ impl Sim {
             }
             Op::Crash => self.restart()?,
             Op::FailNextSync => self.log.fail_next_sync(),
+            Op::PushSnapshot(plan) => self.push_snapshot(plan)?,
+            Op::Repush { id, change } => self.repush(id, *change)?,
+            // A run's ops are taken by `execute` while it runs; with none running (it never
+            // started, or a crash ended it) they do nothing.
+            Op::ReconcileStart { .. } | Op::ReconcileStep { .. } | Op::ReconcileFinish => {}
         }
+        self.settle(index)
+    }
+
+    /// After every op: answers the clients whose events became durable, restarts a failed
+    /// engine, and checks every invariant.
+    fn settle(&mut self, index: usize) -> Check {
         self.deliver_durable();
         if self.engine.failure().is_some() || self.log.is_dead() {
             // Fail-stop: the supervisor restarts the process, which recovers from the log.
@@ -350,12 +378,14 @@ impl Sim {
                 }
             }
         }
-        self.engine = Engine::recover(
-            self.config,
-            Arc::clone(&self.log) as Arc<dyn EventLog>,
-            Arc::clone(&self.clock) as Arc<dyn Clock>,
-        )
-        .or_else(|e| fail("recovery", e.to_string()))?;
+        self.engine = Arc::new(
+            Engine::recover(
+                self.config,
+                Arc::clone(&self.log) as Arc<dyn EventLog>,
+                Arc::clone(&self.clock) as Arc<dyn Clock>,
+            )
+            .or_else(|e| fail("recovery", e.to_string()))?,
+        );
         self.model = self
             .model
             .rebuild(durable.0)
@@ -440,6 +470,7 @@ impl Sim {
                 format!("engine {stores:?}\n  model {expected:?}"),
             );
         }
+        self.check_held_drifts()?;
         self.engine
             .check_invariants()
             .or_else(|e| fail("engine_invariants", e))?;
@@ -525,6 +556,8 @@ fn answer_kind(answer: &Expected) -> &'static str {
             Outcome::Expired => "expired",
             Outcome::HoldAlreadyEnded(_) => "already_ended",
             Outcome::Recorded => "recorded",
+            Outcome::DriftResolved { applied: true, .. } => "drift_applied_by_review",
+            Outcome::DriftResolved { applied: false, .. } => "drift_dismissed",
             _ => "other",
         },
         Expected::Refused(refused) => match refused {
@@ -536,6 +569,7 @@ fn answer_kind(answer: &Expected) -> &'static str {
             Refused::ReturnIdInUse(_) => "return_id_in_use",
             Refused::ReturnNotFound(_) => "return_not_found",
             Refused::NotQuarantined { .. } => "not_quarantined",
+            Refused::DriftNotHeld { .. } => "drift_not_held",
             Refused::Other(_) => "other_refusal",
         },
     }
@@ -577,9 +611,17 @@ pub fn execute(ops: &[Op], shards: usize, digest_every: usize) -> Result<Summary
     let mut step = 0;
     let result = catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(shards, digest_every)?;
-        for (i, op) in ops.iter().enumerate() {
+        let mut i = 0;
+        while i < ops.len() {
             step = i;
-            sim.step(i, op)?;
+            i = match &ops[i] {
+                // The run borrows the engine and the store while the ops of its window run.
+                Op::ReconcileStart { .. } => sim.reconcile_window(ops, i, &mut step)?,
+                op => {
+                    sim.step(i, op)?;
+                    i + 1
+                }
+            };
         }
         step = ops.len();
         sim.finish(ops.len())

@@ -20,19 +20,29 @@
 //! Clients time out and retry with the same key, sometimes with another payload (a client
 //! bug the engine must refuse, naming the field).
 //!
-//! # EXTENSION POINT: reconciliation
-//! ERP snapshots and their reconciliation (`inv_engine::reconcile`) are being finished
-//! elsewhere and are **not** generated yet. To add them: an `Op` that stages a snapshot of a
-//! few positions (the ERP's count as of a recent time, sometimes with drift) and runs the
-//! reconciliation on the simulator's thread; `Model::apply` must then fold
-//! `Fact::PositionReconciled` / `Fact::DriftResolved` (today it reports them as unmodelled),
-//! and `ResolveDrift` requests join the client mix here.
+//! # ERP snapshots and reconciliation
+//! Now and then the ERP pushes a snapshot ([`Op::PushSnapshot`]): FULL or DELTA, of every
+//! location or some, counted as of a recent time (often a little in the past, so events after
+//! it exist), with and without safety stock, sometimes first as a push that breaks off. Each
+//! row's count is planned relative to the model's own count at that time ([`ErpCount`]: exact,
+//! or a deliberate drift), because the generator never sees the engine; the simulator
+//! resolves it when the push runs. Some snapshots are too old (refused naming the window) or
+//! ahead of the clock; some are pushed again, as they were (the original answer) or changed
+//! (a conflict naming the field). A pushed snapshot is then reconciled by a run in steps
+//! ([`Op::ReconcileStart`], [`Op::ReconcileStep`]s, [`Op::ReconcileFinish`]) with ordinary
+//! client traffic and faults between the steps, so the run's tap counts writes made while it
+//! is in progress, and a crash may cut it short: the next reconciliation op resumes it.
+//! Some runs are dry runs (kept free of traffic in between, so their report is predicted
+//! exactly); a second start while one runs is refused. Clients resolve held drifts
+//! (`ResolveDrift`, apply or dismiss, with retries) like any other request.
 
 use super::rng::Rng;
+use inv_engine::reconcile::TolerancePolicy;
 use inv_engine::{
-    Adjust, AdjustmentId, Channel, Command, Commit, Dispose, DispositionAction, DispositionId,
-    Extend, Line, Location, RecordReturn, RecordSale, Release, RequestId, ReservationId, Reserve,
-    ReturnDisposition, ReturnId, ReturnLine, SetSafetyStock, Sku, StoreId, TxnId,
+    Adjust, AdjustmentId, BeyondTolerance, Channel, Command, Commit, Dispose, DispositionAction,
+    DispositionId, DriftAction, Extend, Line, Location, RecordReturn, RecordSale, Release,
+    RequestId, ReservationId, Reserve, ResolveDrift, ReturnDisposition, ReturnId, ReturnLine,
+    SetSafetyStock, Sku, SnapshotId, StoreId, Tolerance, TxnId,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -76,6 +86,60 @@ pub enum Delivery {
     RetryChanged,
 }
 
+/// A row's count, relative to the model's count of the position at the snapshot's time
+/// (resolved by the simulator when the push runs; a count below 0 is sent as 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErpCount {
+    /// What the engine counted then: no drift.
+    Exact,
+    /// Off by this many units (shrinkage, a missed message, a miscount).
+    Drift(i64),
+}
+
+/// A snapshot's time, relative to the clock when it is pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// This many ms before now.
+    Back(u64),
+    /// Older than the history window: refused, naming the window.
+    TooOld,
+    /// Further ahead of the clock than the allowed skew: refused.
+    Ahead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRow {
+    pub sku: String,
+    pub location: String,
+    pub count: ErpCount,
+    pub safety_stock: Option<u64>,
+}
+
+/// A snapshot the ERP pushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSnapshot {
+    pub id: String,
+    pub as_of: AsOf,
+    pub full: bool,
+    /// `None`: every location.
+    pub scope: Option<Vec<String>>,
+    /// Distinct positions, each in scope.
+    pub rows: Vec<PlannedRow>,
+    /// A first push of it breaks off (its summary miscounts): it must stage nothing.
+    pub broken_first: bool,
+}
+
+/// How a snapshot is pushed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repush {
+    /// The same content: the original answer.
+    Same,
+    /// Another count in one row: refused, naming `rows`.
+    OtherRows,
+    /// Another time: refused, naming `header.as_of_ms`.
+    OtherAsOf,
+}
+
 /// One step of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -100,6 +164,22 @@ pub enum Op {
     Crash,
     /// The next sync fails; the engine fail-stops and is restarted.
     FailNextSync,
+    /// The ERP pushes a snapshot (header, chunks of rows, summary).
+    PushSnapshot(PlannedSnapshot),
+    /// The ERP pushes snapshot `id` again (a retry, or a client bug).
+    Repush { id: String, change: Repush },
+    /// A reconciliation of snapshot `id` starts (or resumes, after a crash cut one short).
+    /// While one runs, the ops up to [`Op::ReconcileFinish`] interleave with its steps; a
+    /// second start meanwhile is refused.
+    ReconcileStart {
+        id: String,
+        dry_run: bool,
+        policy: TolerancePolicy,
+    },
+    /// The running reconciliation does one step of at most `positions` positions.
+    ReconcileStep { positions: u32 },
+    /// The running reconciliation finishes (every step left) and stores its report.
+    ReconcileFinish,
 }
 
 impl Op {
@@ -121,7 +201,14 @@ impl Op {
             Op::Checkpoint => Some("checkpoint"),
             Op::Crash => Some("crash"),
             Op::FailNextSync => Some("sync_failure"),
-            Op::Sync | Op::Advance { .. } | Op::ExpireDue { .. } => None,
+            Op::Repush { .. } => Some("snapshot_repush"),
+            Op::Sync
+            | Op::Advance { .. }
+            | Op::ExpireDue { .. }
+            | Op::PushSnapshot(_)
+            | Op::ReconcileStart { .. }
+            | Op::ReconcileStep { .. }
+            | Op::ReconcileFinish => None,
         }
     }
 }
@@ -160,7 +247,7 @@ pub struct Swarm {
     reorder_percent: u64,
 }
 
-const KINDS: usize = 19;
+const KINDS: usize = 21;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -183,6 +270,8 @@ enum Kind {
     Sync,
     Checkpoint,
     Crash,
+    Snapshot,
+    ResolveDrift,
 }
 
 /// Base weights, per mille of the op mix before the swarm scales them; `FailNextSync` is
@@ -207,6 +296,9 @@ const BASE: [(Kind, u64); KINDS] = [
     (Kind::Sync, 60),
     (Kind::Checkpoint, 12),
     (Kind::Crash, 10),
+    // Rare: a snapshot brings a run of a few dozen ops with it.
+    (Kind::Snapshot, 12),
+    (Kind::ResolveDrift, 8),
 ];
 
 impl Swarm {
@@ -250,6 +342,12 @@ struct Asked {
     lines: Vec<Line>,
 }
 
+/// A snapshot the generator pushed: a target for re-pushes, runs and resolutions.
+struct Pushed {
+    id: String,
+    positions: Vec<(String, String)>,
+}
+
 struct Store {
     name: &'static str,
     next_seq: u64,
@@ -269,6 +367,12 @@ struct Generator {
     stores: Vec<Store>,
     /// Units sent to inspection: (return id, sku, location, qty not yet disposed of).
     inspected: Vec<(String, String, String, u64)>,
+    /// Snapshots pushed, newest last.
+    snapshots: Vec<Pushed>,
+    /// A run a crash or a failed sync may have cut short, to resume first: (id, policy).
+    interrupted: Option<(String, TolerancePolicy)>,
+    /// A reconciliation is running: its window's ops are plain traffic and faults.
+    in_run: bool,
 }
 
 /// The swarm and the ops of `steps` steps for `seed`.
@@ -293,6 +397,9 @@ pub fn generate(seed: u64, steps: usize) -> (Swarm, Vec<Op>) {
             })
             .collect(),
         inspected: Vec::new(),
+        snapshots: Vec::new(),
+        interrupted: None,
+        in_run: false,
     };
     g.stock();
     while g.ops.len() < steps {
@@ -435,7 +542,206 @@ impl Generator {
             }
             Kind::Checkpoint => self.ops.push(Op::Checkpoint),
             Kind::Crash => self.ops.push(Op::Crash),
+            Kind::Snapshot if self.in_run => self.concurrent_start(),
+            Kind::Snapshot => self.snapshot(),
+            Kind::ResolveDrift => self.resolve_drift(),
         }
+    }
+
+    /// The ERP's turn: resume a run cut short, push a snapshot again, or push a new one and
+    /// reconcile it.
+    fn snapshot(&mut self) {
+        if let Some((id, policy)) = self.interrupted.take() {
+            return self.reconcile(id, false, policy);
+        }
+        if !self.snapshots.is_empty() && self.rng.chance(15) {
+            let i = self.rng.index(self.snapshots.len());
+            let id = self.snapshots[i].id.clone();
+            let change = match self.rng.range(0, 9) {
+                0..=5 => Repush::Same,
+                6 | 7 => Repush::OtherRows,
+                _ => Repush::OtherAsOf,
+            };
+            self.ops.push(Op::Repush { id, change });
+            return;
+        }
+        let id = self.id("snap");
+        let as_of = match self.rng.range(0, 99) {
+            0..=5 => AsOf::TooOld,
+            6..=8 => AsOf::Ahead,
+            9..=29 => AsOf::Back(0),
+            _ => AsOf::Back(self.rng.range(1, 90_000)),
+        };
+        let full = self.rng.chance(40);
+        let scope = if self.rng.chance(50) {
+            None
+        } else {
+            let mut locations: Vec<String> = LOCATIONS
+                .iter()
+                .filter(|_| self.rng.chance(50))
+                .map(|l| (*l).to_owned())
+                .collect();
+            if locations.is_empty() {
+                locations.push(LOCATIONS[self.rng.index(LOCATIONS.len())].to_owned());
+            }
+            Some(locations)
+        };
+        // Mostly exact counts, some drift within and some beyond the default tolerance.
+        let exact_percent = [20, 60, 90][self.rng.index(3)];
+        let count = self.rng.range(1, 12);
+        let mut rows: Vec<PlannedRow> = Vec::new();
+        for _ in 0..count {
+            let (sku, location) = self.position();
+            let in_scope = scope.as_ref().is_none_or(|s| s.contains(&location));
+            if !in_scope || rows.iter().any(|r| r.sku == sku && r.location == location) {
+                continue;
+            }
+            let count = if self.rng.chance(exact_percent) {
+                ErpCount::Exact
+            } else if self.rng.chance(60) {
+                ErpCount::Drift(self.rng.range(1, 2) as i64 * [-1, 1][self.rng.index(2)])
+            } else {
+                ErpCount::Drift(self.rng.range(3, 15) as i64 * [-1, 1][self.rng.index(2)])
+            };
+            let safety_stock = self.rng.chance(25).then(|| self.rng.range(0, 3));
+            rows.push(PlannedRow {
+                sku,
+                location,
+                count,
+                safety_stock,
+            });
+        }
+        if rows.is_empty() {
+            // A snapshot of one row at least, so a changed re-push has a row to change.
+            let location = scope
+                .as_ref()
+                .map_or(LOCATIONS[0].to_owned(), |s| s[0].clone());
+            rows.push(PlannedRow {
+                sku: sku_name(self.rng.index(HOT_SKUS)),
+                location,
+                count: ErpCount::Exact,
+                safety_stock: None,
+            });
+        }
+        self.snapshots.push(Pushed {
+            id: id.clone(),
+            positions: rows
+                .iter()
+                .map(|r| (r.sku.clone(), r.location.clone()))
+                .collect(),
+        });
+        self.ops.push(Op::PushSnapshot(PlannedSnapshot {
+            id: id.clone(),
+            as_of,
+            full,
+            scope,
+            rows,
+            broken_first: self.rng.chance(10),
+        }));
+        // Usually reconciled at once; otherwise it waits staged for a later turn (a re-push
+        // or a run of an older snapshot after a newer one: refused as superseded).
+        if self.rng.chance(85) {
+            let dry_run = self.rng.chance(20);
+            let policy = self.policy();
+            self.reconcile(id, dry_run, policy);
+        }
+    }
+
+    /// The tolerance a run applies: the default, sometimes strict or lenient, sometimes
+    /// applying every drift, sometimes another rule for one location.
+    fn policy(&mut self) -> TolerancePolicy {
+        let tolerance = |rng: &mut Rng| Tolerance {
+            units: [0, 2, 2, 5][rng.index(4)],
+            percent_bp: [0, 100, 100, 1_000][rng.index(4)],
+            beyond: if rng.chance(75) {
+                BeyondTolerance::Hold
+            } else {
+                BeyondTolerance::Apply
+            },
+        };
+        let mut policy = TolerancePolicy {
+            default: tolerance(&mut self.rng),
+            ..TolerancePolicy::default()
+        };
+        if self.rng.chance(30) {
+            let location = LOCATIONS[self.rng.index(LOCATIONS.len())];
+            policy
+                .by_location
+                .insert(Location::from(location), tolerance(&mut self.rng));
+        }
+        policy
+    }
+
+    /// A run of snapshot `id`: started, stepped a few positions at a time with ordinary ops
+    /// between the steps (none for a dry run), finished. A crash or a failing sync in the
+    /// window may cut it short: the next snapshot turn resumes it.
+    fn reconcile(&mut self, id: String, dry_run: bool, policy: TolerancePolicy) {
+        self.ops.push(Op::ReconcileStart {
+            id: id.clone(),
+            dry_run,
+            policy: policy.clone(),
+        });
+        self.in_run = true;
+        let mut faulted = false;
+        for _ in 0..self.rng.range(1, 6) {
+            if !dry_run {
+                for _ in 0..self.rng.range(0, 4) {
+                    let before = self.ops.len();
+                    self.step();
+                    faulted |= self.ops[before..]
+                        .iter()
+                        .any(|op| matches!(op, Op::Crash | Op::FailNextSync));
+                }
+            }
+            let positions = self.rng.range(1, 8) as u32;
+            self.ops.push(Op::ReconcileStep { positions });
+        }
+        self.ops.push(Op::ReconcileFinish);
+        self.in_run = false;
+        if faulted && !dry_run {
+            self.interrupted = Some((id, policy));
+        }
+    }
+
+    /// A second start while a run is in progress: refused, the running one unharmed.
+    fn concurrent_start(&mut self) {
+        let Some(pushed) = self.snapshots.last() else {
+            return;
+        };
+        let id = pushed.id.clone();
+        let policy = self.policy();
+        self.ops.push(Op::ReconcileStart {
+            id,
+            dry_run: true,
+            policy,
+        });
+    }
+
+    /// A reviewer applies or dismisses a drift a recent snapshot may have held (the engine
+    /// answers DRIFT_NOT_HELD where none is held).
+    fn resolve_drift(&mut self) {
+        if self.snapshots.is_empty() {
+            return self.reserve();
+        }
+        let n = self.snapshots.len();
+        let i = n - 1 - self.rng.index(n.min(3));
+        let (sku, location) = if self.rng.chance(80) {
+            let positions = &self.snapshots[i].positions;
+            positions[self.rng.index(positions.len())].clone()
+        } else {
+            self.position()
+        };
+        let action = if self.rng.chance(60) {
+            DriftAction::Apply
+        } else {
+            DriftAction::Dismiss
+        };
+        self.send(Command::ResolveDrift(ResolveDrift {
+            snapshot_id: SnapshotId::from(self.snapshots[i].id.as_str()),
+            sku: Sku::from(sku.as_str()),
+            location: Location::from(location.as_str()),
+            action,
+        }));
     }
 
     fn ttl_ms(&mut self) -> u64 {
@@ -721,10 +1027,13 @@ fn mutate(command: &Command) -> Option<Command> {
         Command::Dispose(c) => c.qty += 1,
         Command::Adjust(c) => c.delta = if c.delta == -1 { 1 } else { c.delta + 1 },
         Command::SetSafetyStock(c) => c.qty += 1,
-        Command::Release(_)
-        | Command::Expire(_)
-        | Command::Reconcile(_)
-        | Command::ResolveDrift(_) => return None,
+        Command::ResolveDrift(c) => {
+            c.action = match c.action {
+                DriftAction::Apply => DriftAction::Dismiss,
+                DriftAction::Dismiss => DriftAction::Apply,
+            }
+        }
+        Command::Release(_) | Command::Expire(_) | Command::Reconcile(_) => return None,
     }
     Some(command)
 }
