@@ -30,7 +30,8 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
     }
 }
 
-fn format_of(path: &Path, format: Option<FileFormat>) -> FileFormat {
+/// The format `--format` names, else the one the file's extension says (`.csv`, else JSON Lines).
+pub(super) fn format_of(path: &Path, format: Option<FileFormat>) -> FileFormat {
     format.unwrap_or_else(|| match path.extension().and_then(|e| e.to_str()) {
         Some(ext) if ext.eq_ignore_ascii_case("csv") => FileFormat::Csv,
         _ => FileFormat::Jsonl,

@@ -34,6 +34,7 @@ mod holds;
 mod output;
 mod parse;
 mod reads;
+mod reports;
 mod snapshots;
 
 use batches::{RETURNS_HELP, ReturnsArgs, SALES_HELP, SalesArgs};
