@@ -6,11 +6,11 @@
 //! complete, how a run counts what happened after the snapshot's time); this module only
 //! moves data to and from it, and decides *where* the work runs so the hot path (Reserve,
 //! Check) keeps its latency:
-//! - A push is read on the async worker (a message at a time, each chunk bounded by
-//!   `ServerConfig::snapshot_chunk_rows_max` and `snapshot_chunk_bytes_max`) and staged on a
-//!   blocking thread of its own, fed through a channel of [`PUSH_CHUNKS_QUEUED`] chunks: memory
-//!   is bounded per chunk, and the snapshot store's writes never run on a worker. At most
-//!   [`PUSHES_IN_FLIGHT_MAX`] pushes stage at once.
+//! - A push is received on a thread of its own at the bulk lane's lower OS priority (see
+//!   `push`): a message at a time, each chunk bounded by `ServerConfig::snapshot_chunk_rows_max`
+//!   and `snapshot_chunk_bytes_max`, decoded, checked and written to the snapshot store before
+//!   the next is read. Memory is bounded per chunk, and no per-row work runs on a worker. At
+//!   most [`PUSHES_IN_FLIGHT_MAX`] pushes are received at once.
 //! - A reconciliation runs on the bulk lane (a thread at a lower OS priority, see `bulk`), a
 //!   step of [`STEP_POSITIONS`] positions at a time, yielding between steps. At most one runs
 //!   at a time ([`Reconciler::try_begin`]); another asked for meanwhile is ABORTED.
@@ -33,11 +33,9 @@ use inv_engine::reconcile::{MemSnapshotStore, SnapshotStore, TolerancePolicy};
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
 
-/// Snapshot pushes staged at once (each holds a blocking thread while it streams). Past this,
+/// Snapshot pushes staged at once (each holds a thread of its own while it streams). Past this,
 /// RESOURCE_EXHAUSTED: an ERP pushes a handful of snapshots a day.
 pub const PUSHES_IN_FLIGHT_MAX: usize = 4;
-/// Chunks read ahead of the staging thread, per push.
-pub const PUSH_CHUNKS_QUEUED: usize = 2;
 /// Positions a reconciliation decides before yielding the bulk lane.
 pub const STEP_POSITIONS: usize = 512;
 /// The default of `--reconcile-every`.

@@ -288,6 +288,8 @@ impl SurgeOptions {
 /// What every task of a scenario shares.
 pub struct Env {
     pub options: SurgeOptions,
+    /// The server's address, for a scenario that needs a connection of its own.
+    pub url: String,
     pub clients: Vec<Client>,
     pub recorder: Arc<Recorder>,
     /// Prefixes every id, sku and store of the run.
@@ -414,6 +416,7 @@ pub async fn run(url: &str, scenario: SurgeScenario, options: &SurgeOptions) -> 
     };
     let env = Arc::new(Env {
         options: options.clone(),
+        url: url.to_owned(),
         clients,
         recorder: Arc::new(Recorder::new(bucket)),
         run: format!("{}-{nanos:x}", scenario.name()),
