@@ -41,6 +41,7 @@
 //! 5. A retried command (same key, same payload) changes nothing and gets the original LSN and
 //!    outcome; the same key with another payload is refused, naming the field.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod clock;
 pub mod command;
