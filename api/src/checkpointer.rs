@@ -19,9 +19,7 @@ const POLL_MS_MAX: u64 = 1_000;
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let policy = shared.config.checkpoint_policy();
-    if policy.every_events == 0 && policy.every_ms == 0 {
-        return;
-    }
+    let checkpoints = policy.every_events > 0 || policy.every_ms > 0;
     // Often enough to notice the event count soon after it is reached, and the time trigger
     // within a tenth of its period.
     let poll_ms = match policy.every_ms {
@@ -38,7 +36,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         let engine = Arc::clone(&shared.engine);
         let started = Instant::now();
-        let round = tokio::task::spawn_blocking(move || engine.checkpoint_if_due(&policy)).await;
+        // The memory budget is judged every tick (a lock per shard, briefly), checkpoints or
+        // not: it is what refuses writes before the process runs out of memory.
+        let round = tokio::task::spawn_blocking(move || {
+            engine.memory_tick();
+            if checkpoints {
+                engine.checkpoint_if_due(&policy)
+            } else {
+                Ok(None)
+            }
+        })
+        .await;
         match round {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(next_lsn))) => info!(

@@ -22,8 +22,9 @@ mod settings;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use inv_api::ServerConfig;
+use inv_engine::archive::redb::RedbArchive;
 use inv_engine::reconcile::{RedbSnapshotStore, SnapshotStore};
-use inv_engine::{Engine, LedgerConfig, RedbLog, RedbLogOptions, SystemClock};
+use inv_engine::{Engine, LedgerConfig, MemoryPolicy, RedbLog, RedbLogOptions, SystemClock};
 use settings::{LogFormat, ServeArgs, Settings};
 use std::ffi::OsString;
 use std::path::Path;
@@ -140,8 +141,9 @@ async fn run(settings: Settings) -> Result<()> {
     let started = Instant::now();
     let (engine, log, snapshots) = {
         let data_dir = settings.data_dir.clone();
-        let (ledger, log_options) = (settings.ledger, settings.log_options);
-        tokio::task::spawn_blocking(move || open(&data_dir, ledger, log_options))
+        let (ledger, memory, log_options) =
+            (settings.ledger, settings.memory, settings.log_options);
+        tokio::task::spawn_blocking(move || open(&data_dir, ledger, memory, log_options))
             .await
             .context("recovery panicked")??
     };
@@ -232,19 +234,35 @@ async fn final_checkpoint(engine: &Arc<Engine>, server: &ServerConfig) {
     }
 }
 
-/// Opens the data folder's log and rebuilds the ledger from it, and opens the snapshot store
-/// beside the log (`snapshots.redb`).
+/// Opens the data folder's log, the key archive beside it (`keys.redb`) and rebuilds the
+/// ledger from them, and opens the snapshot store (`snapshots.redb`).
 fn open(
     data_dir: &Path,
     ledger: LedgerConfig,
+    memory: MemoryPolicy,
     options: RedbLogOptions,
 ) -> Result<(Engine, Arc<RedbLog>, Arc<dyn SnapshotStore>)> {
     let log = Arc::new(
         RedbLog::open(data_dir, options)
             .with_context(|| format!("opening the event log in {}", data_dir.display()))?,
     );
-    let engine = Engine::recover(ledger, log.clone(), Arc::new(SystemClock))
-        .with_context(|| format!("replaying the event log in {}", data_dir.display()))?;
+    let archive = RedbArchive::open(data_dir)
+        .with_context(|| format!("opening the key archive in {}", data_dir.display()))?;
+    let engine = Engine::recover_with(
+        ledger,
+        log.clone(),
+        Arc::new(SystemClock),
+        Some(Arc::new(archive)),
+        memory,
+    )
+    .with_context(|| format!("replaying the event log in {}", data_dir.display()))?;
+    let (archived, _) = engine.ledger().archived_keys();
+    info!(
+        archived_keys = archived,
+        memory_limit_bytes = memory.limit_bytes,
+        key_memory_ms = memory.key_memory_ms,
+        "key archive indexed"
+    );
     let snapshots = RedbSnapshotStore::open(data_dir)
         .with_context(|| format!("opening the snapshot store in {}", data_dir.display()))?;
     Ok((engine, log, Arc::new(snapshots)))

@@ -117,7 +117,8 @@ pub(crate) fn commit_now(
     let shared = Arc::clone(shared);
     async move {
         let receipt = hold_answer(settle(&shared, decided?).await?)?;
-        let hold = shared.engine.reservation(&reservation_id);
+        // The hold's view completes the answer; the commit stands if it cannot be read.
+        let hold = shared.engine.reservation(&reservation_id).ok().flatten();
         convert::commit_response(&receipt, hold.as_ref())
     }
 }

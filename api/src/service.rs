@@ -21,9 +21,9 @@ use crate::pipeline;
 use crate::reconcile;
 use crate::session::{self, SessionStream};
 use crate::shared::Shared;
-use crate::status::Failure;
+use crate::status::{self, Failure};
 use crate::watch::{self, WatchStream};
-use inv_engine::Engine;
+use inv_engine::{Engine, SubmitError};
 use inv_proto::v1 as pb;
 use inv_proto::v1::inventory_server::Inventory;
 use std::sync::Arc;
@@ -99,6 +99,7 @@ impl Inventory for InventoryService {
         let hold = self
             .engine()
             .reservation(&id)
+            .map_err(|e| status::submit_error(&SubmitError::Archive(e)))?
             .ok_or_else(|| Failure::reservation_not_found(&id))?;
         Ok(Response::new(pb::GetReservationResponse {
             reservation: Some(convert::reservation(&hold)),

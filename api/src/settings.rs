@@ -37,7 +37,9 @@ use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, ValueEnum}
 use inv_api::{ReconcileConfig, ServerConfig};
 use inv_engine::log::redb::Durability;
 use inv_engine::reconcile::TolerancePolicy;
-use inv_engine::{BeyondTolerance, LedgerConfig, Location, RedbLogOptions, Tolerance};
+use inv_engine::{
+    BeyondTolerance, LedgerConfig, Location, MemoryPolicy, RedbLogOptions, Tolerance,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -97,6 +99,26 @@ pub struct ProcessSettings {
     /// How long idempotency keys and ended holds are remembered, in ms.
     #[arg(long, value_name = "MS", default_value_t = LedgerConfig::default().key_retention_ms)]
     pub key_retention_ms: u64,
+    /// How long a rejection (a reserve refused as insufficient) is remembered, in ms, if
+    /// shorter than --key-retention-ms: it changed nothing, so a retry after this is decided
+    /// afresh.
+    #[arg(long, value_name = "MS", default_value_t = LedgerConfig::default().rejection_retention_ms)]
+    pub rejection_retention_ms: u64,
+    /// How long idempotency records and ended holds stay in memory, in ms; after it, once a
+    /// checkpoint covers them, they move to the key archive (`keys.redb` in the data folder),
+    /// which answers retries for the rest of --key-retention-ms.
+    #[arg(long, value_name = "MS", default_value_t = MemoryPolicy::default().key_memory_ms)]
+    pub key_memory_ms: u64,
+    /// The ledger's memory budget in bytes (positions, holds, keys, store gaps, the archive's
+    /// index). Past --memory-high-water-percent of it keys move to disk as soon as a
+    /// checkpoint covers them; past it, writes that add state are refused (RESOURCE_EXHAUSTED,
+    /// MEMORY_EXHAUSTED) while reads, commits and releases go on. 0: half of the machine's (or
+    /// the container's) memory.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub memory_limit_bytes: u64,
+    /// Percent of --memory-limit-bytes past which keys move to disk sooner.
+    #[arg(long, value_name = "PERCENT", default_value_t = MemoryPolicy::default().high_water_percent)]
+    pub memory_high_water_percent: u64,
     /// How far back reconciliation can look, in ms: the oldest ERP snapshot `as_of` accepted.
     /// The log keeps this much history through checkpoints and restarts.
     #[arg(long, value_name = "MS", default_value_t = LedgerConfig::default().history_ms)]
@@ -548,6 +570,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub ledger: LedgerConfig,
+    /// The memory budget, with `--memory-limit-bytes 0` resolved to half the machine's.
+    pub memory: MemoryPolicy,
     pub log_options: RedbLogOptions,
     /// When writes are acknowledged is not set here but read from the log once it is open
     /// (`ServerConfig::for_log`).
@@ -573,6 +597,21 @@ impl Settings {
             shards: process.shards,
             key_retention_ms: process.key_retention_ms,
             history_ms: process.reconcile_history_ms,
+            rejection_retention_ms: process.rejection_retention_ms,
+        };
+        if !(1..=100).contains(&process.memory_high_water_percent) {
+            bail!(
+                "memory_high_water_percent must be 1 to 100, got {}",
+                process.memory_high_water_percent
+            );
+        }
+        let memory = MemoryPolicy {
+            limit_bytes: match process.memory_limit_bytes {
+                0 => machine_memory_bytes().map_or(0, |bytes| bytes / 2),
+                bytes => bytes,
+            },
+            high_water_percent: process.memory_high_water_percent,
+            key_memory_ms: process.key_memory_ms,
         };
         if !ledger.shards.is_power_of_two() || ledger.shards > inv_engine::limits::SHARDS_MAX {
             bail!(
@@ -599,6 +638,7 @@ impl Settings {
             },
             data_dir: process.data_dir,
             ledger,
+            memory,
             log_options: RedbLogOptions {
                 durability,
                 batch_events_max: event_log.batch_events_max,
@@ -613,6 +653,25 @@ impl Settings {
             log: process.log,
             log_format: process.log_format,
         })
+    }
+}
+
+/// The memory this process may use: the container's limit (cgroup v2 `memory.max`) if it has
+/// one, else the machine's (`MemTotal`). `None` where neither can be read.
+fn machine_memory_bytes() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+    match (cgroup, total) {
+        (Some(c), Some(t)) => Some(c.min(t)),
+        (c, t) => c.or(t),
     }
 }
 

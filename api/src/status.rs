@@ -19,6 +19,8 @@
 //! | `Outcome::HoldAlreadyEnded(state)` | FAILED_PRECONDITION | HOLD_ALREADY_{COMMITTED,RELEASED,EXPIRED} | yes |
 //! | `SubmitError::Busy`, a concurrency budget used up | RESOURCE_EXHAUSTED | LOG_FULL / OVERLOADED | no |
 //! | `SubmitError::FailStopped`, `SubmitError::Log` | UNAVAILABLE | FAIL_STOPPED | no |
+//! | `SubmitError::MemoryExhausted` (past `--memory-limit-bytes`) | RESOURCE_EXHAUSTED | MEMORY_EXHAUSTED | no |
+//! | `SubmitError::Archive` (the key archive could not be read) | UNAVAILABLE | ARCHIVE_UNAVAILABLE | no |
 //! | `Refusal::DriftNotHeld` | FAILED_PRECONDITION | DRIFT_NOT_HELD | no |
 //! | `Refusal::ReconciliationNotRunning` (the run's own; never reaches a client) | INTERNAL | INTERNAL | no |
 //!
@@ -270,6 +272,21 @@ pub fn submit_error(error: &SubmitError) -> Failure {
         SubmitError::FailStopped(_) | SubmitError::Log(_) => Failure::new(
             Code::Unavailable,
             ErrorReason::FailStopped,
+            error.to_string(),
+        ),
+        SubmitError::MemoryExhausted {
+            used_bytes,
+            limit_bytes,
+        } => Failure::new(
+            Code::ResourceExhausted,
+            ErrorReason::MemoryExhausted,
+            error.to_string(),
+        )
+        .with_metadata("used_bytes", used_bytes)
+        .with_metadata("limit_bytes", limit_bytes),
+        SubmitError::Archive(_) => Failure::new(
+            Code::Unavailable,
+            ErrorReason::ArchiveUnavailable,
             error.to_string(),
         ),
         other => Failure::internal(format!("unexpected engine error: {other}")),

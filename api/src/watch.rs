@@ -275,6 +275,8 @@ fn affected(engine: &Engine, event: &Event) -> Vec<(ChangeCause, String, String)
     let hold = |cause, id: &ReservationId| {
         engine
             .reservation(id.as_str())
+            .ok()
+            .flatten()
             .map(|h| {
                 h.lines
                     .iter()

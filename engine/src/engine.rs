@@ -15,11 +15,12 @@
 //! covers. [`Engine::checkpoint_if_due`] does so when a [`CheckpointPolicy`] says it is time:
 //! the server calls it from a timer (every few seconds), so no submit ever pays for one.
 
+use crate::archive::KeyArchive;
 use crate::clock::Clock;
 use crate::command::Command;
 use crate::error::{LogError, ReplayError, SubmitError};
 use crate::event::Event;
-use crate::ledger::{Availability, Decision, HoldView, Ledger, LedgerConfig};
+use crate::ledger::{Availability, Decision, Eviction, HoldView, Ledger, LedgerConfig, MemoryUse};
 use crate::log::{DurableListener, EventLog};
 use crate::stores::StoreStatus;
 use crate::sync::{Mutex, lock};
@@ -57,11 +58,54 @@ impl Default for CheckpointPolicy {
     }
 }
 
+/// How the engine bounds its memory: how long idempotency records and ended holds stay in
+/// memory before they may move to the key archive, and the hard limit past which writes that
+/// add state are refused (see `ledger/memory.rs` for what is counted, and `ledger/archived.rs`
+/// for the archive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPolicy {
+    /// The ledger's estimated memory past which writes that add state are refused with
+    /// [`SubmitError::MemoryExhausted`]; 0: no limit.
+    pub limit_bytes: u64,
+    /// Percent of `limit_bytes` past which records go to the archive as soon as a checkpoint
+    /// covers them (not after `key_memory_ms`), and checkpoints are taken as often as the
+    /// checkpoint task polls.
+    pub high_water_percent: u64,
+    /// Records and ended holds stay in memory at least this long (ms) after their last
+    /// decision; then, once a checkpoint covers them, the next checkpoint moves them to the
+    /// archive. Only with an archive attached.
+    pub key_memory_ms: u64,
+}
+
+impl Default for MemoryPolicy {
+    fn default() -> Self {
+        Self {
+            limit_bytes: 0,
+            high_water_percent: 80,
+            key_memory_ms: 3_600_000,
+        }
+    }
+}
+
+impl MemoryPolicy {
+    fn high_water_bytes(&self) -> u64 {
+        self.limit_bytes / 100 * self.high_water_percent.min(100)
+    }
+}
+
+/// Entries one checkpoint's eviction pass moves to the archive, at most.
+const EVICT_PER_CHECKPOINT_MAX: usize = 4_000_000;
+/// Archived entries past retention forgotten per checkpoint, at most.
+const ARCHIVE_PURGE_PER_CHECKPOINT_MAX: usize = 4_000_000;
+
 /// The last checkpoint this engine wrote (or recovered from).
 #[derive(Debug, Clone, Copy)]
 struct CheckpointMark {
     next_lsn: Lsn,
     at_ms: u64,
+    /// The `next_lsn` of the newest durable checkpoint (`Lsn(1)`: none): what eviction may
+    /// move to the archive was last changed below it.
+    durable_below: Lsn,
 }
 
 pub struct Engine {
@@ -69,6 +113,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     /// Held for the whole of a checkpoint, so two never run at once.
     checkpoints: Mutex<CheckpointMark>,
+    memory: MemoryPolicy,
 }
 
 impl Engine {
@@ -82,7 +127,23 @@ impl Engine {
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ReplayError> {
-        let ledger = match log.latest_checkpoint()? {
+        Self::recover_with(config, log, clock, None, MemoryPolicy::default())
+    }
+
+    /// [`Engine::recover`] with a key archive (the disk tier of idempotency records, see
+    /// `ledger/archived.rs`) and a memory policy. The archive's keys are indexed before the
+    /// log's tail is replayed (replay faults archived entries in as live writes do); its
+    /// entries stay on disk.
+    pub fn recover_with(
+        config: LedgerConfig,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        archive: Option<Arc<dyn KeyArchive>>,
+        memory: MemoryPolicy,
+    ) -> Result<Self, ReplayError> {
+        let checkpoint = log.latest_checkpoint()?;
+        let durable_below = checkpoint.as_ref().map_or(Lsn(1), |c| c.next_lsn);
+        let mut ledger = match checkpoint {
             Some(checkpoint) => {
                 // The log must hold (or end just before) the checkpoint's next LSN: a log that
                 // ends earlier would take the next append at a used LSN.
@@ -97,16 +158,32 @@ impl Engine {
             }
             None => Ledger::new(config, Arc::clone(&log)),
         };
+        if let Some(archive) = archive {
+            // Entries are archived only once a checkpoint covers them: an archive with entries
+            // beside a log without a checkpoint belongs to another log.
+            if durable_below == Lsn(1) && archive.stats().entries > 0 {
+                return Err(ReplayError::Log(LogError::Corrupt(format!(
+                    "the key archive holds {} entries but the log has no checkpoint: they are \
+                     not this log's (move the archive away to start over)",
+                    archive.stats().entries
+                ))));
+            }
+            ledger.attach_archive(archive)?;
+        }
         replay_tail(&ledger, log.as_ref())?;
         let mark = CheckpointMark {
             next_lsn: ledger.next_lsn(),
             at_ms: clock.now_ms(),
+            durable_below,
         };
-        Ok(Self {
+        let engine = Self {
             ledger,
             clock,
             checkpoints: Mutex::new(mark),
-        })
+            memory,
+        };
+        engine.memory_tick();
+        Ok(engine)
     }
 
     /// The ledger itself, for tests, simulations and tools that check its invariants or
@@ -237,7 +314,7 @@ impl Engine {
         self.ledger.check_sku(sku, self.clock.now_ms())
     }
 
-    pub fn reservation(&self, reservation_id: &str) -> Option<HoldView> {
+    pub fn reservation(&self, reservation_id: &str) -> Result<Option<HoldView>, LogError> {
         self.ledger.reservation(reservation_id, self.clock.now_ms())
     }
 
@@ -272,14 +349,67 @@ impl Engine {
         let mut mark = lock(&self.checkpoints);
         let at_ms = self.clock.now_ms();
         self.ledger.purge(at_ms);
+        self.evict(at_ms, mark.durable_below)?;
         let checkpoint = self.ledger.checkpoint();
         let next_lsn = checkpoint.next_lsn;
         if next_lsn.0 > 1 {
             self.ledger.log().wait_durable(Lsn(next_lsn.0 - 1))?;
         }
         self.ledger.log().write_checkpoint(&checkpoint)?;
-        *mark = CheckpointMark { next_lsn, at_ms };
+        *mark = CheckpointMark {
+            next_lsn,
+            at_ms,
+            durable_below: next_lsn,
+        };
+        self.memory_tick();
         Ok(next_lsn)
+    }
+
+    /// Moves to the archive what the newest durable checkpoint covers and memory need not
+    /// hold (sooner past the high-water mark), and forgets what is past retention there.
+    fn evict(&self, at_ms: u64, durable_below: Lsn) -> Result<(), LogError> {
+        let older_than_ms = if self.memory_pressed() {
+            u64::MAX
+        } else {
+            at_ms.saturating_sub(self.memory.key_memory_ms)
+        };
+        self.ledger.evict(Eviction {
+            covered_below: durable_below,
+            older_than_ms,
+            max: EVICT_PER_CHECKPOINT_MAX,
+        })?;
+        self.ledger
+            .purge_archive(at_ms, ARCHIVE_PURGE_PER_CHECKPOINT_MAX)?;
+        Ok(())
+    }
+
+    /// Measures the ledger's memory, and refuses writes that add state while it is past the
+    /// policy's limit (accepts them again once it is back under). The server calls it every
+    /// second or so; every checkpoint calls it after its eviction.
+    pub fn memory_tick(&self) -> MemoryUse {
+        let use_ = self.ledger.memory_use();
+        let limit = self.memory.limit_bytes;
+        let exhausted = limit > 0 && use_.total() > limit;
+        self.ledger
+            .set_memory_exhausted(exhausted, use_.total(), limit);
+        use_
+    }
+
+    /// Whether the ledger's memory is past the high-water mark (judged at the last
+    /// [`Engine::memory_tick`]).
+    fn memory_pressed(&self) -> bool {
+        self.memory.limit_bytes > 0
+            && self.ledger.memory_used_last() > self.memory.high_water_bytes()
+    }
+
+    pub fn memory_policy(&self) -> MemoryPolicy {
+        self.memory
+    }
+
+    /// Whether writes that add state are being refused (judged at the last
+    /// [`Engine::memory_tick`]).
+    pub fn memory_exhausted(&self) -> bool {
+        self.ledger.memory_refusing()
     }
 
     /// Writes a checkpoint if `policy` says one is due (see [`CheckpointPolicy`]); returns its
@@ -289,9 +419,11 @@ impl Engine {
         let mark = *lock(&self.checkpoints);
         let events = self.ledger.next_lsn().0.saturating_sub(mark.next_lsn.0);
         let elapsed_ms = self.clock.now_ms().saturating_sub(mark.at_ms);
+        // Past the high-water mark, every poll: each checkpoint lets the next one evict more.
         let due = events > 0
             && ((policy.every_events > 0 && events >= policy.every_events)
-                || (policy.every_ms > 0 && elapsed_ms >= policy.every_ms));
+                || (policy.every_ms > 0 && elapsed_ms >= policy.every_ms)
+                || self.memory_pressed());
         if !due {
             return Ok(None);
         }

@@ -23,6 +23,19 @@ pub enum SubmitError {
     /// may not survive a restart) and the engine is now fail-stopped.
     #[error("event log: {0}")]
     Log(LogError),
+    /// The key archive (the disk tier of idempotency records) could not be read, so whether
+    /// the command is a retry is unknown. Nothing was applied and the engine keeps running;
+    /// retry the same command.
+    #[error("key archive: {0}; nothing was applied, retry")]
+    Archive(LogError),
+    /// The ledger's memory is past its hard limit: writes that add state are refused until
+    /// eviction (keys moved to disk) or ending holds brings it back under. Reads, commits and
+    /// releases keep working. Nothing was applied; retry later.
+    #[error(
+        "the engine's memory is at its limit ({used_bytes} of {limit_bytes} bytes); \
+         nothing was applied, retry later"
+    )]
+    MemoryExhausted { used_bytes: u64, limit_bytes: u64 },
 }
 
 impl From<LogError> for SubmitError {

@@ -64,12 +64,13 @@ pub mod types;
 pub use checkpoint::Checkpoint;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
-pub use engine::{CheckpointPolicy, Engine};
+pub use engine::{CheckpointPolicy, Engine, MemoryPolicy};
 pub use error::{LogError, ReplayError, SubmitError};
 pub use event::{Event, Fact, HoldRequest};
 pub use hold::HoldState;
 pub use ledger::{
-    Availability, Decision, HeldDriftView, HoldView, Ledger, LedgerConfig, PositionView, Receipt,
+    Availability, Decision, Evicted, Eviction, HeldDriftView, HoldView, Ledger, LedgerConfig,
+    MemoryUse, PositionView, Receipt,
 };
 #[cfg(feature = "redb")]
 pub use log::redb::{OpenError, RedbLog, RedbLogOptions};

@@ -20,6 +20,10 @@ pub const TTL_MS_MAX: u64 = 7 * 24 * 3_600_000;
 /// Default retention of idempotency keys and ended holds: a retry inside this window gets the
 /// original answer; after it, the key is forgotten.
 pub const KEY_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
+/// Default retention of rejections (reserves refused as Insufficient): a day. They change
+/// nothing, so forgetting one only means a retry a day later is decided afresh; a flash sale's
+/// millions of rejections then cost memory and disk for a day, not a week.
+pub const REJECTION_RETENTION_MS_DEFAULT: u64 = 24 * 3_600_000;
 /// Default reach of reconciliation into the past: a snapshot may be reconciled if its `as_of`
 /// is at most this old, and the log keeps this much history (see `LedgerConfig::history_ms`).
 /// A day covers an ERP that counts nightly; longer costs disk for the log's history.

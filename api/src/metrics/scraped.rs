@@ -3,8 +3,9 @@
 
 use super::STORES_LISTED_MAX;
 use crate::shared::Shared;
-use inv_engine::StoreStatus;
+use inv_engine::archive::ArchiveStats;
 use inv_engine::log::{BATCH_SIZE_BUCKETS, LogStats};
+use inv_engine::{MemoryUse, StoreStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -24,6 +25,10 @@ pub(super) struct Snapshot {
     /// At most [`STORES_LISTED_MAX`], sorted by id.
     stores: Vec<StoreStatus>,
     log: Option<LogStats>,
+    memory: MemoryUse,
+    memory_limit_bytes: u64,
+    memory_exhausted: bool,
+    archive: Option<ArchiveStats>,
 }
 
 impl Snapshot {
@@ -48,6 +53,10 @@ impl Snapshot {
             stores_total,
             stores,
             log: engine.log_stats(),
+            memory: engine.ledger().memory_use(),
+            memory_limit_bytes: engine.memory_policy().limit_bytes,
+            memory_exhausted: engine.memory_exhausted(),
+            archive: engine.ledger().archive_stats(),
         }
     }
 }
@@ -182,7 +191,67 @@ impl Collector for Snapshot {
         if let Some(log) = &self.log {
             encode_log_stats(e, log)?;
         }
+        self.encode_memory(e)?;
         // Reconciliation has its own series (`reconcile::metrics`), registered beside these.
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    fn encode_memory(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let m = &self.memory;
+        let mut metric = e.encode_descriptor(
+            "inventory_memory_bytes",
+            &sentence(
+                "The ledger's memory by part, estimated from counts (see docs/operations.md); \
+                 the sum is judged against inventory_memory_limit_bytes",
+            ),
+            None,
+            MetricType::Gauge,
+        )?;
+        for (part, bytes) in [
+            ("positions", m.positions),
+            ("holds", m.holds),
+            ("keys", m.keys),
+            ("store_gaps", m.store_gaps),
+            ("archive_index", m.archive_index),
+        ] {
+            metric
+                .encode_family(&[("part", part)])?
+                .encode_gauge(&bytes)?;
+        }
+        gauge(
+            e,
+            "inventory_memory_limit_bytes",
+            "The ledger's memory budget (--memory-limit-bytes); 0: none",
+            self.memory_limit_bytes,
+        )?;
+        gauge(
+            e,
+            "inventory_memory_exhausted",
+            "1 while the ledger's memory is past its limit: writes that add state are refused",
+            u64::from(self.memory_exhausted),
+        )?;
+        gauge(
+            e,
+            "inventory_keys_in_memory",
+            "Idempotency records kept in memory: hold entries and key-shard records",
+            m.hold_entries + m.key_records,
+        )?;
+        gauge(
+            e,
+            "inventory_keys_archived",
+            "Entries in the key archive (keys.redb), as its in-memory index counts them",
+            m.archived_keys,
+        )?;
+        if let Some(archive) = &self.archive {
+            gauge(
+                e,
+                "inventory_key_archive_file_bytes",
+                "Size of the key archive's file (keys.redb)",
+                archive.file_bytes,
+            )?;
+        }
         Ok(())
     }
 }
@@ -268,6 +337,10 @@ mod tests {
             stores_total: 0,
             stores: Vec::new(),
             log: Some(log),
+            memory: MemoryUse::default(),
+            memory_limit_bytes: 0,
+            memory_exhausted: false,
+            archive: None,
         }));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)

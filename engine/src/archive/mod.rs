@@ -162,7 +162,9 @@ impl MemArchive {
 
 /// The archive's own lock (std's, also under loom: no ledger lock is ever taken inside it).
 fn lock(mutex: &Mutex<MemInner>) -> std::sync::MutexGuard<'_, MemInner> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl KeyArchive for MemArchive {

@@ -228,8 +228,7 @@ impl Ledger {
         let location = LocationId(self.names.intern(Kind::Location, location.as_str()));
         positions
             .shard(self.shard_of(sku.as_str()))
-            .get_or_insert(sku)
-            .position_or_insert(location)
+            .position_or_insert(sku, location)
     }
 }
 

@@ -325,7 +325,7 @@ impl Ledger {
     fn load_position(&self, p: &CheckpointPosition) -> Result<(), String> {
         let location = LocationId(self.names.intern(Kind::Location, p.location.as_str()));
         let mut shard = lock(&self.positions[self.shard_of(p.sku.as_str())]);
-        let position = shard.get_or_insert(&p.sku).position_or_insert(location);
+        let position = shard.position_or_insert(&p.sku, location);
         position.on_hand = p.on_hand;
         position.reserved = p.reserved;
         position.safety_stock = u32::try_from(p.safety_stock)
@@ -419,7 +419,11 @@ impl Ledger {
 /// Puts a record kept with its hold back in the hold's entry: derived from the hold if
 /// deriving gives it back exactly (the checkpoint was not necessarily written by this code),
 /// stored whole otherwise.
-fn load_hold_record(entry: &mut HoldEntry, record: KeyRecord, names: &super::interner::Interner) {
+pub(super) fn load_hold_record(
+    entry: &mut HoldEntry,
+    record: KeyRecord,
+    names: &super::interner::Interner,
+) {
     if let Some(hold) = &mut entry.hold
         && hold.state != HoldState::Open
         && hold.ended_lsn == Lsn::ZERO

@@ -3,7 +3,7 @@
 //! expiry, which the expiry sweep walks.
 
 use super::interner::{Interner, Kind};
-use super::records::{KeyRecord, derived_bit, id_hash, kept_with_hold};
+use super::records::{KeyRecord, derived_bit, id_hash, is_rejection, kept_with_hold};
 use super::table::{DenseTable, Keyed, hash_key};
 use crate::command::{CommandKind, FINGERPRINT_FIELDS_MAX, Fingerprint, IdempotencyKey};
 use crate::hold::{Hold, HoldState};
@@ -264,7 +264,7 @@ impl HoldEntry {
 
     /// Drops the records and the ended hold that `retained` (given a decision time) says are
     /// past retention; returns how many went.
-    pub(super) fn purge(&mut self, retained: impl Fn(u64) -> bool) -> usize {
+    pub(super) fn purge(&mut self, retained: impl Fn(u64, bool) -> bool) -> usize {
         let mut purged = 0;
         for kind in [
             CommandKind::Reserve,
@@ -273,7 +273,7 @@ impl HoldEntry {
         ] {
             let bit = derived_bit(kind);
             if self.derived & bit != 0
-                && !retained(self.record_at_ms(kind).expect("a derived record"))
+                && !retained(self.record_at_ms(kind).expect("a derived record"), false)
             {
                 self.derived &= !bit;
                 purged += 1;
@@ -281,7 +281,7 @@ impl HoldEntry {
         }
         if let Some(stored) = &mut self.stored {
             let before = stored.len();
-            stored.retain(|r| retained(r.at_ms));
+            stored.retain(|r| retained(r.at_ms, is_rejection(&r.outcome)));
             purged += before - stored.len();
             if stored.is_empty() {
                 self.stored = None;
@@ -292,7 +292,7 @@ impl HoldEntry {
         if self
             .hold
             .as_ref()
-            .is_some_and(|h| h.state != HoldState::Open && !retained(h.ended_at_ms))
+            .is_some_and(|h| h.state != HoldState::Open && !retained(h.ended_at_ms, false))
         {
             // Its derived records were decided no later than it ended, so they went above.
             debug_assert_eq!(self.derived, 0, "derived records outlive their hold");
@@ -362,9 +362,12 @@ pub(super) struct HoldShard {
     pub entries: DenseTable<HoldEntry>,
     /// Open holds by expiry, to their entry's slot: what the expiry sweep walks.
     pub expiry: BTreeMap<(u64, Lsn), u32>,
+    /// The fingerprints of this shard's archived entries (see `archived.rs`).
+    pub archived: super::archived::FingerprintSet,
 }
 
 impl HoldShard {
+    #[cfg(all(test, not(loom)))]
     pub(super) fn entry(&self, id: &str) -> Option<&HoldEntry> {
         self.entries.get(hash_key(id), id)
     }

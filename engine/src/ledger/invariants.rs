@@ -3,7 +3,8 @@
 //! lock, so they never run on the hot path.
 
 use super::Ledger;
-use super::hold_entry::HoldShard;
+use super::archived::Archived;
+use super::hold_entry::{HoldEntry, HoldShard};
 use super::interner::Kind;
 use super::positions::{LadderKey, PositionShard};
 use super::records::{KeyRecord, kept_with_hold};
@@ -34,23 +35,26 @@ impl Ledger {
                 r.fingerprint, r.lsn, r.at_ms, r.outcome
             )
         };
+        let entry_lines = |entry: &HoldEntry, lines: &mut Vec<String>| {
+            if let Some(hold) = &entry.hold
+                && (hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms))
+            {
+                // Stored fields, not the clock-dependent view.
+                let view = self.hold_view(entry.id.as_str(), hold, 0, |s| {
+                    lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
+                });
+                lines.push(format!("H {view:?} {:?}", hold.state));
+            }
+            for r in entry.records(&self.names) {
+                if self.record_retained(&r, as_of_ms) {
+                    lines.push(key_line(&entry.key_of(r.fingerprint.kind), &r));
+                }
+            }
+        };
         for shard in self.holds.iter() {
             let shard = lock(shard);
             for (_, entry) in shard.entries.iter() {
-                if let Some(hold) = &entry.hold
-                    && (hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms))
-                {
-                    // Stored fields, not the clock-dependent view.
-                    let view = self.hold_view(entry.id.as_str(), hold, 0, |s| {
-                        lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
-                    });
-                    lines.push(format!("H {view:?} {:?}", hold.state));
-                }
-                for r in entry.records(&self.names) {
-                    if self.retained(r.at_ms, as_of_ms) {
-                        lines.push(key_line(&entry.key_of(r.fingerprint.kind), &r));
-                    }
-                }
+                entry_lines(entry, &mut lines);
             }
             for ((expires, lsn), &slot) in &shard.expiry {
                 lines.push(format!("X {expires} {lsn} {}", shard.entries.at(slot).id));
@@ -59,11 +63,22 @@ impl Ledger {
         for shard in self.keys.iter() {
             let shard = lock(shard);
             for (key, r) in &shard.records {
-                if self.retained(r.at_ms, as_of_ms) {
+                if self.record_retained(r, as_of_ms) {
                     lines.push(key_line(key, r));
                 }
             }
         }
+        // What is archived and not in memory too: the digest is of the ledger's state, not of
+        // where it keeps it (`archived.rs`).
+        self.for_each_archived_only(&mut |archived| match archived {
+            Archived::Hold(entry) => entry_lines(&entry, &mut lines),
+            Archived::Record(key, r) => {
+                if self.record_retained(&r, as_of_ms) {
+                    lines.push(key_line(&key, &r));
+                }
+            }
+        })
+        .expect("the key archive reads back for a digest");
         for (id, r) in &lock(&self.returns).by_id {
             if r.quarantined.iter().any(|(_, _, q)| *q > 0) || self.retained(r.at_ms, as_of_ms) {
                 let q: Vec<_> = r

@@ -52,13 +52,14 @@ impl Ledger {
             let before = shard.records.len();
             shard
                 .records
-                .retain(|_, r| self.retained(r.at_ms, as_of_ms));
+                .retain(|_, r| self.record_retained(r, as_of_ms));
             purged += before - shard.records.len();
         }
         for shard in self.holds.iter() {
             let mut shard = lock(shard);
             shard.entries.retain(|entry| {
-                purged += entry.purge(|at_ms| self.retained(at_ms, as_of_ms));
+                purged +=
+                    entry.purge(|at_ms, rejection| self.record_kept(at_ms, rejection, as_of_ms));
                 !entry.is_empty()
             });
         }

@@ -45,6 +45,7 @@
 //! other shards. The location and channel name tables share a leaf lock (see `interner`).
 
 mod apply;
+mod archived;
 mod checkpoint;
 mod decide;
 mod history;
@@ -52,6 +53,7 @@ mod hold_entry;
 mod interner;
 mod invariants;
 mod maintenance;
+mod memory;
 mod positions;
 mod reads;
 mod reconcile;
@@ -66,7 +68,9 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+pub use archived::{Evicted, Eviction};
 pub use checkpoint::Cut;
+pub use memory::MemoryUse;
 pub use positions::Availability;
 pub use reads::{HoldView, PositionView};
 pub use reconcile::HeldDriftView;
@@ -75,7 +79,9 @@ use crate::command::*;
 use crate::error::{ReplayError, SubmitError};
 use crate::event::{Event, Fact, HoldRequest};
 use crate::hold::SkuSlot;
-use crate::limits::{HISTORY_MS_DEFAULT, KEY_RETENTION_MS_DEFAULT, SHARDS_MAX};
+use crate::limits::{
+    HISTORY_MS_DEFAULT, KEY_RETENTION_MS_DEFAULT, REJECTION_RETENTION_MS_DEFAULT, SHARDS_MAX,
+};
 use crate::log::EventLog;
 use crate::outcome::{Outcome, Refusal};
 use crate::stores::StoreSequence;
@@ -85,7 +91,7 @@ use history::TimeIndex;
 use hold_entry::HoldShard;
 use interner::Interner;
 use positions::PositionShard;
-use records::KeyShard;
+use records::{KeyRecord, KeyShard};
 use returns::Returns;
 use reviews::Reviews;
 use scope::Scope;
@@ -105,6 +111,10 @@ pub struct LedgerConfig {
     /// How far back a snapshot may be reconciled: the log keeps (and the time index finds)
     /// the events of this window. See `ledger/history.rs`.
     pub history_ms: u64,
+    /// How long a rejection (a reserve refused as Insufficient) is remembered, if shorter than
+    /// `key_retention_ms`: it changed nothing, so a retry after it is simply decided again,
+    /// and a flash sale's millions of rejections need not be kept for a week.
+    pub rejection_retention_ms: u64,
 }
 
 impl Default for LedgerConfig {
@@ -113,6 +123,7 @@ impl Default for LedgerConfig {
             shards: 64,
             key_retention_ms: KEY_RETENTION_MS_DEFAULT,
             history_ms: HISTORY_MS_DEFAULT,
+            rejection_retention_ms: REJECTION_RETENTION_MS_DEFAULT,
         }
     }
 }
@@ -175,6 +186,14 @@ pub struct Ledger {
     /// decision already treated as lapsed and granted again.
     time_floor_ms: AtomicU64,
     log: Arc<dyn EventLog>,
+    /// Where evicted records and ended holds are kept (see `archived.rs`); `None`: all in
+    /// memory.
+    archive: Option<Arc<dyn crate::archive::KeyArchive>>,
+    /// Set while the ledger's memory is past its hard limit (see `memory.rs`), with the use
+    /// and the limit it was judged by, for the refusal's message.
+    memory_exhausted: AtomicBool,
+    memory_used_bytes: AtomicU64,
+    memory_limit_bytes: AtomicU64,
 }
 
 fn shards_of<T: Default>(count: usize) -> Box<[Mutex<T>]> {
@@ -215,6 +234,10 @@ impl Ledger {
             failed: AtomicBool::new(false),
             time_floor_ms: AtomicU64::new(0),
             log,
+            archive: None,
+            memory_exhausted: AtomicBool::new(false),
+            memory_used_bytes: AtomicU64::new(0),
+            memory_limit_bytes: AtomicU64::new(0),
         }
     }
 
@@ -271,6 +294,23 @@ impl Ledger {
         at_ms.saturating_add(self.config.key_retention_ms) > now_ms
     }
 
+    /// Whether a record decided at `at_ms` is still retained at `now_ms`: a rejection
+    /// (`records::is_rejection`) for the shorter of the two windows.
+    fn record_kept(&self, at_ms: u64, rejection: bool, now_ms: u64) -> bool {
+        let window = if rejection {
+            self.config
+                .rejection_retention_ms
+                .min(self.config.key_retention_ms)
+        } else {
+            self.config.key_retention_ms
+        };
+        at_ms.saturating_add(window) > now_ms
+    }
+
+    fn record_retained(&self, record: &KeyRecord, now_ms: u64) -> bool {
+        self.record_kept(record.at_ms, records::is_rejection(&record.outcome), now_ms)
+    }
+
     // ----------------------------------------------------------------------------------------
     // Writes
 
@@ -285,7 +325,7 @@ impl Ledger {
         }
         match command {
             Command::Reserve(reserve) => {
-                let mut scope = self.lock_reserve(&reserve);
+                let mut scope = self.lock_reserve(&reserve).map_err(SubmitError::Archive)?;
                 self.write(
                     &mut scope,
                     Some(keyed(&reserve)),
@@ -301,37 +341,45 @@ impl Ledger {
             Command::Expire(c) => self.submit_to_hold(HoldRequest::Expire(c), now_ms),
             Command::RecordSale(sale) => self.submit_sale(sale, now_ms),
             Command::RecordReturn(c) => {
-                let mut scope = self.lock_returns(&c, c.lines.iter().map(|l| &l.sku));
+                let mut scope = self
+                    .lock_returns(&c, c.lines.iter().map(|l| &l.sku))
+                    .map_err(SubmitError::Archive)?;
                 self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
                     ledger.decide_return(scope, c).map_err(Err)
                 })
             }
             Command::Dispose(c) => {
-                let mut scope = self.lock_returns(&c, std::iter::once(&c.sku));
+                let mut scope = self
+                    .lock_returns(&c, std::iter::once(&c.sku))
+                    .map_err(SubmitError::Archive)?;
                 self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
                     ledger.decide_dispose(scope, c).map_err(Err)
                 })
             }
             Command::Adjust(c) => {
-                let mut scope = self.lock_stock(&c, &c.sku);
+                let mut scope = self.lock_stock(&c, &c.sku).map_err(SubmitError::Archive)?;
                 self.write(&mut scope, Some(keyed(&c)), now_ms, |_, _, _| {
                     Ok(Fact::StockAdjusted(c))
                 })
             }
             Command::SetSafetyStock(c) => {
-                let mut scope = self.lock_stock(&c, &c.sku);
+                let mut scope = self.lock_stock(&c, &c.sku).map_err(SubmitError::Archive)?;
                 self.write(&mut scope, Some(keyed(&c)), now_ms, |_, _, _| {
                     Ok(Fact::SafetyStockSet(c))
                 })
             }
             Command::Reconcile(c) => {
-                let mut scope = self.lock_reviews(&c, &c.sku);
+                let mut scope = self
+                    .lock_reviews(&c, &c.sku)
+                    .map_err(SubmitError::Archive)?;
                 self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
                     ledger.decide_reconcile(scope, c)
                 })
             }
             Command::ResolveDrift(c) => {
-                let mut scope = self.lock_reviews(&c, &c.sku);
+                let mut scope = self
+                    .lock_reviews(&c, &c.sku)
+                    .map_err(SubmitError::Archive)?;
                 self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
                     ledger.decide_resolve(scope, c)
                 })
@@ -341,14 +389,16 @@ impl Ledger {
 
     fn submit_to_hold(&self, request: HoldRequest, now_ms: u64) -> Result<Decision, SubmitError> {
         let keyed = request.key();
-        let mut scope = self.lock_hold(request.reservation_id(), keyed.as_ref().map(|(k, _)| k));
+        let mut scope = self
+            .lock_hold(request.reservation_id(), keyed.as_ref().map(|(k, _)| k))
+            .map_err(SubmitError::Archive)?;
         self.write(&mut scope, keyed, now_ms, |ledger, scope, now_ms| {
             ledger.decide_on_hold(scope, request, now_ms).map_err(Err)
         })
     }
 
     fn submit_sale(&self, sale: RecordSale, now_ms: u64) -> Result<Decision, SubmitError> {
-        let mut scope = self.lock_sale(&sale);
+        let mut scope = self.lock_sale(&sale).map_err(SubmitError::Archive)?;
         let store_id = sale.store_id.clone();
         let decision = self.write(&mut scope, Some(keyed(&sale)), now_ms, |_, _, _| {
             Ok(Fact::SaleRecorded(sale))
@@ -380,6 +430,21 @@ impl Ledger {
         {
             return Ok(answer);
         }
+        // Past the memory limit, only what ends a hold (freeing memory in time) or moves its
+        // expiry is decided; retries were answered above.
+        if let Some((used_bytes, limit_bytes)) = self.memory_exhausted()
+            && !keyed.as_ref().is_none_or(|(key, _)| {
+                matches!(
+                    key.kind,
+                    CommandKind::Commit | CommandKind::Release | CommandKind::Extend
+                )
+            })
+        {
+            return Err(SubmitError::MemoryExhausted {
+                used_bytes,
+                limit_bytes,
+            });
+        }
         let fact = match decide(self, scope, now_ms) {
             Ok(fact) => fact,
             Err(unchanged) => return Ok(unchanged),
@@ -409,11 +474,10 @@ impl Ledger {
         fingerprint: &Fingerprint,
         now_ms: u64,
     ) -> Option<Decision> {
-        let at_ms = scope.record_at_ms(key)?;
-        if !self.retained(at_ms, now_ms) {
+        let record = scope.record(key, &self.names)?;
+        if !self.record_retained(&record, now_ms) {
             return None;
         }
-        let record = scope.record(key, &self.names)?;
         Some(match record.fingerprint.differing_field(fingerprint) {
             Some(field) => Err(Refusal::KeyConflict {
                 key: key.to_string(),
@@ -457,7 +521,7 @@ impl Ledger {
     pub fn replay(&self, event: &Event) -> Result<(), ReplayError> {
         match &event.fact {
             Fact::HoldPlaced { reserve, .. } | Fact::ReserveRefused { reserve, .. } => {
-                let mut scope = self.lock_reserve(reserve);
+                let mut scope = self.lock_reserve(reserve)?;
                 self.replay_in(&mut scope, event)
             }
             Fact::HoldCommitted { .. }
@@ -467,35 +531,35 @@ impl Ledger {
             | Fact::HoldAlreadyEnded { .. } => {
                 let key = event.fact.key();
                 let id = event.fact.reservation_id().expect("a hold fact");
-                let mut scope = self.lock_hold(id, key.as_ref().map(|(k, _)| k));
+                let mut scope = self.lock_hold(id, key.as_ref().map(|(k, _)| k))?;
                 self.replay_in(&mut scope, event)
             }
             Fact::SaleRecorded(sale) => {
-                let mut scope = self.lock_sale(sale);
+                let mut scope = self.lock_sale(sale)?;
                 self.replay_in(&mut scope, event)
             }
             Fact::ReturnRecorded(c) => {
-                let mut scope = self.lock_returns(c, c.lines.iter().map(|l| &l.sku));
+                let mut scope = self.lock_returns(c, c.lines.iter().map(|l| &l.sku))?;
                 self.replay_in(&mut scope, event)
             }
             Fact::ReturnDisposed(c) => {
-                let mut scope = self.lock_returns(c, std::iter::once(&c.sku));
+                let mut scope = self.lock_returns(c, std::iter::once(&c.sku))?;
                 self.replay_in(&mut scope, event)
             }
             Fact::StockAdjusted(c) => {
-                let mut scope = self.lock_stock(c, &c.sku);
+                let mut scope = self.lock_stock(c, &c.sku)?;
                 self.replay_in(&mut scope, event)
             }
             Fact::SafetyStockSet(c) => {
-                let mut scope = self.lock_stock(c, &c.sku);
+                let mut scope = self.lock_stock(c, &c.sku)?;
                 self.replay_in(&mut scope, event)
             }
             Fact::PositionReconciled { reconcile: c, .. } => {
-                let mut scope = self.lock_reviews(c, &c.sku);
+                let mut scope = self.lock_reviews(c, &c.sku)?;
                 self.replay_in(&mut scope, event)
             }
             Fact::DriftResolved { resolve: c, .. } => {
-                let mut scope = self.lock_reviews(c, &c.sku);
+                let mut scope = self.lock_reviews(c, &c.sku)?;
                 self.replay_in(&mut scope, event)
             }
         }

@@ -484,6 +484,9 @@ impl SkuEntry {
 #[derive(Default)]
 pub(crate) struct PositionShard {
     skus: DenseTable<SkuEntry>,
+    /// Positions (sku, location) in the shard: skus and positions are never removed, so a
+    /// count kept as they are created (`position_or_insert`) is exact.
+    positions: usize,
     /// While a reconciliation runs: the on_hand changes applied to this shard's positions
     /// (see `reconcile.rs`). `None` otherwise, which is what the hot path checks.
     pub tap: Option<Box<super::reconcile::Tap>>,
@@ -508,13 +511,23 @@ impl PositionShard {
         self.skus.get(hash_key(sku), sku)
     }
 
-    pub fn get_or_insert(&mut self, sku: &Sku) -> &mut SkuEntry {
+    /// The position (sku, location), created at zero if there is none.
+    pub fn position_or_insert(&mut self, sku: &Sku, location: LocationId) -> &mut Position {
         let slot = self
             .skus
             .find_or_insert(hash_key(sku.as_str()), sku.as_str(), || {
                 SkuEntry::new(sku.clone())
             });
-        self.skus.at_mut(slot)
+        let entry = self.skus.at_mut(slot);
+        if entry.position(location).is_none() {
+            self.positions += 1;
+        }
+        entry.position_or_insert(location)
+    }
+
+    /// Positions in the shard.
+    pub fn position_count(&self) -> usize {
+        self.positions
     }
 
     /// The entry in `slot`, if there is one (for checks of slots held elsewhere).

@@ -5,6 +5,7 @@ use super::Ledger;
 use super::interner::Kind;
 use super::positions::Availability;
 use crate::command::Line;
+use crate::error::LogError;
 use crate::hold::{Hold, HoldState, SkuSlot};
 use crate::stores::StoreStatus;
 use crate::sync::lock;
@@ -66,14 +67,26 @@ impl Ledger {
         rows
     }
 
-    pub fn reservation(&self, id: &str, now_ms: u64) -> Option<HoldView> {
+    /// The hold of reservation `id`, if it has one within retention; an ended hold that was
+    /// moved to the key archive is faulted back in (hence the `LogError`: a failed read).
+    pub fn reservation(&self, id: &str, now_ms: u64) -> Result<Option<HoldView>, LogError> {
         let now_ms = self.read_time(now_ms);
-        let shard = lock(&self.holds[self.shard_of(id)]);
-        let hold = self.live_hold(shard.entry(id)?.hold.as_ref(), now_ms)?;
+        let hash = super::table::hash_key(id);
+        let mut shard = lock(&self.holds[self.shard_of_hash(hash)]);
+        let slot = match shard.entries.find(hash, id) {
+            Some(slot) => slot,
+            None => match self.fault_in_hold(&mut shard, hash, id)? {
+                Some(slot) => slot,
+                None => return Ok(None),
+            },
+        };
+        let Some(hold) = self.live_hold(shard.entries.at(slot).hold.as_ref(), now_ms) else {
+            return Ok(None);
+        };
         // Position shards come after hold shards in the protocol, one at a time here.
-        Some(self.hold_view(id, hold, now_ms, |s| {
+        Ok(Some(self.hold_view(id, hold, now_ms, |s| {
             lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
-        }))
+        })))
     }
 
     /// `sku_name` names a hold line's sku.

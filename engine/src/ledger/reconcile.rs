@@ -30,6 +30,7 @@ use super::reviews::{HeldDrift, Reviews};
 use super::scope::{KeyedScope, PositionLocks};
 use super::{Decision, Ledger, Receipt};
 use crate::command::*;
+use crate::error::LogError;
 use crate::event::{Event, Fact};
 use crate::outcome::{Outcome, Refusal};
 use crate::sync::{MutexGuard, lock};
@@ -223,15 +224,19 @@ impl Ledger {
         kept_ms.max(now_ms.saturating_sub(self.config.history_ms))
     }
 
-    pub(super) fn lock_reviews(&self, command: &impl KeyedCommand, sku: &Sku) -> ReviewScope<'_> {
-        let keys = lock(&self.keys[self.shard_of(command.key_ids().0)]);
+    pub(super) fn lock_reviews(
+        &self,
+        command: &impl KeyedCommand,
+        sku: &Sku,
+    ) -> Result<ReviewScope<'_>, LogError> {
+        let keys = self.lock_key_shard(command)?;
         let reviews = lock(&self.reviews);
         let positions = self.lock_positions(std::iter::once(self.shard_of(sku.as_str())).collect());
-        KeyedScope {
+        Ok(KeyedScope {
             keys,
             table: reviews,
             positions,
-        }
+        })
     }
 
     /// The engine's count of a position at the snapshot's time, and whether it drifted from
@@ -262,7 +267,13 @@ impl Ledger {
 
     /// What `reconcile` would decide now, without deciding it: for a dry run.
     pub fn preview_reconcile(&self, reconcile: &Reconcile) -> Result<Outcome, Refusal> {
-        let scope = self.lock_reviews(reconcile, &reconcile.sku);
+        // The same locks as the write, without faulting its key in: a preview reads no record.
+        let scope = KeyedScope {
+            keys: lock(&self.keys[self.shard_of(reconcile.key_ids().0)]),
+            table: lock(&self.reviews),
+            positions: self
+                .lock_positions(std::iter::once(self.shard_of(reconcile.sku.as_str())).collect()),
+        };
         Ok(self.verdict(&scope, reconcile)?.outcome())
     }
 
@@ -389,8 +400,7 @@ impl Ledger {
         let location = LocationId(self.names.intern(Kind::Location, location.as_str()));
         positions
             .shard(self.shard_of(sku.as_str()))
-            .get_or_insert(sku)
-            .position_or_insert(location)
+            .position_or_insert(sku, location)
     }
 
     /// The positions of position shard `shard` (of `LedgerConfig::shards`), by name: a

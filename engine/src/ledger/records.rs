@@ -40,6 +40,11 @@ pub(super) fn derived_bit(kind: CommandKind) -> u8 {
     }
 }
 
+/// Whether an outcome is a rejection, remembered for `LedgerConfig::rejection_retention_ms`.
+pub(super) fn is_rejection(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Insufficient { .. })
+}
+
 /// The hash a fingerprint gives an id field (`Command::fingerprint`'s, which a unit test pins).
 pub(super) fn id_hash(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
@@ -49,4 +54,6 @@ pub(super) fn id_hash(id: &str) -> u64 {
 #[derive(Default)]
 pub(super) struct KeyShard {
     pub records: HashMap<IdempotencyKey, KeyRecord, FixedState>,
+    /// The fingerprints of this shard's archived records (see `archived.rs`).
+    pub archived: super::archived::FingerprintSet,
 }

@@ -26,6 +26,7 @@ use super::reviews::Reviews;
 use super::table::hash_key;
 use super::{Ledger, Stores};
 use crate::command::*;
+use crate::error::LogError;
 use crate::event::Event;
 use crate::hold::{Hold, SkuSlot};
 use crate::outcome::Outcome;
@@ -36,8 +37,6 @@ use smallvec::SmallVec;
 /// What the steps every write shares (`Ledger::write`, `Ledger::replay_in`) need of a scope:
 /// its command's idempotency record, and applying an event of its family.
 pub(super) trait Scope {
-    /// When the record under `key` was decided, if there is one (live or not).
-    fn record_at_ms(&self, key: &IdempotencyKey) -> Option<u64>;
     /// The record kept under `key`, live or not.
     fn record(&self, key: &IdempotencyKey, names: &Interner) -> Option<KeyRecord>;
     /// Remembers an outcome under its key, so a retry gets it back.
@@ -192,11 +191,14 @@ impl Ledger {
         }
     }
 
-    pub(super) fn lock_reserve(&self, reserve: &Reserve) -> ReserveScope<'_> {
+    pub(super) fn lock_reserve(&self, reserve: &Reserve) -> Result<ReserveScope<'_>, LogError> {
         let id = reserve.reservation_id.as_str();
         let hash = hash_key(id);
-        let holds = lock(&self.holds[self.shard_of_hash(hash)]);
-        let slot = holds.entries.find(hash, id);
+        let mut holds = lock(&self.holds[self.shard_of_hash(hash)]);
+        let slot = match holds.entries.find(hash, id) {
+            Some(slot) => Some(slot),
+            None => self.fault_in_hold(&mut holds, hash, id)?,
+        };
         let sku_hashes: SmallVec<[u64; 4]> = reserve
             .lines
             .iter()
@@ -235,7 +237,7 @@ impl Ledger {
                 location: location.map(LocationId),
             });
         }
-        scope
+        Ok(scope)
     }
 
     /// The scope of a commit, release, extend or expiry of reservation `id`, whose key (none
@@ -244,61 +246,80 @@ impl Ledger {
         &self,
         id: &ReservationId,
         key: Option<&IdempotencyKey>,
-    ) -> HoldScope<'_> {
+    ) -> Result<HoldScope<'_>, LogError> {
         let records = match key {
             None => RecordPlace::Unkeyed,
             Some(key) if kept_with_hold(key.kind) => RecordPlace::WithHold,
-            Some(key) => RecordPlace::KeyShard(lock(&self.keys[self.shard_of(&key.id)])),
+            Some(key) => {
+                let mut keys = lock(&self.keys[self.shard_of(&key.id)]);
+                self.fault_in_record(&mut keys, key)?;
+                RecordPlace::KeyShard(keys)
+            }
         };
         let hash = hash_key(id.as_str());
-        let holds = lock(&self.holds[self.shard_of_hash(hash)]);
-        let slot = holds.entries.find(hash, id.as_str());
+        let mut holds = lock(&self.holds[self.shard_of_hash(hash)]);
+        let slot = match holds.entries.find(hash, id.as_str()) {
+            Some(slot) => Some(slot),
+            None => self.fault_in_hold(&mut holds, hash, id.as_str())?,
+        };
         let hold = slot.and_then(|slot| holds.entries.at(slot).hold.as_ref());
         let shards = hold
             .map(|h| h.lines.iter().map(|l| l.sku.shard()).collect())
             .unwrap_or_default();
-        HoldScope {
+        Ok(HoldScope {
             records,
             holds,
             slot,
             positions: self.lock_positions(shards),
-        }
+        })
     }
 
-    pub(super) fn lock_sale(&self, sale: &RecordSale) -> SaleScope<'_> {
-        let keys = self.lock_key_shard(sale);
+    pub(super) fn lock_sale(&self, sale: &RecordSale) -> Result<SaleScope<'_>, LogError> {
+        let keys = self.lock_key_shard(sale)?;
         let stores = lock(&self.stores);
-        KeyedScope {
+        Ok(KeyedScope {
             keys,
             table: stores,
             positions: self.lock_sku_shards(sale.lines.iter().map(|l| &l.sku)),
-        }
+        })
     }
 
     pub(super) fn lock_returns<'s>(
         &self,
         command: &impl KeyedCommand,
         skus: impl Iterator<Item = &'s Sku>,
-    ) -> ReturnScope<'_> {
-        let keys = self.lock_key_shard(command);
+    ) -> Result<ReturnScope<'_>, LogError> {
+        let keys = self.lock_key_shard(command)?;
         let returns = lock(&self.returns);
-        KeyedScope {
+        Ok(KeyedScope {
             keys,
             table: returns,
             positions: self.lock_sku_shards(skus),
-        }
+        })
     }
 
-    pub(super) fn lock_stock(&self, command: &impl KeyedCommand, sku: &Sku) -> StockScope<'_> {
-        KeyedScope {
-            keys: self.lock_key_shard(command),
+    pub(super) fn lock_stock(
+        &self,
+        command: &impl KeyedCommand,
+        sku: &Sku,
+    ) -> Result<StockScope<'_>, LogError> {
+        Ok(KeyedScope {
+            keys: self.lock_key_shard(command)?,
             table: (),
             positions: self.lock_sku_shards(std::iter::once(sku)),
-        }
+        })
     }
 
-    fn lock_key_shard(&self, command: &impl KeyedCommand) -> MutexGuard<'_, KeyShard> {
-        lock(&self.keys[self.shard_of(command.key_ids().0)])
+    /// The key shard of `command`'s key, with the key's archived record faulted back in.
+    pub(super) fn lock_key_shard(
+        &self,
+        command: &impl KeyedCommand,
+    ) -> Result<MutexGuard<'_, KeyShard>, LogError> {
+        let mut keys = lock(&self.keys[self.shard_of(command.key_ids().0)]);
+        if self.archive.is_some() {
+            self.fault_in_record(&mut keys, &command.idempotency_key())?;
+        }
+        Ok(keys)
     }
 
     fn lock_sku_shards<'s>(&self, skus: impl Iterator<Item = &'s Sku>) -> PositionLocks<'_> {
@@ -307,14 +328,6 @@ impl Ledger {
 }
 
 impl Scope for HoldScope<'_> {
-    fn record_at_ms(&self, key: &IdempotencyKey) -> Option<u64> {
-        match &self.records {
-            RecordPlace::KeyShard(keys) => keys.records.get(key).map(|r| r.at_ms),
-            _ if kept_with_hold(key.kind) => self.entry()?.record_at_ms(key.kind),
-            _ => None,
-        }
-    }
-
     fn record(&self, key: &IdempotencyKey, names: &Interner) -> Option<KeyRecord> {
         match &self.records {
             RecordPlace::KeyShard(keys) => keys.records.get(key).cloned(),
@@ -361,10 +374,6 @@ impl Scope for HoldScope<'_> {
 }
 
 impl Scope for ReserveScope<'_> {
-    fn record_at_ms(&self, key: &IdempotencyKey) -> Option<u64> {
-        self.hold.record_at_ms(key)
-    }
-
     fn record(&self, key: &IdempotencyKey, names: &Interner) -> Option<KeyRecord> {
         self.hold.record(key, names)
     }
@@ -393,10 +402,6 @@ impl Scope for ReserveScope<'_> {
 macro_rules! keyed_scope {
     ($table:ty, $apply:ident) => {
         impl<'a> Scope for KeyedScope<'a, $table> {
-            fn record_at_ms(&self, key: &IdempotencyKey) -> Option<u64> {
-                self.keys.records.get(key).map(|r| r.at_ms)
-            }
-
             fn record(&self, key: &IdempotencyKey, _names: &Interner) -> Option<KeyRecord> {
                 self.keys.records.get(key).cloned()
             }

@@ -197,6 +197,39 @@ impl<T: Keyed + Clone> DenseTable<T> {
         slot
     }
 
+    /// Removes the entry with `key` (`hash` is `hash_key(key)`) and frees its slot, which the
+    /// next insert may reuse (lowest vacant slot first, as after `retain`).
+    pub fn remove(&mut self, hash: u64, key: &str) -> Option<T> {
+        let chunks = &self.chunks;
+        let hash32 = hash as u32;
+        let found = self
+            .index
+            .find_entry(index_hash(hash32), |i| {
+                i.hash32 == hash32 && Self::indexed(chunks, i.slot).key() == key
+            })
+            .ok()?;
+        let (Indexed { slot, .. }, _) = found.remove();
+        let taken = Self::place_mut(&mut self.chunks, slot).take();
+        // `free` is kept highest first.
+        let at = self.free.partition_point(|&s| s > slot);
+        self.free.insert(at, slot);
+        taken
+    }
+
+    /// Entries in the table.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Every entry with its slot from slot `from` on, in slot order.
+    pub fn iter_from(&self, from: u32) -> impl Iterator<Item = (u32, &T)> {
+        let first_chunk = (from as usize) >> Self::CHUNK_SHIFT;
+        let skipped = (first_chunk << Self::CHUNK_SHIFT) as u32;
+        occupied(self.chunks.get(first_chunk..).unwrap_or(&[]))
+            .map(move |(slot, entry)| (slot + skipped, entry))
+            .filter(move |(slot, _)| *slot >= from)
+    }
+
     /// Every entry with its slot, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         occupied(&self.chunks)

@@ -161,7 +161,11 @@ fn reserve_grants_when_every_line_is_available_and_holds_the_units() {
     assert_eq!(f.available("sku-2", "dc-1", T0), 0);
     let a = f.ledger.check("sku-1", "dc-1", T0).expect("exists");
     assert_eq!((a.on_hand, a.reserved), (10, 4));
-    let hold = f.ledger.reservation("r1", T0).expect("hold exists");
+    let hold = f
+        .ledger
+        .reservation("r1", T0)
+        .unwrap()
+        .expect("hold exists");
     assert_eq!(hold.state, HoldState::Open);
     assert_eq!(hold.channel, "web");
     assert_eq!(hold.lines.len(), 2);
@@ -349,7 +353,11 @@ fn commit_takes_the_units_off_on_hand() {
     let a = f.ledger.check("sku-1", "dc-1", T0 + 1).expect("exists");
     assert_eq!((a.on_hand, a.reserved, a.available), (6, 0, 6));
     assert_eq!(
-        f.ledger.reservation("r1", T0 + 1).expect("kept").state,
+        f.ledger
+            .reservation("r1", T0 + 1)
+            .unwrap()
+            .expect("kept")
+            .state,
         HoldState::Committed
     );
     f.assert_replays();
@@ -435,7 +443,11 @@ fn a_lapsed_hold_stops_counting_before_its_expiry_is_recorded() {
     // At the expiry instant the hold no longer reduces availability, with no event recorded.
     assert_eq!(f.available("sku-1", "dc-1", T0 + TTL), 5);
     assert_eq!(
-        f.ledger.reservation("r1", T0 + TTL).expect("kept").state,
+        f.ledger
+            .reservation("r1", T0 + TTL)
+            .unwrap()
+            .expect("kept")
+            .state,
         HoldState::Expired
     );
     // A new reserve may take those units before the sweep runs...
@@ -923,7 +935,7 @@ fn outcomes_kept_with_holds_behave_like_keys() {
         "purging changes nothing observable"
     );
     ledger.check_invariants().expect("invariants hold");
-    assert!(ledger.reservation("r1", T0 + 2_000).is_none());
+    assert!(ledger.reservation("r1", T0 + 2_000).unwrap().is_none());
     let retry = ok(commit("r1", None), T0 + 2_100);
     assert!(retry.duplicate);
     assert_eq!(retry.lsn, late_commit.lsn);

@@ -490,7 +490,10 @@ impl Sim {
     fn check_holds(&self) -> Check {
         let now_ms = self.decision_time();
         for (id, hold) in &self.model.holds {
-            let view = self.engine.reservation(id);
+            let view = match self.engine.reservation(id) {
+                Ok(view) => view,
+                Err(e) => return Err(("reservation readable", format!("{id}: {e}"))),
+            };
             let live = hold.state == HoldState::Open
                 || hold
                     .ended_at_ms
