@@ -1,4 +1,6 @@
-//! The checkpoint task: writes a checkpoint of the ledger when the policy says one is due.
+//! The checkpoint task: writes a checkpoint of the ledger when the policy says one is due, and
+//! judges the memory budget every tick (`Engine::memory_tick`; see docs/memory.md). Each
+//! checkpoint also moves what it may to the key archive (`Engine::checkpoint`).
 //!
 //! A restart loads the newest checkpoint and replays only the events after it, so checkpoints
 //! bound restart time; the log drops the events a checkpoint covers, so they also bound the
