@@ -48,7 +48,11 @@ pub(super) struct FingerprintSet {
 
 impl FingerprintSet {
     pub fn may_contain(&self, fingerprint: u32) -> bool {
-        !self.fingerprints.is_empty() && self.fingerprints.contains(&fingerprint)
+        self.fingerprints.contains(&fingerprint)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty()
     }
 
     pub fn insert(&mut self, fingerprint: u32) {
@@ -209,7 +213,8 @@ impl Ledger {
         hash: u64,
         id: &str,
     ) -> Result<Option<u32>, LogError> {
-        if !shard.archived.may_contain(hold_fingerprint(id)) {
+        // A new id with nothing archived in its shard costs this one check.
+        if shard.archived.is_empty() || !shard.archived.may_contain(hold_fingerprint(id)) {
             return Ok(None);
         }
         let Some(entry) = self.archived_copy(&archive::hold_key(id))? else {
