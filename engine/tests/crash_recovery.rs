@@ -1045,7 +1045,7 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
     for (id, expected) in &holds {
         let view = engine
             .reservation(id)
-            .unwrap()
+            .expect("the key archive reads")
             .ok_or_else(|| format!("hold {id} is gone after recovery"))?;
         let state = if expected.state == HoldState::Open && now >= expected.expires_at_ms {
             HoldState::Expired // lapsed; the view says so before the expiry event

@@ -523,20 +523,26 @@ fn the_fixture_of_this_format_recovers_to_the_ledger_of_its_scenario() {
     assert_eq!(available.quarantined, 1, "{available:?}");
     for id in RESERVATIONS {
         assert_eq!(
-            engine.reservation(id).unwrap(),
-            reference.reservation(id).unwrap(),
+            engine.reservation(id).expect("the key archive reads"),
+            reference.reservation(id).expect("the key archive reads"),
             "{id}"
         );
     }
     assert_eq!(engine.holds_open(), 3);
-    let open = engine.reservation("r7").unwrap().expect("r7 is remembered");
+    let open = engine
+        .reservation("r7")
+        .expect("the key archive reads")
+        .expect("r7 is remembered");
     assert_eq!(
         (open.state, open.lines.len()),
         (HoldState::Open, 2),
         "{open:?}"
     );
     assert_eq!(
-        engine.reservation("r3").unwrap().map(|h| h.state),
+        engine
+            .reservation("r3")
+            .expect("the key archive reads")
+            .map(|h| h.state),
         Some(HoldState::Open),
         "a hold from before the checkpoint is still open"
     );

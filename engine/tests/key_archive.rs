@@ -224,35 +224,41 @@ fn a_rejection_is_forgotten_after_its_shorter_window_and_a_grant_is_not() {
         clock.clone(),
     )
     .expect("recovers");
-    engine.submit(adjust("a", "sku", "dc", 5)).unwrap().unwrap();
+    engine
+        .submit(adjust("a", "sku", "dc", 5))
+        .expect("submits")
+        .expect("accepted");
     let granted = engine
         .submit(reserve("granted", "sku", "dc", 5))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     let rejected = engine
         .submit(reserve("rejected", "sku", "dc", 5))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     assert!(matches!(rejected.outcome, Outcome::Insufficient { .. }));
     // Within the window the rejection stands, even though stock arrived.
-    engine.submit(adjust("b", "sku", "dc", 5)).unwrap().unwrap();
+    engine
+        .submit(adjust("b", "sku", "dc", 5))
+        .expect("submits")
+        .expect("accepted");
     let retry = engine
         .submit(reserve("rejected", "sku", "dc", 5))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     assert!(retry.duplicate && retry.lsn == rejected.lsn);
     // After it, a retry is decided afresh; the grant is still remembered.
     clock.advance_ms(1_001);
     let retry = engine
         .submit(reserve("rejected", "sku", "dc", 5))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     assert!(!retry.duplicate, "the rejection outlived its window");
     assert!(matches!(retry.outcome, Outcome::Granted { .. }));
     let again = engine
         .submit(reserve("granted", "sku", "dc", 5))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     assert!(again.duplicate && again.lsn == granted.lsn);
 }
 
@@ -273,18 +279,18 @@ fn past_the_memory_limit_writes_that_add_state_are_refused_and_the_rest_goes_on(
     .expect("recovers");
     engine
         .submit(adjust("a", "sku", "dc", 100))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     let held = engine
         .submit(reserve("r1", "sku", "dc", 1))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     let mut n = 2;
     while engine.memory_tick().total() <= 2_000 {
         engine
             .submit(reserve(&format!("r{n}"), "sku", "dc", 1))
-            .unwrap()
-            .unwrap();
+            .expect("submits")
+            .expect("accepted");
         n += 1;
     }
     assert!(engine.memory_exhausted());
@@ -307,12 +313,18 @@ fn past_the_memory_limit_writes_that_add_state_are_refused_and_the_rest_goes_on(
     assert!(engine.check("sku", "dc").is_some());
     let retry = engine
         .submit(reserve("r1", "sku", "dc", 1))
-        .unwrap()
-        .unwrap();
+        .expect("submits")
+        .expect("accepted");
     assert!(retry.duplicate && retry.lsn == held.lsn);
-    let committed = engine.submit(commit("r1")).unwrap().unwrap();
+    let committed = engine
+        .submit(commit("r1"))
+        .expect("submits")
+        .expect("accepted");
     assert!(matches!(committed.outcome, Outcome::Committed { .. }));
-    engine.submit(release("r2")).unwrap().unwrap();
+    engine
+        .submit(release("r2"))
+        .expect("submits")
+        .expect("accepted");
 }
 
 #[test]

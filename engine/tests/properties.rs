@@ -2039,7 +2039,10 @@ impl Harness {
             .map(rid)
             .chain(self.fresh_ids.iter().cloned());
         for id in ids {
-            let actual = self.ledger().reservation(&id, now).unwrap();
+            let actual = self
+                .ledger()
+                .reservation(&id, now)
+                .expect("the key archive reads");
             let model = self.model.live_hold(&id, now).map(|h| HoldView {
                 reservation_id: id.clone(),
                 channel: h.channel.clone(),

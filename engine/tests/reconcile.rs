@@ -362,7 +362,10 @@ fn holds_placed_and_ended_while_a_run_is_in_progress_are_untouched_and_counted_o
     let availability = r.engine.check("sku-1", DC1).expect("exists");
     assert_eq!((availability.on_hand, availability.reserved), (14, 5));
     assert_eq!(
-        r.engine.reservation("during").unwrap().map(|h| h.state),
+        r.engine
+            .reservation("during")
+            .expect("the key archive reads")
+            .map(|h| h.state),
         Some(HoldState::Open)
     );
     r.ok(release("during"));

@@ -24,6 +24,9 @@ use ::redb::{
 };
 use std::path::{Path, PathBuf};
 
+/// redb's page cache for the archive.
+pub const ARCHIVE_CACHE_BYTES: usize = 32 << 20;
+
 /// The archive's file, inside the data folder.
 pub const KEYS_FILE_NAME: &str = "keys.redb";
 
@@ -51,7 +54,13 @@ impl RedbArchive {
         let path = dir.join(KEYS_FILE_NAME);
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::Io(format!("{}: create the folder: {e}", path.display())))?;
-        let db = Database::create(&path).map_err(|e| fail(&path, "open", e.into()))?;
+        // A small page cache: the archive is written in large batches and read only for
+        // retries of old keys, and redb's default (1 GiB) would fill with every page written
+        // or scanned, outweighing the fingerprint index it exists to keep small.
+        let db = Database::builder()
+            .set_cache_size(ARCHIVE_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| fail(&path, "open", e.into()))?;
         let archive = Self { db, path };
         // In one fsync'd commit with the tables' creation, so no file has tables without a
         // version. A refused version aborts the transaction: the file is left as found.

@@ -174,7 +174,22 @@ pub struct Eviction {
 }
 
 /// Entries handed to the archive per write (one durable transaction each).
-const EVICT_BATCH: usize = 4_096;
+const EVICT_BATCH: usize = 16_384;
+
+/// Entries chosen for eviction and not yet written, in shard order.
+#[derive(Default)]
+struct Pending {
+    /// (hold shard, reservation id, the entry's last LSN when chosen, its encoding).
+    holds: Vec<(usize, ReservationId, Lsn, ArchivedBytes)>,
+    /// (key shard, key, its encoding).
+    records: Vec<(usize, IdempotencyKey, ArchivedBytes)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.holds.len() + self.records.len()
+    }
+}
 /// Hold-table slots examined per lock: a pass never holds a hold shard for long.
 const SCAN_SLOTS: u32 = 1_024;
 
@@ -372,7 +387,7 @@ impl Ledger {
     fn listed_hold(&self, reservation_id: ReservationId, hold: &Hold) -> CheckpointHold {
         CheckpointHold {
             reservation_id,
-            channel: Channel(self.names.name(Kind::Channel, hold.channel.0).into()),
+            channel: Channel(self.names.name(Kind::Channel, hold.channel.0)),
             lines: hold
                 .lines
                 .iter()
@@ -381,7 +396,7 @@ impl Ledger {
                         .at(l.sku.slot)
                         .sku
                         .clone(),
-                    location: Location(self.names.name(Kind::Location, l.location.0).into()),
+                    location: Location(self.names.name(Kind::Location, l.location.0)),
                     qty: u64::from(l.qty),
                 })
                 .collect(),
@@ -394,68 +409,56 @@ impl Ledger {
     }
 
     /// Moves what `eviction` allows from memory to the archive: ended holds with their
-    /// records, and key-shard records. Per shard, the entries are chosen and encoded under its
-    /// lock, written to the archive without any lock (durably), and then removed under the
-    /// lock again unless a command changed them meanwhile (the archived copy is then an older
-    /// state that memory overrides; the next pass replaces it).
+    /// records, and key-shard records. Entries are chosen and encoded under their shard's lock
+    /// (a bounded run of slots at a time, so writers wait little), written to the archive in
+    /// batches of [`EVICT_BATCH`] (one durable transaction each, without any ledger lock), and
+    /// then removed under the lock again unless a command changed them meanwhile (the archived
+    /// copy is then an older state that memory overrides; a later pass replaces it).
     pub fn evict(&self, eviction: Eviction) -> Result<Evicted, LogError> {
         let mut evicted = Evicted::default();
         let Some(archive) = self.archive_or_none() else {
             return Ok(evicted);
         };
-        for shard_index in 0..self.config.shards {
-            if evicted.holds + evicted.records >= eviction.max {
-                break;
-            }
-            // Holds: a bounded run of slots per lock, so writers of the shard wait little.
+        let mut pending = Pending::default();
+        let mut chosen = 0usize;
+        'shards: for shard_index in 0..self.config.shards {
             let mut cursor = 0u32;
             loop {
-                let room = (eviction.max - evicted.holds - evicted.records).min(EVICT_BATCH);
+                let room = eviction.max.saturating_sub(chosen);
                 if room == 0 {
-                    break;
+                    break 'shards;
                 }
-                let (chosen, next) = {
+                let next = {
                     let shard = lock(&self.holds[shard_index]);
-                    let mut chosen: Vec<(ReservationId, Lsn, ArchivedBytes)> = Vec::new();
                     let mut next = None;
+                    let mut taken = 0;
                     for (slot, entry) in shard.entries.iter_from(cursor) {
-                        if slot >= cursor.saturating_add(SCAN_SLOTS) || chosen.len() >= room {
+                        if slot >= cursor.saturating_add(SCAN_SLOTS) || taken >= room {
                             next = Some(slot);
                             break;
                         }
                         if let Some(bytes) = self.evictable_hold(entry, &eviction) {
-                            chosen.push((entry.id.clone(), entry_last_lsn(entry, self), bytes));
+                            let last_lsn = entry_last_lsn(entry, self);
+                            pending
+                                .holds
+                                .push((shard_index, entry.id.clone(), last_lsn, bytes));
+                            taken += 1;
                         }
                     }
-                    (chosen, next)
+                    chosen += taken;
+                    next
                 };
-                if !chosen.is_empty() {
-                    let batch: Vec<ArchivedBytes> = chosen.iter().map(|c| c.2.clone()).collect();
-                    let new = archive.put(&batch)?;
-                    let mut shard = lock(&self.holds[shard_index]);
-                    for ((id, last_lsn, _), new) in chosen.iter().zip(new) {
-                        if new {
-                            shard.archived.insert(hold_fingerprint(id.as_str()));
-                        }
-                        let hash = hash_key(id.as_str());
-                        let unchanged = shard
-                            .entries
-                            .get(hash, id.as_str())
-                            .is_some_and(|e| entry_last_lsn(e, self) == *last_lsn);
-                        if unchanged {
-                            shard.entries.remove(hash, id.as_str());
-                            evicted.holds += 1;
-                        }
-                    }
+                if pending.len() >= EVICT_BATCH {
+                    self.flush_evicted(archive, &mut pending, &mut evicted)?;
                 }
                 match next {
                     Some(slot) => cursor = slot,
                     None => break,
                 }
             }
-            // Key-shard records: never changed once written, so nothing to re-check.
-            let room = (eviction.max - evicted.holds - evicted.records).min(EVICT_BATCH);
-            let chosen: Vec<(IdempotencyKey, ArchivedBytes)> = {
+            // Key-shard records: never changed once written, so nothing to re-check. Only
+            // clones under the lock; encoding after it.
+            let due: Vec<(IdempotencyKey, KeyRecord)> = {
                 let shard = lock(&self.keys[shard_index]);
                 shard
                     .records
@@ -463,39 +466,96 @@ impl Ledger {
                     .filter(|(_, r)| {
                         r.lsn < eviction.covered_below && r.at_ms < eviction.older_than_ms
                     })
-                    .take(room)
-                    .filter_map(|(key, r)| {
-                        let listed = ArchivedEntry::Record(CheckpointKey {
-                            key: key.clone(),
-                            fingerprint: r.fingerprint,
-                            lsn: r.lsn,
-                            at_ms: r.at_ms,
-                            outcome: r.outcome.clone(),
-                        });
-                        let bytes = ArchivedBytes {
-                            key: archive::record_key(key),
-                            newest_at_ms: r.at_ms,
-                            value: archive::encode(&listed).ok()?,
-                        };
-                        Some((key.clone(), bytes))
-                    })
+                    .take(eviction.max.saturating_sub(chosen))
+                    .map(|(key, r)| (key.clone(), r.clone()))
                     .collect()
             };
-            if !chosen.is_empty() {
-                let batch: Vec<ArchivedBytes> = chosen.iter().map(|c| c.1.clone()).collect();
-                let new = archive.put(&batch)?;
-                let mut shard = lock(&self.keys[shard_index]);
-                for ((key, _), new) in chosen.iter().zip(new) {
-                    if new {
-                        shard.archived.insert(record_fingerprint(key));
-                    }
-                    if shard.records.remove(key).is_some() {
-                        evicted.records += 1;
-                    }
+            chosen += due.len();
+            for (key, r) in due {
+                let bytes = ArchivedBytes {
+                    key: archive::record_key(&key),
+                    newest_at_ms: r.at_ms,
+                    value: archive::encode(&ArchivedEntry::Record(CheckpointKey {
+                        key: key.clone(),
+                        fingerprint: r.fingerprint,
+                        lsn: r.lsn,
+                        at_ms: r.at_ms,
+                        outcome: r.outcome,
+                    }))?,
+                };
+                pending.records.push((shard_index, key, bytes));
+            }
+            if pending.len() >= EVICT_BATCH {
+                self.flush_evicted(archive, &mut pending, &mut evicted)?;
+            }
+        }
+        self.flush_evicted(archive, &mut pending, &mut evicted)?;
+        Ok(evicted)
+    }
+
+    /// Writes `pending` to the archive, then drops from memory what did not change since it
+    /// was chosen, and indexes the keys new to the archive.
+    fn flush_evicted(
+        &self,
+        archive: &dyn archive::KeyArchive,
+        pending: &mut Pending,
+        evicted: &mut Evicted,
+    ) -> Result<(), LogError> {
+        if pending.len() == 0 {
+            return Ok(());
+        }
+        let holds = std::mem::take(&mut pending.holds);
+        let records = std::mem::take(&mut pending.records);
+        let mut batch = Vec::with_capacity(holds.len() + records.len());
+        let holds: Vec<(usize, ReservationId, Lsn)> = holds
+            .into_iter()
+            .map(|(shard, id, lsn, bytes)| {
+                batch.push(bytes);
+                (shard, id, lsn)
+            })
+            .collect();
+        let records: Vec<(usize, IdempotencyKey)> = records
+            .into_iter()
+            .map(|(shard, key, bytes)| {
+                batch.push(bytes);
+                (shard, key)
+            })
+            .collect();
+        // The answers come in `batch` order: the holds', then the records'.
+        let mut new = archive.put(&batch)?.into_iter();
+        let mut holds = holds.into_iter().zip(new.by_ref()).peekable();
+        while let Some(&((shard_index, _, _), _)) = holds.peek() {
+            let mut shard = lock(&self.holds[shard_index]);
+            while let Some(((_, id, last_lsn), new)) =
+                holds.next_if(|((s, _, _), _)| *s == shard_index)
+            {
+                if new {
+                    shard.archived.insert(hold_fingerprint(id.as_str()));
+                }
+                let hash = hash_key(id.as_str());
+                let unchanged = shard
+                    .entries
+                    .get(hash, id.as_str())
+                    .is_some_and(|e| entry_last_lsn(e, self) == last_lsn);
+                if unchanged {
+                    shard.entries.remove(hash, id.as_str());
+                    evicted.holds += 1;
                 }
             }
         }
-        Ok(evicted)
+        let mut records = records.into_iter().zip(new).peekable();
+        while let Some(&((shard_index, _), _)) = records.peek() {
+            let mut shard = lock(&self.keys[shard_index]);
+            while let Some(((_, key), new)) = records.next_if(|((s, _), _)| *s == shard_index) {
+                if new {
+                    shard.archived.insert(record_fingerprint(&key));
+                }
+                if shard.records.remove(&key).is_some() {
+                    evicted.records += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forgets, on disk, up to `max` archived entries whose newest decision is past retention

@@ -164,7 +164,7 @@ fn reserve_grants_when_every_line_is_available_and_holds_the_units() {
     let hold = f
         .ledger
         .reservation("r1", T0)
-        .unwrap()
+        .expect("the key archive reads")
         .expect("hold exists");
     assert_eq!(hold.state, HoldState::Open);
     assert_eq!(hold.channel, "web");
@@ -355,7 +355,7 @@ fn commit_takes_the_units_off_on_hand() {
     assert_eq!(
         f.ledger
             .reservation("r1", T0 + 1)
-            .unwrap()
+            .expect("the key archive reads")
             .expect("kept")
             .state,
         HoldState::Committed
@@ -445,7 +445,7 @@ fn a_lapsed_hold_stops_counting_before_its_expiry_is_recorded() {
     assert_eq!(
         f.ledger
             .reservation("r1", T0 + TTL)
-            .unwrap()
+            .expect("the key archive reads")
             .expect("kept")
             .state,
         HoldState::Expired
@@ -935,7 +935,12 @@ fn outcomes_kept_with_holds_behave_like_keys() {
         "purging changes nothing observable"
     );
     ledger.check_invariants().expect("invariants hold");
-    assert!(ledger.reservation("r1", T0 + 2_000).unwrap().is_none());
+    assert!(
+        ledger
+            .reservation("r1", T0 + 2_000)
+            .expect("the key archive reads")
+            .is_none()
+    );
     let retry = ok(commit("r1", None), T0 + 2_100);
     assert!(retry.duplicate);
     assert_eq!(retry.lsn, late_commit.lsn);

@@ -138,7 +138,12 @@ fn a_checkpoint_of_the_whole_log_leaves_no_events_and_the_log_continues() {
     let log = open(dir.path());
     let engine = engine_on(&log, &clock);
     assert_eq!(engine.ledger().next_lsn(), Lsn(last.0 + 2));
-    assert!(engine.reservation("next").unwrap().is_some());
+    assert!(
+        engine
+            .reservation("next")
+            .expect("the key archive reads")
+            .is_some()
+    );
 }
 
 #[test]

@@ -592,7 +592,12 @@ fn a_full_queue_refuses_commands_untouched() {
         .expect_err("queue full");
     assert_eq!(error, SubmitError::Busy { capacity: 4 });
     assert_eq!(engine.ledger().next_lsn(), before, "nothing was decided");
-    assert!(engine.reservation("refused").unwrap().is_none());
+    assert!(
+        engine
+            .reservation("refused")
+            .expect("the key archive reads")
+            .is_none()
+    );
 
     switch.release_syncs();
     first

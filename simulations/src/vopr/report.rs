@@ -33,8 +33,8 @@ pub fn answers_line(summary: &Summary) -> String {
     }
     let _ = write!(
         line,
-        "; acked after durable={} events lost to crashes={}",
-        summary.acked, summary.lost
+        "; acked after durable={} events lost to crashes={} keys archived={}",
+        summary.acked, summary.lost, summary.archived
     );
     line
 }

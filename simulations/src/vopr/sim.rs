@@ -42,10 +42,11 @@ mod erp;
 use super::log::SimLog;
 use super::model::{Expected, Model, Refused, refused_of};
 use super::workload::{Op, T0_MS};
+use inv_engine::archive::{KeyArchive, MemArchive};
 use inv_engine::reconcile::MemSnapshotStore;
 use inv_engine::{
     Clock, Command, DiscardLog, Engine, Event, EventLog, Fact, HoldState, Ledger, LedgerConfig,
-    Lsn, ManualClock, Outcome,
+    Lsn, ManualClock, MemoryPolicy, Outcome,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -78,6 +79,8 @@ pub struct Summary {
     pub acked: u64,
     /// Events appended but lost to crashes and failed syncs (never acknowledged).
     pub lost: u64,
+    /// Entries in the key archive at the end: how much of the run's state had left memory.
+    pub archived: u64,
 }
 
 impl Summary {
@@ -110,6 +113,10 @@ struct Sim {
     /// The ERP's snapshots: durable state, like `snapshots.redb` beside the log, so a crash
     /// keeps it whole (a push or a status change is durable when its call returns).
     store: Arc<MemSnapshotStore>,
+    /// The key archive: durable state too, like `keys.redb` (a `put` is durable when it
+    /// returns). Records and ended holds move there [`KEY_MEMORY_MS`] after their last
+    /// decision, at checkpoints, so crashes land between evictions, fault-ins and checkpoints.
+    archive: Arc<MemArchive>,
     /// What the store must hold, by snapshot id (see `erp.rs`).
     book: BTreeMap<String, erp::Booked>,
     /// A second ledger fed every event as it is appended: its digest must track the live one.
@@ -125,6 +132,30 @@ struct Sim {
     digest_every: usize,
 }
 
+/// How long records stay in memory before a checkpoint may archive them: short against the
+/// workload's clock steps (0-3 s, jumps of minutes), so most keys are archived at some point.
+const KEY_MEMORY_MS: u64 = 5_000;
+
+/// The engine over the simulated log and the key archive, as a restart builds it.
+fn recover(
+    config: LedgerConfig,
+    log: &Arc<SimLog>,
+    clock: &Arc<ManualClock>,
+    archive: &Arc<MemArchive>,
+) -> Result<Engine, (&'static str, String)> {
+    Engine::recover_with(
+        config,
+        Arc::clone(log) as Arc<dyn EventLog>,
+        Arc::clone(clock) as Arc<dyn Clock>,
+        Some(Arc::clone(archive) as Arc<dyn KeyArchive>),
+        MemoryPolicy {
+            key_memory_ms: KEY_MEMORY_MS,
+            ..MemoryPolicy::default()
+        },
+    )
+    .or_else(|e| fail("recovery", e.to_string()))
+}
+
 fn fresh_ledger(config: LedgerConfig) -> Ledger {
     Ledger::new(config, Arc::new(DiscardLog::default()))
 }
@@ -137,12 +168,8 @@ impl Sim {
         };
         let log = Arc::new(SimLog::new());
         let clock = Arc::new(ManualClock::new(T0_MS));
-        let engine = Engine::recover(
-            config,
-            Arc::clone(&log) as Arc<dyn EventLog>,
-            Arc::clone(&clock) as Arc<dyn Clock>,
-        )
-        .or_else(|e| fail("recovery", e.to_string()))?;
+        let archive = Arc::new(MemArchive::new());
+        let engine = recover(config, &log, &clock, &archive)?;
         Ok(Sim {
             config,
             log,
@@ -150,6 +177,7 @@ impl Sim {
             engine: Arc::new(engine),
             model: Model::new(config.key_retention_ms),
             store: Arc::new(MemSnapshotStore::new()),
+            archive,
             book: BTreeMap::new(),
             shadow: fresh_ledger(config),
             in_flight: Vec::new(),
@@ -378,14 +406,7 @@ impl Sim {
                 }
             }
         }
-        self.engine = Arc::new(
-            Engine::recover(
-                self.config,
-                Arc::clone(&self.log) as Arc<dyn EventLog>,
-                Arc::clone(&self.clock) as Arc<dyn Clock>,
-            )
-            .or_else(|e| fail("recovery", e.to_string()))?,
-        );
+        self.engine = Arc::new(recover(self.config, &self.log, &self.clock, &self.archive)?);
         self.model = self
             .model
             .rebuild(durable.0)
@@ -543,6 +564,7 @@ impl Sim {
             answers: self.answers,
             acked: self.acked_total,
             lost: self.lost_total,
+            archived: self.archive.stats().entries,
         })
     }
 }
