@@ -190,6 +190,10 @@ impl Pending {
         self.holds.len() + self.records.len()
     }
 }
+/// Removals from one hold shard in one batch past which its index is rebuilt (when they are
+/// also a quarter of what is left), and vacant slots past which the table is (when they are
+/// also three times what is left).
+const COMPACT_AFTER_REMOVALS: usize = 256;
 /// Hold-table slots examined per lock: a pass never holds a hold shard for long.
 const SCAN_SLOTS: u32 = 1_024;
 
@@ -341,8 +345,13 @@ impl Ledger {
         })
     }
 
-    /// The archived form of a hold entry, if it may leave memory under `eviction`.
-    fn evictable_hold(&self, entry: &HoldEntry, eviction: &Eviction) -> Option<ArchivedBytes> {
+    /// The archived form of a hold entry and its last change's LSN, if it may leave memory
+    /// under `eviction`.
+    fn evictable_hold(
+        &self,
+        entry: &HoldEntry,
+        eviction: &Eviction,
+    ) -> Option<(ArchivedBytes, Lsn)> {
         let hold = entry.hold.as_ref();
         if hold.is_some_and(|h| h.state == HoldState::Open) {
             return None;
@@ -376,11 +385,12 @@ impl Ledger {
                 .collect(),
             last_lsn,
         };
-        Some(ArchivedBytes {
+        let bytes = ArchivedBytes {
             key: archive::hold_key(entry.id.as_str()),
             newest_at_ms,
             value: archive::encode(&listed).ok()?,
-        })
+        };
+        Some((bytes, last_lsn))
     }
 
     /// A hold with names instead of interned ids; its skus' shards are locked one at a time.
@@ -421,6 +431,7 @@ impl Ledger {
         };
         let mut pending = Pending::default();
         let mut chosen = 0usize;
+        let mut removed_from = vec![0usize; self.config.shards];
         'shards: for shard_index in 0..self.config.shards {
             let mut cursor = 0u32;
             loop {
@@ -437,8 +448,7 @@ impl Ledger {
                             next = Some(slot);
                             break;
                         }
-                        if let Some(bytes) = self.evictable_hold(entry, &eviction) {
-                            let last_lsn = entry_last_lsn(entry, self);
+                        if let Some((bytes, last_lsn)) = self.evictable_hold(entry, &eviction) {
                             pending
                                 .holds
                                 .push((shard_index, entry.id.clone(), last_lsn, bytes));
@@ -449,7 +459,7 @@ impl Ledger {
                     next
                 };
                 if pending.len() >= EVICT_BATCH {
-                    self.flush_evicted(archive, &mut pending, &mut evicted)?;
+                    self.flush_evicted(archive, &mut pending, &mut evicted, &mut removed_from)?;
                 }
                 match next {
                     Some(slot) => cursor = slot,
@@ -486,10 +496,26 @@ impl Ledger {
                 pending.records.push((shard_index, key, bytes));
             }
             if pending.len() >= EVICT_BATCH {
-                self.flush_evicted(archive, &mut pending, &mut evicted)?;
+                self.flush_evicted(archive, &mut pending, &mut evicted, &mut removed_from)?;
             }
         }
-        self.flush_evicted(archive, &mut pending, &mut evicted)?;
+        self.flush_evicted(archive, &mut pending, &mut evicted, &mut removed_from)?;
+        // Only now, with no cursor into a table left: a table left mostly vacant is rebuilt
+        // densely (new entries would otherwise land in cold vacant slots); one with many
+        // removals gets its index rebuilt (removals leave tombstones that every new id's
+        // lookup probes past).
+        for (shard_index, &removed) in removed_from.iter().enumerate() {
+            if removed < COMPACT_AFTER_REMOVALS {
+                continue;
+            }
+            let mut shard = lock(&self.holds[shard_index]);
+            let vacant = shard.entries.vacant();
+            if vacant >= 3 * shard.entries.len() {
+                shard.compact();
+            } else if removed * 4 >= shard.entries.len() {
+                shard.entries.compact_index();
+            }
+        }
         Ok(evicted)
     }
 
@@ -500,6 +526,7 @@ impl Ledger {
         archive: &dyn archive::KeyArchive,
         pending: &mut Pending,
         evicted: &mut Evicted,
+        removed_from: &mut [usize],
     ) -> Result<(), LogError> {
         if pending.len() == 0 {
             return Ok(());
@@ -526,6 +553,7 @@ impl Ledger {
         let mut holds = holds.into_iter().zip(new.by_ref()).peekable();
         while let Some(&((shard_index, _, _), _)) = holds.peek() {
             let mut shard = lock(&self.holds[shard_index]);
+            let mut removed = 0usize;
             while let Some(((_, id, last_lsn), new)) =
                 holds.next_if(|((s, _, _), _)| *s == shard_index)
             {
@@ -540,8 +568,10 @@ impl Ledger {
                 if unchanged {
                     shard.entries.remove(hash, id.as_str());
                     evicted.holds += 1;
+                    removed += 1;
                 }
             }
+            removed_from[shard_index] += removed;
         }
         let mut records = records.into_iter().zip(new).peekable();
         while let Some(&((shard_index, _), _)) = records.peek() {

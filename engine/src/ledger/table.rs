@@ -26,6 +26,8 @@
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -69,8 +71,9 @@ pub(crate) struct DenseTable<T> {
     chunks: Vec<Chunk<T>>,
     /// Slots in use, occupied or vacant.
     slots: usize,
-    /// Vacant slots below `slots`, highest first, so `pop` reuses the lowest.
-    free: Vec<u32>,
+    /// Vacant slots below `slots`, a min-heap, so `pop` reuses the lowest (and freeing one is
+    /// O(log n), which eviction does for every entry it moves out).
+    free: BinaryHeap<Reverse<u32>>,
 }
 
 type Chunk<T> = Arc<Vec<Option<T>>>;
@@ -90,7 +93,7 @@ impl<T> Default for DenseTable<T> {
             index: HashTable::new(),
             chunks: Vec::new(),
             slots: 0,
-            free: Vec::new(),
+            free: BinaryHeap::new(),
         }
     }
 }
@@ -166,7 +169,7 @@ impl<T: Keyed + Clone> DenseTable<T> {
     /// called at the slot, so the compiler can build a large entry in place.)
     fn insert(&mut self, hash: u64, make: impl FnOnce() -> T) -> u32 {
         let slot = match self.free.pop() {
-            Some(slot) => {
+            Some(Reverse(slot)) => {
                 let place = Self::place_mut(&mut self.chunks, slot);
                 debug_assert!(place.is_none(), "free slot {slot} is occupied");
                 *place = Some(make());
@@ -210,10 +213,22 @@ impl<T: Keyed + Clone> DenseTable<T> {
             .ok()?;
         let (Indexed { slot, .. }, _) = found.remove();
         let taken = Self::place_mut(&mut self.chunks, slot).take();
-        // `free` is kept highest first.
-        let at = self.free.partition_point(|&s| s > slot);
-        self.free.insert(at, slot);
+        self.free.push(Reverse(slot));
         taken
+    }
+
+    /// Rebuilds the index without the tombstones removals leave: after many removals a lookup
+    /// of a key that is not there (every new reservation id) probes past them until an empty
+    /// bucket, which eviction, removing most of a shard at once, made measurably slower.
+    /// O(index) under the caller's lock; call it after a large batch of removals only.
+    pub fn compact_index(&mut self) {
+        self.index
+            .shrink_to(self.index.len(), |i| index_hash(i.hash32));
+    }
+
+    /// Vacant slots below the last used one.
+    pub fn vacant(&self) -> usize {
+        self.free.len()
     }
 
     /// Entries in the table.
@@ -257,7 +272,7 @@ impl<T: Keyed + Clone> DenseTable<T> {
             let kept = keep(place.as_mut().expect("the index lists occupied slots only"));
             if !kept {
                 *place = None;
-                free.push(slot);
+                free.push(Reverse(slot));
             }
             kept
         });
@@ -276,8 +291,7 @@ impl<T: Keyed + Clone> DenseTable<T> {
             }
         }
         self.slots = slots;
-        self.free.retain(|&slot| (slot as usize) < slots);
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        self.free.retain(|&Reverse(slot)| (slot as usize) < slots);
     }
 
     /// The index and the slots agree: every occupied slot is found by its key, and no other.
@@ -386,6 +400,36 @@ mod tests {
         assert_eq!((table.slots, table.free.len()), (0, 0));
         assert_eq!(insert(&mut table, "f", 0), 0);
         table.check().expect("consistent after refilling");
+    }
+
+    #[test]
+    fn removed_entries_free_their_slots_lowest_first_and_iteration_resumes_at_a_slot() {
+        let mut table = DenseTable::default();
+        let n = 2 * DenseTable::<Named>::CHUNK as u32 + 9;
+        for i in 0..n {
+            insert(&mut table, &format!("k{i}"), i);
+        }
+        // Removed in descending order: reuse must still take the lowest slot first.
+        for i in [n - 2, 40, 9, 3] {
+            let name = format!("k{i}");
+            assert_eq!(table.remove(hash_key(&name), &name).map(|e| e.1), Some(i));
+        }
+        assert!(table.remove(hash_key("k3"), "k3").is_none(), "gone already");
+        table.check().expect("consistent after removals");
+        assert_eq!((table.len(), table.vacant()), (n as usize - 4, 4));
+        let from = DenseTable::<Named>::CHUNK as u32 + 1;
+        let resumed: Vec<u32> = table.iter_from(from).map(|(slot, _)| slot).collect();
+        let expected: Vec<u32> = (from..n).filter(|&s| s != n - 2).collect();
+        assert_eq!(resumed, expected);
+        assert_eq!(table.iter_from(4).next().map(|(s, _)| s), Some(4));
+        for (name, slot) in [("a", 3), ("b", 9), ("c", 40), ("d", n - 2), ("e", n)] {
+            assert_eq!(insert(&mut table, name, 0), slot, "{name}");
+        }
+        table.compact_index();
+        table
+            .check()
+            .expect("consistent after rebuilding the index");
+        assert_eq!(table.get(hash_key("c"), "c").map(|e| e.1), Some(0));
     }
 
     #[test]
