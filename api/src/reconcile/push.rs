@@ -41,12 +41,18 @@ pub(crate) async fn push(
                 // The permit is the thread's: a client that gives up does not free the slot
                 // before the thread has let go of the stream.
                 let _permit = permit;
-                crate::lane::lower_priority(shared.config.bulk_nice);
-                let answer = match tokio::runtime::Builder::new_current_thread().build() {
-                    Ok(runtime) => runtime.block_on(receive(&shared, stream)),
-                    Err(e) => Err(Failure::internal(format!(
-                        "cannot start a snapshot push's runtime: {e}"
-                    ))),
+                // Everything the push holds (the server's state, the stream, the runtime) is
+                // dropped before the answer is sent: once the client has it, a server that
+                // stops finds no thread still holding its stores open.
+                let answer = {
+                    let shared = shared;
+                    crate::lane::lower_priority(shared.config.bulk_nice);
+                    match tokio::runtime::Builder::new_current_thread().build() {
+                        Ok(runtime) => runtime.block_on(receive(&shared, stream)),
+                        Err(e) => Err(Failure::internal(format!(
+                            "cannot start a snapshot push's runtime: {e}"
+                        ))),
+                    }
                 };
                 let _ = answer_tx.send(answer);
             })
