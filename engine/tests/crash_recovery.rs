@@ -17,6 +17,11 @@
 //!    acknowledged shows that `expires_at_ms`, and every hold is in the state the history
 //!    says, across several crashes and recoveries.
 //!
+//! The child runs with the key archive (`keys.redb`) and moves records and ended holds there 20
+//! ms after their last decision, at each checkpoint, so points 1 and 2 also hold for what a
+//! kill left on disk rather than in the checkpoint (each round prints how many keys were
+//! archived).
+//!
 //! # How
 //! The test binary (`harness = false`) re-executes itself (`std::env::current_exe()`) as the
 //! child with `INV_CRASH_CHILD=<data dir>`. The child opens the `RedbLog` in `Sync` mode,
@@ -44,6 +49,8 @@
 //! deletes its folder. It ends with `crash_recovery: N passed, 0 failed` (one per round) and
 //! exits non-zero on any failure.
 
+use inv_engine::archive::KeyArchive;
+use inv_engine::archive::redb::RedbArchive;
 use inv_engine::checkpoint::Checkpoint;
 use inv_engine::engine::CheckpointPolicy;
 use inv_engine::testing::commands::{
@@ -91,6 +98,17 @@ fn config() -> LedgerConfig {
         // crash can land between a trim and what follows it.
         history_ms: 100,
         ..LedgerConfig::default()
+    }
+}
+
+/// Records and ended holds leave memory for the key archive (`keys.redb`) 20 ms after their
+/// last decision, at the next checkpoint: the child checkpoints several times a round, so
+/// kills land before, during and after evictions, and the checks below read what was
+/// acknowledged back through the archive.
+fn key_tiers() -> MemoryPolicy {
+    MemoryPolicy {
+        key_memory_ms: 20,
+        ..MemoryPolicy::default()
     }
 }
 
@@ -264,9 +282,16 @@ fn child(dir: PathBuf) {
     let seed = env_u64(SEED_ENV);
     let inner = Arc::new(RedbLog::open(&dir, RedbLogOptions::default()).expect("child: log opens"));
     let log = Arc::new(ArchivingLog::new(inner, &dir.join(ARCHIVE)).expect("child: archive opens"));
+    let keys = RedbArchive::open(&dir).expect("child: key archive opens");
     let engine = Arc::new(
-        Engine::recover(config(), log as Arc<dyn EventLog>, Arc::new(SystemClock))
-            .expect("child: recovers"),
+        Engine::recover_with(
+            config(),
+            log as Arc<dyn EventLog>,
+            Arc::new(SystemClock),
+            Some(Arc::new(keys)),
+            key_tiers(),
+        )
+        .expect("child: recovers"),
     );
     say(&format!("READY {}", engine.ledger().next_lsn()));
 
@@ -571,6 +596,8 @@ struct RoundReport {
     recover_ms: f64,
     holds_checked: usize,
     carried_over: usize,
+    /// Entries in the key archive when the folder was opened.
+    archived: usize,
 }
 
 fn parent(passed: &mut usize) -> Result<(), String> {
@@ -637,7 +664,7 @@ fn parent(passed: &mut usize) -> Result<(), String> {
         println!(
             "crash_recovery: round {round}: killed after {} ms, {} acks, {} checkpoints; \
              recovered {} events (checkpoint at lsn {}, tail {}) in {:.0} ms; {} holds checked \
-             ({} open from earlier rounds)",
+             ({} open from earlier rounds); {} keys archived",
             run_ms,
             round_acks,
             checkpoints,
@@ -647,6 +674,7 @@ fn parent(passed: &mut usize) -> Result<(), String> {
             report.recover_ms,
             report.holds_checked,
             report.carried_over,
+            report.archived,
         );
         *passed += 1;
     }
@@ -806,10 +834,14 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
     let clock = Arc::new(ManualClock::new(now_ms()));
     let started = Instant::now();
     let log = Arc::new(RedbLog::open(dir, RedbLogOptions::default()).map_err(|e| e.to_string())?);
-    let engine = Engine::recover(
+    let keys: Arc<dyn KeyArchive> =
+        Arc::new(RedbArchive::open(dir).map_err(|e| format!("key archive: {e}"))?);
+    let engine = Engine::recover_with(
         config(),
         Arc::clone(&log) as Arc<dyn EventLog>,
         Arc::clone(&clock) as Arc<dyn Clock>,
+        Some(Arc::clone(&keys)),
+        key_tiers(),
     )
     .map_err(|e| format!("recovery: {e}"))?;
     let recover_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -910,12 +942,16 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
         ));
     }
     if let Some(checkpoint) = &checkpoint {
-        let again = Ledger::from_checkpoint(
+        let mut again = Ledger::from_checkpoint(
             config(),
             Arc::new(DiscardLog::default()) as Arc<dyn EventLog>,
             checkpoint,
         )
         .map_err(|e| format!("loading the checkpoint: {e}"))?;
+        // What the checkpoint no longer holds is in the key archive, as recovery finds it.
+        again
+            .attach_archive(Arc::clone(&keys))
+            .map_err(|e| format!("indexing the key archive: {e}"))?;
         for event in &tail {
             again
                 .replay(event)
@@ -1082,6 +1118,7 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
         }
     }
 
+    let archived = engine.ledger().archived_keys().0;
     drop(engine);
     Arc::into_inner(log)
         .ok_or("the log is still shared")?
@@ -1093,5 +1130,6 @@ fn verify(dir: &Path, round: u64, acks: &[(u64, Ack)]) -> Result<RoundReport, St
         recover_ms,
         holds_checked: holds.len(),
         carried_over,
+        archived,
     })
 }

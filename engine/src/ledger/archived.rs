@@ -21,20 +21,20 @@
 //! copy, which is exactly the state before that event. A copy from after the checkpoint would
 //! be applied twice, so a fault-in refuses one (`Corrupt`) instead of guessing.
 
+use super::Ledger;
+use super::checkpoint::listed_key;
 use super::hold_entry::{HoldEntry, HoldShard};
 use super::interner::Kind;
 use super::records::{KeyRecord, KeyShard};
 use super::table::hash_key;
-use super::{Ledger, sku_slot};
 use crate::archive::{self, ArchivedBytes, ArchivedEntry};
-use crate::checkpoint::{CheckpointHold, CheckpointKey};
+use crate::checkpoint::CheckpointHold;
 use crate::command::{IdempotencyKey, Line};
 use crate::error::LogError;
-use crate::hold::{Hold, HoldLine, HoldLines, HoldState};
+use crate::hold::{Hold, HoldState};
 use crate::sync::lock;
 use crate::types::*;
 use foldhash::fast::FixedState;
-use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 
@@ -259,16 +259,17 @@ impl Ledger {
             .entries
             .find_or_insert(hash, id, || HoldEntry::new(id));
         if let Some(h) = &hold {
+            if h.state == HoldState::Open {
+                return Err(LogError::Corrupt(format!(
+                    "the archive holds hold {id} open"
+                )));
+            }
+            // An ended hold has no place in its skus' ladders: only its lines are resolved.
             let hold = self.loaded_hold(h).map_err(LogError::Corrupt)?;
             shard.entries.at_mut(slot).place(hold, &self.names);
         }
         for k in records {
-            let record = KeyRecord {
-                fingerprint: k.fingerprint,
-                lsn: k.lsn,
-                at_ms: k.at_ms,
-                outcome: k.outcome,
-            };
+            let (_, record) = KeyRecord::unlisted(k);
             super::checkpoint::load_hold_record(shard.entries.at_mut(slot), record, &self.names);
         }
         Ok(slot)
@@ -280,7 +281,10 @@ impl Ledger {
         shard: &mut KeyShard,
         key: &IdempotencyKey,
     ) -> Result<(), LogError> {
-        if shard.records.contains_key(key) || !shard.archived.may_contain(record_fingerprint(key)) {
+        if shard.archived.is_empty()
+            || !shard.archived.may_contain(record_fingerprint(key))
+            || shard.records.contains_key(key)
+        {
             return Ok(());
         }
         let Some(entry) = self.archived_copy(&archive::record_key(key))? else {
@@ -297,52 +301,9 @@ impl Ledger {
                 k.key
             )));
         }
-        shard.records.insert(
-            k.key,
-            KeyRecord {
-                fingerprint: k.fingerprint,
-                lsn: k.lsn,
-                at_ms: k.at_ms,
-                outcome: k.outcome,
-            },
-        );
+        let (key, record) = KeyRecord::unlisted(k);
+        shard.records.insert(key, record);
         Ok(())
-    }
-
-    /// A hold as a checkpoint lists it, back in the ledger's interned form. An ended hold has no
-    /// place in its skus' ladders, so only the skus' slots are looked up.
-    fn loaded_hold(&self, h: &CheckpointHold) -> Result<Hold, String> {
-        let id = &h.reservation_id;
-        if h.state == HoldState::Open {
-            return Err(format!("the archive holds hold {id} open"));
-        }
-        let channel = ChannelId(self.names.intern(Kind::Channel, h.channel.as_str()));
-        let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
-        for line in &h.lines {
-            let location = LocationId(self.names.intern(Kind::Location, line.location.as_str()));
-            let qty = u32::try_from(line.qty).map_err(|_| "hold qty exceeds u32")?;
-            let hash = hash_key(line.sku.as_str());
-            let shard_index = self.shard_of_hash(hash);
-            let slot = lock(&self.positions[shard_index])
-                .find(hash, line.sku.as_str())
-                .ok_or_else(|| format!("archived hold {id} on unknown sku {}", line.sku))?;
-            lines.push(HoldLine {
-                sku: sku_slot(shard_index, slot),
-                location,
-                qty,
-            });
-        }
-        Ok(Hold {
-            lines: HoldLines::new(&lines),
-            channel,
-            state: h.state,
-            expires_at_ms: h.expires_at_ms,
-            placed_lsn: h.placed_lsn,
-            placed_at_ms: h.placed_at_ms,
-            // Set by `load_hold_record` from the record of the command that ended it.
-            ended_lsn: Lsn::ZERO,
-            ended_at_ms: h.ended_at_ms,
-        })
     }
 
     /// The archived form of a hold entry and its last change's LSN, if it may leave memory
@@ -375,13 +336,7 @@ impl Ledger {
             hold: hold.map(|h| self.listed_hold(entry.id.clone(), h)),
             records: records
                 .into_iter()
-                .map(|r| CheckpointKey {
-                    key: entry.key_of(r.fingerprint.kind),
-                    fingerprint: r.fingerprint,
-                    lsn: r.lsn,
-                    at_ms: r.at_ms,
-                    outcome: r.outcome,
-                })
+                .map(|r| listed_key(entry.key_of(r.fingerprint.kind), r))
                 .collect(),
             last_lsn,
         };
@@ -485,13 +440,7 @@ impl Ledger {
                 let bytes = ArchivedBytes {
                     key: archive::record_key(&key),
                     newest_at_ms: r.at_ms,
-                    value: archive::encode(&ArchivedEntry::Record(CheckpointKey {
-                        key: key.clone(),
-                        fingerprint: r.fingerprint,
-                        lsn: r.lsn,
-                        at_ms: r.at_ms,
-                        outcome: r.outcome,
-                    }))?,
+                    value: archive::encode(&ArchivedEntry::Record(listed_key(key.clone(), r)))?,
                 };
                 pending.records.push((shard_index, key, bytes));
             }
@@ -716,15 +665,10 @@ impl Ledger {
                     let slot = self.load_archived_hold(&mut scratch, hash_key(id), id, entry)?;
                     visit(Archived::Hold(scratch.entries.at(slot).clone()));
                 }
-                (Owner::Record { .. }, ArchivedEntry::Record(k)) => visit(Archived::Record(
-                    k.key,
-                    KeyRecord {
-                        fingerprint: k.fingerprint,
-                        lsn: k.lsn,
-                        at_ms: k.at_ms,
-                        outcome: k.outcome,
-                    },
-                )),
+                (Owner::Record { .. }, ArchivedEntry::Record(k)) => {
+                    let (key, record) = KeyRecord::unlisted(k);
+                    visit(Archived::Record(key, record));
+                }
                 (Owner::Record { .. }, ArchivedEntry::Hold { .. }) => {
                     return Err(LogError::Corrupt(format!(
                         "the archive holds a hold entry under record key {key:?}"

@@ -170,7 +170,7 @@ impl Names {
     }
 }
 
-fn listed_key(key: IdempotencyKey, r: KeyRecord) -> CheckpointKey {
+pub(super) fn listed_key(key: IdempotencyKey, r: KeyRecord) -> CheckpointKey {
     CheckpointKey {
         key,
         fingerprint: r.fingerprint,
@@ -336,34 +336,18 @@ impl Ledger {
 
     fn load_hold(&self, h: &CheckpointHold) -> Result<(), String> {
         let id = &h.reservation_id;
-        let channel = ChannelId(self.names.intern(Kind::Channel, h.channel.as_str()));
-        let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
-        for line in &h.lines {
-            let location = self
-                .names
-                .get(Kind::Location, line.location.as_str())
-                .map(LocationId)
-                .ok_or_else(|| format!("hold {id} on unknown location"))?;
-            let qty = u32::try_from(line.qty).map_err(|_| "hold qty exceeds u32")?;
-            let hash = hash_key(line.sku.as_str());
-            let shard_index = self.shard_of_hash(hash);
-            let mut shard = lock(&self.positions[shard_index]);
-            let slot = shard
-                .find(hash, line.sku.as_str())
-                .ok_or_else(|| format!("hold {id} on unknown sku"))?;
-            if h.state == HoldState::Open {
+        let hold = self.loaded_hold(h)?;
+        if h.state == HoldState::Open {
+            for line in hold.lines.iter() {
                 let key = LadderKey {
                     expires_at_ms: h.expires_at_ms,
                     placed_lsn: h.placed_lsn,
-                    location,
+                    location: line.location,
                 };
-                shard.at_mut(slot).ladder_insert(key, qty);
+                lock(&self.positions[line.sku.shard()])
+                    .at_mut(line.sku.slot)
+                    .ladder_insert(key, line.qty);
             }
-            lines.push(HoldLine {
-                sku: sku_slot(shard_index, slot),
-                location,
-                qty,
-            });
         }
         let mut shard = lock(&self.holds[self.shard_of(id.as_str())]);
         let slot = shard.slot_or_insert(id.as_str());
@@ -371,17 +355,6 @@ impl Ledger {
         if entry.hold.is_some() {
             return Err(format!("hold {id} listed twice"));
         }
-        let hold = Hold {
-            lines: HoldLines::new(&lines),
-            channel,
-            state: h.state,
-            expires_at_ms: h.expires_at_ms,
-            placed_lsn: h.placed_lsn,
-            placed_at_ms: h.placed_at_ms,
-            // Not listed: set by `load_key` from the record of the command that ended it.
-            ended_lsn: Lsn::ZERO,
-            ended_at_ms: h.ended_at_ms,
-        };
         entry.place(hold, &self.names);
         if h.state == HoldState::Open {
             shard.expiry.insert((h.expires_at_ms, h.placed_lsn), slot);
@@ -389,13 +362,45 @@ impl Ledger {
         Ok(())
     }
 
+    /// A hold as a checkpoint (or the key archive) lists it, back in the ledger's interned
+    /// form: its skus' slots found one position shard lock at a time. Its ended LSN is set by
+    /// `load_hold_record`, from the record of the command that ended it.
+    pub(super) fn loaded_hold(&self, h: &CheckpointHold) -> Result<Hold, String> {
+        let id = &h.reservation_id;
+        let channel = ChannelId(self.names.intern(Kind::Channel, h.channel.as_str()));
+        let mut lines: SmallVec<[HoldLine; 4]> = SmallVec::new();
+        for line in &h.lines {
+            let location = self
+                .names
+                .get(Kind::Location, line.location.as_str())
+                .map(LocationId)
+                .ok_or_else(|| format!("hold {id} on unknown location {}", line.location))?;
+            let qty = u32::try_from(line.qty).map_err(|_| "hold qty exceeds u32")?;
+            let hash = hash_key(line.sku.as_str());
+            let shard_index = self.shard_of_hash(hash);
+            let slot = lock(&self.positions[shard_index])
+                .find(hash, line.sku.as_str())
+                .ok_or_else(|| format!("hold {id} on unknown sku {}", line.sku))?;
+            lines.push(HoldLine {
+                sku: sku_slot(shard_index, slot),
+                location,
+                qty,
+            });
+        }
+        Ok(Hold {
+            lines: HoldLines::new(&lines),
+            channel,
+            state: h.state,
+            expires_at_ms: h.expires_at_ms,
+            placed_lsn: h.placed_lsn,
+            placed_at_ms: h.placed_at_ms,
+            ended_lsn: Lsn::ZERO,
+            ended_at_ms: h.ended_at_ms,
+        })
+    }
+
     fn load_key(&self, k: &CheckpointKey) -> Result<(), String> {
-        let record = KeyRecord {
-            fingerprint: k.fingerprint,
-            lsn: k.lsn,
-            at_ms: k.at_ms,
-            outcome: k.outcome.clone(),
-        };
+        let (_, record) = KeyRecord::unlisted(k.clone());
         if record.fingerprint.kind != k.key.kind {
             return Err(format!("key {} has a fingerprint of another kind", k.key));
         }

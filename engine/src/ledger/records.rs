@@ -6,6 +6,7 @@
 //! outcome of its event, so a retry gets the original answer (rejections included, as
 //! TigerBeetle's `id_already_failed`).
 
+use crate::checkpoint::CheckpointKey;
 use crate::command::{CommandKind, Fingerprint, IdempotencyKey};
 use crate::outcome::Outcome;
 use crate::types::Lsn;
@@ -18,6 +19,20 @@ pub(super) struct KeyRecord {
     pub lsn: Lsn,
     pub at_ms: u64,
     pub outcome: Outcome,
+}
+
+impl KeyRecord {
+    /// A record as a checkpoint or the key archive lists it (`checkpoint::listed_key` is the
+    /// other way), with its key.
+    pub(super) fn unlisted(k: CheckpointKey) -> (IdempotencyKey, KeyRecord) {
+        let record = KeyRecord {
+            fingerprint: k.fingerprint,
+            lsn: k.lsn,
+            at_ms: k.at_ms,
+            outcome: k.outcome,
+        };
+        (k.key, record)
+    }
 }
 
 /// Whether a command's outcome is kept in the hold entry of its reservation id instead of the
