@@ -691,3 +691,48 @@ fn entry_last_lsn(entry: &HoldEntry, ledger: &Ledger) -> Lsn {
     }
     last
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_two_keys_share_is_forgotten_only_with_the_second() {
+        let mut set = FingerprintSet::default();
+        assert!(set.is_empty() && !set.may_contain(7));
+        set.insert(7);
+        set.insert(7);
+        set.insert(9);
+        assert_eq!(set.len(), 3);
+        set.remove(7);
+        assert!(
+            set.may_contain(7),
+            "the other key with fingerprint 7 is still archived"
+        );
+        set.remove(7);
+        assert!(!set.may_contain(7));
+        assert!(set.may_contain(9));
+        assert_eq!(set.len(), 1);
+        assert!(set.bytes() > 0);
+    }
+
+    #[test]
+    fn archive_keys_parse_back_to_their_shard_id_and_fingerprint() {
+        let key = IdempotencyKey {
+            kind: crate::command::CommandKind::Adjust,
+            id: "adj-1".into(),
+            sub: "x".into(),
+        };
+        let record_key = archive::record_key(&key);
+        let Ok(Owner::Record { id, fingerprint }) = owner(&record_key) else {
+            panic!("a record key parses");
+        };
+        assert_eq!((id, fingerprint), ("adj-1", record_fingerprint(&key)));
+        let hold_key = archive::hold_key("r-9");
+        let Ok(Owner::Hold { id, fingerprint }) = owner(&hold_key) else {
+            panic!("a hold key parses");
+        };
+        assert_eq!((id, fingerprint), ("r-9", hold_fingerprint("r-9")));
+        assert!(owner(b"Kx").is_err() && owner(b"").is_err() && owner(b"Q1").is_err());
+    }
+}
