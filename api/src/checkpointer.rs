@@ -49,6 +49,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         })
         .await;
+        if let Some(failure) = shared.engine.take_eviction_failure() {
+            warn!(%failure, "keys could not be moved to the key archive; they stay in memory");
+        }
         match round {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(next_lsn))) => info!(

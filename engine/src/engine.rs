@@ -114,6 +114,10 @@ pub struct Engine {
     /// Held for the whole of a checkpoint, so two never run at once.
     checkpoints: Mutex<CheckpointMark>,
     memory: MemoryPolicy,
+    /// Why the last eviction to the key archive failed, until taken
+    /// ([`Engine::take_eviction_failure`]). A failed eviction only keeps the keys in memory a
+    /// while longer, so it never stops the checkpoint it is part of.
+    eviction_failure: Mutex<Option<String>>,
 }
 
 impl Engine {
@@ -181,6 +185,7 @@ impl Engine {
             clock,
             checkpoints: Mutex::new(mark),
             memory,
+            eviction_failure: Mutex::new(None),
         };
         engine.memory_tick();
         Ok(engine)
@@ -349,7 +354,9 @@ impl Engine {
         let mut mark = lock(&self.checkpoints);
         let at_ms = self.clock.now_ms();
         self.ledger.purge(at_ms);
-        self.evict(at_ms, mark.durable_below)?;
+        if let Err(error) = self.evict(at_ms, mark.durable_below) {
+            *lock(&self.eviction_failure) = Some(error.to_string());
+        }
         let checkpoint = self.ledger.checkpoint();
         let next_lsn = checkpoint.next_lsn;
         if next_lsn.0 > 1 {
@@ -400,6 +407,13 @@ impl Engine {
     fn memory_pressed(&self) -> bool {
         self.memory.limit_bytes > 0
             && self.ledger.memory_used_last() > self.memory.high_water_bytes()
+    }
+
+    /// Why the last eviction to the key archive failed, if one did since the last call. The
+    /// server logs it; the keys stay in memory (and the budget refuses writes if they fill
+    /// it).
+    pub fn take_eviction_failure(&self) -> Option<String> {
+        lock(&self.eviction_failure).take()
     }
 
     pub fn memory_policy(&self) -> MemoryPolicy {

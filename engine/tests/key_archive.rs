@@ -415,3 +415,70 @@ fn a_shard_emptied_by_eviction_is_rebuilt_and_its_open_holds_stay_found() {
     assert_eq!(tiered.digest(), plain.digest());
     tiered.check_invariants().expect("invariants");
 }
+
+/// An archive whose disk is full: every write fails.
+struct FullDisk;
+
+impl KeyArchive for FullDisk {
+    fn put(&self, _: &[inv_engine::archive::ArchivedBytes]) -> Result<Vec<bool>, LogError> {
+        Err(LogError::Io("no space left on device".into()))
+    }
+    fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(None)
+    }
+    fn purge(&self, _: u64, _: usize) -> Result<Vec<Vec<u8>>, LogError> {
+        Ok(Vec::new())
+    }
+    fn for_each_key(&self, _: &mut dyn FnMut(&[u8])) -> Result<(), LogError> {
+        Ok(())
+    }
+    fn stats(&self) -> inv_engine::archive::ArchiveStats {
+        inv_engine::archive::ArchiveStats::default()
+    }
+}
+
+#[test]
+fn a_failed_eviction_keeps_the_keys_in_memory_and_the_checkpoint_goes_on() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::recover_with(
+        config(),
+        Arc::new(MemLog::new()),
+        clock.clone(),
+        Some(Arc::new(FullDisk)),
+        tiered(),
+    )
+    .expect("recovers");
+    engine
+        .submit(adjust("a", "sku", "dc", 5))
+        .expect("submits")
+        .expect("accepted");
+    let held = engine
+        .submit(reserve("r1", "sku", "dc", 1))
+        .expect("submits")
+        .expect("granted");
+    engine
+        .submit(release("r1"))
+        .expect("submits")
+        .expect("released");
+    clock.advance_ms(KEY_MEMORY_MS + 1);
+    let first = engine.checkpoint().expect("a checkpoint is written");
+    let second = engine
+        .checkpoint()
+        .expect("and another, though eviction fails");
+    assert!(second >= first);
+    let failure = engine
+        .take_eviction_failure()
+        .expect("the failure is reported");
+    assert!(failure.contains("no space left"), "{failure}");
+    assert_eq!(engine.take_eviction_failure(), None, "reported once");
+    assert_eq!(
+        engine.ledger().memory_use().hold_entries,
+        1,
+        "still in memory"
+    );
+    let retry = engine
+        .submit(reserve("r1", "sku", "dc", 1))
+        .expect("submits")
+        .expect("answered");
+    assert!(retry.duplicate && retry.lsn == held.lsn);
+}
