@@ -5,6 +5,7 @@
 //! - `inventory demo`: an in-process flash sale against a real ledger (see `demo.rs`).
 //! - `inventory check`, `reserve`, `commit`, ... : a client of a running server, with tables
 //!   or `--json` and exit codes scripts can rely on (see `cli/`).
+//! - `inventory completions bash|zsh|fish`: the shell completion script of this command tree.
 //!
 //! Settings come from, in order of precedence: flags, `INVENTORY_*` environment variables, the
 //! TOML file named by `--config`, and the defaults; each is declared once (see `settings.rs`).
@@ -62,6 +63,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     #[command(flatten)]
     Client(cli::ClientCmd),
+    /// Print a shell completion script for every subcommand and flag.
+    #[command(after_help = cli::COMPLETIONS_HELP)]
+    Completions(cli::CompletionsArgs),
 }
 
 /// The `inventory` command: [`Cli`] with the environment variables of the serve settings.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Some(Cmd::Demo(demo)) => demo::run(&demo),
         Some(Cmd::Serve(serve_args)) => serve(*serve_args),
         Some(Cmd::Client(command)) => return cli::run(command),
+        Some(Cmd::Completions(shell)) => return cli::print_completions(&shell, command()),
         None => serve(args.serve),
     };
     match result {

@@ -62,7 +62,8 @@ async fn start() -> Server {
     }
 }
 
-/// Stocks `qty` units through the gRPC API (the CLI has no adjust command).
+/// Stocks `qty` units through the gRPC API, so tests of other commands do not depend on
+/// `adjust`.
 async fn stock(server: &Server, sku: &str, location: &str, qty: i64) {
     let mut client =
         pb::inventory_client::InventoryClient::connect(format!("http://{}", server.addr))
@@ -454,6 +455,351 @@ async fn a_snapshot_csv_imports_reconciles_and_its_held_drift_resolves() {
             "{listed:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// `on_hand`, `safety_stock`, `quarantined` and `available` of one position, read with
+/// `check --json`.
+async fn levels(url: &str, sku: &str, location: &str) -> [i64; 4] {
+    let check = inventory(url, &["check", "--json", sku, location]).await;
+    assert_eq!(check.code, 0, "{check:?}");
+    let position = json(&check)["positions"][0].clone();
+    ["on_hand", "safety_stock", "quarantined", "available"].map(|field| {
+        position[field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{field} in {check:?}"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjust_stocks_once_per_id_and_safety_stock_lowers_available() {
+    // Goal: a newcomer can stock a sku with the binary alone. `adjust` adds to on_hand, a retry
+    // with the same --id is answered from the record (duplicate) and adds nothing, an id the
+    // CLI made up is printed so it can be reused, a negative DELTA removes units, and
+    // `safety-stock` takes units out of `available` without touching on_hand.
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        let receipt = [
+            "adjust",
+            "sneaker",
+            "dc",
+            "100",
+            "--reason",
+            "goods receipt",
+            "--id",
+            "rcpt-1",
+        ];
+        let adjusted = inventory(url, &receipt).await;
+        assert_eq!(adjusted.code, 0, "{adjusted:?}");
+        assert!(
+            adjusted.stdout.starts_with("adjusted rcpt-1"),
+            "{adjusted:?}"
+        );
+        assert!(adjusted.stdout.contains("+100"), "{adjusted:?}");
+        assert_eq!(levels(url, "sneaker", "dc").await, [100, 0, 0, 100]);
+
+        let mut retry = receipt.to_vec();
+        retry.push("--json");
+        let retried = inventory(url, &retry).await;
+        assert_eq!(retried.code, 0, "{retried:?}");
+        let answer = json(&retried);
+        assert_eq!(answer["adjustment_id"], "rcpt-1");
+        assert_eq!(answer["result"], "adjusted");
+        assert_eq!(
+            answer["duplicate"], true,
+            "a retry gets the recorded answer"
+        );
+        assert_eq!(answer["lsn"], 1);
+        assert_eq!(levels(url, "sneaker", "dc").await, [100, 0, 0, 100]);
+
+        // The same id with another payload is a reused key: refused (1), nothing applied.
+        let reused = inventory(
+            url,
+            &[
+                "adjust",
+                "sneaker",
+                "dc",
+                "5",
+                "--reason",
+                "goods receipt",
+                "--id",
+                "rcpt-1",
+            ],
+        )
+        .await;
+        assert_eq!(reused.code, 1, "{reused:?}");
+        assert!(reused.stderr.contains("KEY_REUSED"), "{reused:?}");
+
+        let damaged = inventory(
+            url,
+            &["adjust", "sneaker", "dc", "-30", "--reason", "damage"],
+        )
+        .await;
+        assert_eq!(damaged.code, 0, "{damaged:?}");
+        assert!(damaged.stdout.contains("-30"), "{damaged:?}");
+        assert_eq!(levels(url, "sneaker", "dc").await, [70, 0, 0, 70]);
+        // No --id: the made-up one is on stderr and in the answer; reusing it is a retry.
+        let id = damaged
+            .stderr
+            .split_whitespace()
+            .find(|word| word.starts_with("adj-"))
+            .map(|word| word.trim_end_matches(';').to_owned())
+            .unwrap_or_else(|| panic!("no generated id on stderr: {damaged:?}"));
+        assert!(damaged.stdout.contains(&id), "{damaged:?}");
+        let again = inventory(
+            url,
+            &[
+                "adjust", "sneaker", "dc", "-30", "--reason", "damage", "--id", &id, "--json",
+            ],
+        )
+        .await;
+        assert_eq!(again.code, 0, "{again:?}");
+        assert_eq!(json(&again)["duplicate"], true, "{again:?}");
+        assert_eq!(levels(url, "sneaker", "dc").await, [70, 0, 0, 70]);
+
+        let set = inventory(
+            url,
+            &["safety-stock", "sneaker", "dc", "20", "--id", "ss-1"],
+        )
+        .await;
+        assert_eq!(set.code, 0, "{set:?}");
+        assert!(set.stdout.starts_with("set ss-1"), "{set:?}");
+        assert_eq!(levels(url, "sneaker", "dc").await, [70, 20, 0, 50]);
+        let set_json = inventory(
+            url,
+            &[
+                "safety-stock",
+                "--json",
+                "sneaker",
+                "dc",
+                "20",
+                "--id",
+                "ss-1",
+            ],
+        )
+        .await;
+        assert_eq!(set_json.code, 0, "{set_json:?}");
+        assert_eq!(json(&set_json)["duplicate"], true);
+        assert_eq!(json(&set_json)["qty"], 20);
+        // Safety stock is not for sale: a reserve of more than the rest is rejected.
+        let rejected = inventory(url, &["reserve", "--id", "o-1", "sneaker@dc=51"]).await;
+        assert_eq!(rejected.code, 1, "{rejected:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_moves_a_holds_expiry() {
+    // Goal: `extend` moves an open hold's expiry to --ttl from the server's (manual) clock, as
+    // `reservation` then shows; the same --id again is a retry; an ended hold is refused (1).
+    bounded(async {
+        let server = start().await;
+        stock(&server, "sneaker", "dc", 5).await;
+        let url = server.url.as_str();
+        let granted = inventory(
+            url,
+            &["reserve", "--id", "o-1", "--ttl", "15m", "sneaker@dc=2"],
+        )
+        .await;
+        assert_eq!(granted.code, 0, "{granted:?}");
+        let hold = inventory(url, &["reservation", "--json", "o-1"]).await;
+        assert_eq!(json(&hold)["expires_at_ms"], T0_MS + 15 * 60_000);
+
+        let extended = inventory(url, &["extend", "o-1", "--ttl", "2h", "--id", "ext-1"]).await;
+        assert_eq!(extended.code, 0, "{extended:?}");
+        assert!(extended.stdout.starts_with("extended o-1"), "{extended:?}");
+        assert!(
+            extended.stdout.contains("2023-11-15T00:13:20.000Z"),
+            "{extended:?}"
+        );
+        let hold = inventory(url, &["reservation", "--json", "o-1"]).await;
+        assert_eq!(json(&hold)["expires_at_ms"], T0_MS + 2 * 3_600_000);
+        assert_eq!(json(&hold)["state"], "open");
+
+        let again = inventory(
+            url,
+            &["extend", "--json", "o-1", "--ttl", "2h", "--id", "ext-1"],
+        )
+        .await;
+        assert_eq!(again.code, 0, "{again:?}");
+        let answer = json(&again);
+        assert_eq!(answer["duplicate"], true);
+        assert_eq!(answer["expires_at_ms"], T0_MS + 2 * 3_600_000);
+        assert_eq!(answer["request_id"], "ext-1");
+
+        let unknown = inventory(url, &["extend", "no-such-order", "--ttl", "1h"]).await;
+        assert_eq!(unknown.code, 3, "{unknown:?}");
+        let committed = inventory(url, &["commit", "o-1"]).await;
+        assert_eq!(committed.code, 0, "{committed:?}");
+        let ended = inventory(url, &["extend", "o-1", "--ttl", "1h", "--id", "ext-2"]).await;
+        assert_eq!(ended.code, 1, "{ended:?}");
+        assert!(ended.stderr.contains("HOLD_ALREADY_COMMITTED"), "{ended:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispose_restocks_or_scraps_a_quarantined_return() {
+    // Goal: units a return put in quarantine (`returns`, disposition inspect) are decided with
+    // `dispose`: restocked units become available, scrapped ones leave; deciding more than is
+    // left is refused (1) and an unknown return is not found (3).
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        let dir = std::env::temp_dir().join(format!(
+            "inv-cli-dispose-{}-{}",
+            std::process::id(),
+            server.addr.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let file = dir.join("returns.jsonl");
+        std::fs::write(
+            &file,
+            "{\"return_id\": \"r-1\", \"lines\": [\"sneaker@dc=3\"]}\n",
+        )
+        .expect("written");
+        let file = file.to_str().expect("a UTF-8 path");
+        let returned = inventory(
+            url,
+            &["returns", "--file", file, "--disposition", "inspect"],
+        )
+        .await;
+        assert_eq!(returned.code, 0, "{returned:?}");
+        assert_eq!(levels(url, "sneaker", "dc").await, [0, 0, 3, 0]);
+
+        let restocked = inventory(
+            url,
+            &[
+                "dispose", "r-1", "sneaker", "dc", "2", "--action", "restock", "--id", "d-1",
+            ],
+        )
+        .await;
+        assert_eq!(restocked.code, 0, "{restocked:?}");
+        assert!(
+            restocked.stdout.starts_with("restocked d-1"),
+            "{restocked:?}"
+        );
+        assert_eq!(levels(url, "sneaker", "dc").await, [2, 0, 1, 2]);
+
+        let scrapped = inventory(
+            url,
+            &[
+                "dispose", "--json", "r-1", "sneaker", "dc", "1", "--action", "scrap", "--id",
+                "d-2",
+            ],
+        )
+        .await;
+        assert_eq!(scrapped.code, 0, "{scrapped:?}");
+        let answer = json(&scrapped);
+        assert_eq!(answer["result"], "scrapped");
+        assert_eq!(answer["disposition_id"], "d-2");
+        assert_eq!(answer["duplicate"], false);
+        assert_eq!(levels(url, "sneaker", "dc").await, [2, 0, 0, 2]);
+
+        let nothing_left = inventory(
+            url,
+            &[
+                "dispose", "r-1", "sneaker", "dc", "1", "--action", "scrap", "--id", "d-3",
+            ],
+        )
+        .await;
+        assert_eq!(nothing_left.code, 1, "{nothing_left:?}");
+        assert!(
+            nothing_left.stderr.contains("NOT_QUARANTINED"),
+            "{nothing_left:?}"
+        );
+        let unknown = inventory(
+            url,
+            &["dispose", "r-9", "sneaker", "dc", "1", "--action", "scrap"],
+        )
+        .await;
+        assert_eq!(unknown.code, 3, "{unknown:?}");
+        assert!(unknown.stderr.contains("RETURN_NOT_FOUND"), "{unknown:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_stock_input_exits_2_naming_the_field() {
+    // Goal: malformed input to the stock commands exits 2 with a message naming what is
+    // wrong, whether the argument parser or the server finds it.
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["adjust", "sneaker", "dc", "lots", "--reason", "receipt"],
+                "<DELTA>",
+            ),
+            (&["adjust", "sneaker", "dc", "5"], "--reason"),
+            // The server's validation: a zero delta.
+            (
+                &["adjust", "sneaker", "dc", "0", "--reason", "receipt"],
+                "delta",
+            ),
+            (&["safety-stock", "sneaker", "dc", "-1"], "<QTY>"),
+            (&["extend", "o-1"], "--ttl"),
+            (&["extend", "o-1", "--ttl", "soon"], "--ttl"),
+            // The server's validation: a TTL under its 1 s minimum.
+            (&["extend", "o-1", "--ttl", "10ms"], "ttl"),
+            (
+                &["dispose", "r-1", "sneaker", "dc", "1", "--action", "burn"],
+                "--action",
+            ),
+            (
+                &[
+                    "dispose", "r-1", "sneaker", "dc", "many", "--action", "scrap",
+                ],
+                "<QTY>",
+            ),
+        ];
+        for (args, field) in cases {
+            let run = inventory(url, args).await;
+            assert_eq!(run.code, 2, "{args:?}: {run:?}");
+            assert!(
+                run.stderr.contains(field),
+                "{args:?} should name {field}: {run:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_print_a_script_for_each_shell() {
+    // Goal: `completions` prints, without a server, a script for bash, zsh and fish that knows
+    // the whole command tree (subcommands of every family, nested ones included); an unknown
+    // shell is a usage error.
+    bounded(async {
+        let nowhere = "http://127.0.0.1:1";
+        for shell in ["bash", "zsh", "fish"] {
+            let run = inventory(nowhere, &["completions", shell]).await;
+            assert_eq!(run.code, 0, "{shell}: {run:?}");
+            assert!(run.stderr.is_empty(), "{shell}: {run:?}");
+            for subcommand in [
+                "serve",
+                "check",
+                "adjust",
+                "safety-stock",
+                "reserve",
+                "commit",
+                "extend",
+                "dispose",
+                "snapshot",
+                "reconciliation",
+                "completions",
+            ] {
+                assert!(
+                    run.stdout.contains(subcommand),
+                    "the {shell} script does not mention {subcommand}"
+                );
+            }
+        }
+        let unknown = inventory(nowhere, &["completions", "cmd.exe"]).await;
+        assert_eq!(unknown.code, 2, "{unknown:?}");
     })
     .await;
 }

@@ -1,8 +1,9 @@
-//! The subcommands that place and end holds: `reserve`, `commit` and `release`.
+//! The subcommands that place, end and extend holds: `reserve`, `commit`, `release` and
+//! `extend`.
 
 use super::output::{duplicate_note, format_utc_ms, print_json, print_table};
 use super::parse::{parse_duration, parse_line};
-use super::{ClientOpts, Exit, Failed, Outcome, connect};
+use super::{ClientOpts, Exit, Failed, Outcome, connect, id_or_generated};
 use clap::Args;
 use inv_proto::v1 as pb;
 use serde_json::{Value, json};
@@ -191,6 +192,53 @@ pub(super) async fn release(args: ReleaseArgs) -> Outcome {
             args.id,
             response.lsn,
             duplicate_note(response.duplicate)
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `extend`.
+#[derive(Args, Debug)]
+pub struct ExtendArgs {
+    /// The hold to extend.
+    #[arg(value_name = "RESERVATION_ID")]
+    pub reservation_id: String,
+    /// The hold's new expiry, from now (server clock): 1s to 7d (e.g. 90s, 15m, 2h).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub ttl: Duration,
+    /// This extension's id: with the hold's id, its idempotency key (a hold may be extended
+    /// many times) [default: a new one, printed]; a retry must reuse it.
+    #[arg(long, value_name = "REQUEST_ID")]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+pub(super) async fn extend(args: ExtendArgs) -> Outcome {
+    let ttl_ms = u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX);
+    let id = id_or_generated(args.id, "ext", "extension");
+    let mut client = connect(&args.client, true).await?;
+    let response = client
+        .extend(pb::ExtendRequest {
+            reservation_id: args.reservation_id.clone(),
+            request_id: id.clone(),
+            ttl_ms,
+        })
+        .await?
+        .into_inner();
+    if args.client.json {
+        print_json(&json!({
+            "reservation_id": args.reservation_id, "request_id": id, "result": "extended",
+            "lsn": response.lsn, "duplicate": response.duplicate,
+            "expires_at_ms": response.expires_at_ms,
+        }));
+    } else {
+        println!(
+            "extended {} ({id}): held until {} (lsn {}{})",
+            args.reservation_id,
+            format_utc_ms(response.expires_at_ms),
+            response.lsn,
+            duplicate_note(response.duplicate),
         );
     }
     Ok(Exit::Success)

@@ -1,7 +1,8 @@
 //! The client subcommands of `inventory`: one per thing a person or a script asks a running
-//! server (`check`, `check-sku`, `reserve`, `commit`, `release`, `reservation`, `sales`,
-//! `returns`, `store-status`, `watch`, `snapshot import`, `reconcile`, `reconciliation show` /
-//! `list`, `drift list` / `resolve`).
+//! server (`check`, `check-sku`, `adjust`, `safety-stock`, `reserve`, `commit`, `release`,
+//! `extend`, `reservation`, `sales`, `returns`, `dispose`, `store-status`, `watch`,
+//! `snapshot import`, `reconcile`, `reconciliation show` / `list`, `drift list` / `resolve`),
+//! and `completions`, which prints a shell's completion script and asks no server.
 //!
 //! Each subcommand connects to `--server` (env `INVENTORY_SERVER`), makes its calls through the
 //! generated client and prints the answer on stdout: a table by default, JSON with `--json`
@@ -21,8 +22,9 @@
 //! Layout, top-down: this file holds what every subcommand shares (the [`ClientCmd`] enum and
 //! its dispatch, connection and client options, outcomes and exit codes); each family of
 //! subcommands has its own file (`reads.rs`: check, check-sku, reservation, store-status,
-//! watch; `holds.rs`: reserve, commit, release; `batches.rs`: sales and returns from files;
-//! `snapshots.rs`: ERP snapshot import, reconciliations and held drifts),
+//! watch; `holds.rs`: reserve, commit, release, extend; `stock.rs`: adjust, safety-stock,
+//! dispose; `batches.rs`: sales and returns from files; `snapshots.rs`: ERP snapshot import,
+//! reconciliations and held drifts),
 //! on top of `parse.rs` (LINE, position and duration syntax), `files.rs` (reading JSON Lines
 //! and CSV files) and `output.rs` (tables, JSON, times). Adding a family of subcommands is a
 //! new file, a variant of [`ClientCmd`] and its arms in `ClientCmd::client` and
@@ -36,10 +38,11 @@ mod parse;
 mod reads;
 mod reports;
 mod snapshots;
+mod stock;
 
 use batches::{RETURNS_HELP, ReturnsArgs, SALES_HELP, SalesArgs};
 use clap::{Args, Subcommand};
-use holds::{CommitArgs, ReleaseArgs, ReserveArgs};
+use holds::{CommitArgs, ExtendArgs, ReleaseArgs, ReserveArgs};
 use inv_proto::code_name;
 use inv_proto::v1 as pb;
 use output::print_json;
@@ -48,8 +51,11 @@ use pb::inventory_client::InventoryClient;
 use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, StoreStatusArgs, WatchArgs};
 use serde_json::{Value, json};
 use snapshots::{DriftCmd, ReconcileArgs, ReconciliationCmd, SnapshotCmd};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use stock::{AdjustArgs, DisposeArgs, SafetyStockArgs};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -59,7 +65,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes (client subcommands):
   0  success
   1  refused by a business rule: reserve rejected for lack of stock, commit or release of a
-     hold that has ended or expired, an idempotency key reused with another payload
+     hold that has ended or expired, a dispose of units not in quarantine, an idempotency
+     key reused with another payload
   2  usage error or invalid argument (bad flags, a malformed LINE, a bad file, a request the
      server found invalid)
   3  not found: unknown reservation, return or store
@@ -96,6 +103,12 @@ pub enum ClientCmd {
     /// Availability of one SKU at every location (or at the listed ones), with totals.
     #[command(after_help = EXIT_CODES_HELP)]
     CheckSku(CheckSkuArgs),
+    /// Change a position's on_hand by DELTA (goods receipt, count, damage); once per --id.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Adjust(AdjustArgs),
+    /// Set the units of a position that no channel may sell.
+    #[command(after_help = EXIT_CODES_HELP)]
+    SafetyStock(SafetyStockArgs),
     /// Place a hold on every LINE, or on none (out of stock exits 1).
     #[command(after_help = EXIT_CODES_HELP)]
     Reserve(ReserveArgs),
@@ -105,6 +118,9 @@ pub enum ClientCmd {
     /// Release a hold: its units are available again.
     #[command(after_help = EXIT_CODES_HELP)]
     Release(ReleaseArgs),
+    /// Move an open hold's expiry to --ttl from now.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Extend(ExtendArgs),
     /// Show one hold, open or ended.
     #[command(after_help = EXIT_CODES_HELP)]
     Reservation(ReservationArgs),
@@ -114,6 +130,9 @@ pub enum ClientCmd {
     /// Post customer returns from a JSON Lines or CSV file.
     #[command(after_help = RETURNS_HELP)]
     Returns(ReturnsArgs),
+    /// Restock or scrap units a return put in quarantine.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Dispose(DisposeArgs),
     /// How far behind each store's sales feed is: contiguous sequence, gaps, lag.
     #[command(after_help = EXIT_CODES_HELP)]
     StoreStatus(StoreStatusArgs),
@@ -267,12 +286,16 @@ impl ClientCmd {
         match self {
             ClientCmd::Check(a) => &a.client,
             ClientCmd::CheckSku(a) => &a.client,
+            ClientCmd::Adjust(a) => &a.client,
+            ClientCmd::SafetyStock(a) => &a.client,
             ClientCmd::Reserve(a) => &a.client,
             ClientCmd::Commit(a) => &a.client,
             ClientCmd::Release(a) => &a.client,
+            ClientCmd::Extend(a) => &a.client,
             ClientCmd::Reservation(a) => &a.client,
             ClientCmd::Sales(a) => &a.client,
             ClientCmd::Returns(a) => &a.client,
+            ClientCmd::Dispose(a) => &a.client,
             ClientCmd::StoreStatus(a) => &a.client,
             ClientCmd::Watch(a) => &a.client,
             ClientCmd::Snapshot(c) => c.client(),
@@ -286,12 +309,16 @@ impl ClientCmd {
         match self {
             ClientCmd::Check(a) => reads::check(a).await,
             ClientCmd::CheckSku(a) => reads::check_sku(a).await,
+            ClientCmd::Adjust(a) => stock::adjust(a).await,
+            ClientCmd::SafetyStock(a) => stock::safety_stock(a).await,
             ClientCmd::Reserve(a) => holds::reserve(a).await,
             ClientCmd::Commit(a) => holds::commit(a).await,
             ClientCmd::Release(a) => holds::release(a).await,
+            ClientCmd::Extend(a) => holds::extend(a).await,
             ClientCmd::Reservation(a) => reads::reservation(a).await,
             ClientCmd::Sales(a) => batches::sales(a).await,
             ClientCmd::Returns(a) => batches::returns(a).await,
+            ClientCmd::Dispose(a) => stock::dispose(a).await,
             ClientCmd::StoreStatus(a) => reads::store_status(a).await,
             ClientCmd::Watch(a) => reads::watch(a).await,
             ClientCmd::Snapshot(SnapshotCmd::Import(a)) => snapshots::import(a).await,
@@ -300,6 +327,49 @@ impl ClientCmd {
             ClientCmd::Drift(c) => snapshots::drift(c).await,
         }
     }
+}
+
+/// The id given with `--id`, or a new one: `PREFIX-MS-RANDOM` (the wall clock in ms and 32
+/// random bits, so two runs in the same millisecond differ). A new id is printed on stderr
+/// before the call, because a retry after a timeout or a lost answer must reuse it to be
+/// applied at most once; `what` names it in that note.
+fn id_or_generated(id: Option<String>, prefix: &str, what: &str) -> String {
+    if let Some(id) = id {
+        return id;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    // A fresh RandomState is keyed from the OS's randomness: no RNG crate for 32 bits.
+    let random = RandomState::new().build_hasher().finish() as u32;
+    let id = format!("{prefix}-{now_ms}-{random:08x}");
+    eprintln!("no --id given: this {what}'s id is {id}; a retry must pass --id {id}");
+    id
+}
+
+/// How to install what `completions` prints, as its `--help` shows.
+pub const COMPLETIONS_HELP: &str = "\
+Install (then open a new shell):
+  bash:  inventory completions bash > ~/.local/share/bash-completion/completions/inventory
+  zsh:   inventory completions zsh > ~/.zfunc/_inventory   (with fpath+=~/.zfunc before compinit)
+  fish:  inventory completions fish > ~/.config/fish/completions/inventory.fish";
+
+/// `completions`.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to print the script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Prints `shell`'s completion script for `command` (the whole `inventory` tree). Built in
+/// memory first: the generator panics on a write error, and a closed stdout (`| head`) is
+/// not worth a panic.
+pub fn print_completions(args: &CompletionsArgs, mut command: clap::Command) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "inventory", &mut script);
+    let _ = std::io::stdout().write_all(&script);
+    ExitCode::SUCCESS
 }
 
 /// Connects (bounded by `--timeout`); a server that cannot be reached exits 4.
