@@ -85,6 +85,12 @@ pub struct ServerConfig {
     /// read, so a chunk over that is refused by the transport instead.)
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     pub snapshot_chunk_bytes_max: usize,
+    /// Stores given series of their own on /metrics (`inventory_store_*{store_id}`): the worst
+    /// this many, by sale lag, then by missing sales, then by id, so a fleet of thousands of
+    /// stores cannot blow up Prometheus' cardinality; `inventory_stores` counts them all and
+    /// StoreStatus lists them all. 0: no per-store series.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub metrics_stores_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +146,13 @@ impl ServerConfig {
             if value == 0 {
                 return Err(ServeError::Config(format!("{name} must be at least 1")));
             }
+        }
+        if self.metrics_stores_max > crate::STORES_LISTED_MAX {
+            return Err(ServeError::Config(format!(
+                "metrics_stores_max must be at most {}, got {}",
+                crate::STORES_LISTED_MAX,
+                self.metrics_stores_max
+            )));
         }
         if !(0..=19).contains(&self.bulk_nice) {
             return Err(ServeError::Config(format!(

@@ -278,3 +278,48 @@ async fn metrics_count_what_the_server_did_and_pass_promtool() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn only_the_worst_stores_get_series_of_their_own() -> Result<()> {
+    // Goal: a fleet cannot blow up the scrape's cardinality. With --metrics-stores-max 2 and
+    // three stores, the two furthest behind the till have per-store series, the third has
+    // none, and `inventory_stores` still counts all three.
+    let server = TestServer::start_with_options(
+        std::sync::Arc::new(inv_engine::MemLog::new()),
+        std::sync::Arc::new(inv_engine::ManualClock::new(T0_MS)),
+        inv_api::ServerConfig {
+            metrics_stores_max: 2,
+            ..test_config()
+        },
+        inv_api::ServeOptions {
+            metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            ..inv_api::ServeOptions::default()
+        },
+    )
+    .await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        for (store, lag_ms) in [("store-a", 1_000), ("store-b", 60_000), ("store-c", 5_000)] {
+            let mut one = sale("t-1", 1, vec![line("sock", store, 1)]);
+            one.occurred_at_ms = T0_MS - lag_ms;
+            client
+                .record_sales(pb::RecordSalesRequest {
+                    store_id: store.into(),
+                    sales: vec![one],
+                })
+                .await?;
+        }
+        let s = samples(&server.scrape().await?);
+        assert_eq!(value(&s, "inventory_stores")?, 3.0);
+        let lag = |store: &str| format!("inventory_store_sale_lag_seconds{{store_id=\"{store}\"}}");
+        assert_eq!(value(&s, &lag("store-b"))?, 60.0);
+        assert_eq!(value(&s, &lag("store-c"))?, 5.0);
+        assert!(
+            !s.keys().any(|series| series.contains("store-a")),
+            "store-a, the least behind, has series of its own"
+        );
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}

@@ -15,8 +15,9 @@
 //! Every label has a bounded set of values: `grpc_method` is one of the service's methods (read
 //! from the file descriptor set, so a new RPC is covered without an edit here; anything else
 //! is `unknown`), `grpc_code` one of the 17 canonical codes, `channel` at most
-//! [`CHANNELS_MAX`] distinct values (then `other`), `store_id` at most [`STORES_LISTED_MAX`]
-//! stores. A client cannot grow the scrape without bound by sending new names.
+//! [`CHANNELS_MAX`] distinct values (then `other`), `store_id` the worst
+//! `ServerConfig::metrics_stores_max` stores by sale lag (100 by default, at most
+//! [`STORES_LISTED_MAX`]). A client cannot grow the scrape without bound by sending new names.
 //!
 //! Names follow the Prometheus conventions: the `inventory_` prefix, base units in the name
 //! (`_seconds`, `_events`), `_total` on counters. `promtool check metrics` passes on the output

@@ -22,7 +22,8 @@ pub(super) struct Snapshot {
     bulk_in_flight: u64,
     watch_streams: u64,
     stores_total: u64,
-    /// At most [`STORES_LISTED_MAX`], sorted by id.
+    /// The worst `ServerConfig::metrics_stores_max` (at most [`STORES_LISTED_MAX`]), by
+    /// sale lag, then missing sales, then id.
     stores: Vec<StoreStatus>,
     log: Option<LogStats>,
     memory: MemoryUse,
@@ -36,8 +37,12 @@ impl Snapshot {
         let engine = &shared.engine;
         let mut stores = engine.store_statuses();
         let stores_total = stores.len() as u64;
-        stores.sort_unstable_by(|a, b| a.store_id.cmp(&b.store_id));
-        stores.truncate(STORES_LISTED_MAX);
+        stores.sort_unstable_by(|a, b| {
+            (b.newest_lag_ms, b.missing_count)
+                .cmp(&(a.newest_lag_ms, a.missing_count))
+                .then_with(|| a.store_id.cmp(&b.store_id))
+        });
+        stores.truncate(shared.config.metrics_stores_max.min(STORES_LISTED_MAX));
         let in_use = |budget: &tokio::sync::Semaphore, max: usize| {
             max.saturating_sub(budget.available_permits()) as u64
         };

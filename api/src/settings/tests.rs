@@ -298,7 +298,7 @@ fn help_shows_every_default_from_its_declaration() {
             defaults += 1;
         }
     }
-    assert_eq!(defaults, 38, "every setting has a default");
+    assert_eq!(defaults, 39, "every setting has a default");
     assert!(help.contains("[default: 8192]"), "{help}");
     assert!(help.contains("kill -9 included"), "{help}");
 }
