@@ -40,6 +40,10 @@
 //!    `RedbArchive`: indexing the archive's keys dominates. Then a part of the sample is
 //!    retried again on the recovered engine, checked the same way.
 //!
+//! One file of about 900 lines, on purpose: the four parts run in order on the engine and the
+//! data folder part 1 builds, and print one table; split, each part would only pass that state
+//! along.
+//!
 //! A wrong retry answer is a bug in the engine: the tool prints every figure, then the wrong
 //! answers, and exits with a failure.
 

@@ -643,29 +643,30 @@ impl Ledger {
         archive.for_each_key(&mut |key| keys.push(key.to_vec()))?;
         for key in keys {
             let owner = owner(&key)?;
-            let in_memory = match owner {
-                Owner::Hold { id, .. } => lock(&self.holds[self.shard_of(id)])
-                    .entries
-                    .find(hash_key(id), id)
-                    .is_some(),
-                Owner::Record { id, .. } => {
-                    let shard = lock(&self.keys[self.shard_of(id)]);
-                    shard.records.keys().any(|k| archive::record_key(k) == key)
-                }
-            };
-            if in_memory {
-                continue;
-            }
             let Some(bytes) = archive.get(&key)? else {
                 continue;
             };
             match (owner, archive::decode(&bytes)?) {
                 (Owner::Hold { id, .. }, entry) => {
+                    let hash = hash_key(id);
+                    if lock(&self.holds[self.shard_of(id)])
+                        .entries
+                        .find(hash, id)
+                        .is_some()
+                    {
+                        continue;
+                    }
                     let mut scratch = HoldShard::default();
-                    let slot = self.load_archived_hold(&mut scratch, hash_key(id), id, entry)?;
+                    let slot = self.load_archived_hold(&mut scratch, hash, id, entry)?;
                     visit(Archived::Hold(scratch.entries.at(slot).clone()));
                 }
-                (Owner::Record { .. }, ArchivedEntry::Record(k)) => {
+                (Owner::Record { id, .. }, ArchivedEntry::Record(k)) => {
+                    if lock(&self.keys[self.shard_of(id)])
+                        .records
+                        .contains_key(&k.key)
+                    {
+                        continue;
+                    }
                     let (key, record) = KeyRecord::unlisted(k);
                     visit(Archived::Record(key, record));
                 }

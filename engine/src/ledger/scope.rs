@@ -316,7 +316,8 @@ impl Ledger {
         command: &impl KeyedCommand,
     ) -> Result<MutexGuard<'_, KeyShard>, LogError> {
         let mut keys = lock(&self.keys[self.shard_of(command.key_ids().0)]);
-        if self.archive.is_some() {
+        // The key is built only when this shard has archived records to look among.
+        if !keys.archived.is_empty() {
             self.fault_in_record(&mut keys, &command.idempotency_key())?;
         }
         Ok(keys)
