@@ -2,7 +2,7 @@
 //! records and the per-item report.
 
 use super::files::{FileFormat, file_records};
-use super::output::{item_error_json, item_exit, print_json, print_table};
+use super::output::{Unit, item_error_json, item_exit, print_json, print_table, progress_bar};
 use super::parse::parse_line;
 use super::{ClientOpts, Exit, Failed, Outcome, connect};
 use clap::{Args, ValueEnum};
@@ -20,6 +20,8 @@ File formats:
     txn_id,store_seq,occurred_at_ms,lines
     t-1,1,1700000000000,sneaker@store-7=1;sock@store-7=2
 
+Sent in calls of 1,000 sales, in file order; on a terminal a progress bar on stderr counts them.
+
 Exit codes: see `inventory --help`; 0 when every sale was recorded, else the code of the first
 sale that was not.";
 
@@ -31,6 +33,9 @@ File formats:
   CSV with a header row; LINEs separated by `;`; the disposition column is optional:
     return_id,lines,disposition
     r-1,sneaker@dc=1;sock@dc=2,inspect
+
+Sent in calls of 1,000 returns, in file order; on a terminal a progress bar on stderr counts
+them.
 
 Exit codes: see `inventory --help`; 0 when every return was recorded, else the code of the
 first return that was not.";
@@ -97,6 +102,11 @@ pub(super) async fn sales(args: SalesArgs) -> Outcome {
     let ids: Vec<String> = sales.iter().map(|s| s.txn_id.clone()).collect();
     let mut client = connect(&args.client, true).await?;
     let mut results = Vec::with_capacity(sales.len());
+    let progress = progress_bar(
+        Some(sales.len() as u64),
+        Unit::Items("sales"),
+        args.client.json,
+    );
     for chunk in sales.chunks(inv_api::BATCH_ITEMS_MAX) {
         let response = client
             .record_sales(pb::RecordSalesRequest {
@@ -106,7 +116,9 @@ pub(super) async fn sales(args: SalesArgs) -> Outcome {
             .await?
             .into_inner();
         results.extend(response.results);
+        progress.inc(chunk.len() as u64);
     }
+    progress.finish_and_clear();
     report_batch("sales", "txn_id", &ids, results, args.client.json)
 }
 
@@ -121,6 +133,11 @@ pub(super) async fn returns(args: ReturnsArgs) -> Outcome {
     let ids: Vec<String> = returns.iter().map(|r| r.return_id.clone()).collect();
     let mut client = connect(&args.client, true).await?;
     let mut results = Vec::with_capacity(returns.len());
+    let progress = progress_bar(
+        Some(returns.len() as u64),
+        Unit::Items("returns"),
+        args.client.json,
+    );
     for chunk in returns.chunks(inv_api::BATCH_ITEMS_MAX) {
         let response = client
             .record_returns(pb::RecordReturnsRequest {
@@ -129,7 +146,9 @@ pub(super) async fn returns(args: ReturnsArgs) -> Outcome {
             .await?
             .into_inner();
         results.extend(response.results);
+        progress.inc(chunk.len() as u64);
     }
+    progress.finish_and_clear();
     report_batch("returns", "return_id", &ids, results, args.client.json)
 }
 

@@ -1,10 +1,11 @@
-//! Printing answers: tables, JSON documents, item errors and times.
+//! Printing answers: tables, JSON documents, item errors, times, and progress bars.
 
 use super::Exit;
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use inv_proto::code_name;
 use inv_proto::v1 as pb;
 use serde_json::{Value, json};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use tonic::Code;
 
 pub(super) const AVAILABILITY_HEADERS: [&str; 9] = [
@@ -166,4 +167,39 @@ mod tests {
         assert_eq!(format_utc_ms(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
         assert_eq!(format_utc_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
     }
+}
+
+/// What a progress bar counts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Unit {
+    /// Bytes of a file read (a snapshot streams while it is read).
+    Bytes,
+    /// Items sent (sales, returns), named in the bar.
+    Items(&'static str),
+}
+
+/// A progress bar on stderr when it is a terminal and the output is not `--json`; hidden
+/// (drawing nothing) otherwise, so scripts and pipes see only the answer. Without a known
+/// length it is a spinner. A bar dropped on an error clears itself, so the error is printed
+/// on a clean line.
+pub(super) fn progress_bar(length: Option<u64>, unit: Unit, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let Some(length) = length else {
+        return ProgressBar::new_spinner().with_finish(ProgressFinish::AndClear);
+    };
+    let template = match unit {
+        Unit::Bytes => {
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}".to_string()
+        }
+        Unit::Items(what) => {
+            format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what} {{msg}}")
+        }
+    };
+    let bar = ProgressBar::new(length).with_finish(ProgressFinish::AndClear);
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
 }

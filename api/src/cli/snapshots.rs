@@ -9,21 +9,21 @@
 //! the same file again is a retry (answered with the original), not a second snapshot.
 
 use super::files::FileFormat;
-use super::output::{format_utc_ms, print_json, print_table};
+use super::output::{Unit, format_utc_ms, print_json, print_table, progress_bar};
 use super::reports::{
     print_reconciliation, print_reconciliations, print_summary_table, reconciliation_json,
 };
 use super::{ClientOpts, Exit, Failed, Outcome, connect};
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use inv_engine::reconcile::{RowDigest, SnapshotRow};
 use inv_engine::{Location, Sku};
 use inv_proto::v1 as pb;
 use pb::push_snapshot_request::Message as M;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
@@ -311,7 +311,7 @@ pub(super) async fn import(args: ImportArgs) -> Outcome {
     };
     // No per-call timeout: a large file streams for as long as it takes.
     let mut client = connect(&args.client, false).await?;
-    let progress = progress_bar(length, args.client.json);
+    let progress = progress_bar(length, Unit::Bytes, args.client.json);
     let (sender, receiver) = mpsc::channel(CHUNKS_QUEUED);
     sender
         .send(message(M::Header(header)))
@@ -389,25 +389,6 @@ fn default_id(source: &str, file: &Path, as_of_ms: u64) -> String {
         id.remove(0);
     }
     id
-}
-
-/// A progress bar on stderr when it is a terminal (and not --json); hidden otherwise.
-fn progress_bar(length: Option<u64>, json: bool) -> ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    match length {
-        Some(bytes) => {
-            let bar = ProgressBar::new(bytes);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-            ) {
-                bar.set_style(style);
-            }
-            bar
-        }
-        None => ProgressBar::new_spinner(),
-    }
 }
 
 fn message(message: M) -> pb::PushSnapshotRequest {
