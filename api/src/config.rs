@@ -28,7 +28,9 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 pub struct ServerConfig {
     /// Largest request the server decodes, in bytes. A RecordSales batch of 1,000 sales of a
-    /// few lines each is well under 1 MiB; 8 MiB leaves room for wide baskets.
+    /// few lines each is well under 1 MiB; 8 MiB leaves room for wide baskets. A larger
+    /// message (also one message of a stream) is answered RESOURCE_EXHAUSTED
+    /// (MESSAGE_TOO_LARGE) before it is read.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub request_bytes_max: usize,
     /// Largest response the server encodes, in bytes (a Check of 1,000 positions is ~100 KiB;

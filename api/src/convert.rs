@@ -1,45 +1,58 @@
 //! Proto <-> domain conversion.
 //!
 //! Decoding only translates: the engine validates every command's shape itself (ids, quantities,
-//! line counts, TTL bounds) and names the offending field, so those rules live in one place.
+//! line counts, TTL bounds) and names every offending field, so those rules live in one place.
 //! What only the wire can get wrong is checked here: enum values that are unknown or
-//! UNSPECIFIED, and batch envelopes that are too large. Where a request can have several such
-//! problems, all are collected into one INVALID_ARGUMENT (a `google.rpc.BadRequest` with a
-//! violation per field), so a client fixes them in one round trip.
+//! UNSPECIFIED, and batch envelopes that are too large. Every problem of a request is collected
+//! into one INVALID_ARGUMENT (a `google.rpc.BadRequest` with a violation per field): a request
+//! with a wire problem is also checked by the engine's rules ([`finish_command`]), so a client
+//! fixes everything in one round trip.
 //!
 //! Reads are not commands, so the ids they name are checked here, with the engine's limits.
 
 use crate::BATCH_ITEMS_MAX;
-use crate::status::{Failure, FieldViolation};
+use crate::status::Failure;
+use inv_engine::Violations;
 use inv_engine::limits::ID_BYTES_MAX;
 use inv_engine::{
-    Adjust, AdjustmentId, Availability, Channel, Command, Commit, Dispose, DispositionAction,
-    DispositionId, Extend, HoldState, HoldView, Line, Location, Outcome, Receipt, RecordReturn,
-    RecordSale, Release, RequestId, ReservationId, Reserve, ReturnDisposition, ReturnId,
-    ReturnLine, SetSafetyStock, Sku, StoreId, StoreStatus, TxnId,
+    AcknowledgeStoreAnomaly, Adjust, AdjustmentId, AnomalyAction, Availability, Channel, Command,
+    Commit, Dispose, DispositionAction, DispositionId, Extend, HoldState, HoldView, Line, Location,
+    Outcome, Receipt, RecordReturn, RecordSale, Release, RequestId, ReservationId, Reserve,
+    ReturnDisposition, ReturnId, ReturnLine, SetSafetyStock, Sku, StoreAnomaly, StoreId,
+    StoreStatus, TxnId,
 };
 use inv_proto::v1 as pb;
 
-/// Field violations found while decoding one request.
+/// Field violations found while decoding one request (listed up to the engine's limit, like
+/// the engine's own).
 #[derive(Debug, Default)]
-pub struct FieldErrors(Vec<FieldViolation>);
+pub struct FieldErrors(Violations);
 
 impl FieldErrors {
     pub fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.0.push(field, description);
     }
 
     /// `value` if nothing was wrong, else one INVALID_ARGUMENT naming every violation.
     pub fn finish<T>(self, value: T) -> Result<T, Failure> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(Failure::invalid(self.0))
+        match self.0.into_result() {
+            Ok(()) => Ok(value),
+            Err(violations) => Err(Failure::invalid(violations)),
         }
     }
+}
+
+/// `command` if decoding found nothing wrong. Else one INVALID_ARGUMENT listing the engine's
+/// violations of the rest of the command (which it would otherwise only report once the wire
+/// problems are fixed) and then the wire's. A well-formed request is not checked here: the
+/// engine checks it when it is submitted.
+pub fn finish_command(errors: FieldErrors, command: Command) -> Result<Command, Failure> {
+    if errors.0.is_empty() {
+        return Ok(command);
+    }
+    let mut violations = command.violations();
+    violations.extend(errors.0);
+    Err(Failure::invalid(violations))
 }
 
 /// Refuses a batch envelope with no items or more than [`BATCH_ITEMS_MAX`].
@@ -170,10 +183,11 @@ pub fn return_(request: pb::Return) -> Result<Command, Failure> {
             }
         })
         .collect();
-    errors.finish(Command::RecordReturn(RecordReturn {
+    let command = Command::RecordReturn(RecordReturn {
         return_id: ReturnId::new(request.return_id),
         lines,
-    }))
+    });
+    finish_command(errors, command)
 }
 
 pub fn disposition(request: pb::DispositionRequest) -> Result<Command, Failure> {
@@ -190,14 +204,15 @@ pub fn disposition(request: pb::DispositionRequest) -> Result<Command, Failure> 
             DispositionAction::Scrap
         }
     };
-    errors.finish(Command::Dispose(Dispose {
+    let command = Command::Dispose(Dispose {
         disposition_id: DispositionId::new(request.disposition_id),
         return_id: ReturnId::new(request.return_id),
         sku: Sku::new(request.sku),
         location: Location::new(request.location),
         qty: request.qty,
         action,
-    }))
+    });
+    finish_command(errors, command)
 }
 
 pub fn adjust(request: pb::AdjustRequest) -> Command {
@@ -391,6 +406,63 @@ pub fn store_status(status: StoreStatus, gaps_max: usize) -> pb::StoreSequenceSt
         duplicates_absorbed: status.duplicates_absorbed,
         newest_lag_ms: status.newest_lag_ms,
         newest_occurred_at_ms: status.newest_occurred_at_ms,
+        anomalies: status.anomalies.iter().map(store_anomaly).collect(),
+        anomalies_dropped: status.anomalies_dropped,
+    }
+}
+
+fn store_anomaly(anomaly: &StoreAnomaly) -> pb::StoreSeqAnomaly {
+    pb::StoreSeqAnomaly {
+        txn_id: anomaly.txn_id.to_string(),
+        store_seq: anomaly.store_seq,
+        newest_seq: anomaly.newest_seq,
+        occurred_at_ms: anomaly.occurred_at_ms,
+        recorded_at_ms: anomaly.recorded_at_ms,
+        lsn: anomaly.lsn.0,
+    }
+}
+
+pub fn acknowledge_store_anomaly(
+    request: pb::AcknowledgeStoreAnomalyRequest,
+) -> Result<Command, Failure> {
+    let mut errors = FieldErrors::default();
+    let action = match pb::AnomalyAction::try_from(request.action) {
+        Ok(pb::AnomalyAction::Accept) => AnomalyAction::Accept,
+        Ok(pb::AnomalyAction::Dismiss) => AnomalyAction::Dismiss,
+        Ok(pb::AnomalyAction::Unspecified) => {
+            errors.push("action", "must be ACCEPT or DISMISS");
+            AnomalyAction::Dismiss
+        }
+        Err(_) => {
+            errors.push("action", format!("unknown value {}", request.action));
+            AnomalyAction::Dismiss
+        }
+    };
+    let command = Command::AcknowledgeStoreAnomaly(AcknowledgeStoreAnomaly {
+        store_id: StoreId::new(request.store_id),
+        txn_id: TxnId::new(request.txn_id),
+        action,
+    });
+    finish_command(errors, command)
+}
+
+/// AcknowledgeStoreAnomaly's answer from its receipt.
+pub fn anomaly_acknowledged(
+    receipt: Receipt,
+) -> Result<pb::AcknowledgeStoreAnomalyResponse, Failure> {
+    match receipt.outcome {
+        Outcome::StoreAnomalyAcknowledged {
+            store_seq,
+            accepted,
+            gaps_abandoned,
+        } => Ok(pb::AcknowledgeStoreAnomalyResponse {
+            lsn: receipt.lsn.0,
+            duplicate: receipt.duplicate,
+            store_seq,
+            accepted,
+            gaps_abandoned,
+        }),
+        other => Err(Failure::internal(format!("unexpected outcome {other:?}"))),
     }
 }
 
@@ -424,6 +496,27 @@ mod tests {
             .map(|v| v.field.as_str())
             .collect();
         assert_eq!(fields, ["lines[0].disposition", "lines[1].disposition"]);
+    }
+
+    #[test]
+    fn a_wire_problem_is_listed_with_the_engines_violations_of_the_rest() {
+        // Goal: an unknown enum is found while decoding, before the engine sees the command;
+        // the answer still names the engine's violations too, so one round trip fixes all.
+        let failure = disposition(pb::DispositionRequest {
+            disposition_id: String::new(),
+            return_id: "ret-1".into(),
+            sku: "sku-1".into(),
+            location: "dc-1".into(),
+            qty: 0,
+            action: 0,
+        })
+        .expect_err("invalid");
+        let fields: Vec<_> = failure
+            .violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["disposition_id", "qty", "action"]);
     }
 
     #[test]

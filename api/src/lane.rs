@@ -1,6 +1,7 @@
 //! The bulk lane's thread: a current-thread runtime on an OS thread of its own, at a lower
 //! priority, where RecordSales and RecordReturns are decoded, decided and answered (see
-//! `bulk` for why and for the routing).
+//! `bulk` for why and for the routing), and where reconciliations and ListEvents' scans of
+//! the log run, each yielding between steps.
 
 use crate::status::{self, Failure};
 use std::future::Future;

@@ -17,6 +17,8 @@
 //!   budget is used up, else decoded, decided and answered on the bulk lane (`lane`: a thread
 //!   of their own at a lower OS priority), so a backfill only gets the CPU the hot path leaves.
 //! - `watch`: the `WatchAvailability` change feed, read from the event log.
+//! - `events`: `ListEvents`, a page of one position's or one hold's events, scanned from the
+//!   event log on the bulk lane (a bounded scan; it only gets the CPU the hot path leaves).
 //! - `pipeline`: how every write is decided, waited on and answered, and how a check is
 //!   answered, whichever path (unary, session, bulk) it came by.
 //! - `expirer`, `checkpointer`: the background tasks that record expiry events for lapsed
@@ -31,19 +33,23 @@
 //!   listener, so no thread is parked per in-flight write; `lane`: the bulk lane's thread.
 //! - `convert`: proto <-> domain, collecting every field violation of a request at once.
 //! - `status`: the one mapping from engine errors, refusals and refusing outcomes to
-//!   `tonic::Status` (and to per-item errors of batch calls), with the table in its doc.
+//!   `tonic::Status` (and to per-item errors of batch calls), with the table in its doc;
+//!   `message_size`: tonic's answer to a request over the decode limit, rewritten to that
+//!   mapping's (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE).
 //! - `config`: [`ServerConfig`], the server's limits and timings, each declared once (the
 //!   binary's flag, environment variable and config-file key all come from it).
 //! - [`host`]: the runtime and memory set-up shared by the processes that host the server.
+//! - [`tls`]: TLS on the gRPC and metrics ports, with certificates a reload swaps without
+//!   dropping connections (the process hands [`tls::TlsIncoming`] to `serve` as its stream).
 //! - `main.rs` (the `inventory` binary): CLI, settings, tracing, the data folder, signals.
 //!
 //! The API reaches the engine only through [`Engine`]'s own methods, never its ledger or log.
 //!
 //! # Limits and back-pressure
 //! Every queue has a bound (see [`ServerConfig`]). Interactive writes (Reserve, Commit, Release,
-//! Extend, Disposition, Adjust, SetSafetyStock), bulk writes (RecordSales, RecordReturns) and
-//! change-feed streams each have their own concurrency budget, so a flood of store batches can
-//! never make a checkout's Reserve queue behind it. A budget that is used up answers
+//! Extend, Disposition, Adjust, SetSafetyStock), bulk writes (RecordSales, RecordReturns),
+//! change-feed streams and event listings (ListEvents) each have their own concurrency
+//! budget, so a flood of store batches can never make a checkout's Reserve queue behind it. A budget that is used up answers
 //! RESOURCE_EXHAUSTED at once (nothing applied, retry later) instead of queueing unboundedly.
 //! Bulk calls also run on their own lower-priority thread (`bulk`), so under a surge they are
 //! the ones that slow down: their budget then refuses the surplus before reading it.
@@ -64,9 +70,11 @@ mod checkpointer;
 mod config;
 mod convert;
 mod durability;
+mod events;
 mod expirer;
 pub mod host;
 mod lane;
+mod message_size;
 mod metrics;
 mod pipeline;
 mod reconcile;
@@ -74,6 +82,7 @@ mod service;
 mod session;
 mod shared;
 mod status;
+pub mod tls;
 mod watch;
 
 use inv_engine::Engine;
@@ -124,6 +133,9 @@ pub struct ServeOptions {
     /// can bind `127.0.0.1:0` and read the port. Served until `serve_with` returns: through the
     /// drain, so the last scrapes see the shutdown.
     pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// Serve `metrics_listener` over TLS with these certificates (reloaded with the gRPC
+    /// port's, as they are the same [`tls::ServerTls`]). `None`: plaintext HTTP.
+    pub metrics_tls: Option<Arc<tls::ServerTls>>,
     /// Where pushed ERP snapshots and their reports are kept: `RedbSnapshotStore` in the data
     /// folder beside the log, so staged snapshots and reports survive restarts. `None` keeps
     /// them in memory.
@@ -136,6 +148,7 @@ impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeOptions")
             .field("metrics_listener", &self.metrics_listener)
+            .field("metrics_tls", &self.metrics_tls)
             .field(
                 "snapshots",
                 &self.snapshots.as_ref().map(|_| "SnapshotStore"),
@@ -200,6 +213,8 @@ where
         .max_decoding_message_size(config.request_bytes_max)
         .max_encoding_message_size(config.response_bytes_max);
     let inventory = bulk::Routed::new(inventory, Arc::clone(&shared));
+    // Inside the metrics layer, so calls are counted with the code the client gets.
+    let inventory = message_size::DecodeLimit::new(inventory, config.request_bytes_max);
     let inventory = metrics::Instrumented::new(inventory, Arc::clone(&shared));
 
     let relay = {
@@ -219,6 +234,7 @@ where
     let metrics_task = options.metrics_listener.map(|listener| {
         tokio::spawn(metrics::serve_http(
             listener,
+            options.metrics_tls.clone(),
             Arc::clone(&shared),
             metrics_stop.clone(),
         ))

@@ -1,7 +1,8 @@
 //! `inventory`: the engine's command-line entry point.
 //!
 //! - `inventory` or `inventory serve`: open the data folder's event log, recover the ledger
-//!   from it, and serve the gRPC API until SIGINT or SIGTERM, then drain and flush.
+//!   from it, and serve the gRPC API until SIGINT or SIGTERM, then drain and flush. With
+//!   `--tls-cert`, over TLS only, the certificates read again at every SIGHUP.
 //! - `inventory demo`: an in-process flash sale against a real ledger (see `demo.rs`).
 //! - `inventory check`, `reserve`, `commit`, ... : a client of a running server, with tables
 //!   or `--json` and exit codes scripts can rely on (see `cli/`).
@@ -28,6 +29,7 @@ use inv_engine::reconcile::{RedbSnapshotStore, SnapshotStore};
 use inv_engine::{Engine, LedgerConfig, MemoryPolicy, RedbLog, RedbLogOptions, SystemClock};
 use settings::{LogFormat, ServeArgs, Settings};
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -137,6 +139,22 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn run(settings: Settings) -> Result<()> {
+    // Before recovery, which can take a while: a mistake here should fail at once.
+    let tls = match &settings.tls {
+        Some(files) => Some(
+            inv_api::tls::ServerTls::load(files.clone())
+                .context("loading the TLS certificate (--tls-cert, --tls-key, --tls-client-ca)")?,
+        ),
+        None => {
+            refuse_plaintext_beyond_loopback(&settings)?;
+            None
+        }
+    };
+    // Stopped once serving has (dropping the handle would leave it running); on an early
+    // return the runtime's end stops it.
+    let reloader = tls
+        .as_ref()
+        .map(|tls| tokio::spawn(reload_on_hangup(Arc::clone(tls))));
     info!(
         data_dir = %settings.data_dir.display(),
         durability = ?settings.log_options.durability,
@@ -164,8 +182,13 @@ async fn run(settings: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
-    info!(addr = %listener.local_addr()?, workers = settings.worker_threads, "serving inventory.v1");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    info!(
+        addr = %listener.local_addr()?,
+        workers = settings.worker_threads,
+        tls = tls.is_some(),
+        mutual_tls = settings.tls.as_ref().is_some_and(|f| f.client_ca.is_some()),
+        "serving inventory.v1"
+    );
 
     let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(
@@ -176,18 +199,40 @@ async fn run(settings: Settings) -> Result<()> {
         None => None,
     };
     let engine = Arc::new(engine);
-    inv_api::serve_with(
-        Arc::clone(&engine),
-        server,
-        incoming,
-        shutdown_signal(),
-        inv_api::ServeOptions {
-            metrics_listener,
-            snapshots: Some(snapshots),
-            reconcile: settings.reconcile.clone(),
-        },
-    )
-    .await?;
+    let options = inv_api::ServeOptions {
+        metrics_listener,
+        metrics_tls: tls.clone(),
+        snapshots: Some(snapshots),
+        reconcile: settings.reconcile.clone(),
+    };
+    match tls {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            inv_api::serve_with(
+                Arc::clone(&engine),
+                server,
+                incoming,
+                shutdown_signal(),
+                options,
+            )
+            .await?;
+        }
+        Some(tls) => {
+            let incoming = tls.incoming(listener, inv_api::tls::Port::Grpc);
+            inv_api::serve_with(
+                Arc::clone(&engine),
+                server,
+                incoming,
+                shutdown_signal(),
+                options,
+            )
+            .await?;
+        }
+    }
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
 
     // Calls whose clients left may still be finishing on the blocking pool; each holds the
     // engine until it is done. Wait for them (bounded), then close the log, which commits
@@ -271,6 +316,69 @@ fn open(
     let snapshots = RedbSnapshotStore::open(data_dir)
         .with_context(|| format!("opening the snapshot store in {}", data_dir.display()))?;
     Ok((engine, log, Arc::new(snapshots)))
+}
+
+/// Without TLS, refuses a listen address (gRPC or metrics) that is not loopback, unless
+/// `--insecure-plaintext` says to serve it anyway; then warns, at every start.
+fn refuse_plaintext_beyond_loopback(settings: &Settings) -> Result<()> {
+    let addrs: Vec<SocketAddr> = std::iter::once(settings.listen)
+        .chain(settings.metrics_listen)
+        .collect();
+    let exposed = inv_api::tls::beyond_loopback(&addrs);
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    let exposed: Vec<String> = exposed.iter().map(ToString::to_string).collect();
+    let exposed = exposed.join(", ");
+    if !settings.insecure_plaintext {
+        anyhow::bail!(
+            "refusing to serve plaintext on {exposed}, which is not a loopback address: give \
+             --tls-cert and --tls-key to serve TLS, or --insecure-plaintext to serve it without \
+             TLS (see docs/security.md)"
+        );
+    }
+    warn!(
+        addresses = %exposed,
+        "serving plaintext beyond loopback (--insecure-plaintext): anyone who can reach these \
+         addresses can call the API and read its traffic"
+    );
+    Ok(())
+}
+
+/// Reads the TLS files again at every SIGHUP. A reload that fails keeps the certificates in
+/// use; either way open connections go on. The handler is installed before this returns (a
+/// SIGHUP's default action ends the process), so a SIGHUP after the server logs that it is
+/// serving always reloads; the returned future does the reloading.
+fn reload_on_hangup(tls: Arc<inv_api::tls::ServerTls>) -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hangups = match hangups {
+                Ok(signal) => signal,
+                Err(error) => {
+                    warn!(%error, "cannot listen for SIGHUP: TLS certificates will not reload");
+                    return;
+                }
+            };
+            while hangups.recv().await.is_some() {
+                let files = tls.files();
+                match tls.reload() {
+                    Ok(()) => info!(
+                        cert = %files.cert.display(),
+                        "SIGHUP: TLS certificates reloaded; new connections use them"
+                    ),
+                    Err(error) => warn!(
+                        %error,
+                        "SIGHUP: TLS certificates not reloaded; the previous ones stay in use"
+                    ),
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tls;
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

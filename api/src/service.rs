@@ -10,13 +10,14 @@
 //! Reads (`Check`, `CheckSku`, `GetReservation`, `StoreStatus`) take one short engine lock
 //! each and never wait for the log, so they run inline. The reconciliation RPCs are in
 //! `reconcile`; their reads (reports from the snapshot store, held drifts) run on the blocking
-//! pool.
+//! pool. `ListEvents` scans the event log on the bulk lane (`events`).
 //!
 //! Every write goes through `pipeline`, which the `Session` stream and the bulk lane use too,
 //! so each kind of request is answered alike on every path.
 
 use crate::bulk;
 use crate::convert::{self, FieldErrors};
+use crate::events;
 use crate::pipeline;
 use crate::reconcile;
 use crate::session::{self, SessionStream};
@@ -309,6 +310,25 @@ impl Inventory for InventoryService {
         let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
         let answer = blocking(move || reconcile::list_held(&shared, request)).await?;
         Ok(Response::new(answer))
+    }
+
+    // A scan of the log: on the bulk lane, with a budget of its own (see `events`).
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let answer = events::list(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    // A write like the others: decided inline, answered once durable.
+    async fn acknowledge_store_anomaly(
+        &self,
+        request: Request<pb::AcknowledgeStoreAnomalyRequest>,
+    ) -> Result<Response<pb::AcknowledgeStoreAnomalyResponse>, Status> {
+        let command = convert::acknowledge_store_anomaly(request.into_inner())?;
+        let receipt = pipeline::submit(&self.shared, command).await?;
+        Ok(Response::new(convert::anomaly_acknowledged(receipt)?))
     }
 }
 

@@ -28,13 +28,15 @@
 //! - The server shuts down: the session stops reading, answers what it has read (each write is
 //!   already in the log), and ends with UNAVAILABLE (SHUTTING_DOWN). An open stream would
 //!   otherwise hold graceful shutdown until the drain timeout (STACK.md §5.1).
-//! - The request side fails (a message too large, a reset): as for shutdown, with that status.
+//! - The request side fails (a message too large, a reset): as for shutdown, with that status;
+//!   a message over the decode limit ends it RESOURCE_EXHAUSTED (MESSAGE_TOO_LARGE), as the
+//!   unary call would have been answered.
 //! - The client goes away: tonic drops the session, and with it the waits in flight; their
 //!   writes are in the log already and become durable with the rest.
 
 use crate::pipeline;
 use crate::shared::Shared;
-use crate::status::Failure;
+use crate::status::{self, Failure};
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use inv_proto::v1 as pb;
 use pb::session_request::Request as Ask;
@@ -116,7 +118,12 @@ impl Session {
                         }
                     }
                     None => self.reading = false,
-                    Some(Err(status)) => self.stop_reading(status),
+                    Some(Err(status)) => {
+                        let limit_bytes = self.shared.config.request_bytes_max;
+                        let end = status::decode_limit(&status, limit_bytes)
+                            .map_or(status, Status::from);
+                        self.stop_reading(end);
+                    }
                 },
                 // Not reading and nothing in flight: the stream is over.
                 else => return self.end.take().map(Err),

@@ -34,6 +34,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, ValueEnum};
+use inv_api::tls::TlsFiles;
 use inv_api::{ReconcileConfig, ServerConfig};
 use inv_engine::log::redb::Durability;
 use inv_engine::reconcile::TolerancePolicy;
@@ -90,6 +91,29 @@ pub struct ProcessSettings {
     /// Address of the Prometheus metrics endpoint (GET /metrics), or `off`.
     #[arg(long, value_name = "ADDR|off", default_value = METRICS_LISTEN_DEFAULT)]
     pub metrics_listen: MetricsListen,
+    /// The server's TLS certificate chain (PEM), or `none`. With --tls-key, the gRPC and
+    /// metrics ports serve TLS only; SIGHUP reads both files again (docs/security.md).
+    #[arg(long, value_name = "FILE|none", default_value = "none")]
+    pub tls_cert: FileOrNone,
+    /// The private key of --tls-cert (PEM), or `none`.
+    #[arg(long, value_name = "FILE|none", default_value = "none")]
+    pub tls_key: FileOrNone,
+    /// CA certificates (PEM) that sign client certificates, or `none`. Given, every client
+    /// must present a certificate signed by one of them (mutual TLS).
+    #[arg(long, value_name = "FILE|none", default_value = "none")]
+    pub tls_client_ca: FileOrNone,
+    /// Serve plaintext on an address that is not loopback (--listen or --metrics-listen).
+    /// Without TLS such an address is refused unless this is set, and a warning is logged at
+    /// every start when it is.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value_t = false
+    )]
+    pub insecure_plaintext: bool,
     /// Folder of the event log (created if missing).
     #[arg(long, value_name = "DIR", default_value = DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
@@ -123,6 +147,12 @@ pub struct ProcessSettings {
     /// The log keeps this much history through checkpoints and restarts.
     #[arg(long, value_name = "MS", default_value_t = LedgerConfig::default().history_ms)]
     pub reconcile_history_ms: u64,
+    /// How far a sale's store_seq may run ahead of its store's newest sequence number (at
+    /// least 1). A sale beyond it is still recorded, but its number is kept out of the
+    /// store's sequence as an anomaly (StoreStatus) until `inventory store-ack` accepts or
+    /// dismisses it. Changing it affects only sales recorded from then on.
+    #[arg(long, value_name = "N", default_value_t = LedgerConfig::default().store_seq_jump_max)]
+    pub store_seq_jump_max: u64,
     /// When a write is acknowledged.
     #[arg(long, value_enum, default_value_t = DurabilityMode::Sync)]
     pub durability: DurabilityMode,
@@ -388,6 +418,40 @@ impl std::str::FromStr for MetricsListen {
     }
 }
 
+/// A file, or `none` (also an empty value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOrNone(pub Option<PathBuf>);
+
+impl std::str::FromStr for FileOrNone {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() || text.trim().eq_ignore_ascii_case("none") {
+            return Ok(FileOrNone(None));
+        }
+        Ok(FileOrNone(Some(PathBuf::from(text))))
+    }
+}
+
+/// The TLS files of the settings: none, or a certificate with its key (and maybe a client CA).
+fn tls_files(process: &ProcessSettings) -> Result<Option<TlsFiles>> {
+    match (
+        &process.tls_cert.0,
+        &process.tls_key.0,
+        &process.tls_client_ca.0,
+    ) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+        })),
+        (None, None, Some(_)) => bail!("tls_client_ca needs tls_cert and tls_key"),
+        (Some(_), None, _) => bail!("tls_cert needs tls_key"),
+        (None, Some(_), _) => bail!("tls_key needs tls_cert"),
+    }
+}
+
 /// Half the cores, at least 1 (see `--worker-threads`).
 fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
@@ -568,6 +632,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// None: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// None: plaintext on both ports.
+    pub tls: Option<TlsFiles>,
+    pub insecure_plaintext: bool,
     pub data_dir: PathBuf,
     pub ledger: LedgerConfig,
     /// The memory budget, with `--memory-limit-bytes 0` resolved to half the machine's.
@@ -598,7 +665,11 @@ impl Settings {
             key_retention_ms: process.key_retention_ms,
             history_ms: process.reconcile_history_ms,
             rejection_retention_ms: process.rejection_retention_ms,
+            store_seq_jump_max: process.store_seq_jump_max,
         };
+        if ledger.store_seq_jump_max == 0 {
+            bail!("store_seq_jump_max must be at least 1");
+        }
         if !(1..=100).contains(&process.memory_high_water_percent) {
             bail!(
                 "memory_high_water_percent must be 1 to 100, got {}",
@@ -636,6 +707,8 @@ impl Settings {
                 MetricsListen::On(addr) => Some(addr),
                 MetricsListen::Off => None,
             },
+            tls: tls_files(&process)?,
+            insecure_plaintext: process.insecure_plaintext,
             data_dir: process.data_dir,
             ledger,
             memory,

@@ -13,6 +13,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
+/// ListEvents calls at once (each holds one read of events and its page): a handful of
+/// people looking into orders at a time; more is RESOURCE_EXHAUSTED.
+pub const EVENT_LISTINGS_MAX: usize = 4;
+
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
     pub config: ServerConfig,
@@ -24,6 +28,9 @@ pub(crate) struct Shared {
     pub bulk_lane: BulkLane,
     /// Budget of open change feeds.
     pub watches: Arc<Semaphore>,
+    /// Budget of ListEvents calls scanning the log (`events`); its own, so a support tool
+    /// never takes a bulk write's place.
+    pub event_listings: Arc<Semaphore>,
     /// The highest LSN this server knows to be applied. Change feeds wake when it moves, so
     /// they follow the log without polling it hard.
     pub head: tokio::sync::watch::Sender<u64>,
@@ -57,6 +64,7 @@ impl Shared {
             bulk: Arc::new(Semaphore::new(config.bulk_in_flight_max)),
             bulk_lane: BulkLane::start(config.bulk_nice)?,
             watches: Arc::new(Semaphore::new(config.watch_streams_max)),
+            event_listings: Arc::new(Semaphore::new(EVENT_LISTINGS_MAX)),
             head: tokio::sync::watch::Sender::new(head),
             shutdown,
             fail_stop: Notify::new(),

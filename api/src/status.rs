@@ -1,16 +1,19 @@
 //! The one mapping from engine errors and refusing outcomes to gRPC statuses.
 //!
 //! Every failure becomes a [`Failure`] first: a canonical code, a machine-readable
-//! [`ErrorReason`], the offending field (when one is to blame) and a message. A unary call turns
-//! it into a `tonic::Status` carrying a `google.rpc.ErrorInfo` (domain [`DOMAIN`]) and, for
-//! INVALID_ARGUMENT, a `google.rpc.BadRequest` with every field violation; a batch call turns it
-//! into the item's `ItemError`. One mapping for both keeps a bad sale in a batch and the same
-//! sale sent alone answering alike.
+//! [`ErrorReason`], the offending fields (every violation of a malformed request, the first
+//! leading; otherwise the one field to blame, if any) and a message. A unary call turns it into
+//! a `tonic::Status` carrying a `google.rpc.ErrorInfo` (domain [`DOMAIN`]; the field to blame
+//! as its `field` metadata) and, for INVALID_ARGUMENT and KEY_REUSED, a `google.rpc.BadRequest`
+//! with every field violation (or the field that differs from the request first sent under the
+//! key); a batch call or a Session request turns it into an `ItemError`, whose one `field` is
+//! the first violation's and whose message names them all. One mapping for all keeps a bad sale
+//! in a batch and the same sale sent alone answering alike.
 //!
 //! | engine says | code | reason | recorded under the key |
 //! |---|---|---|---|
-//! | `SubmitError::Invalid`, conversion errors | INVALID_ARGUMENT | INVALID_FIELD | no |
-//! | `Refusal::KeyConflict` | ALREADY_EXISTS | KEY_REUSED | no |
+//! | `SubmitError::Invalid`, conversion errors (every violation) | INVALID_ARGUMENT | INVALID_FIELD | no |
+//! | `Refusal::KeyConflict` (the path that differs, `lines[1].qty`) | ALREADY_EXISTS | KEY_REUSED | no |
 //! | `Refusal::ReservationIdInUse` / `ReturnIdInUse` | ALREADY_EXISTS | ID_IN_USE | no |
 //! | `Refusal::ReservationNotFound` / `ReturnNotFound` | NOT_FOUND | RESERVATION_NOT_FOUND / RETURN_NOT_FOUND | no |
 //! | `Refusal::NotHeld` / `NotQuarantined` | FAILED_PRECONDITION | NOT_HELD / NOT_QUARANTINED | no |
@@ -20,15 +23,17 @@
 //! | `SubmitError::Busy`, a concurrency budget used up | RESOURCE_EXHAUSTED | LOG_FULL / OVERLOADED | no |
 //! | `SubmitError::FailStopped`, `SubmitError::Log` | UNAVAILABLE | FAIL_STOPPED | no |
 //! | `SubmitError::MemoryExhausted` (past `--memory-limit-bytes`) | RESOURCE_EXHAUSTED | MEMORY_EXHAUSTED | no |
+//! | a request message over `--request-bytes-max` (tonic's OUT_OF_RANGE, see [`decode_limit`]) | RESOURCE_EXHAUSTED | MESSAGE_TOO_LARGE | no |
 //! | `SubmitError::Archive` (the key archive could not be read) | UNAVAILABLE | ARCHIVE_UNAVAILABLE | no |
 //! | `Refusal::DriftNotHeld` | FAILED_PRECONDITION | DRIFT_NOT_HELD | no |
+//! | `Refusal::StoreNotFound` / `StoreAnomalyNotFound` | NOT_FOUND | STORE_NOT_FOUND / STORE_ANOMALY_NOT_FOUND | no |
 //! | `Refusal::ReconciliationNotRunning` (the run's own; never reaches a client) | INTERNAL | INTERNAL | no |
 //!
 //! Snapshots and reconciliation (`reconcile`) are not commands, but map the same way:
 //!
 //! | engine says | code | reason |
 //! |---|---|---|
-//! | `PushError::Invalid` (a header field, `rows[i].*`), a malformed or out-of-order message, a chunk over its limits | INVALID_ARGUMENT | INVALID_FIELD |
+//! | `PushError::Invalid` (every header field, every `rows[i].*` of a chunk), a malformed or out-of-order message, a chunk over its limits | INVALID_ARGUMENT | INVALID_FIELD |
 //! | `StoreError::DuplicateRow` | INVALID_ARGUMENT | INVALID_FIELD |
 //! | `PushError::Incomplete`, a stream that ended or broke before its summary | INVALID_ARGUMENT / CANCELLED | SNAPSHOT_INCOMPLETE |
 //! | `PushError::Conflict` (the id was pushed with other content), `StoreError::AlreadyStored` | ALREADY_EXISTS | KEY_REUSED |
@@ -46,7 +51,7 @@
 //! is idempotent.
 
 use inv_engine::reconcile::{PushError, ReconcileError, StoreError};
-use inv_engine::{HoldState, Lsn, Outcome, Refusal, SubmitError};
+use inv_engine::{HoldState, Lsn, Outcome, Refusal, SubmitError, Violations};
 use inv_proto::v1 as pb;
 use pb::ErrorReason;
 use std::collections::HashMap;
@@ -69,9 +74,12 @@ pub struct Failure {
     pub code: Code,
     pub reason: ErrorReason,
     pub message: String,
-    /// For INVALID_ARGUMENT: every violation found (at least one). For other codes: at most
-    /// one, the field to blame, if any.
+    /// For INVALID_ARGUMENT: every violation found (at least one), up to the listing limit
+    /// (`inv_engine::limits::VIOLATIONS_LISTED_MAX`). For other codes: at most one, the field
+    /// to blame, if any.
     pub violations: Vec<FieldViolation>,
+    /// For INVALID_ARGUMENT: violations found past the listing limit, counted only.
+    pub violations_unlisted: u32,
     /// Extra machine-readable facts (the LSN that recorded a refusal, a hold's state).
     pub metadata: Vec<(&'static str, String)>,
 }
@@ -83,6 +91,7 @@ impl Failure {
             reason,
             message: message.into(),
             violations: Vec::new(),
+            violations_unlisted: 0,
             metadata: Vec::new(),
         }
     }
@@ -100,26 +109,71 @@ impl Failure {
         self
     }
 
-    /// INVALID_ARGUMENT listing every violation; the message names them all.
-    pub fn invalid(violations: Vec<FieldViolation>) -> Self {
+    /// INVALID_ARGUMENT listing every violation, the first leading; the message names them
+    /// all (the listed ones in full, then how many more were found).
+    pub fn invalid(violations: Violations) -> Self {
         debug_assert!(!violations.is_empty(), "an invalid request names a field");
-        let message = violations
+        let unlisted = violations.unlisted();
+        let violations: Vec<FieldViolation> = violations
+            .listed()
             .iter()
-            .map(|v| format!("invalid {}: {}", v.field, v.description))
-            .collect::<Vec<_>>()
-            .join("; ");
-        Self {
+            .map(|v| FieldViolation {
+                field: v.field.clone(),
+                description: v.reason.clone(),
+            })
+            .collect();
+        let mut failure = Self {
             violations,
-            ..Self::new(Code::InvalidArgument, ErrorReason::InvalidField, message)
+            violations_unlisted: unlisted,
+            ..Self::new(Code::InvalidArgument, ErrorReason::InvalidField, "")
+        };
+        failure.message = failure.invalid_message();
+        if unlisted > 0 {
+            failure = failure.with_metadata("violations_unlisted", unlisted);
         }
+        failure
     }
 
     /// INVALID_ARGUMENT for one field.
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::invalid(vec![FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }])
+        Self::invalid(Violations::one(field, description))
+    }
+
+    /// The message of an INVALID_ARGUMENT: every violation listed, the first leading.
+    fn invalid_message(&self) -> String {
+        let mut message = self
+            .violations
+            .iter()
+            .map(|v| format!("invalid {}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.violations_unlisted > 0 {
+            message.push_str(&format!(
+                "; and {} more not listed",
+                self.violations_unlisted
+            ));
+        }
+        message
+    }
+
+    /// RESOURCE_EXHAUSTED: a request message larger than the server decodes. `found_bytes`
+    /// is the message's size when known.
+    pub fn message_too_large(limit_bytes: usize, found_bytes: Option<u64>) -> Self {
+        let size = found_bytes.map_or_else(String::new, |n| format!(" ({n} bytes)"));
+        let failure = Self::new(
+            Code::ResourceExhausted,
+            ErrorReason::MessageTooLarge,
+            format!(
+                "the request message{size} is larger than the server's limit of {limit_bytes} \
+                 bytes (--request-bytes-max); nothing was read or applied: split it (fewer \
+                 items per batch, smaller chunks) and resend"
+            ),
+        )
+        .with_metadata("limit_bytes", limit_bytes);
+        match found_bytes {
+            Some(n) => failure.with_metadata("found_bytes", n),
+            None => failure,
+        }
     }
 
     /// RESOURCE_EXHAUSTED: a concurrency budget of this server is used up.
@@ -206,17 +260,13 @@ impl Failure {
             violation.field = map(&violation.field);
         }
         if self.code == Code::InvalidArgument {
-            self.message = self
-                .violations
-                .iter()
-                .map(|v| format!("invalid {}: {}", v.field, v.description))
-                .collect::<Vec<_>>()
-                .join("; ");
+            self.message = self.invalid_message();
         }
         self
     }
 
-    /// The item error of a batch call.
+    /// The item error of a batch call (or a Session request). Its `field` has room for one
+    /// path, the first violation's; the message names every violation.
     pub fn into_item_error(self) -> pb::ItemError {
         pb::ItemError {
             code: self.code as u32,
@@ -250,7 +300,9 @@ impl From<Failure> for Status {
             metadata.insert("field".to_owned(), violation.field.clone());
         }
         let mut details = ErrorDetails::with_error_info(failure.reason_name(), DOMAIN, metadata);
-        if failure.code == Code::InvalidArgument {
+        // A BadRequest names what to fix in the request: every malformed field, or the field
+        // that differs from the request first sent under a reused key.
+        if failure.code == Code::InvalidArgument || failure.reason == ErrorReason::KeyReused {
             for violation in &failure.violations {
                 details.add_bad_request_violation(&violation.field, &violation.description);
             }
@@ -262,7 +314,7 @@ impl From<Failure> for Status {
 /// The failure for an error the engine returned for a command.
 pub fn submit_error(error: &SubmitError) -> Failure {
     match error {
-        SubmitError::Invalid { field, reason } => Failure::invalid_field(field.clone(), reason),
+        SubmitError::Invalid(violations) => Failure::invalid(violations.clone()),
         SubmitError::Busy { capacity } => Failure::new(
             Code::ResourceExhausted,
             ErrorReason::LogFull,
@@ -298,9 +350,9 @@ pub fn submit_error(error: &SubmitError) -> Failure {
 pub fn refused(refusal: &Refusal) -> Failure {
     let message = refusal.to_string();
     match refusal {
-        Refusal::KeyConflict { key, field } => {
+        Refusal::KeyConflict { key, field, reason } => {
             Failure::new(Code::AlreadyExists, ErrorReason::KeyReused, message)
-                .with_field(*field, "differs from the request first sent under this key")
+                .with_field(field.clone(), reason.clone())
                 .with_metadata("key", key)
         }
         Refusal::ReservationIdInUse { state, .. } => {
@@ -332,6 +384,11 @@ pub fn refused(refusal: &Refusal) -> Failure {
             Failure::new(Code::FailedPrecondition, ErrorReason::DriftNotHeld, message)
                 .with_field("snapshot_id", "holds no drift at this position")
         }
+        Refusal::StoreNotFound(id) => Failure::store_not_found(id),
+        Refusal::StoreAnomalyNotFound { .. } => {
+            Failure::new(Code::NotFound, ErrorReason::StoreAnomalyNotFound, message)
+                .with_field("txn_id", "no sequence anomaly of this store")
+        }
         other => Failure::internal(format!("unexpected refusal: {other}")),
     }
 }
@@ -340,14 +397,7 @@ pub fn refused(refusal: &Refusal) -> Failure {
 /// by their index in the whole snapshot (`rows[1200].on_hand`).
 pub fn push_error(error: &PushError) -> Failure {
     match error {
-        PushError::Invalid(invalid) => {
-            let field = if invalid.field.starts_with("rows") {
-                invalid.field.clone()
-            } else {
-                format!("header.{}", invalid.field)
-            };
-            Failure::invalid_field(field, &invalid.reason)
-        }
+        PushError::Invalid(violations) => Failure::invalid(snapshot_fields(violations.clone())),
         PushError::Conflict { field, .. } => Failure::new(
             Code::AlreadyExists,
             ErrorReason::KeyReused,
@@ -365,6 +415,40 @@ pub fn push_error(error: &PushError) -> Failure {
         PushError::Store(error) => store_error(error),
         other => Failure::internal(format!("unexpected push error: {other}")),
     }
+}
+
+/// A snapshot's violations named as the client sent them: the header's fields under
+/// `header.`; rows (`rows[12].sku`) and chunks as they are.
+pub fn snapshot_fields(violations: Violations) -> Violations {
+    violations.map_fields(|field| {
+        if field.starts_with("rows") || field.starts_with("chunk") {
+            field.to_owned()
+        } else {
+            format!("header.{field}")
+        }
+    })
+}
+
+/// The failure for a status tonic answered a request with before any of our code saw the
+/// request, if it is the decode limit's: tonic says OUT_OF_RANGE ("decoded message length too
+/// large"), where gRPC's convention (and this contract) is RESOURCE_EXHAUSTED with a reason.
+/// Our own OUT_OF_RANGE answers always carry an ErrorInfo; tonic's never do.
+pub fn decode_limit(status: &Status, limit_bytes: usize) -> Option<Failure> {
+    const TONIC_TOO_LARGE: &str = "decoded message length too large";
+    if status.code() != Code::OutOfRange
+        || !status.details().is_empty()
+        || !status.message().contains(TONIC_TOO_LARGE)
+    {
+        return None;
+    }
+    // "... found {len} bytes, the limit is: {limit} bytes"
+    let found_bytes = status
+        .message()
+        .split("found ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    Some(Failure::message_too_large(limit_bytes, found_bytes))
 }
 
 /// The failure for an error of the snapshot store.
@@ -476,10 +560,7 @@ mod tests {
     fn every_error_and_refusal_maps_to_its_code() {
         let errors = [
             (
-                SubmitError::Invalid {
-                    field: "lines[0].qty".into(),
-                    reason: "must be greater than zero".into(),
-                },
+                SubmitError::Invalid(Violations::one("lines[0].qty", "must be greater than zero")),
                 Code::InvalidArgument,
             ),
             (SubmitError::Busy { capacity: 1 }, Code::ResourceExhausted),
@@ -493,7 +574,8 @@ mod tests {
             (
                 Refusal::KeyConflict {
                     key: "Reserve:r1".into(),
-                    field: "ttl_ms",
+                    field: "ttl_ms".into(),
+                    reason: "differs".into(),
                 },
                 Code::AlreadyExists,
                 ErrorReason::KeyReused,
@@ -562,22 +644,21 @@ mod tests {
 
     #[test]
     fn snapshot_and_reconciliation_errors_map_to_their_codes_naming_the_field() {
-        use inv_engine::reconcile::SnapshotInvalid;
         let cases = [
             (
-                push_error(&PushError::Invalid(SnapshotInvalid {
-                    field: "as_of_ms".into(),
-                    reason: "older than the history".into(),
-                })),
+                push_error(&PushError::Invalid(Violations::one(
+                    "as_of_ms",
+                    "older than the history",
+                ))),
                 Code::InvalidArgument,
                 ErrorReason::InvalidField,
                 "header.as_of_ms",
             ),
             (
-                push_error(&PushError::Invalid(SnapshotInvalid {
-                    field: "rows[7].sku".into(),
-                    reason: "must not be empty".into(),
-                })),
+                push_error(&PushError::Invalid(Violations::one(
+                    "rows[7].sku",
+                    "must not be empty",
+                ))),
                 Code::InvalidArgument,
                 ErrorReason::InvalidField,
                 "rows[7].sku",
@@ -654,5 +735,84 @@ mod tests {
         assert_eq!(item.field, "sales[3].lines[0].qty");
         assert!(item.message.contains("sales[3].lines[0].qty"));
         assert_eq!(item.code, Code::InvalidArgument as u32);
+    }
+
+    #[test]
+    fn every_violation_is_in_the_bad_request_and_the_message_the_first_leading() {
+        let mut violations = Violations::new();
+        for field in ["reservation_id", "lines[0].qty", "ttl_ms"] {
+            violations.push(field, "wrong");
+        }
+        let status = Status::from(Failure::invalid(violations));
+        assert!(
+            status
+                .message()
+                .starts_with("invalid reservation_id: wrong; ")
+        );
+        let bad = status.get_details_bad_request().expect("a BadRequest");
+        let fields: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["reservation_id", "lines[0].qty", "ttl_ms"]);
+        // Past the listing limit: counted, in the message and the ErrorInfo.
+        let mut many = Violations::new();
+        let limit = inv_engine::limits::VIOLATIONS_LISTED_MAX;
+        for i in 0..limit + 3 {
+            many.push(format!("lines[{i}].qty"), "wrong");
+        }
+        let status = Status::from(Failure::invalid(many));
+        assert!(
+            status.message().ends_with("; and 3 more not listed"),
+            "{status:?}"
+        );
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.metadata["violations_unlisted"], "3");
+        let bad = status.get_details_bad_request().expect("a BadRequest");
+        assert_eq!(bad.field_violations.len(), limit);
+    }
+
+    #[test]
+    fn a_reused_key_names_the_differing_field_in_error_info_and_bad_request() {
+        let status = Status::from(refused(&Refusal::KeyConflict {
+            key: "Reserve:r1".into(),
+            field: "lines[1].qty".into(),
+            reason: "differs from the request first sent under this key".into(),
+        }));
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(status.message().contains("lines[1].qty"), "{status:?}");
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "KEY_REUSED");
+        assert_eq!(info.metadata["field"], "lines[1].qty");
+        let bad = status.get_details_bad_request().expect("a BadRequest");
+        assert_eq!(bad.field_violations[0].field, "lines[1].qty");
+    }
+
+    #[test]
+    fn only_tonics_decode_limit_becomes_message_too_large() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 10485765 bytes, the limit is: \
+             8388608 bytes",
+        );
+        let failure = decode_limit(&tonic, 8_388_608).expect("the decode limit");
+        assert_eq!(
+            (failure.code, failure.reason),
+            (Code::ResourceExhausted, ErrorReason::MessageTooLarge)
+        );
+        assert!(
+            failure.message.contains("8388608 bytes"),
+            "{}",
+            failure.message
+        );
+        let status = Status::from(failure);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.metadata["limit_bytes"], "8388608");
+        assert_eq!(info.metadata["found_bytes"], "10485765");
+        // Our own OUT_OF_RANGE (it has an ErrorInfo) and other statuses pass untouched.
+        let ours = Status::from(Failure::lsn_ahead_of_log("after_lsn", 9, 3));
+        assert!(decode_limit(&ours, 8_388_608).is_none());
+        assert!(decode_limit(&Status::out_of_range("other"), 8_388_608).is_none());
+        assert!(decode_limit(&Status::internal("decoded message length too large"), 1).is_none());
     }
 }

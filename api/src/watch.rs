@@ -296,7 +296,9 @@ fn affected(engine: &Engine, event: &Event) -> Vec<(ChangeCause, String, String)
         Fact::HoldCommitted { commit, .. } => hold(ChangeCause::Committed, &commit.reservation_id),
         Fact::HoldReleased(release) => hold(ChangeCause::Released, &release.reservation_id),
         Fact::HoldExpired(request) => hold(ChangeCause::Expired, request.reservation_id()),
-        Fact::SaleRecorded(sale) => lines(ChangeCause::Sold, &sale.lines),
+        Fact::SaleRecorded(sale) | Fact::SaleRecordedOutOfSequence { sale, .. } => {
+            lines(ChangeCause::Sold, &sale.lines)
+        }
         Fact::ReturnRecorded(ret) => ret
             .lines
             .iter()
@@ -322,9 +324,11 @@ fn affected(engine: &Engine, event: &Event) -> Vec<(ChangeCause, String, String)
         {
             one(ChangeCause::Reconciled, &resolve.sku, &resolve.location)
         }
-        // Held or zero drift, a dismissed drift, refusals and extensions change no availability.
+        // Held or zero drift, a dismissed drift, refusals, extensions and verdicts on a store's
+        // sequence change no availability.
         Fact::PositionReconciled { .. }
         | Fact::DriftResolved { .. }
+        | Fact::StoreAnomalyAcknowledged { .. }
         | Fact::ReserveRefused { .. }
         | Fact::HoldExtended { .. }
         | Fact::HoldAlreadyEnded { .. } => Vec::new(),

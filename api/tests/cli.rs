@@ -803,3 +803,203 @@ async fn completions_print_a_script_for_each_shell() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_shows_what_happened_to_a_hold() {
+    // Goal: `events --hold` prints the hold's reserve and commit, oldest first, as a table
+    // (LSN, time, kind, ids, lines with their effects, outcome) and as JSON; `events` at a
+    // position stops at --limit and says how to go on; a filter given by half exits 2.
+    bounded(async {
+        let server = start().await;
+        stock(&server, "sneaker", "dc", 5).await;
+        let url = server.url.as_str();
+        let reserved = inventory(
+            url,
+            &["reserve", "--id", "o-1", "--ttl", "15m", "sneaker@dc=2"],
+        )
+        .await;
+        assert_eq!(reserved.code, 0, "{reserved:?}");
+        let committed = inventory(url, &["commit", "o-1", "sneaker@dc=1"]).await;
+        assert_eq!(committed.code, 0, "{committed:?}");
+
+        let table = inventory(url, &["events", "--hold", "o-1"]).await;
+        assert_eq!(table.code, 0, "{table:?}");
+        let rows: Vec<&str> = table.stdout.lines().collect();
+        assert_eq!(rows.len(), 3, "a header and two events: {table:?}");
+        for header in ["LSN", "TIME", "KIND", "IDS", "LINES", "OUTCOME"] {
+            assert!(rows[0].contains(header), "{table:?}");
+        }
+        for cell in [
+            "2",
+            "2023-11-14T22:13:20.000Z",
+            "HoldPlaced",
+            "hold=o-1 channel=cli",
+            "sneaker@dc 2 reserved +2",
+            "granted until 2023-11-14T22:28:20.000Z",
+        ] {
+            assert!(
+                rows[1].contains(cell),
+                "{cell:?} missing from {:?}",
+                rows[1]
+            );
+        }
+        for cell in [
+            "HoldCommitted",
+            "sneaker@dc 1 on_hand -1 reserved -2",
+            "committed 1 of 2 held; 1 released",
+        ] {
+            assert!(
+                rows[2].contains(cell),
+                "{cell:?} missing from {:?}",
+                rows[2]
+            );
+        }
+
+        let listed = inventory(url, &["events", "--json", "--hold", "o-1"]).await;
+        assert_eq!(listed.code, 0, "{listed:?}");
+        let answer = json(&listed);
+        assert_eq!(answer["at_end"], true);
+        assert_eq!(answer["next_after_lsn"], 3);
+        let events = answer["events"].as_array().expect("a list of events");
+        assert_eq!(events.len(), 2, "{answer}");
+        assert_eq!(events[0]["kind"], "HoldPlaced");
+        assert_eq!(events[0]["lsn"], 2);
+        assert_eq!(events[0]["reservation_id"], "o-1");
+        assert_eq!(events[0]["channel"], "cli");
+        assert_eq!(events[0]["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(events[0]["expires_at_ms"], T0_MS + 15 * 60_000);
+        assert_eq!(events[1]["kind"], "HoldCommitted");
+        assert_eq!(events[1]["outcome"], "committed 1 of 2 held; 1 released");
+        let line = &events[1]["lines"][0];
+        assert_eq!(
+            (&line["sku"], &line["location"], &line["qty"]),
+            (&"sneaker".into(), &"dc".into(), &1.into())
+        );
+        assert_eq!(line["on_hand_delta"], -1);
+        assert_eq!(line["reserved_delta"], -2);
+
+        let first = inventory(
+            url,
+            &[
+                "events",
+                "--sku",
+                "sneaker",
+                "--location",
+                "dc",
+                "--limit",
+                "1",
+            ],
+        )
+        .await;
+        assert_eq!(first.code, 0, "{first:?}");
+        assert!(first.stdout.contains("StockAdjusted"), "{first:?}");
+        assert!(
+            first.stdout.contains("go on with --after-lsn 1"),
+            "{first:?}"
+        );
+
+        for half in [
+            &["events", "--sku", "sneaker"][..],
+            &["events", "--location", "dc"],
+            &["events"],
+            &[
+                "events",
+                "--hold",
+                "o-1",
+                "--sku",
+                "sneaker",
+                "--location",
+                "dc",
+            ],
+        ] {
+            let run = inventory(url, half).await;
+            assert_eq!(run.code, 2, "{half:?}: {run:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_ack_answers_a_sale_whose_number_jumped() {
+    // Goal: a sale numbered 2^64-1 shows in store-status as an anomaly (not as missing
+    // sales), store-ack dismisses it (a retry says so, the other verdict exits 1), accepts
+    // another, and exits 3 for a sale without one and 2 without a verdict.
+    bounded(async {
+        let server = start().await;
+        let url = server.url.as_str();
+        let mut client =
+            pb::inventory_client::InventoryClient::connect(format!("http://{}", server.addr))
+                .await
+                .expect("connects");
+        let sale = |txn_id: &str, store_seq| pb::Sale {
+            txn_id: txn_id.into(),
+            store_seq,
+            occurred_at_ms: T0_MS - 1_000,
+            lines: vec![pb::Line {
+                sku: "sock".into(),
+                location: "s9".into(),
+                qty: 1,
+            }],
+        };
+        client
+            .record_sales(pb::RecordSalesRequest {
+                store_id: "s9".into(),
+                sales: vec![
+                    sale("t-1", 1),
+                    sale("t-max", u64::MAX),
+                    sale("t-jump", 500_000),
+                ],
+            })
+            .await
+            .expect("recorded");
+
+        let status = inventory(url, &["store-status", "s9"]).await;
+        assert_eq!(status.code, 0, "{status:?}");
+        assert!(
+            status
+                .stdout
+                .contains("anomaly: txn t-max jumped to seq 18446744073709551615")
+                && status
+                    .stdout
+                    .contains("inventory store-ack s9 t-max --accept|--dismiss"),
+            "{status:?}"
+        );
+        let status = inventory(url, &["store-status", "--json", "s9"]).await;
+        let store = json(&status)["stores"][0].clone();
+        assert_eq!(store["missing_count"], 0);
+        assert_eq!(store["newest_seq"], 1);
+        assert_eq!(store["anomalies"][0]["txn_id"], "t-max");
+        assert_eq!(store["anomalies"][1]["store_seq"], 500_000);
+
+        let args = ["store-ack", "--json", "s9", "t-max", "--dismiss"];
+        let dismissed = inventory(url, &args).await;
+        assert_eq!(dismissed.code, 0, "{dismissed:?}");
+        let answer = json(&dismissed);
+        assert_eq!(answer["result"], "dismissed");
+        assert_eq!(answer["duplicate"], false);
+        let again = inventory(url, &args).await;
+        assert_eq!(json(&again)["duplicate"], true, "{again:?}");
+        assert_eq!(json(&again)["lsn"], answer["lsn"]);
+        let other = inventory(url, &["store-ack", "s9", "t-max", "--accept"]).await;
+        assert_eq!(other.code, 1, "{other:?}");
+        assert!(other.stderr.contains("KEY_REUSED"), "{other:?}");
+
+        let accepted = inventory(url, &["store-ack", "s9", "t-jump", "--accept"]).await;
+        assert_eq!(accepted.code, 0, "{accepted:?}");
+        assert!(
+            accepted
+                .stdout
+                .contains("accepted seq 500000 of store s9 (txn t-jump)")
+                && accepted
+                    .stdout
+                    .contains("499998 missing numbers given up on"),
+            "{accepted:?}"
+        );
+        let none = inventory(url, &["store-ack", "s9", "t-1", "--dismiss"]).await;
+        assert_eq!(none.code, 3, "{none:?}");
+        assert!(none.stderr.contains("STORE_ANOMALY_NOT_FOUND"), "{none:?}");
+        let no_verdict = inventory(url, &["store-ack", "s9", "t-1"]).await;
+        assert_eq!(no_verdict.code, 2, "{no_verdict:?}");
+    })
+    .await;
+}

@@ -3,11 +3,13 @@
 //! Every command names its own idempotency key through its natural ids (a reserve is keyed by its
 //! reservation id, a POS sale by store and transaction id, and so on; see
 //! [`Command::idempotency_key`]), so a client cannot retry one request under two keys. Each
-//! command also knows how to validate itself, naming the offending field, and how to
-//! fingerprint each of its fields, so a key reused with another payload can be refused with the
-//! name of the field that differs.
+//! command also knows how to validate itself, naming every offending field (collected in
+//! [`Violations`], which costs nothing for a valid command), and how to fingerprint each of its
+//! fields, so a key reused with another payload can be refused with the name of the field that
+//! differs. The lines are one field of a fingerprint; [`lines_difference`] names the line that
+//! differs, given the original request.
 
-use crate::error::SubmitError;
+use crate::error::{SubmitError, Violations};
 use crate::limits::{ID_BYTES_MAX, LINES_MAX, QTY_MAX, TEXT_BYTES_MAX, TTL_MS_MAX, TTL_MS_MIN};
 use crate::types::*;
 use compact_str::CompactString;
@@ -228,6 +230,24 @@ pub struct ResolveDrift {
     pub action: DriftAction,
 }
 
+/// The verdict on a sale whose store sequence number jumped (see `crate::stores`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AnomalyAction {
+    /// The store really renumbered: its sequence goes on from the jump, and the numbers
+    /// missing below it are given up on (counted as abandoned).
+    Accept,
+    /// The number was wrong: it stays out of the sequence, and the anomaly is forgotten.
+    Dismiss,
+}
+
+/// An operator's verdict on a store sequence anomaly, named by the sale's store and txn id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgeStoreAnomaly {
+    pub store_id: StoreId,
+    pub txn_id: TxnId,
+    pub action: AnomalyAction,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Reserve(Reserve),
@@ -242,6 +262,7 @@ pub enum Command {
     SetSafetyStock(SetSafetyStock),
     Reconcile(Reconcile),
     ResolveDrift(ResolveDrift),
+    AcknowledgeStoreAnomaly(AcknowledgeStoreAnomaly),
 }
 
 /// Which command an idempotency key or fingerprint belongs to.
@@ -259,6 +280,7 @@ pub enum CommandKind {
     SetSafetyStock,
     Reconcile,
     ResolveDrift,
+    AcknowledgeStoreAnomaly,
 }
 
 impl CommandKind {
@@ -288,6 +310,7 @@ impl CommandKind {
                 &["snapshot_id", "sku", "location", "as_of_ms", "erp_on_hand"]
             }
             CommandKind::ResolveDrift => &["snapshot_id", "sku", "location", "action"],
+            CommandKind::AcknowledgeStoreAnomaly => &["store_id", "txn_id", "action"],
         }
     }
 }
@@ -334,6 +357,135 @@ impl Fingerprint {
             .find(|&i| self.fields[i] != other.fields[i])
             .map(|i| names[i])
     }
+}
+
+/// What a field named by a key conflict says when nothing more precise is known.
+pub const DIFFERS_FROM_ORIGINAL: &str = "differs from the request first sent under this key";
+
+/// The lines of a request, as a key conflict compares them. A fingerprint hashes all of a
+/// request's lines as one field, so a conflict on them is named down to the line only by
+/// comparing with the original request (see `Ledger::submit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestLines<'a> {
+    /// A reserve's, a sale's or a partial commit's lines.
+    Lines(&'a [Line]),
+    /// A commit of everything held: no lines listed.
+    All,
+    /// A return's lines.
+    Returns(&'a [ReturnLine]),
+}
+
+impl Command {
+    /// The command's `lines`, if it has that field.
+    pub fn request_lines(&self) -> Option<RequestLines<'_>> {
+        match self {
+            Command::Reserve(c) => Some(RequestLines::Lines(&c.lines)),
+            Command::Commit(c) => Some(
+                c.lines
+                    .as_deref()
+                    .map_or(RequestLines::All, RequestLines::Lines),
+            ),
+            Command::RecordSale(c) => Some(RequestLines::Lines(&c.lines)),
+            Command::RecordReturn(c) => Some(RequestLines::Returns(&c.lines)),
+            _ => None,
+        }
+    }
+}
+
+/// One line, as [`lines_difference`] compares it.
+#[derive(PartialEq)]
+struct LineView<'a> {
+    sku: &'a Sku,
+    location: &'a Location,
+    qty: u64,
+    disposition: Option<ReturnDisposition>,
+}
+
+impl RequestLines<'_> {
+    fn views(&self) -> Option<Vec<LineView<'_>>> {
+        match self {
+            RequestLines::All => None,
+            RequestLines::Lines(lines) => Some(
+                lines
+                    .iter()
+                    .map(|l| LineView {
+                        sku: &l.sku,
+                        location: &l.location,
+                        qty: l.qty,
+                        disposition: None,
+                    })
+                    .collect(),
+            ),
+            RequestLines::Returns(lines) => Some(
+                lines
+                    .iter()
+                    .map(|l| LineView {
+                        sku: &l.sku,
+                        location: &l.location,
+                        qty: l.qty,
+                        disposition: Some(l.disposition),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Where the lines of `new` first differ from those of `original`, the request first sent
+/// under the same key: the field path (`lines[1].qty`, or `lines` when the counts differ) and
+/// what differs. Only the path and counts are told, never the original's values.
+pub fn lines_difference(original: RequestLines<'_>, new: RequestLines<'_>) -> (String, String) {
+    let lines = |detail: String| {
+        let reason = if detail.is_empty() {
+            DIFFERS_FROM_ORIGINAL.to_owned()
+        } else {
+            format!("{DIFFERS_FROM_ORIGINAL}: {detail}")
+        };
+        ("lines".to_owned(), reason)
+    };
+    let (original, new) = match (original.views(), new.views()) {
+        (Some(original), Some(new)) => (original, new),
+        (None, Some(new)) => {
+            return lines(format!(
+                "{} lines listed, the original listed none (commit everything held)",
+                new.len()
+            ));
+        }
+        (Some(original), None) => {
+            return lines(format!(
+                "none listed (commit everything held), the original listed {}",
+                original.len()
+            ));
+        }
+        (None, None) => return lines(String::new()),
+    };
+    if original.len() != new.len() {
+        return lines(format!(
+            "{} lines, the original had {}",
+            new.len(),
+            original.len()
+        ));
+    }
+    for (i, (o, n)) in original.iter().zip(&new).enumerate() {
+        let field = if o.sku != n.sku {
+            "sku"
+        } else if o.location != n.location {
+            "location"
+        } else if o.qty != n.qty {
+            "qty"
+        } else if o.disposition != n.disposition {
+            "disposition"
+        } else {
+            continue;
+        };
+        return (
+            format!("lines[{i}].{field}"),
+            DIFFERS_FROM_ORIGINAL.to_owned(),
+        );
+    }
+    // Equal lines under different line hashes: only a hash collision, or an original that is
+    // not the request the record was made from, gets here.
+    lines(String::new())
 }
 
 fn hash_str(s: &str) -> u64 {
@@ -597,6 +749,29 @@ impl KeyedCommand for ResolveDrift {
     }
 }
 
+impl KeyedCommand for AcknowledgeStoreAnomaly {
+    const KIND: CommandKind = CommandKind::AcknowledgeStoreAnomaly;
+    /// Keyed like the sale it acknowledges (store + txn), under a kind of its own.
+    fn key_ids(&self) -> (&CompactString, Option<&CompactString>) {
+        (&self.store_id.0, Some(&self.txn_id.0))
+    }
+    fn fingerprint_fields(&self) -> [u64; FINGERPRINT_FIELDS_MAX] {
+        padded([
+            hash_str(self.store_id.as_str()),
+            hash_str(self.txn_id.as_str()),
+            self.action as u64,
+        ])
+    }
+}
+
+impl AcknowledgeStoreAnomaly {
+    /// The request's shape: both ids valid (the action is typed).
+    fn check(&self, violations: &mut Violations) {
+        check_id(violations, "store_id", self.store_id.as_str());
+        check_id(violations, "txn_id", self.txn_id.as_str());
+    }
+}
+
 /// Applies `$f` to the command's struct if it is keyed, else evaluates `$unkeyed`.
 macro_rules! with_keyed {
     ($command:expr, $c:ident => $f:expr, $unkeyed:expr) => {
@@ -612,6 +787,7 @@ macro_rules! with_keyed {
             Command::SetSafetyStock($c) => $f,
             Command::Reconcile($c) => $f,
             Command::ResolveDrift($c) => $f,
+            Command::AcknowledgeStoreAnomaly($c) => $f,
             Command::Expire(_) => $unkeyed,
         }
     };
@@ -633,107 +809,106 @@ impl Command {
         with_keyed!(self, c => Some(c.fingerprint()), None)
     }
 
-    /// Checks the command's shape (not the ledger's state). The error names the field the way
-    /// a client wrote it, e.g. `lines[2].qty`.
+    /// Checks the command's shape (not the ledger's state). The error lists every violation,
+    /// each naming its field the way a client wrote it, e.g. `lines[2].qty`.
     pub fn validate(&self) -> Result<(), SubmitError> {
+        self.violations()
+            .into_result()
+            .map_err(SubmitError::Invalid)
+    }
+
+    /// Every violation of the command's shape, in field order; empty (and allocation-free)
+    /// for a well-formed command.
+    pub fn violations(&self) -> Violations {
+        let mut v = Violations::new();
         match self {
             Command::Reserve(c) => {
-                check_id("reservation_id", c.reservation_id.as_str())?;
-                check_id("channel", c.channel.as_str())?;
-                check_ttl("ttl_ms", c.ttl_ms)?;
-                check_lines(&c.lines)
+                check_id(&mut v, "reservation_id", c.reservation_id.as_str());
+                check_id(&mut v, "channel", c.channel.as_str());
+                check_lines(&mut v, &c.lines);
+                check_ttl(&mut v, "ttl_ms", c.ttl_ms);
             }
             Command::Commit(c) => {
-                check_id("reservation_id", c.reservation_id.as_str())?;
-                match &c.lines {
-                    None => Ok(()),
-                    Some(lines) => check_lines(lines),
+                check_id(&mut v, "reservation_id", c.reservation_id.as_str());
+                if let Some(lines) = &c.lines {
+                    check_lines(&mut v, lines);
                 }
             }
-            Command::Release(c) => check_id("reservation_id", c.reservation_id.as_str()),
+            Command::Release(c) => check_id(&mut v, "reservation_id", c.reservation_id.as_str()),
             Command::Extend(c) => {
-                check_id("reservation_id", c.reservation_id.as_str())?;
-                check_id("request_id", c.request_id.as_str())?;
-                check_ttl("ttl_ms", c.ttl_ms)
+                check_id(&mut v, "reservation_id", c.reservation_id.as_str());
+                check_id(&mut v, "request_id", c.request_id.as_str());
+                check_ttl(&mut v, "ttl_ms", c.ttl_ms);
             }
-            Command::Expire(c) => check_id("reservation_id", c.reservation_id.as_str()),
+            Command::Expire(c) => check_id(&mut v, "reservation_id", c.reservation_id.as_str()),
             Command::RecordSale(c) => {
-                check_id("store_id", c.store_id.as_str())?;
-                check_id("txn_id", c.txn_id.as_str())?;
+                check_id(&mut v, "store_id", c.store_id.as_str());
+                check_id(&mut v, "txn_id", c.txn_id.as_str());
                 if c.store_seq == 0 {
-                    return Err(invalid("store_seq", "must be at least 1"));
+                    v.push("store_seq", "must be at least 1");
                 }
-                check_lines(&c.lines)
+                check_lines(&mut v, &c.lines);
             }
             Command::RecordReturn(c) => {
-                check_id("return_id", c.return_id.as_str())?;
-                check_line_count(c.lines.len())?;
-                for (i, line) in c.lines.iter().enumerate() {
-                    check_line(i, &line.sku, &line.location, line.qty)?;
+                check_id(&mut v, "return_id", c.return_id.as_str());
+                if check_line_count(&mut v, c.lines.len()) {
+                    for (i, line) in c.lines.iter().enumerate() {
+                        check_line(&mut v, i, &line.sku, &line.location, line.qty);
+                    }
+                    check_distinct_positions(&mut v, c.lines.iter().map(|l| (&l.sku, &l.location)));
                 }
-                check_distinct_positions(c.lines.iter().map(|l| (&l.sku, &l.location)))
             }
             Command::Dispose(c) => {
-                check_id("disposition_id", c.disposition_id.as_str())?;
-                check_id("return_id", c.return_id.as_str())?;
-                check_id("sku", c.sku.as_str())?;
-                check_id("location", c.location.as_str())?;
-                check_qty("qty", c.qty)
+                check_id(&mut v, "disposition_id", c.disposition_id.as_str());
+                check_id(&mut v, "return_id", c.return_id.as_str());
+                check_id(&mut v, "sku", c.sku.as_str());
+                check_id(&mut v, "location", c.location.as_str());
+                check_qty(&mut v, "qty", c.qty);
             }
             Command::Adjust(c) => {
-                check_id("adjustment_id", c.adjustment_id.as_str())?;
-                check_id("sku", c.sku.as_str())?;
-                check_id("location", c.location.as_str())?;
+                check_id(&mut v, "adjustment_id", c.adjustment_id.as_str());
+                check_id(&mut v, "sku", c.sku.as_str());
+                check_id(&mut v, "location", c.location.as_str());
                 if c.delta == 0 {
-                    return Err(invalid("delta", "must not be zero"));
-                }
-                if c.delta.unsigned_abs() > QTY_MAX {
-                    return Err(invalid("delta", &format!("magnitude exceeds {QTY_MAX}")));
+                    v.push("delta", "must not be zero");
+                } else if c.delta.unsigned_abs() > QTY_MAX {
+                    v.push("delta", format!("magnitude exceeds {QTY_MAX}"));
                 }
                 if c.reason.len() > TEXT_BYTES_MAX {
-                    return Err(invalid(
-                        "reason",
-                        &format!("longer than {TEXT_BYTES_MAX} bytes"),
-                    ));
+                    v.push("reason", format!("longer than {TEXT_BYTES_MAX} bytes"));
                 }
-                Ok(())
             }
             Command::SetSafetyStock(c) => {
-                check_id("request_id", c.request_id.as_str())?;
-                check_id("sku", c.sku.as_str())?;
-                check_id("location", c.location.as_str())?;
+                check_id(&mut v, "request_id", c.request_id.as_str());
+                check_id(&mut v, "sku", c.sku.as_str());
+                check_id(&mut v, "location", c.location.as_str());
                 if c.qty > QTY_MAX {
-                    return Err(invalid("qty", &format!("exceeds {QTY_MAX}")));
+                    v.push("qty", format!("exceeds {QTY_MAX}"));
                 }
-                Ok(())
             }
             Command::Reconcile(c) => {
-                check_id("snapshot_id", c.snapshot_id.as_str())?;
-                check_id("sku", c.sku.as_str())?;
-                check_id("location", c.location.as_str())?;
+                check_id(&mut v, "snapshot_id", c.snapshot_id.as_str());
+                check_id(&mut v, "sku", c.sku.as_str());
+                check_id(&mut v, "location", c.location.as_str());
                 if c.erp_on_hand.unsigned_abs() > QTY_MAX {
-                    return Err(invalid("on_hand", &format!("magnitude exceeds {QTY_MAX}")));
+                    v.push("on_hand", format!("magnitude exceeds {QTY_MAX}"));
                 }
-                Ok(())
             }
             Command::ResolveDrift(c) => {
-                check_id("snapshot_id", c.snapshot_id.as_str())?;
-                check_id("sku", c.sku.as_str())?;
-                check_id("location", c.location.as_str())
+                check_id(&mut v, "snapshot_id", c.snapshot_id.as_str());
+                check_id(&mut v, "sku", c.sku.as_str());
+                check_id(&mut v, "location", c.location.as_str());
             }
+            Command::AcknowledgeStoreAnomaly(c) => c.check(&mut v),
         }
+        v
     }
 }
 
-pub(crate) fn invalid(field: &str, reason: &str) -> SubmitError {
-    SubmitError::Invalid {
-        field: field.to_owned(),
-        reason: reason.to_owned(),
+fn check_id(violations: &mut Violations, field: &str, id: &str) {
+    if let Some(reason) = id_problem(id) {
+        violations.push(field, reason);
     }
-}
-
-fn check_id(field: &str, id: &str) -> Result<(), SubmitError> {
-    id_problem(id).map_or(Ok(()), |reason| Err(invalid(field, &reason)))
 }
 
 /// Why `id` is not a valid id, if it is not. Separate from the field name so the hot path
@@ -758,14 +933,13 @@ fn id_problem(id: &str) -> Option<String> {
     None
 }
 
-fn check_ttl(field: &str, ttl_ms: u64) -> Result<(), SubmitError> {
+fn check_ttl(violations: &mut Violations, field: &str, ttl_ms: u64) {
     if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
-        return Err(invalid(
+        violations.push(
             field,
-            &format!("must be within [{TTL_MS_MIN}, {TTL_MS_MAX}] ms"),
-        ));
+            format!("must be within [{TTL_MS_MIN}, {TTL_MS_MAX}] ms"),
+        );
     }
-    Ok(())
 }
 
 fn qty_problem(qty: u64) -> Option<String> {
@@ -778,66 +952,245 @@ fn qty_problem(qty: u64) -> Option<String> {
     None
 }
 
-fn check_qty(field: &str, qty: u64) -> Result<(), SubmitError> {
-    qty_problem(qty).map_or(Ok(()), |reason| Err(invalid(field, &reason)))
+fn check_qty(violations: &mut Violations, field: &str, qty: u64) {
+    if let Some(reason) = qty_problem(qty) {
+        violations.push(field, reason);
+    }
 }
 
-fn check_line_count(count: usize) -> Result<(), SubmitError> {
+/// Checks the number of lines; false if there are too many to look at each. The lines of an
+/// over-long list are not examined: the work per request stays bounded by [`LINES_MAX`], and
+/// the client has to cut the list anyway.
+fn check_line_count(violations: &mut Violations, count: usize) -> bool {
     if count == 0 {
-        return Err(invalid("lines", "must not be empty"));
+        violations.push("lines", "must not be empty");
     }
     if count > LINES_MAX {
-        return Err(invalid("lines", &format!("more than {LINES_MAX} lines")));
+        violations.push("lines", format!("more than {LINES_MAX} lines"));
+        return false;
     }
-    Ok(())
+    true
 }
 
-fn check_line(i: usize, sku: &Sku, location: &Location, qty: u64) -> Result<(), SubmitError> {
+fn check_line(violations: &mut Violations, i: usize, sku: &Sku, location: &Location, qty: u64) {
     if let Some(reason) = id_problem(sku.as_str()) {
-        return Err(invalid(&format!("lines[{i}].sku"), &reason));
+        violations.push(format!("lines[{i}].sku"), reason);
     }
     if let Some(reason) = id_problem(location.as_str()) {
-        return Err(invalid(&format!("lines[{i}].location"), &reason));
+        violations.push(format!("lines[{i}].location"), reason);
     }
     if let Some(reason) = qty_problem(qty) {
-        return Err(invalid(&format!("lines[{i}].qty"), &reason));
+        violations.push(format!("lines[{i}].qty"), reason);
     }
-    Ok(())
 }
 
-fn check_lines(lines: &[Line]) -> Result<(), SubmitError> {
-    check_line_count(lines.len())?;
-    for (i, line) in lines.iter().enumerate() {
-        check_line(i, &line.sku, &line.location, line.qty)?;
+fn check_lines(violations: &mut Violations, lines: &[Line]) {
+    if check_line_count(violations, lines.len()) {
+        for (i, line) in lines.iter().enumerate() {
+            check_line(violations, i, &line.sku, &line.location, line.qty);
+        }
+        check_distinct_positions(violations, lines.iter().map(|l| (&l.sku, &l.location)));
     }
-    check_distinct_positions(lines.iter().map(|l| (&l.sku, &l.location)))
 }
 
 /// Each position may appear once per request: a basket with the same position twice is almost
-/// always a client bug, and merging silently would hide it.
+/// always a client bug, and merging silently would hide it. Every repeat is a violation of its
+/// own, naming the line it repeats (not the ids: a violation's text stays short).
 fn check_distinct_positions<'a>(
+    violations: &mut Violations,
     positions: impl Iterator<Item = (&'a Sku, &'a Location)>,
-) -> Result<(), SubmitError> {
+) {
+    // At most LINES_MAX entries (callers check the count first), on the stack for a basket.
     let mut seen: SmallVec<[(&Sku, &Location); 8]> = SmallVec::new();
     for (i, position) in positions.enumerate() {
-        if seen.contains(&position) {
-            return Err(invalid(
-                &format!("lines[{i}]"),
-                &format!(
-                    "position ({}, {}) appears more than once",
-                    position.0, position.1
-                ),
-            ));
+        if let Some(first) = seen.iter().position(|p| *p == position) {
+            violations.push(
+                format!("lines[{i}]"),
+                format!("the same position (sku, location) as lines[{first}]"),
+            );
         }
         seen.push(position);
     }
-    Ok(())
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::limits::VIOLATIONS_LISTED_MAX;
     use xxhash_rust::xxh3::Xxh3;
+
+    fn fields(violations: &Violations) -> Vec<&str> {
+        violations
+            .listed()
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn validation_lists_every_violation_in_field_order() {
+        // Goal: a request wrong in several places names each place, the first leading, so a
+        // client fixes them all in one round trip; a repeated position is one of them.
+        let reserve = Command::Reserve(Reserve {
+            reservation_id: ReservationId::from(""),
+            channel: Channel::from("web"),
+            lines: vec![
+                Line::new("sku-1", "dc-1", 0),
+                Line::new("", "dc-1", 1),
+                Line::new("sku-1", "dc-1", 2),
+            ],
+            ttl_ms: 1,
+        });
+        let Err(SubmitError::Invalid(violations)) = reserve.validate() else {
+            panic!("invalid: {:?}", reserve.validate())
+        };
+        assert_eq!(
+            fields(&violations),
+            [
+                "reservation_id",
+                "lines[0].qty",
+                "lines[1].sku",
+                "lines[2]",
+                "ttl_ms"
+            ]
+        );
+        assert!(violations.listed()[3].reason.contains("lines[0]"));
+        assert!(
+            violations
+                .to_string()
+                .starts_with("invalid reservation_id: must not be empty; "),
+            "the first violation leads: {violations}"
+        );
+        let adjust = Command::Adjust(Adjust {
+            adjustment_id: AdjustmentId::from("a1"),
+            sku: Sku::from("s\n"),
+            location: Location::from(""),
+            delta: 0,
+            reason: "x".repeat(TEXT_BYTES_MAX + 1).into(),
+        });
+        assert_eq!(
+            fields(&adjust.violations()),
+            ["sku", "location", "delta", "reason"]
+        );
+    }
+
+    #[test]
+    fn a_valid_command_has_no_violations() {
+        let reserve = Command::Reserve(Reserve {
+            reservation_id: ReservationId::from("r1"),
+            channel: Channel::from("web"),
+            lines: vec![Line::new("sku-1", "dc-1", 1), Line::new("sku-2", "dc-1", 1)],
+            ttl_ms: TTL_MS_MIN,
+        });
+        let violations = reserve.violations();
+        assert!(violations.is_empty());
+        assert_eq!(reserve.validate(), Ok(()));
+    }
+
+    #[test]
+    fn violations_past_the_listing_limit_are_counted_not_kept() {
+        let lines = (0..LINES_MAX)
+            .map(|i| Line::new(&format!("sku-{i}"), "dc-1", 0))
+            .collect();
+        let sale = Command::RecordSale(RecordSale {
+            store_id: StoreId::from("store-1"),
+            txn_id: TxnId::from("t1"),
+            store_seq: 0,
+            occurred_at_ms: 1,
+            lines,
+        });
+        let violations = sale.violations();
+        assert_eq!(violations.listed().len(), VIOLATIONS_LISTED_MAX);
+        assert_eq!(
+            violations.first().map(|v| v.field.as_str()),
+            Some("store_seq")
+        );
+        assert_eq!(
+            violations.unlisted() as usize,
+            LINES_MAX + 1 - VIOLATIONS_LISTED_MAX
+        );
+        assert!(
+            violations
+                .to_string()
+                .ends_with(&format!("and {} more not listed", violations.unlisted()))
+        );
+        // Too many lines: the count is the violation, and no line is looked at.
+        let lines = (0..=LINES_MAX).map(|_| Line::new("", "", 0)).collect();
+        let sale = Command::RecordSale(RecordSale {
+            store_id: StoreId::from("store-1"),
+            txn_id: TxnId::from("t1"),
+            store_seq: 1,
+            occurred_at_ms: 1,
+            lines,
+        });
+        assert_eq!(fields(&sale.violations()), ["lines"]);
+    }
+
+    #[test]
+    fn lines_difference_names_the_first_line_and_field_that_differ() {
+        let lines =
+            |qty: u64, sku: &str| vec![Line::new("sku-1", "dc-1", 1), Line::new(sku, "dc-1", qty)];
+        let original = lines(2, "sku-2");
+        let same = lines(2, "sku-2");
+        let cases = [
+            (lines(3, "sku-2"), "lines[1].qty"),
+            (lines(2, "sku-3"), "lines[1].sku"),
+            (
+                vec![Line::new("sku-1", "dc-2", 1), Line::new("sku-2", "dc-1", 2)],
+                "lines[0].location",
+            ),
+            // The first difference wins, whatever follows.
+            (
+                vec![Line::new("sku-1", "dc-1", 9), Line::new("sku-9", "dc-1", 2)],
+                "lines[0].qty",
+            ),
+            (same, "lines"),
+        ];
+        for (new, field) in cases {
+            let (named, reason) =
+                lines_difference(RequestLines::Lines(&original), RequestLines::Lines(&new));
+            assert_eq!(named, field, "{new:?}");
+            assert!(reason.starts_with(DIFFERS_FROM_ORIGINAL), "{reason}");
+        }
+        let (field, reason) = lines_difference(
+            RequestLines::Lines(&original),
+            RequestLines::Lines(&original[..1]),
+        );
+        assert_eq!(
+            (
+                field.as_str(),
+                reason.ends_with("1 lines, the original had 2")
+            ),
+            ("lines", true),
+            "{reason}"
+        );
+        let (field, reason) = lines_difference(RequestLines::All, RequestLines::Lines(&original));
+        assert_eq!(field, "lines");
+        assert!(
+            reason.contains("2 lines listed, the original listed none"),
+            "{reason}"
+        );
+        let (field, reason) = lines_difference(RequestLines::Lines(&original), RequestLines::All);
+        assert_eq!(field, "lines");
+        assert!(reason.contains("the original listed 2"), "{reason}");
+        let ret = |disposition| {
+            [ReturnLine {
+                sku: Sku::from("sku-1"),
+                location: Location::from("dc-1"),
+                qty: 1,
+                disposition,
+            }]
+        };
+        let (restock, inspect) = (
+            ret(ReturnDisposition::Restock),
+            ret(ReturnDisposition::Inspect),
+        );
+        let (field, _) = lines_difference(
+            RequestLines::Returns(&restock),
+            RequestLines::Returns(&inspect),
+        );
+        assert_eq!(field, "lines[0].disposition");
+    }
 
     /// Fingerprints are stored (under keys, in checkpoints), so the one-shot line hash must
     /// equal the streaming hash it replaced, byte for byte.

@@ -128,6 +128,20 @@ pub enum Fact {
         as_of_ms: u64,
         drift: i64,
     },
+    /// A point-of-sale sale took its lines off `on_hand` like any other, but its `store_seq`
+    /// jumped more than the engine's bound (`LedgerConfig::store_seq_jump_max`, as it was
+    /// when decided) beyond `newest_seq`, its store's newest number then: the number is kept
+    /// out of the store's sequence as an anomaly until acknowledged (see `crate::stores`).
+    /// The decision is in the fact, so replay under any bound rebuilds the same sequence.
+    SaleRecordedOutOfSequence { sale: RecordSale, newest_seq: u64 },
+    /// An operator acknowledged the anomaly of the sale `acknowledge` names, whose number was
+    /// `store_seq`: accepted into the sequence (`gaps_abandoned` missing numbers below it
+    /// given up on) or dismissed.
+    StoreAnomalyAcknowledged {
+        acknowledge: AcknowledgeStoreAnomaly,
+        store_seq: u64,
+        gaps_abandoned: u64,
+    },
 }
 
 /// One change a fact makes to a position's `on_hand`, with the time it happened: what the
@@ -203,8 +217,23 @@ impl Fact {
             (Command::Dispose(c), O::Recorded) => Fact::ReturnDisposed(c),
             (Command::Adjust(c), O::Recorded) => Fact::StockAdjusted(c),
             (Command::SetSafetyStock(c), O::Recorded) => Fact::SafetyStockSet(c),
+            (
+                Command::AcknowledgeStoreAnomaly(acknowledge),
+                O::StoreAnomalyAcknowledged {
+                    store_seq,
+                    accepted,
+                    gaps_abandoned,
+                },
+            ) if accepted == (acknowledge.action == AnomalyAction::Accept) => {
+                Fact::StoreAnomalyAcknowledged {
+                    acknowledge,
+                    store_seq,
+                    gaps_abandoned,
+                }
+            }
             // Reconciliations are decided by the ledger only: what they supersede, and the
-            // snapshot time a resolution applies at, are the ledger's state.
+            // snapshot time a resolution applies at, are the ledger's state. So is a sale out
+            // of sequence: a `Recorded` sale is one in sequence here.
             (command, outcome) => return Err(Box::new((command, outcome))),
         })
     }
@@ -231,7 +260,8 @@ impl Fact {
             | Fact::ReturnRecorded(_)
             | Fact::ReturnDisposed(_)
             | Fact::StockAdjusted(_)
-            | Fact::SafetyStockSet(_) => Outcome::Recorded,
+            | Fact::SafetyStockSet(_)
+            | Fact::SaleRecordedOutOfSequence { .. } => Outcome::Recorded,
             Fact::PositionReconciled {
                 engine_on_hand_at,
                 drift,
@@ -247,6 +277,15 @@ impl Fact {
             Fact::DriftResolved { resolve, drift, .. } => Outcome::DriftResolved {
                 drift: *drift,
                 applied: resolve.action == DriftAction::Apply,
+            },
+            Fact::StoreAnomalyAcknowledged {
+                acknowledge,
+                store_seq,
+                gaps_abandoned,
+            } => Outcome::StoreAnomalyAcknowledged {
+                store_seq: *store_seq,
+                accepted: acknowledge.action == AnomalyAction::Accept,
+                gaps_abandoned: *gaps_abandoned,
             },
         }
     }
@@ -269,7 +308,7 @@ impl Fact {
                     .filter(|l| l.qty > 0)
                     .map(|l| effect(&l.sku, &l.location, -(l.qty as i64), at_ms)),
             ),
-            Fact::SaleRecorded(sale) => {
+            Fact::SaleRecorded(sale) | Fact::SaleRecordedOutOfSequence { sale, .. } => {
                 let when = sale.occurred_at_ms.min(at_ms);
                 effects.extend(
                     sale.lines
@@ -323,6 +362,8 @@ impl Fact {
             Fact::SafetyStockSet(c) => Some(keyed(c)),
             Fact::PositionReconciled { reconcile, .. } => Some(keyed(reconcile)),
             Fact::DriftResolved { resolve, .. } => Some(keyed(resolve)),
+            Fact::SaleRecordedOutOfSequence { sale, .. } => Some(keyed(sale)),
+            Fact::StoreAnomalyAcknowledged { acknowledge, .. } => Some(keyed(acknowledge)),
         }
     }
 
@@ -359,6 +400,8 @@ impl Fact {
             Fact::SafetyStockSet(_) => "SafetyStockSet",
             Fact::PositionReconciled { .. } => "PositionReconciled",
             Fact::DriftResolved { .. } => "DriftResolved",
+            Fact::SaleRecordedOutOfSequence { .. } => "SaleRecordedOutOfSequence",
+            Fact::StoreAnomalyAcknowledged { .. } => "StoreAnomalyAcknowledged",
         }
     }
 
@@ -382,6 +425,10 @@ impl Fact {
             Fact::SafetyStockSet(c) => Command::SetSafetyStock(c),
             Fact::PositionReconciled { reconcile, .. } => Command::Reconcile(reconcile),
             Fact::DriftResolved { resolve, .. } => Command::ResolveDrift(resolve),
+            Fact::SaleRecordedOutOfSequence { sale, .. } => Command::RecordSale(sale),
+            Fact::StoreAnomalyAcknowledged { acknowledge, .. } => {
+                Command::AcknowledgeStoreAnomaly(acknowledge)
+            }
         };
         (command, self.outcome())
     }
@@ -430,6 +477,18 @@ mod tests {
                 }),
                 Outcome::Expired,
             ),
+            (
+                Command::AcknowledgeStoreAnomaly(AcknowledgeStoreAnomaly {
+                    store_id: StoreId::from("s"),
+                    txn_id: TxnId::from("t"),
+                    action: AnomalyAction::Accept,
+                }),
+                Outcome::StoreAnomalyAcknowledged {
+                    store_seq: 9,
+                    accepted: true,
+                    gaps_abandoned: 4,
+                },
+            ),
         ];
         for (command, outcome) in cases {
             let fact = Fact::decided(command.clone(), outcome.clone()).expect("belongs");
@@ -445,5 +504,17 @@ mod tests {
             reservation_id: ReservationId::from("r"),
         });
         assert!(Fact::decided(release, Outcome::Recorded).is_err());
+        // A dismissal cannot be recorded as accepted.
+        let dismiss = Command::AcknowledgeStoreAnomaly(AcknowledgeStoreAnomaly {
+            store_id: StoreId::from("s"),
+            txn_id: TxnId::from("t"),
+            action: AnomalyAction::Dismiss,
+        });
+        let accepted = Outcome::StoreAnomalyAcknowledged {
+            store_seq: 9,
+            accepted: true,
+            gaps_abandoned: 0,
+        };
+        assert!(Fact::decided(dismiss, accepted).is_err());
     }
 }

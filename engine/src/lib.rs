@@ -65,7 +65,7 @@ pub use checkpoint::Checkpoint;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
 pub use engine::{CheckpointPolicy, Engine, MemoryPolicy};
-pub use error::{LogError, ReplayError, SubmitError};
+pub use error::{LogError, ReplayError, SubmitError, Violation, Violations};
 pub use event::{Event, Fact, HoldRequest};
 pub use hold::HoldState;
 pub use ledger::{
@@ -76,5 +76,5 @@ pub use ledger::{
 pub use log::redb::{OpenError, RedbLog, RedbLogOptions};
 pub use log::{DiscardLog, DurableListener, EventLog, MemLog};
 pub use outcome::{Outcome, Refusal, ShortLine};
-pub use stores::{StoreSequence, StoreStatus};
+pub use stores::{StoreAnomaly, StoreSequence, StoreStatus};
 pub use types::*;

@@ -58,6 +58,13 @@ pub enum Outcome {
     },
     /// ResolveDrift: the held drift was applied to on_hand, or dismissed.
     DriftResolved { drift: i64, applied: bool },
+    /// AcknowledgeStoreAnomaly: the sale's `store_seq` was accepted into its store's sequence
+    /// (`gaps_abandoned` missing numbers below it given up on) or dismissed (0 abandoned).
+    StoreAnomalyAcknowledged {
+        store_seq: u64,
+        accepted: bool,
+        gaps_abandoned: u64,
+    },
 }
 
 impl Outcome {
@@ -77,10 +84,15 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The idempotency key was already used with a different payload; `field` names the first
-    /// field that differs.
-    #[error("idempotency key {key} was already used with a different {field}")]
-    KeyConflict { key: String, field: &'static str },
+    /// The idempotency key was already used with a different payload; `field` is the path of
+    /// the first field that differs (`ttl_ms`, `lines[1].qty`, or `lines` when the line
+    /// counts differ or the original is no longer in the log), and `reason` says how.
+    #[error("idempotency key {key} was already used: {field} {reason}")]
+    KeyConflict {
+        key: String,
+        field: String,
+        reason: String,
+    },
     /// A reserve's key is past retention but its hold is still remembered (an extended hold
     /// can outlive its reserve's key): the reservation id is still in use.
     #[error("reservation {reservation_id} still has a hold ({state:?}); use a new reservation id")]
@@ -128,4 +140,12 @@ pub enum Refusal {
         requested: u64,
         quarantined: u64,
     },
+    /// AcknowledgeStoreAnomaly of a store that has posted no sales.
+    #[error("store {0} has posted no sales")]
+    StoreNotFound(String),
+    /// AcknowledgeStoreAnomaly of a sale the store has no anomaly for: its number never
+    /// jumped, or the anomaly was acknowledged already (with the key forgotten since) or
+    /// dropped because the store's list was full.
+    #[error("store {store_id} has no sequence anomaly for txn {txn_id}")]
+    StoreAnomalyNotFound { store_id: String, txn_id: String },
 }

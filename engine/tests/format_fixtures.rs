@@ -20,8 +20,8 @@ use inv_engine::log::redb::{
     FILE_NAME, FORMAT_VERSION_KEY, LOG_FORMAT_VERSION, MARKER_FILE_NAME, META,
 };
 use inv_engine::testing::commands::{
-    adjust, commit, commit_lines, dispose, extend, record_return, release, reserve, reserve_lines,
-    reserve_on, return_line, sale, set_safety_stock,
+    acknowledge_anomaly, adjust, commit, commit_lines, dispose, extend, record_return, release,
+    reserve, reserve_lines, reserve_on, return_line, sale, set_safety_stock,
 };
 use inv_engine::*;
 use std::path::{Path, PathBuf};
@@ -147,6 +147,17 @@ fn scenario(engine: &Engine, clock: &ManualClock) {
             vec![Line::new("sku-1", "store-7", 2)],
         ),
     );
+    // A number far beyond the bound: an anomaly the checkpoint carries.
+    ok(
+        engine,
+        sale(
+            "st-1",
+            "t-jump",
+            1_000_000,
+            T0 - 500,
+            vec![Line::new("sku-1", "store-7", 1)],
+        ),
+    );
     ok(
         engine,
         record_return(
@@ -228,6 +239,43 @@ fn scenario(engine: &Engine, clock: &ManualClock) {
             T0 + 6_000,
             vec![Line::new("sku-3", "dc-2", 1)],
         ),
+    );
+    ok(
+        engine,
+        sale(
+            "st-2",
+            "t-max",
+            u64::MAX,
+            T0 + 6_500,
+            vec![Line::new("sku-3", "dc-2", 1)],
+        ),
+    );
+    let dismissed = ok(
+        engine,
+        acknowledge_anomaly("st-2", "t-max", AnomalyAction::Dismiss),
+    );
+    assert!(
+        matches!(
+            dismissed.outcome,
+            Outcome::StoreAnomalyAcknowledged {
+                accepted: false,
+                ..
+            }
+        ),
+        "{dismissed:?}"
+    );
+    // The anomaly from before the checkpoint: the store renumbered.
+    let accepted = ok(
+        engine,
+        acknowledge_anomaly("st-1", "t-jump", AnomalyAction::Accept),
+    );
+    assert_eq!(
+        accepted.outcome,
+        Outcome::StoreAnomalyAcknowledged {
+            store_seq: 1_000_000,
+            accepted: true,
+            gaps_abandoned: 1_000_000 - 4,
+        }
     );
     ok(
         engine,
@@ -437,9 +485,11 @@ fn kind_index(fact: &Fact) -> usize {
         Fact::SafetyStockSet(_) => 11,
         Fact::PositionReconciled { .. } => 12,
         Fact::DriftResolved { .. } => 13,
+        Fact::SaleRecordedOutOfSequence { .. } => 14,
+        Fact::StoreAnomalyAcknowledged { .. } => 15,
     }
 }
-const FACT_KINDS: usize = 14;
+const FACT_KINDS: usize = 16;
 
 // Goal: a log folder written by an earlier build of this format recovers to exactly the ledger
 // its scenario builds today. Method: open a copy of the checked-in folder, check what the file
@@ -476,6 +526,16 @@ fn the_fixture_of_this_format_recovers_to_the_ledger_of_its_scenario() {
         .latest_checkpoint()
         .expect("reads")
         .expect("a checkpoint");
+    let cut = checkpoint
+        .stores
+        .iter()
+        .find(|(id, _)| id.as_str() == "st-1")
+        .expect("st-1 sold before the checkpoint");
+    assert_eq!(
+        cut.1.anomalies.len(),
+        1,
+        "the checkpoint carries the anomaly"
+    );
     assert_eq!(sorted(stored), sorted(checkpoint));
     let tail = log.read_from(first, usize::MAX).expect("reads");
     let expected_tail = reference_log.read_from(first, usize::MAX).expect("reads");
@@ -555,8 +615,14 @@ fn the_fixture_of_this_format_recovers_to_the_ledger_of_its_scenario() {
     }
     let store = engine.store_status("st-1").expect("st-1 sold");
     assert_eq!(
-        (store.contiguous_seq, store.newest_seq),
-        (3, 3),
+        (store.contiguous_seq, store.newest_seq, store.missing_count),
+        (1_000_000, 1_000_000, 0),
+        "{store:?}"
+    );
+    let store = engine.store_status("st-2").expect("st-2 sold");
+    assert_eq!(
+        (store.newest_seq, store.missing_count, store.anomalies.len()),
+        (1, 0, 0),
         "{store:?}"
     );
     assert_eq!(engine.store_statuses(), reference.store_statuses());

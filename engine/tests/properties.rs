@@ -15,11 +15,18 @@
 //! command decided while the run is in progress; another resolves held drifts. The model
 //! keeps every on_hand change with its event time, so it predicts the engine's count at any
 //! `as_of`, each logged `PositionReconciled`, and the report's counts.
+//!
+//! Store sequences run under a small jump bound ([`SEQ_JUMP_MAX`]): some sales jump far
+//! beyond it (to 2^64-1 among others) and become anomalies, which a step acknowledges
+//! (ACCEPT or DISMISS, sometimes of a txn that has none); the model keeps its own sequence
+//! (every number received, and a floor an ACCEPT raises) and predicts each flag, each
+//! verdict's outcome and every store status.
 
+use inv_engine::limits::STORE_ANOMALIES_MAX;
 use inv_engine::reconcile::*;
 use inv_engine::testing::commands::{
-    adjust, adjust_with_reason, commit, commit_lines, dispose, extend, record_return, release,
-    reserve_lines, reserve_on, return_line, sale, set_safety_stock,
+    acknowledge_anomaly, adjust, adjust_with_reason, commit, commit_lines, dispose, extend,
+    record_return, release, reserve_lines, reserve_on, return_line, sale, set_safety_stock,
 };
 use inv_engine::*;
 use proptest::prelude::*;
@@ -35,6 +42,9 @@ const POSITIONS: usize = 4;
 /// id for a reserve, and a recently reserved id for commit, release and extend.
 const RESERVATION_IDS: u8 = 8;
 const T0: u64 = 1_700_000_000_000;
+/// The ledger's `store_seq_jump_max` in these cases: small, so sequence numbers of a few
+/// hundred jump while the ordinary ones (1 to 6) never do.
+const SEQ_JUMP_MAX: u64 = 100;
 
 fn pos_names(p: usize) -> (&'static str, &'static str) {
     (SKUS[p / 2], LOCS[p % 2])
@@ -94,6 +104,15 @@ enum Step {
         store_seq: u64,
         lag_ms: u64,
         lines: Vec<(usize, u64)>,
+    },
+    /// A verdict on a store's anomaly: the `pick`-th of those the model knows, or (`wrong`,
+    /// or none known) on sale `t{txn}` of `store-{store}`, which may have none.
+    Acknowledge {
+        pick: usize,
+        store: u8,
+        txn: u8,
+        accept: bool,
+        wrong: bool,
     },
     Return {
         ret: u8,
@@ -246,10 +265,20 @@ fn reconcile_strategy() -> impl Strategy<Value = Step> {
         )
 }
 
+/// Mostly the store's own small numbers; now and then one beyond [`SEQ_JUMP_MAX`] (within it
+/// again once an ACCEPT has moved the sequence up there), or the largest number there is.
+fn seq_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => 1..=6u64,
+        1 => 200..=260u64,
+        1 => Just(u64::MAX),
+    ]
+}
+
 fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => reconcile_strategy(),
-        1 => (0..POSITIONS, any::<bool>(), prop::bool::weighted(0.2))
+        2 => (0..POSITIONS, any::<bool>(), prop::bool::weighted(0.2))
             .prop_map(|(pos, apply, wrong)| Step::Resolve { pos, apply, wrong }),
         8 => (0..2 * RESERVATION_IDS, 0..2u8, lines_strategy(), 1_000..=5_000u64).prop_map(
             |(rid, channel, lines, ttl_ms)| Step::Reserve { rid, channel, lines, ttl_ms }
@@ -263,8 +292,11 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => (0..2 * RESERVATION_IDS).prop_map(|rid| Step::Release { rid }),
         2 => (0..2 * RESERVATION_IDS, 0..3u8, 1_000..=5_000u64)
             .prop_map(|(rid, request, ttl_ms)| Step::Extend { rid, request, ttl_ms }),
-        3 => (0..2u8, 0..8u8, 1..=6u64, 0..10_000u64, lines_strategy()).prop_map(
+        3 => (0..2u8, 0..8u8, seq_strategy(), 0..10_000u64, lines_strategy()).prop_map(
             |(store, txn, store_seq, lag_ms, lines)| Step::Sale { store, txn, store_seq, lag_ms, lines }
+        ),
+        2 => (any::<usize>(), 0..2u8, 0..8u8, any::<bool>(), prop::bool::weighted(0.2)).prop_map(
+            |(pick, store, txn, accept, wrong)| Step::Acknowledge { pick, store, txn, accept, wrong }
         ),
         2 => (0..4u8, return_lines_strategy()).prop_map(|(ret, lines)| Step::Return { ret, lines }),
         2 => (0..8u8, 0..4u8, 0..POSITIONS, 1..=4u64, any::<bool>()).prop_map(
@@ -338,6 +370,11 @@ fn model_key(c: &Command) -> Option<Key> {
             "ResolveDrift",
             c.snapshot_id.to_string(),
             position_sub(c.sku.as_str(), c.location.as_str()),
+        ),
+        Command::AcknowledgeStoreAnomaly(c) => (
+            "AcknowledgeStoreAnomaly",
+            c.store_id.to_string(),
+            c.txn_id.to_string(),
         ),
     })
 }
@@ -416,9 +453,71 @@ fn first_difference(a: &Command, b: &Command) -> Option<&'static str> {
             ("location", a.location == b.location),
             ("action", a.action == b.action),
         ],
+        (Command::AcknowledgeStoreAnomaly(a), Command::AcknowledgeStoreAnomaly(b)) => vec![
+            ("store_id", a.store_id == b.store_id),
+            ("txn_id", a.txn_id == b.txn_id),
+            ("action", a.action == b.action),
+        ],
         _ => return Some("command"),
     };
     fields.into_iter().find(|(_, same)| !same).map(|(f, _)| f)
+}
+
+/// The path a key conflict names for `field`, the first field that differs between the
+/// original and the new request: for the lines (which a fingerprint hashes as one field), the
+/// first line and subfield that differ, or `lines` when the counts differ or one of two
+/// commits lists none (commits everything). The engine finds the original in its log, which
+/// a `MemLog` never trims.
+fn conflict_path(field: &str, original: &Command, new: &Command) -> String {
+    type Lines = Vec<(Sku, Location, u64, Option<ReturnDisposition>)>;
+    fn lines(command: &Command) -> Option<Lines> {
+        let plain = |lines: &[Line]| {
+            lines
+                .iter()
+                .map(|l| (l.sku.clone(), l.location.clone(), l.qty, None))
+                .collect()
+        };
+        match command {
+            Command::Reserve(c) => Some(plain(&c.lines)),
+            Command::Commit(c) => c.lines.as_deref().map(plain),
+            Command::RecordSale(c) => Some(plain(&c.lines)),
+            Command::RecordReturn(c) => Some(
+                c.lines
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.sku.clone(),
+                            l.location.clone(),
+                            l.qty,
+                            Some(l.disposition),
+                        )
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    if field != "lines" {
+        return field.to_owned();
+    }
+    let (Some(a), Some(b)) = (lines(original), lines(new)) else {
+        return field.to_owned();
+    };
+    if a.len() != b.len() {
+        return field.to_owned();
+    }
+    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+        let differs = [
+            ("sku", a.0 != b.0),
+            ("location", a.1 != b.1),
+            ("qty", a.2 != b.2),
+            ("disposition", a.3 != b.3),
+        ];
+        if let Some((name, _)) = differs.iter().find(|(_, differs)| *differs) {
+            return format!("lines[{i}].{name}");
+        }
+    }
+    field.to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -454,35 +553,127 @@ struct ModelReturn {
     quarantined: Vec<(usize, u64)>,
 }
 
+/// A store's sequence as the model keeps it: every number received, one by one, above a
+/// floor that only an accepted jump raises (every number up to the floor is in the
+/// sequence or given up on), and the anomalies in a plain list.
 #[derive(Debug, Clone, Default)]
 struct ModelStore {
+    floor: u64,
     received: BTreeSet<u64>,
     newest_seq: u64,
     newest_occurred_at_ms: u64,
     newest_recorded_at_ms: u64,
     sales_recorded: u64,
     seq_reused: u64,
+    gaps_abandoned: u64,
+    anomalies: Vec<StoreAnomaly>,
+    anomalies_dropped: u64,
     duplicates_absorbed: u64,
 }
 
 impl ModelStore {
-    fn status(&self, store_id: &str) -> StoreStatus {
-        let mut contiguous_seq = 0;
-        while self.received.contains(&(contiguous_seq + 1)) {
-            contiguous_seq += 1;
+    fn has(&self, seq: u64) -> bool {
+        seq <= self.floor || self.received.contains(&seq)
+    }
+
+    fn contiguous(&self) -> u64 {
+        let mut contiguous = self.floor;
+        while contiguous < u64::MAX && self.received.contains(&(contiguous + 1)) {
+            contiguous += 1;
         }
+        contiguous
+    }
+
+    fn receive(&mut self, seq: u64, occurred_at_ms: u64, recorded_at_ms: u64) {
+        if self.has(seq) {
+            self.seq_reused += 1;
+            return;
+        }
+        self.received.insert(seq);
+        if seq >= self.newest_seq {
+            self.newest_seq = seq;
+            self.newest_occurred_at_ms = occurred_at_ms;
+            self.newest_recorded_at_ms = recorded_at_ms;
+        }
+    }
+
+    fn flag(&mut self, anomaly: StoreAnomaly) {
+        if let Some(i) = self
+            .anomalies
+            .iter()
+            .position(|a| a.txn_id == anomaly.txn_id)
+        {
+            self.anomalies.remove(i);
+            self.anomalies_dropped += 1;
+        }
+        self.anomalies.push(anomaly);
+        if self.anomalies.len() > STORE_ANOMALIES_MAX {
+            self.anomalies.remove(0);
+            self.anomalies_dropped += 1;
+        }
+    }
+
+    /// How many missing numbers accepting `seq` gives up on.
+    fn abandoned_by(&self, seq: u64) -> u64 {
+        if self.has(seq) {
+            return 0;
+        }
+        let contiguous = self.contiguous();
+        let received = self.received.range(contiguous + 1..seq).count() as u64;
+        // Anomalies below it came too: an ACCEPT settles them.
+        let doubted: BTreeSet<u64> = self
+            .anomalies
+            .iter()
+            .map(|a| a.store_seq)
+            .filter(|&n| n > contiguous && n < seq && !self.received.contains(&n))
+            .collect();
+        seq - contiguous - 1 - received - doubted.len() as u64
+    }
+
+    /// Applies a verdict; the missing numbers it gave up on.
+    fn acknowledge(&mut self, txn_id: &str, accept: bool) -> Option<u64> {
+        let i = self
+            .anomalies
+            .iter()
+            .position(|a| a.txn_id.as_str() == txn_id)?;
+        let anomaly = self.anomalies.remove(i);
+        if !accept {
+            return Some(0);
+        }
+        let seq = anomaly.store_seq;
+        if self.has(seq) {
+            self.seq_reused += 1;
+            return Some(0);
+        }
+        let abandoned = self.abandoned_by(seq);
+        self.gaps_abandoned = self.gaps_abandoned.saturating_add(abandoned);
+        self.anomalies.retain(|a| a.store_seq > seq);
+        self.received.retain(|&n| n > seq);
+        self.floor = seq;
+        if seq >= self.newest_seq {
+            self.newest_seq = seq;
+            self.newest_occurred_at_ms = anomaly.occurred_at_ms;
+            self.newest_recorded_at_ms = anomaly.recorded_at_ms;
+        }
+        Some(abandoned)
+    }
+
+    fn status(&self, store_id: &str) -> StoreStatus {
+        let contiguous_seq = self.contiguous();
         let mut gaps = Vec::new();
-        let mut seq = contiguous_seq + 1;
-        while seq <= self.newest_seq {
-            if self.received.contains(&seq) {
-                seq += 1;
+        let mut seq = contiguous_seq.checked_add(1);
+        while let Some(at) = seq.filter(|&n| n <= self.newest_seq) {
+            if self.received.contains(&at) {
+                seq = at.checked_add(1);
                 continue;
             }
-            let start = seq;
-            while seq <= self.newest_seq && !self.received.contains(&seq) {
-                seq += 1;
+            let start = at;
+            let mut end = at;
+            while end < self.newest_seq && !self.received.contains(&(end + 1)) {
+                end += 1;
             }
-            gaps.push((start, seq - 1));
+            gaps.push((start, end));
+            seq = end.checked_add(1);
         }
         StoreStatus {
             store_id: store_id.to_owned(),
@@ -492,12 +683,14 @@ impl ModelStore {
             gaps,
             sales_recorded: self.sales_recorded,
             seq_reused: self.seq_reused,
-            gaps_abandoned: 0,
+            gaps_abandoned: self.gaps_abandoned,
             duplicates_absorbed: self.duplicates_absorbed,
             newest_lag_ms: self
                 .newest_recorded_at_ms
                 .saturating_sub(self.newest_occurred_at_ms),
             newest_occurred_at_ms: self.newest_occurred_at_ms,
+            anomalies: self.anomalies.clone(),
+            anomalies_dropped: self.anomalies_dropped,
         }
     }
 }
@@ -510,13 +703,13 @@ enum Expected {
     Event(Outcome),
 }
 
-/// A [`Refusal`] as the model predicts it: every field but the free-text reason of
-/// `NotHeld`, whose field name it predicts instead.
+/// A [`Refusal`] as the model predicts it: every field but the free-text reasons of
+/// `KeyConflict` and `NotHeld`, whose field paths it predicts instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Refused {
     KeyConflict {
         key: String,
-        field: &'static str,
+        field: String,
     },
     ReservationIdInUse {
         reservation_id: String,
@@ -539,11 +732,16 @@ enum Refused {
         sku: String,
         location: String,
     },
+    StoreNotFound(String),
+    StoreAnomalyNotFound {
+        store_id: String,
+        txn_id: String,
+    },
 }
 
 fn refused_of(refusal: &Refusal) -> Option<Refused> {
     Some(match refusal.clone() {
-        Refusal::KeyConflict { key, field } => Refused::KeyConflict { key, field },
+        Refusal::KeyConflict { key, field, .. } => Refused::KeyConflict { key, field },
         Refusal::ReservationIdInUse {
             reservation_id,
             state,
@@ -578,6 +776,10 @@ fn refused_of(refusal: &Refusal) -> Option<Refused> {
             sku,
             location,
         },
+        Refusal::StoreNotFound(id) => Refused::StoreNotFound(id),
+        Refusal::StoreAnomalyNotFound { store_id, txn_id } => {
+            Refused::StoreAnomalyNotFound { store_id, txn_id }
+        }
         _ => return None,
     })
 }
@@ -757,7 +959,7 @@ impl Model {
             return match first_difference(&record.command, command) {
                 Some(field) => Expected::Refused(Refused::KeyConflict {
                     key: key_name(&key),
-                    field,
+                    field: conflict_path(field, &record.command, command),
                 }),
                 None => Expected::Duplicate {
                     lsn: record.lsn,
@@ -891,6 +1093,27 @@ impl Model {
             Command::RecordSale(_) | Command::Adjust(_) | Command::SetSafetyStock(_) => {
                 Expected::Event(Outcome::Recorded)
             }
+            Command::AcknowledgeStoreAnomaly(c) => {
+                let Some(store) = self.stores.get(c.store_id.as_str()) else {
+                    return Expected::Refused(Refused::StoreNotFound(c.store_id.to_string()));
+                };
+                let Some(anomaly) = store.anomalies.iter().find(|a| a.txn_id == c.txn_id) else {
+                    return Expected::Refused(Refused::StoreAnomalyNotFound {
+                        store_id: c.store_id.to_string(),
+                        txn_id: c.txn_id.to_string(),
+                    });
+                };
+                let accepted = c.action == AnomalyAction::Accept;
+                Expected::Event(Outcome::StoreAnomalyAcknowledged {
+                    store_seq: anomaly.store_seq,
+                    accepted,
+                    gaps_abandoned: if accepted {
+                        store.abandoned_by(anomaly.store_seq)
+                    } else {
+                        0
+                    },
+                })
+            }
             Command::ResolveDrift(c) => {
                 let p = pos_of(c.sku.as_str(), c.location.as_str());
                 match self.held.get(&p) {
@@ -949,6 +1172,19 @@ impl Model {
                 commit: c.clone(),
                 lines,
             });
+        }
+        // Whether a sale's number jumps is the model's own judgement of its store.
+        if let (Command::RecordSale(c), Outcome::Recorded) = (command, outcome) {
+            let newest_seq = self
+                .stores
+                .get(c.store_id.as_str())
+                .map_or(0, |s| s.newest_seq);
+            if c.store_seq > newest_seq.saturating_add(SEQ_JUMP_MAX) {
+                return Ok(Fact::SaleRecordedOutOfSequence {
+                    sale: c.clone(),
+                    newest_seq,
+                });
+            }
         }
         // The held drift's time and size are only in the model's record of it.
         if let (Command::ResolveDrift(c), Outcome::DriftResolved { drift, .. }) = (command, outcome)
@@ -1017,7 +1253,7 @@ impl Model {
                     .expect("model: extended hold exists");
                 hold.expires_at_ms = *expires_at_ms;
             }
-            Fact::SaleRecorded(c) => {
+            Fact::SaleRecorded(c) | Fact::SaleRecordedOutOfSequence { sale: c, .. } => {
                 for l in &c.lines {
                     let pos = pos_of(l.sku.as_str(), l.location.as_str());
                     let p = &mut self.positions[pos];
@@ -1028,13 +1264,35 @@ impl Model {
                 }
                 let store = self.stores.entry(c.store_id.to_string()).or_default();
                 store.sales_recorded += 1;
-                if !store.received.insert(c.store_seq) {
-                    store.seq_reused += 1;
-                } else if c.store_seq >= store.newest_seq {
-                    store.newest_seq = c.store_seq;
-                    store.newest_occurred_at_ms = c.occurred_at_ms;
-                    store.newest_recorded_at_ms = at_ms;
+                if let Fact::SaleRecordedOutOfSequence { newest_seq, .. } = fact {
+                    assert_eq!(
+                        *newest_seq, store.newest_seq,
+                        "model: the jump's newest seq"
+                    );
+                    store.flag(StoreAnomaly {
+                        txn_id: c.txn_id.clone(),
+                        store_seq: c.store_seq,
+                        newest_seq: *newest_seq,
+                        occurred_at_ms: c.occurred_at_ms,
+                        recorded_at_ms: at_ms,
+                        lsn: Lsn(lsn),
+                    });
+                } else {
+                    store.receive(c.store_seq, c.occurred_at_ms, at_ms);
                 }
+            }
+            Fact::StoreAnomalyAcknowledged {
+                acknowledge: c,
+                gaps_abandoned,
+                ..
+            } => {
+                let store = self
+                    .stores
+                    .get_mut(c.store_id.as_str())
+                    .expect("model: an acknowledged store exists");
+                let abandoned =
+                    store.acknowledge(c.txn_id.as_str(), c.action == AnomalyAction::Accept);
+                assert_eq!(abandoned, Some(*gaps_abandoned), "model: {fact:?}");
             }
             Fact::ReturnRecorded(c) => {
                 let mut quarantined = Vec::new();
@@ -1209,6 +1467,10 @@ struct Stats {
     duplicates: usize,
     conflicts: usize,
     expired: usize,
+    /// Sales whose number jumped beyond `SEQ_JUMP_MAX`, and verdicts on them.
+    seq_anomalies: usize,
+    anomalies_accepted: usize,
+    anomalies_dismissed: usize,
 }
 
 macro_rules! check {
@@ -1353,6 +1615,17 @@ impl Harness {
                 }
                 if matches!(receipt.outcome, Outcome::DriftResolved { .. }) {
                     self.stats.drifts_resolved += 1;
+                }
+                match &fact {
+                    Fact::SaleRecordedOutOfSequence { .. } => self.stats.seq_anomalies += 1,
+                    Fact::StoreAnomalyAcknowledged { acknowledge, .. } => {
+                        if acknowledge.action == AnomalyAction::Accept {
+                            self.stats.anomalies_accepted += 1;
+                        } else {
+                            self.stats.anomalies_dismissed += 1;
+                        }
+                    }
+                    _ => {}
                 }
                 if let Command::Reserve(c) = &command {
                     self.check_reserve_decision(c, &at_decision, &receipt.outcome)?;
@@ -1509,6 +1782,34 @@ impl Harness {
                 self.now_ms - lag_ms,
                 lines.iter().map(|&(p, q)| line(p, q)).collect(),
             ),
+            Step::Acknowledge {
+                pick,
+                store,
+                txn,
+                accept,
+                wrong,
+            } => {
+                let known: Vec<(String, String)> = self
+                    .model
+                    .stores
+                    .iter()
+                    .flat_map(|(id, s)| {
+                        s.anomalies
+                            .iter()
+                            .map(|a| (id.clone(), a.txn_id.to_string()))
+                    })
+                    .collect();
+                let (store, txn) = match known.get(pick % known.len().max(1)) {
+                    Some(target) if !*wrong => target.clone(),
+                    _ => (format!("store-{store}"), format!("t{txn}")),
+                };
+                let action = if *accept {
+                    AnomalyAction::Accept
+                } else {
+                    AnomalyAction::Dismiss
+                };
+                acknowledge_anomaly(&store, &txn, action)
+            }
             Step::Return { ret, lines } => record_return(
                 &format!("ret{ret}"),
                 lines
@@ -1683,9 +1984,10 @@ impl Harness {
                 // after retention may have stored another payload under the key). `submit`
                 // has already checked that nothing changed.
                 if retained && current.as_ref() == Some(&original) {
+                    let path = conflict_path(field_name, &original, &changed);
                     check!(
-                        matches!(&result, Ok(Err(Refusal::KeyConflict { field, .. })) if *field == field_name),
-                        "conflicting reuse {changed:?} of {original:?} got {result:?}, expected a conflict on {field_name}"
+                        matches!(&result, Ok(Err(Refusal::KeyConflict { field, .. })) if *field == path),
+                        "conflicting reuse {changed:?} of {original:?} got {result:?}, expected a conflict on {path}"
                     );
                 }
                 return Ok(());
@@ -2232,7 +2534,8 @@ fn mutate(command: &Command, which: usize) -> Option<(Command, &'static str)> {
         }
         Command::RecordSale(r) => match which % 3 {
             0 => {
-                r.store_seq += 1;
+                // Down from the top: a sale may be numbered u64::MAX.
+                r.store_seq = r.store_seq.checked_add(1).unwrap_or(r.store_seq - 1);
                 "store_seq"
             }
             1 => {
@@ -2319,6 +2622,13 @@ fn mutate(command: &Command, which: usize) -> Option<(Command, &'static str)> {
             };
             "action"
         }
+        Command::AcknowledgeStoreAnomaly(r) => {
+            r.action = match r.action {
+                AnomalyAction::Accept => AnomalyAction::Dismiss,
+                AnomalyAction::Dismiss => AnomalyAction::Accept,
+            };
+            "action"
+        }
         Command::Reconcile(_) => return None,
     };
     Some((c, field))
@@ -2328,6 +2638,7 @@ fn run_case(case: &Case, retention_ms: u64) -> Result<Stats, TestCaseError> {
     let config = LedgerConfig {
         shards: case.shards,
         key_retention_ms: retention_ms,
+        store_seq_jump_max: SEQ_JUMP_MAX,
         ..LedgerConfig::default()
     };
     let mut h = Harness::new(config);
@@ -2384,7 +2695,8 @@ proptest! {
 }
 
 // Goal: make sure the generator really exercises every path it is meant to (grants, refusals,
-// retries, conflicts, expiries); method: run a fixed-seed batch of cases and count.
+// retries, conflicts, expiries, reconciliations, store sequence anomalies and their verdicts);
+// method: run a fixed-seed batch of cases and count.
 #[test]
 fn the_generator_reaches_every_kind_of_outcome() {
     use proptest::strategy::ValueTree;
@@ -2410,6 +2722,9 @@ fn the_generator_reaches_every_kind_of_outcome() {
         total.drifts_applied += stats.drifts_applied;
         total.drifts_held += stats.drifts_held;
         total.drifts_resolved += stats.drifts_resolved;
+        total.seq_anomalies += stats.seq_anomalies;
+        total.anomalies_accepted += stats.anomalies_accepted;
+        total.anomalies_dismissed += stats.anomalies_dismissed;
     }
     assert!(total.granted > 150, "{total:?}");
     assert!(total.insufficient > 100, "{total:?}");
@@ -2420,6 +2735,9 @@ fn the_generator_reaches_every_kind_of_outcome() {
     assert!(total.drifts_applied > 30, "{total:?}");
     assert!(total.drifts_held > 10, "{total:?}");
     assert!(total.drifts_resolved > 3, "{total:?}");
+    assert!(total.seq_anomalies > 25, "{total:?}");
+    assert!(total.anomalies_accepted > 1, "{total:?}");
+    assert!(total.anomalies_dismissed > 1, "{total:?}");
 }
 
 // Regression: a return id reused after its idempotency key was forgotten used to overwrite

@@ -426,6 +426,7 @@ fn a_row_outside_the_scope_is_refused_naming_the_row() {
     let PushError::Invalid(invalid) = error else {
         panic!("{error:?}")
     };
+    let invalid = invalid.first().expect("a violation").clone();
     assert_eq!(invalid.field, "rows[1].location");
     assert_eq!(r.store.get("s1"), Ok(None), "nothing staged");
 }
@@ -557,6 +558,7 @@ fn an_as_of_outside_the_history_window_or_in_the_future_is_refused_naming_the_wi
     let PushError::Invalid(invalid) = error else {
         panic!("{error:?}")
     };
+    let invalid = invalid.first().expect("a violation").clone();
     assert_eq!(invalid.field, "as_of_ms");
     assert!(
         invalid.reason.contains("history") && invalid.reason.contains("24 h"),
@@ -570,6 +572,7 @@ fn an_as_of_outside_the_history_window_or_in_the_future_is_refused_naming_the_wi
     let PushError::Invalid(invalid) = error else {
         panic!("{error:?}")
     };
+    let invalid = invalid.first().expect("a violation").clone();
     assert_eq!(invalid.field, "as_of_ms");
     assert!(invalid.reason.contains("skew"), "{}", invalid.reason);
 
@@ -675,7 +678,7 @@ fn a_drift_beyond_tolerance_is_held_then_applied_or_dismissed() {
         .submit(resolve("sku-1", DriftAction::Dismiss))
         .expect("accepted");
     assert!(
-        matches!(other, Err(Refusal::KeyConflict { field, .. }) if field == "action"),
+        matches!(&other, Err(Refusal::KeyConflict { field, .. }) if field == "action"),
         "{other:?}"
     );
     let never = r

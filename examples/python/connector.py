@@ -318,10 +318,9 @@ def run(server):
                             lines=[pb.Line(sku=sku, location=location, qty=0)], ttl_ms=10)
     _, reason, violations = expect_error(lambda: stub.Reserve(bad, timeout=5),
                                          grpc.StatusCode.INVALID_ARGUMENT, ("INVALID_FIELD",))
-    # Both fields are wrong; the proto promises every offending field, the server may name
-    # fewer: assert what it names is among them, fix it, and look again.
+    # Both fields are wrong, and the BadRequest names both.
     fields = {field for field, _ in violations}
-    assert fields and fields <= {"lines[0].qty", "ttl_ms"}, violations
+    assert fields == {"lines[0].qty", "ttl_ms"}, violations
     log(f"   INVALID_ARGUMENT {reason}: {violations} -> fix, resend under the same id")
     fixed = reserve(stub, retrier, reserve_request(f"D-{run_id}", line(1)))
     assert fixed.WhichOneof("result") == "granted", fixed
@@ -329,10 +328,12 @@ def run(server):
 
     # ALREADY_EXISTS KEY_REUSED: the same id with another payload is a bug in the connector
     # (two orders mapped to one id, or a retry that changed the request). Never retry it.
+    # The BadRequest names the path that differs from the first request.
     reused = reserve_request(f"A-{run_id}", line(5))
-    _, reason, _ = expect_error(lambda: reserve(stub, retrier, reused),
-                                grpc.StatusCode.ALREADY_EXISTS, ("KEY_REUSED",))
-    log(f"   ALREADY_EXISTS {reason} -> a bug: alert, do not retry")
+    _, reason, violations = expect_error(lambda: reserve(stub, retrier, reused),
+                                         grpc.StatusCode.ALREADY_EXISTS, ("KEY_REUSED",))
+    assert [field for field, _ in violations] == ["lines[0].qty"], violations
+    log(f"   ALREADY_EXISTS {reason} at {violations[0][0]} -> a bug: alert, do not retry")
 
     # NOT_FOUND: the engine does not know the hold (never placed, or forgotten after the key
     # retention window). Not retryable; reconcile the order by hand or reserve anew.

@@ -53,7 +53,7 @@ use scenarios::Ctx;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Longest a scenario (or backfill phase) may be asked to run.
 pub const SECONDS_MAX: f64 = 60.0;
@@ -197,9 +197,39 @@ pub fn check_loopback(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// One HTTP/2 connection to `url`.
+/// The TLS of every connection to an `https://` server ([`use_tls`]). Process-wide because
+/// every connection the tool opens goes to its one `--server`, from scenarios and surges alike.
+static CLIENT_TLS: std::sync::OnceLock<ClientTlsConfig> = std::sync::OnceLock::new();
+
+/// Connect to `https://` servers over TLS, trusting certificates `ca` (PEM) signed, and with
+/// `identity` (certificate and key, PEM) for a server that requires mutual TLS. Once per
+/// process.
+pub fn use_tls(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<()> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if CLIENT_TLS.set(tls).is_err() {
+        bail!("the client TLS is set once per process");
+    }
+    Ok(())
+}
+
+/// One HTTP/2 connection to `url`: over TLS for an `https://` url (see [`use_tls`]).
 pub async fn connect(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_owned())?
+    let endpoint = Endpoint::from_shared(url.to_owned())?;
+    let endpoint = match (url.starts_with("https://"), CLIENT_TLS.get()) {
+        (false, _) => endpoint,
+        (true, Some(tls)) => endpoint.tls_config(tls.clone())?,
+        (true, None) => bail!("{url} is https: give --ca (the CA that signed its certificate)"),
+    };
+    endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()

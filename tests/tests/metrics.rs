@@ -152,13 +152,15 @@ async fn metrics_count_what_the_server_did_and_pass_promtool() -> Result<()> {
             .expect_err("an unknown hold");
         assert_eq!(missing.code(), Code::NotFound);
 
-        // Store sales 1 and 3: one gap of one missing sale, 1 s behind the till.
+        // Store sales 1 and 3: one gap of one missing sale, 1 s behind the till. And one
+        // numbered 2^64-1: an anomaly, which adds nothing to the missing count.
         client
             .record_sales(pb::RecordSalesRequest {
                 store_id: "store-7".into(),
                 sales: vec![
                     sale("t-1", 1, vec![line("sock", "store-7", 1)]),
                     sale("t-3", 3, vec![line("sock", "store-7", 1)]),
+                    sale("t-max", u64::MAX, vec![line("sock", "store-7", 1)]),
                 ],
             })
             .await?;
@@ -240,6 +242,7 @@ async fn metrics_count_what_the_server_did_and_pass_promtool() -> Result<()> {
 
         let store = r#"{store_id="store-7"}"#;
         assert_eq!(value(&s, "inventory_stores")?, 1.0);
+        assert_eq!(value(&s, "inventory_store_seq_anomalies")?, 1.0);
         assert_eq!(
             value(&s, &format!("inventory_store_sale_gaps{store}"))?,
             1.0

@@ -427,6 +427,20 @@ async fn a_held_drift_is_resolved_once_and_idempotently() -> Result<()> {
             &[row("sku-a", DC, 80)],
         )
         .await?;
+        // Before the reconciliation nothing is held: DRIFT_NOT_HELD is a refusal, not
+        // recorded, so the same request under the same key works once the drift is held.
+        let early = pb::ResolveDriftRequest {
+            snapshot_id: "s-1".into(),
+            sku: "sku-a".into(),
+            location: DC.into(),
+            action: pb::DriftAction::Apply as i32,
+        };
+        expect_error(
+            client.resolve_drift(early).await,
+            Code::FailedPrecondition,
+            "DRIFT_NOT_HELD",
+            "snapshot_id",
+        );
         let done = reconcile(&mut client, "s-1", false).await?;
         assert_eq!(counts(&done)?.held, 1);
         assert_eq!(on_hand(&mut client, "sku-a", DC).await?, 100);

@@ -1,10 +1,12 @@
 //! The client subcommands of `inventory`: one per thing a person or a script asks a running
 //! server (`check`, `check-sku`, `adjust`, `safety-stock`, `reserve`, `commit`, `release`,
-//! `extend`, `reservation`, `sales`, `returns`, `dispose`, `store-status`, `watch`,
+//! `extend`, `reservation`, `sales`, `returns`, `dispose`, `store-status`, `store-ack`, `watch`,
+//! `events`,
 //! `snapshot import`, `reconcile`, `reconciliation show` / `list`, `drift list` / `resolve`),
 //! and `completions`, which prints a shell's completion script and asks no server.
 //!
-//! Each subcommand connects to `--server` (env `INVENTORY_SERVER`), makes its calls through the
+//! Each subcommand connects to `--server` (env `INVENTORY_SERVER`; `https://` with `--ca`, and
+//! `--cert` and `--key` for mutual TLS: docs/security.md), makes its calls through the
 //! generated client and prints the answer on stdout: a table by default, JSON with `--json`
 //! (one document; `watch` prints one per line). Errors go to stderr; with `--json` the error is
 //! also printed on stdout as `{"error": {...}}`, so a script reading stdout sees why.
@@ -21,9 +23,10 @@
 //!
 //! Layout, top-down: this file holds what every subcommand shares (the [`ClientCmd`] enum and
 //! its dispatch, connection and client options, outcomes and exit codes); each family of
-//! subcommands has its own file (`reads.rs`: check, check-sku, reservation, store-status,
-//! watch; `holds.rs`: reserve, commit, release, extend; `stock.rs`: adjust, safety-stock,
-//! dispose; `batches.rs`: sales and returns from files; `snapshots.rs`: ERP snapshot import,
+//! subcommands has its own file (`reads.rs`: check, check-sku, reservation, watch;
+//! `stores.rs`: store-status, store-ack; `holds.rs`: reserve, commit, release, extend; `stock.rs`: adjust, safety-stock,
+//! dispose; `events.rs`: the events of a position or a hold; `batches.rs`: sales and returns
+//! from files; `snapshots.rs`: ERP snapshot import,
 //! reconciliations and held drifts),
 //! on top of `parse.rs` (LINE, position and duration syntax), `files.rs` (reading JSON Lines
 //! and CSV files) and `output.rs` (tables, JSON, times). Adding a family of subcommands is a
@@ -31,6 +34,7 @@
 //! `ClientCmd::execute`.
 
 mod batches;
+mod events;
 mod files;
 mod holds;
 mod output;
@@ -39,24 +43,28 @@ mod reads;
 mod reports;
 mod snapshots;
 mod stock;
+mod stores;
 
 use batches::{RETURNS_HELP, ReturnsArgs, SALES_HELP, SalesArgs};
 use clap::{Args, Subcommand};
+use events::{EVENTS_HELP, EventsArgs};
 use holds::{CommitArgs, ExtendArgs, ReleaseArgs, ReserveArgs};
 use inv_proto::code_name;
 use inv_proto::v1 as pb;
 use output::print_json;
 pub(crate) use parse::parse_duration;
 use pb::inventory_client::InventoryClient;
-use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, StoreStatusArgs, WatchArgs};
+use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, WatchArgs};
 use serde_json::{Value, json};
 use snapshots::{DriftCmd, ReconcileArgs, ReconciliationCmd, SnapshotCmd};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stock::{AdjustArgs, DisposeArgs, SafetyStockArgs};
-use tonic::transport::{Channel, Endpoint};
+use stores::{StoreAckArgs, StoreStatusArgs};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -69,7 +77,7 @@ Exit codes (client subcommands):
      key reused with another payload
   2  usage error or invalid argument (bad flags, a malformed LINE, a bad file, a request the
      server found invalid)
-  3  not found: unknown reservation, return or store
+  3  not found: unknown reservation, return or store, or a store anomaly already answered
   4  server unavailable: cannot connect, timed out, overloaded, busy with another
      reconciliation, fail-stopped or shutting down (retry later)
   5  any other error
@@ -92,6 +100,24 @@ pub struct ClientOpts {
     /// Give up on a call (and on connecting) after this long: 500ms, 10s, 1m.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    // Boxed: three paths would make every client command (and `Cmd`) much larger.
+    #[command(flatten)]
+    pub tls: Box<ClientTlsOpts>,
+}
+
+/// How a client subcommand connects over TLS (docs/security.md).
+#[derive(Args, Debug, Clone)]
+pub struct ClientTlsOpts {
+    /// Connect over TLS, trusting the server's certificate if this CA (PEM) signed it. Needs
+    /// an https:// --server.
+    #[arg(long, env = "INVENTORY_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// With --ca: present this client certificate (PEM) to a server that requires mutual TLS.
+    #[arg(long, env = "INVENTORY_CERT", value_name = "FILE", requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, env = "INVENTORY_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 /// The client subcommands, flattened into `inventory`'s own.
@@ -133,12 +159,18 @@ pub enum ClientCmd {
     /// Restock or scrap units a return put in quarantine.
     #[command(after_help = EXIT_CODES_HELP)]
     Dispose(DisposeArgs),
-    /// How far behind each store's sales feed is: contiguous sequence, gaps, lag.
+    /// How far behind each store's sales feed is: contiguous sequence, gaps, lag, anomalies.
     #[command(after_help = EXIT_CODES_HELP)]
     StoreStatus(StoreStatusArgs),
+    /// Accept or dismiss a sale whose sequence number jumped (see `store-status STORE`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    StoreAck(StoreAckArgs),
     /// Follow availability changes (until Ctrl-C, or --max-changes).
     #[command(after_help = EXIT_CODES_HELP)]
     Watch(WatchArgs),
+    /// What happened to a position or a hold: its events from the log, oldest first.
+    #[command(after_help = EVENTS_HELP)]
+    Events(EventsArgs),
     /// ERP snapshots: `snapshot import FILE --as-of TIME --mode full|delta`.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -297,7 +329,9 @@ impl ClientCmd {
             ClientCmd::Returns(a) => &a.client,
             ClientCmd::Dispose(a) => &a.client,
             ClientCmd::StoreStatus(a) => &a.client,
+            ClientCmd::StoreAck(a) => &a.client,
             ClientCmd::Watch(a) => &a.client,
+            ClientCmd::Events(a) => &a.client,
             ClientCmd::Snapshot(c) => c.client(),
             ClientCmd::Reconcile(a) => &a.client,
             ClientCmd::Reconciliation(c) => c.client(),
@@ -319,8 +353,10 @@ impl ClientCmd {
             ClientCmd::Sales(a) => batches::sales(a).await,
             ClientCmd::Returns(a) => batches::returns(a).await,
             ClientCmd::Dispose(a) => stock::dispose(a).await,
-            ClientCmd::StoreStatus(a) => reads::store_status(a).await,
+            ClientCmd::StoreStatus(a) => stores::store_status(a).await,
+            ClientCmd::StoreAck(a) => stores::store_ack(a).await,
             ClientCmd::Watch(a) => reads::watch(a).await,
+            ClientCmd::Events(a) => events::events(a).await,
             ClientCmd::Snapshot(SnapshotCmd::Import(a)) => snapshots::import(a).await,
             ClientCmd::Reconcile(a) => snapshots::reconcile(a).await,
             ClientCmd::Reconciliation(c) => snapshots::reconciliation(c).await,
@@ -372,6 +408,38 @@ pub fn print_completions(args: &CompletionsArgs, mut command: clap::Command) -> 
     ExitCode::SUCCESS
 }
 
+/// The TLS of `--ca`, `--cert` and `--key`: `None` for a plaintext `http://` server. TLS
+/// goes with an `https://` server and nothing else, so a TLS port is never sent plaintext by
+/// mistake (nor a plaintext one TLS).
+fn client_tls(opts: &ClientOpts) -> Result<Option<ClientTlsConfig>, Failed> {
+    let https = opts.server.starts_with("https://");
+    let Some(ca) = &opts.tls.ca else {
+        if https {
+            return Err(Failed::usage(format!(
+                "--server {} is https: give --ca FILE (the CA that signed the server's \
+                 certificate)",
+                opts.server
+            )));
+        }
+        return Ok(None);
+    };
+    if !https {
+        return Err(Failed::usage(format!(
+            "--ca connects over TLS: give an https:// --server, not {}",
+            opts.server
+        )));
+    }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| Failed::usage(format!("reading --{flag} {}: {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca", ca)?));
+    if let (Some(cert), Some(key)) = (&opts.tls.cert, &opts.tls.key) {
+        tls = tls.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
+    }
+    Ok(Some(tls))
+}
+
 /// Connects (bounded by `--timeout`); a server that cannot be reached exits 4.
 async fn connect(
     opts: &ClientOpts,
@@ -380,6 +448,12 @@ async fn connect(
     let endpoint = Endpoint::from_shared(opts.server.clone())
         .map_err(|e| Failed::usage(format!("invalid --server {:?}: {e}", opts.server)))?
         .connect_timeout(opts.timeout);
+    let endpoint = match client_tls(opts)? {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| Failed::usage(format!("TLS settings: {e}")))?,
+        None => endpoint,
+    };
     let endpoint = if per_call_timeout {
         endpoint.timeout(opts.timeout)
     } else {

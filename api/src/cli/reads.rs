@@ -1,10 +1,10 @@
-//! The subcommands that only read: `check`, `check-sku`, `reservation`, `store-status` and
-//! `watch`.
+//! The subcommands that only read: `check`, `check-sku`, `reservation` and `watch`
+//! (`store-status` is with the other store subcommands, in `stores.rs`).
 
 use super::files::read_positions;
 use super::output::{
-    AVAILABILITY_HEADERS, availability_json, availability_row, format_lag_ms, format_utc_ms,
-    item_error_json, item_exit, line_json, print_json, print_table,
+    AVAILABILITY_HEADERS, availability_json, availability_row, format_utc_ms, item_error_json,
+    item_exit, line_json, print_json, print_table,
 };
 use super::{ClientOpts, Exit, Failed, Outcome, connect};
 use clap::Args;
@@ -206,89 +206,6 @@ pub(super) async fn reservation(args: ReservationArgs) -> Outcome {
             .map(|l| vec![l.sku.clone(), l.location.clone(), l.qty.to_string()])
             .collect();
         print_table(&["SKU", "LOCATION", "QTY"], &rows);
-    }
-    Ok(Exit::Success)
-}
-
-/// `store-status`.
-#[derive(Args, Debug)]
-pub struct StoreStatusArgs {
-    /// One store (its gaps are listed too); every store by default.
-    #[arg(value_name = "STORE")]
-    pub store: Option<String>,
-    #[command(flatten)]
-    pub client: ClientOpts,
-}
-
-pub(super) async fn store_status(args: StoreStatusArgs) -> Outcome {
-    let mut client = connect(&args.client, true).await?;
-    let one = args.store.is_some();
-    let response = client
-        .store_status(pb::StoreStatusRequest {
-            store_id: args.store.unwrap_or_default(),
-        })
-        .await?
-        .into_inner();
-    if args.client.json {
-        let stores: Vec<Value> = response
-            .stores
-            .iter()
-            .map(|s| {
-                json!({
-                    "store_id": s.store_id, "contiguous_seq": s.contiguous_seq,
-                    "newest_seq": s.newest_seq, "missing_count": s.missing_count,
-                    "gaps": s.gaps.iter().map(|g| json!([g.first, g.last])).collect::<Vec<_>>(),
-                    "gaps_truncated": s.gaps_truncated, "sales_recorded": s.sales_recorded,
-                    "seq_reused": s.seq_reused, "gaps_abandoned": s.gaps_abandoned,
-                    "duplicates_absorbed": s.duplicates_absorbed,
-                    "newest_lag_ms": s.newest_lag_ms,
-                    "newest_occurred_at_ms": s.newest_occurred_at_ms,
-                })
-            })
-            .collect();
-        print_json(&json!({ "stores": stores }));
-        return Ok(Exit::Success);
-    }
-    let rows: Vec<Vec<String>> = response
-        .stores
-        .iter()
-        .map(|s| {
-            vec![
-                s.store_id.clone(),
-                s.contiguous_seq.to_string(),
-                s.newest_seq.to_string(),
-                s.missing_count.to_string(),
-                s.gaps.len().to_string(),
-                s.sales_recorded.to_string(),
-                format_lag_ms(s.newest_lag_ms),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "STORE",
-            "CONTIGUOUS",
-            "NEWEST",
-            "MISSING",
-            "GAPS",
-            "SALES",
-            "LAG",
-        ],
-        &rows,
-    );
-    if one {
-        for s in &response.stores {
-            for gap in &s.gaps {
-                if gap.first == gap.last {
-                    println!("missing: {}", gap.first);
-                } else {
-                    println!("missing: {}-{}", gap.first, gap.last);
-                }
-            }
-            if s.gaps_truncated {
-                println!("(more gaps not listed)");
-            }
-        }
     }
     Ok(Exit::Success)
 }

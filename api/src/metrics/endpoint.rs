@@ -1,6 +1,7 @@
-//! The HTTP endpoint: `GET /metrics`.
+//! The HTTP endpoint: `GET /metrics`, over plaintext HTTP/1.1 or over TLS.
 
 use crate::shared::Shared;
+use crate::tls::{Port, ServerTls};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -10,17 +11,29 @@ use tracing::{info, warn};
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves `GET /metrics` on `listener` until `stop` is cancelled, then finishes the scrapes in
-/// progress (bounded by [`HTTP_DRAIN_TIMEOUT`]).
+/// progress (bounded by [`HTTP_DRAIN_TIMEOUT`]). With `tls`, only over TLS.
 pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, tls = tls.is_some(), "serving metrics at /metrics");
+    }
+    match tls {
+        None => serve_on(listener, shared, stop).await,
+        Some(tls) => serve_on(tls.incoming(listener, Port::Metrics), shared, stop).await,
+    }
+}
+
+async fn serve_on<L>(listener: L, shared: Arc<Shared>, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     use axum::http::{StatusCode, header};
     use axum::routing::get;
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving metrics at /metrics");
-    }
     let router = axum::Router::new().route(
         "/metrics",
         get(move || {

@@ -8,7 +8,7 @@
 //!   costs a map lookup and an atomic add.
 //! - **Read at scrape** ([`Snapshot`]): what the engine already knows and would only be
 //!   duplicated (and drift) if mirrored into gauges: open holds, LSNs, per-store sale lag and
-//!   gaps, fail-stop, the concurrency budgets in use, and the event log's writer statistics
+//!   gaps, store sequence anomalies (a total over every store), fail-stop, the concurrency budgets in use, and the event log's writer statistics
 //!   (`Engine::log_stats`, when the log keeps them). A scrape takes a few short engine locks,
 //!   the same ones a `StoreStatus` call takes.
 //!

@@ -22,6 +22,9 @@ pub(super) struct Snapshot {
     bulk_in_flight: u64,
     watch_streams: u64,
     stores_total: u64,
+    /// Sequence anomalies awaiting a verdict, over every store (listed or not): an alert
+    /// must not miss one because its store's lag is small.
+    store_seq_anomalies: u64,
     /// The worst `ServerConfig::metrics_stores_max` (at most [`STORES_LISTED_MAX`]), by
     /// sale lag, then missing sales, then id.
     stores: Vec<StoreStatus>,
@@ -37,6 +40,7 @@ impl Snapshot {
         let engine = &shared.engine;
         let mut stores = engine.store_statuses();
         let stores_total = stores.len() as u64;
+        let store_seq_anomalies = stores.iter().map(|s| s.anomalies.len() as u64).sum();
         stores.sort_unstable_by(|a, b| {
             (b.newest_lag_ms, b.missing_count)
                 .cmp(&(a.newest_lag_ms, a.missing_count))
@@ -56,6 +60,7 @@ impl Snapshot {
             bulk_in_flight: in_use(&shared.bulk, config.bulk_in_flight_max),
             watch_streams: in_use(&shared.watches, config.watch_streams_max),
             stores_total,
+            store_seq_anomalies,
             stores,
             log: engine.log_stats(),
             memory: engine.ledger().memory_use(),
@@ -164,6 +169,13 @@ impl Collector for Snapshot {
             "inventory_stores",
             "Stores that have posted sales",
             self.stores_total,
+        )?;
+        gauge(
+            e,
+            "inventory_store_seq_anomalies",
+            "Sales whose store sequence number jumped beyond --store-seq-jump-max, awaiting \
+             `inventory store-ack`, over every store",
+            self.store_seq_anomalies,
         )?;
         store_gauge(
             e,
@@ -340,6 +352,7 @@ mod tests {
             bulk_in_flight: 0,
             watch_streams: 0,
             stores_total: 0,
+            store_seq_anomalies: 0,
             stores: Vec::new(),
             log: Some(log),
             memory: MemoryUse::default(),

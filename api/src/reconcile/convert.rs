@@ -1,10 +1,12 @@
 //! Proto <-> engine for snapshots, reports and ResolveDrift. As in `crate::convert`, decoding
 //! only translates: the engine checks a snapshot's ids, scope, time and quantities itself and
-//! names the field. What only the wire can get wrong (an UNSPECIFIED enum, a negative count,
-//! a bad page token) is checked here, every violation of a message at once.
+//! names every offending field. What only the wire can get wrong (an UNSPECIFIED enum, a bad
+//! page token) is checked here, and listed together with the engine's violations of the rest
+//! of the message, so one round trip fixes everything.
 
-use crate::convert::FieldErrors;
-use crate::status::Failure;
+use crate::convert::{self as base, FieldErrors};
+use crate::status::{self, Failure};
+use inv_engine::Violations;
 use inv_engine::reconcile::{
     DriftLine, Report, SnapshotHeader, SnapshotMode, SnapshotRow, SnapshotScope, SnapshotStatus,
     StoredSnapshot,
@@ -12,13 +14,18 @@ use inv_engine::reconcile::{
 use inv_engine::{Command, DriftAction, HeldDriftView, Location, ResolveDrift, Sku, SnapshotId};
 use inv_proto::v1 as pb;
 
-pub fn header(header: pb::SnapshotHeader) -> Result<SnapshotHeader, Failure> {
-    let mut errors = FieldErrors::default();
+/// A push's header. `validate` is the engine's check of the rest of the header, run only when
+/// the mode is wrong too (otherwise the push runs it), so every violation is listed at once.
+pub fn header(
+    header: pb::SnapshotHeader,
+    validate: impl FnOnce(&SnapshotHeader) -> Result<(), Violations>,
+) -> Result<SnapshotHeader, Failure> {
+    let mut mode_wrong = false;
     let mode = match pb::SnapshotMode::try_from(header.mode) {
         Ok(pb::SnapshotMode::Full) => SnapshotMode::Full,
         Ok(pb::SnapshotMode::Delta) => SnapshotMode::Delta,
         Ok(pb::SnapshotMode::Unspecified) | Err(_) => {
-            errors.push("header.mode", "must be FULL or DELTA");
+            mode_wrong = true;
             SnapshotMode::Delta
         }
     };
@@ -27,55 +34,51 @@ pub fn header(header: pb::SnapshotHeader) -> Result<SnapshotHeader, Failure> {
     } else {
         SnapshotScope::Locations(header.scope.into_iter().map(Location::new).collect())
     };
-    errors.finish(SnapshotHeader {
+    let header = SnapshotHeader {
         snapshot_id: SnapshotId::new(header.snapshot_id),
         as_of_ms: header.as_of_ms,
         scope,
         mode,
         source: header.source,
-    })
+    };
+    if !mode_wrong {
+        return Ok(header);
+    }
+    let mut violations = validate(&header).err().unwrap_or_default();
+    violations.push("mode", "must be FULL or DELTA");
+    Err(Failure::invalid(status::snapshot_fields(violations)))
 }
 
-/// A chunk's rows; `first_index` is the index of its first row in the whole snapshot, which
-/// field paths name (`rows[10000].on_hand`).
-pub fn rows(rows: Vec<pb::SnapshotRow>, first_index: u64) -> Result<Vec<SnapshotRow>, Failure> {
-    let mut errors = FieldErrors::default();
-    let rows = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            // An ERP count cannot be negative (the engine's on_hand can: a sale is a fact).
-            if row.on_hand < 0 {
-                errors.push(
-                    format!("rows[{}].on_hand", first_index + i as u64),
-                    "must not be negative (a count of units present)",
-                );
-            }
-            SnapshotRow {
-                sku: Sku::new(row.sku),
-                location: Location::new(row.location),
-                on_hand: row.on_hand,
-                safety_stock: row.safety_stock,
-            }
+/// A chunk's rows. The engine checks them (a negative count among the rest), naming each by
+/// its index in the whole snapshot (`rows[10000].on_hand`).
+pub fn rows(rows: Vec<pb::SnapshotRow>) -> Vec<SnapshotRow> {
+    rows.into_iter()
+        .map(|row| SnapshotRow {
+            sku: Sku::new(row.sku),
+            location: Location::new(row.location),
+            on_hand: row.on_hand,
+            safety_stock: row.safety_stock,
         })
-        .collect();
-    errors.finish(rows)
+        .collect()
 }
 
 pub fn resolve_drift(request: pb::ResolveDriftRequest) -> Result<Command, Failure> {
+    let mut errors = FieldErrors::default();
     let action = match pb::DriftAction::try_from(request.action) {
         Ok(pb::DriftAction::Apply) => DriftAction::Apply,
         Ok(pb::DriftAction::Dismiss) => DriftAction::Dismiss,
         Ok(pb::DriftAction::Unspecified) | Err(_) => {
-            return Err(Failure::invalid_field("action", "must be APPLY or DISMISS"));
+            errors.push("action", "must be APPLY or DISMISS");
+            DriftAction::Dismiss
         }
     };
-    Ok(Command::ResolveDrift(ResolveDrift {
+    let command = Command::ResolveDrift(ResolveDrift {
         snapshot_id: SnapshotId::new(request.snapshot_id),
         sku: Sku::new(request.sku),
         location: Location::new(request.location),
         action,
-    }))
+    });
+    base::finish_command(errors, command)
 }
 
 /// A stored snapshot as the API shows it; `report` in place of the stored one (a dry run's).
@@ -234,19 +237,38 @@ mod tests {
     }
 
     #[test]
-    fn every_negative_count_of_a_chunk_is_named_by_its_index_in_the_snapshot() {
-        let row = |on_hand| pb::SnapshotRow {
-            sku: "s".into(),
-            location: "l".into(),
-            on_hand,
-            safety_stock: None,
+    fn a_wrong_enum_is_listed_with_the_engines_violations_of_the_rest() {
+        // Goal: the mode (or action) is checked while decoding, the rest by the engine; a
+        // message wrong in both names every field at once.
+        let wrong = pb::SnapshotHeader {
+            snapshot_id: String::new(),
+            as_of_ms: 0,
+            scope: vec![],
+            mode: 0,
+            source: String::new(),
         };
-        let failure = rows(vec![row(1), row(-1), row(-2)], 100).expect_err("negative");
+        let failure = header(wrong, |h| h.validate(1_000_000, 0)).expect_err("invalid");
         let fields: Vec<&str> = failure
             .violations
             .iter()
             .map(|v| v.field.as_str())
             .collect();
-        assert_eq!(fields, ["rows[101].on_hand", "rows[102].on_hand"]);
+        assert_eq!(
+            fields,
+            ["header.snapshot_id", "header.as_of_ms", "header.mode"]
+        );
+        let failure = resolve_drift(pb::ResolveDriftRequest {
+            snapshot_id: String::new(),
+            sku: "s".into(),
+            location: "l".into(),
+            action: 0,
+        })
+        .expect_err("invalid");
+        let fields: Vec<&str> = failure
+            .violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["snapshot_id", "action"]);
     }
 }

@@ -84,8 +84,14 @@ async fn receive(
     shared: &Shared,
     mut stream: Streaming<pb::PushSnapshotRequest>,
 ) -> Result<Pushed, Failure> {
-    let header = match next(&mut stream).await? {
-        Some(M::Header(header)) => convert::header(header)?,
+    let limit_bytes = shared.config.request_bytes_max;
+    let header = match next(&mut stream, limit_bytes).await? {
+        Some(M::Header(header)) => {
+            let engine = &shared.engine;
+            let now_ms = engine.now_ms();
+            let history_start_ms = engine.history_start_ms(now_ms);
+            convert::header(header, |h| h.validate(now_ms, history_start_ms))?
+        }
         Some(_) => {
             return Err(Failure::invalid_field(
                 "header",
@@ -127,7 +133,7 @@ async fn stage(
     .map_err(|e| status::push_error(&e))?;
     let mut rows_sent: u64 = 0;
     loop {
-        let summary = match next(stream).await? {
+        let summary = match next(stream, config.request_bytes_max).await? {
             Some(M::Chunk(chunk)) => {
                 if chunk.rows.len() > config.snapshot_chunk_rows_max {
                     return Err(Failure::invalid_field(
@@ -152,7 +158,7 @@ async fn stage(
                     ));
                 }
                 let count = chunk.rows.len() as u64;
-                let rows = convert::rows(chunk.rows, rows_sent)?;
+                let rows = convert::rows(chunk.rows);
                 rows_sent += count;
                 push.rows(&rows).map_err(|e| status::push_error(&e))?;
                 continue;
@@ -186,7 +192,7 @@ async fn stage(
             ));
         }
         // Nothing may follow the summary: the snapshot is staged once the stream has ended.
-        if next(stream).await?.is_some() {
+        if next(stream, config.request_bytes_max).await?.is_some() {
             return Err(Failure::invalid_field(
                 "summary",
                 "must be the last message of the push",
@@ -203,8 +209,12 @@ async fn stage(
 }
 
 /// The next message, or `None` at the end of the stream. A broken or cancelled stream is a
-/// failure: nothing is staged.
-async fn next(stream: &mut Streaming<pb::PushSnapshotRequest>) -> Result<Option<M>, Failure> {
+/// failure: nothing is staged. So is a message over the decode limit (`limit_bytes`), answered
+/// as the limit's own RESOURCE_EXHAUSTED, as for a unary call.
+async fn next(
+    stream: &mut Streaming<pb::PushSnapshotRequest>,
+    limit_bytes: usize,
+) -> Result<Option<M>, Failure> {
     match stream.message().await {
         Ok(Some(request)) => match request.message {
             Some(message) => Ok(Some(message)),
@@ -214,13 +224,17 @@ async fn next(stream: &mut Streaming<pb::PushSnapshotRequest>) -> Result<Option<
             )),
         },
         Ok(None) => Ok(None),
-        Err(status) => Err(Failure::snapshot_incomplete(
-            Code::Cancelled,
-            "summary",
-            format!(
-                "the stream broke off before its summary ({}); nothing was staged",
-                status.message()
-            ),
-        )),
+        Err(status) => Err(
+            status::decode_limit(&status, limit_bytes).unwrap_or_else(|| {
+                Failure::snapshot_incomplete(
+                    Code::Cancelled,
+                    "summary",
+                    format!(
+                        "the stream broke off before its summary ({}); nothing was staged",
+                        status.message()
+                    ),
+                )
+            }),
+        ),
     }
 }

@@ -28,7 +28,7 @@ fn arg<'a>(command: &'a Command, id: &str) -> &'a Arg {
 }
 
 /// The file keys `inventory serve --config` took before each setting was declared once.
-const FILE_KEYS_BEFORE: [&str; 26] = [
+const FILE_KEYS_BEFORE: [&str; 27] = [
     "listen",
     "metrics_listen",
     "data_dir",
@@ -55,6 +55,7 @@ const FILE_KEYS_BEFORE: [&str; 26] = [
     "event_log.queue_events_max",
     "event_log.check_integrity_on_open",
     "event_log.cache_size_bytes",
+    "store_seq_jump_max",
 ];
 
 const FILE: &str = r#"
@@ -146,6 +147,13 @@ fn bad_settings_are_refused() {
     assert!(resolve(&["inventory", "--bulk-in-flight-max", "0"], None).is_err());
     assert!(resolve(&["inventory", "--worker-threads", "0"], None).is_err());
     assert!(resolve(&["inventory"], Some("[server]\nbulk_nice = 20")).is_err());
+    let zero_jump = resolve(&["inventory", "--store-seq-jump-max", "0"], None);
+    assert!(
+        format!("{:#}", zero_jump.expect_err("refused")).contains("store_seq_jump_max"),
+        "the error names the setting"
+    );
+    let jump = resolve(&["inventory"], Some("store_seq_jump_max = 500")).expect("valid");
+    assert_eq!(jump.ledger.store_seq_jump_max, 500);
 }
 
 #[test]
@@ -298,7 +306,7 @@ fn help_shows_every_default_from_its_declaration() {
             defaults += 1;
         }
     }
-    assert_eq!(defaults, 39, "every setting has a default");
+    assert_eq!(defaults, 44, "every setting has a default");
     assert!(help.contains("[default: 8192]"), "{help}");
     assert!(help.contains("kill -9 included"), "{help}");
 }
@@ -335,4 +343,33 @@ fn parse_reads_the_config_file_when_serving() {
     };
     assert!(format!("{error:#}").contains("missing.toml"), "{error:#}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_takes_a_certificate_with_its_key() {
+    let plain = resolve(&["inventory"], None).expect("valid");
+    assert_eq!(plain.tls, None);
+    assert!(!plain.insecure_plaintext);
+    let tls = resolve(
+        &["inventory", "--tls-cert", "s.pem", "--tls-key", "s.key"],
+        Some("tls_client_ca = \"ca.pem\""),
+    )
+    .expect("valid");
+    assert_eq!(
+        tls.tls,
+        Some(TlsFiles {
+            cert: PathBuf::from("s.pem"),
+            key: PathBuf::from("s.key"),
+            client_ca: Some(PathBuf::from("ca.pem")),
+        })
+    );
+    let error = |argv: &[&str]| format!("{:#}", resolve(argv, None).expect_err("refused"));
+    assert!(error(&["inventory", "--tls-cert", "s.pem"]).contains("tls_cert needs tls_key"));
+    assert!(error(&["inventory", "--tls-key", "s.key"]).contains("tls_key needs tls_cert"));
+    assert!(error(&["inventory", "--tls-client-ca", "ca.pem"]).contains("needs tls_cert"));
+    // `--insecure-plaintext` alone is `true`, as is the file's boolean.
+    let insecure = resolve(&["inventory", "--insecure-plaintext"], None).expect("valid");
+    assert!(insecure.insecure_plaintext);
+    let insecure = resolve(&["inventory"], Some("insecure_plaintext = true")).expect("valid");
+    assert!(insecure.insecure_plaintext);
 }

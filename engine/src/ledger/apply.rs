@@ -12,6 +12,7 @@ use super::sku_slot;
 use crate::command::*;
 use crate::event::{Event, Fact};
 use crate::hold::{Hold, HoldLine, HoldLines, HoldState};
+use crate::stores::StoreAnomaly;
 use crate::types::*;
 use smallvec::SmallVec;
 
@@ -113,25 +114,81 @@ impl Ledger {
         }
     }
 
-    pub(super) fn apply_sale(
+    /// SaleRecorded, SaleRecordedOutOfSequence and StoreAnomalyAcknowledged: the facts
+    /// about a store's sequence.
+    pub(super) fn apply_to_stores(
         &self,
         scope: &mut SaleScope<'_>,
         event: &Event,
     ) -> Result<(), String> {
-        let Fact::SaleRecorded(sale) = &event.fact else {
-            return Err(format!("{} is not a sale", event.fact.name()));
-        };
+        match &event.fact {
+            Fact::SaleRecorded(sale) => {
+                self.take_off_sold(scope, sale);
+                scope
+                    .table
+                    .by_id
+                    .entry(sale.store_id.clone())
+                    .or_default()
+                    .record(sale.store_seq, sale.occurred_at_ms, event.at_ms);
+                Ok(())
+            }
+            Fact::SaleRecordedOutOfSequence { sale, newest_seq } => {
+                self.take_off_sold(scope, sale);
+                let anomaly = StoreAnomaly {
+                    txn_id: sale.txn_id.clone(),
+                    store_seq: sale.store_seq,
+                    newest_seq: *newest_seq,
+                    occurred_at_ms: sale.occurred_at_ms,
+                    recorded_at_ms: event.at_ms,
+                    lsn: event.lsn,
+                };
+                scope
+                    .table
+                    .by_id
+                    .entry(sale.store_id.clone())
+                    .or_default()
+                    .flag(anomaly)
+            }
+            Fact::StoreAnomalyAcknowledged {
+                acknowledge: c,
+                store_seq,
+                gaps_abandoned,
+            } => {
+                let store = scope
+                    .table
+                    .by_id
+                    .get_mut(&c.store_id)
+                    .ok_or("an anomaly acknowledged at an unknown store")?;
+                let anomaly = store
+                    .anomaly(&c.txn_id)
+                    .ok_or("an anomaly acknowledged that the store does not have")?;
+                if anomaly.store_seq != *store_seq {
+                    return Err(format!(
+                        "an anomaly acknowledged at seq {store_seq}, but it is at {}",
+                        anomaly.store_seq
+                    ));
+                }
+                let abandoned = store
+                    .acknowledge(&c.txn_id, c.action)
+                    .ok_or("the anomaly vanished")?;
+                if abandoned != *gaps_abandoned {
+                    return Err(format!(
+                        "an acknowledgement abandoned {abandoned} missing numbers, not the \
+                         {gaps_abandoned} decided"
+                    ));
+                }
+                Ok(())
+            }
+            other => Err(format!("{} is not a fact about a store", other.name())),
+        }
+    }
+
+    /// A sale's lines come off `on_hand`, in sequence or not: a sale is a fact.
+    fn take_off_sold(&self, scope: &mut SaleScope<'_>, sale: &RecordSale) {
         for line in &sale.lines {
             self.position_or_insert(&mut scope.positions, &line.sku, &line.location)
                 .on_hand -= line.qty as i64;
         }
-        scope
-            .table
-            .by_id
-            .entry(sale.store_id.clone())
-            .or_default()
-            .record(sale.store_seq, sale.occurred_at_ms, event.at_ms);
-        Ok(())
     }
 
     /// ReturnRecorded and ReturnDisposed.

@@ -4,7 +4,7 @@
 
 use super::Ledger;
 use super::interner::Kind;
-use super::scope::{HoldScope, ReserveScope, ReturnScope};
+use super::scope::{HoldScope, ReserveScope, ReturnScope, SaleScope};
 use super::sku_slot;
 use super::table::hash_key;
 use crate::command::*;
@@ -219,4 +219,50 @@ impl Ledger {
         }
         Ok(Fact::ReturnDisposed(dispose))
     }
+}
+
+/// A sale is always recorded (it is a fact); only where its number goes is decided: into its
+/// store's sequence, or, if it jumps more than `jump_max` beyond the store's newest number,
+/// out of it as an anomaly (`crate::stores`).
+pub(super) fn decide_sale(scope: &SaleScope<'_>, sale: RecordSale, jump_max: u64) -> Fact {
+    let newest_seq = scope
+        .table
+        .by_id
+        .get(&sale.store_id)
+        .map_or(0, |s| s.newest_seq);
+    if crate::stores::jumps(newest_seq, sale.store_seq, jump_max) {
+        Fact::SaleRecordedOutOfSequence { sale, newest_seq }
+    } else {
+        Fact::SaleRecorded(sale)
+    }
+}
+
+/// An acknowledgement needs its store to have an anomaly for the txn; it says what it will
+/// do (the number, and how many missing numbers an ACCEPT gives up on).
+pub(super) fn decide_acknowledge(
+    scope: &SaleScope<'_>,
+    acknowledge: AcknowledgeStoreAnomaly,
+) -> Result<Fact, Refusal> {
+    let store = scope
+        .table
+        .by_id
+        .get(&acknowledge.store_id)
+        .ok_or_else(|| Refusal::StoreNotFound(acknowledge.store_id.to_string()))?;
+    let anomaly =
+        store
+            .anomaly(&acknowledge.txn_id)
+            .ok_or_else(|| Refusal::StoreAnomalyNotFound {
+                store_id: acknowledge.store_id.to_string(),
+                txn_id: acknowledge.txn_id.to_string(),
+            })?;
+    let store_seq = anomaly.store_seq;
+    let gaps_abandoned = match acknowledge.action {
+        AnomalyAction::Accept => store.missing_below(store_seq),
+        AnomalyAction::Dismiss => 0,
+    };
+    Ok(Fact::StoreAnomalyAcknowledged {
+        acknowledge,
+        store_seq,
+        gaps_abandoned,
+    })
 }

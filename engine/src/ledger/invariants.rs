@@ -151,13 +151,7 @@ impl Ledger {
             ));
         }
         for (id, s) in &stores.by_id {
-            let mut floor = s.contiguous_seq + 1;
-            for (&start, &end) in &s.received {
-                if start <= floor || end < start {
-                    return Err(format!("store {id}: received ranges overlap or touch"));
-                }
-                floor = end + 1;
-            }
+            check_store(s).map_err(|e| format!("store {id}: {e}"))?;
         }
         Ok(())
     }
@@ -287,4 +281,42 @@ struct Expected {
     ladder: BTreeMap<(SkuSlot, LadderKey), u32>,
     /// Units in quarantine per position, per the returns.
     quarantined: HashMap<(Sku, LocationId), i64>,
+}
+
+/// One store's sequence: ranges apart and above the prefix, nothing beyond the newest number,
+/// anomalies bounded, distinct, and each beyond the newest number of its time.
+fn check_store(s: &crate::stores::StoreSequence) -> Result<(), String> {
+    use crate::limits::STORE_ANOMALIES_MAX;
+    if s.contiguous_seq > s.newest_seq {
+        return Err(format!(
+            "contiguous seq {} beyond the newest {}",
+            s.contiguous_seq, s.newest_seq
+        ));
+    }
+    // Saturating: a prefix at u64::MAX has nothing above it, which the first check then sees.
+    let mut floor = s.contiguous_seq.saturating_add(1);
+    for (&start, &end) in &s.received {
+        if start <= floor || end < start {
+            return Err("received ranges overlap or touch".to_owned());
+        }
+        if end > s.newest_seq {
+            return Err(format!(
+                "a received range ends at {end}, beyond the newest {}",
+                s.newest_seq
+            ));
+        }
+        floor = end.saturating_add(1);
+    }
+    if s.anomalies.len() > STORE_ANOMALIES_MAX {
+        return Err(format!("{} anomalies kept", s.anomalies.len()));
+    }
+    for (i, anomaly) in s.anomalies.iter().enumerate() {
+        if anomaly.store_seq <= anomaly.newest_seq {
+            return Err(format!("anomaly {} did not jump", anomaly.txn_id));
+        }
+        if s.anomalies[..i].iter().any(|a| a.txn_id == anomaly.txn_id) {
+            return Err(format!("txn {} has two anomalies", anomaly.txn_id));
+        }
+    }
+    Ok(())
 }

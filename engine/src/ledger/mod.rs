@@ -81,12 +81,14 @@ use crate::event::{Event, Fact, HoldRequest};
 use crate::hold::SkuSlot;
 use crate::limits::{
     HISTORY_MS_DEFAULT, KEY_RETENTION_MS_DEFAULT, REJECTION_RETENTION_MS_DEFAULT, SHARDS_MAX,
+    STORE_SEQ_JUMP_MAX_DEFAULT,
 };
 use crate::log::EventLog;
 use crate::outcome::{Outcome, Refusal};
 use crate::stores::StoreSequence;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
 use crate::types::*;
+use decide::{decide_acknowledge, decide_sale};
 use history::TimeIndex;
 use hold_entry::HoldShard;
 use interner::Interner;
@@ -100,7 +102,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use table::hash_key;
 
-/// Sizing and retention, fixed when the ledger is created.
+/// Sizing, retention and bounds, fixed when the ledger is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerConfig {
     /// Number of lock shards for positions, holds and keys; a power of two. More shards mean
@@ -115,6 +117,11 @@ pub struct LedgerConfig {
     /// `key_retention_ms`: it changed nothing, so a retry after it is simply decided again,
     /// and a flash sale's millions of rejections need not be kept for a week.
     pub rejection_retention_ms: u64,
+    /// How far a sale's store sequence number may run ahead of its store's newest number
+    /// before it is flagged as an anomaly instead of taken into the sequence (see
+    /// `crate::stores`); at least 1. Used only when a sale is decided: the fact records the
+    /// verdict, so replay does not read it and may run with another value.
+    pub store_seq_jump_max: u64,
 }
 
 impl Default for LedgerConfig {
@@ -124,6 +131,7 @@ impl Default for LedgerConfig {
             key_retention_ms: KEY_RETENTION_MS_DEFAULT,
             history_ms: HISTORY_MS_DEFAULT,
             rejection_retention_ms: REJECTION_RETENTION_MS_DEFAULT,
+            store_seq_jump_max: STORE_SEQ_JUMP_MAX_DEFAULT,
         }
     }
 }
@@ -216,6 +224,10 @@ impl Ledger {
             "shards must be a power of two"
         );
         assert!(config.shards <= SHARDS_MAX, "at most {SHARDS_MAX} shards");
+        assert!(
+            config.store_seq_jump_max > 0,
+            "store_seq_jump_max is at least 1"
+        );
         Self {
             config,
             positions: shards_of(config.shards),
@@ -325,15 +337,14 @@ impl Ledger {
         }
         match command {
             Command::Reserve(reserve) => {
-                let mut scope = self.lock_reserve(&reserve).map_err(SubmitError::Archive)?;
-                self.write(
-                    &mut scope,
-                    Some(keyed(&reserve)),
-                    now_ms,
-                    |ledger, scope, now_ms| {
-                        ledger.decide_reserve(scope, reserve, now_ms).map_err(Err)
-                    },
-                )
+                let written = {
+                    let mut scope = self.lock_reserve(&reserve).map_err(SubmitError::Archive)?;
+                    let keyed = Some(keyed(&reserve));
+                    self.write_with(&mut scope, keyed, reserve, now_ms, |l, scope, c, now_ms| {
+                        l.decide_reserve(scope, c, now_ms).map_err(Err)
+                    })?
+                };
+                Ok(self.named(written, Command::Reserve))
             }
             Command::Commit(c) => self.submit_to_hold(HoldRequest::Commit(c), now_ms),
             Command::Release(c) => self.submit_to_hold(HoldRequest::Release(c), now_ms),
@@ -341,12 +352,16 @@ impl Ledger {
             Command::Expire(c) => self.submit_to_hold(HoldRequest::Expire(c), now_ms),
             Command::RecordSale(sale) => self.submit_sale(sale, now_ms),
             Command::RecordReturn(c) => {
-                let mut scope = self
-                    .lock_returns(&c, c.lines.iter().map(|l| &l.sku))
-                    .map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
-                    ledger.decide_return(scope, c).map_err(Err)
-                })
+                let written = {
+                    let mut scope = self
+                        .lock_returns(&c, c.lines.iter().map(|l| &l.sku))
+                        .map_err(SubmitError::Archive)?;
+                    let keyed = Some(keyed(&c));
+                    self.write_with(&mut scope, keyed, c, now_ms, |l, scope, c, _| {
+                        l.decide_return(scope, c).map_err(Err)
+                    })?
+                };
+                Ok(self.named(written, Command::RecordReturn))
             }
             Command::Dispose(c) => {
                 let mut scope = self
@@ -384,39 +399,57 @@ impl Ledger {
                     ledger.decide_resolve(scope, c)
                 })
             }
+            Command::AcknowledgeStoreAnomaly(c) => {
+                let mut scope = self.lock_stores(&c).map_err(SubmitError::Archive)?;
+                self.write(&mut scope, Some(keyed(&c)), now_ms, |_, scope, _| {
+                    decide_acknowledge(scope, c).map_err(Err)
+                })
+            }
         }
     }
 
     fn submit_to_hold(&self, request: HoldRequest, now_ms: u64) -> Result<Decision, SubmitError> {
-        let keyed = request.key();
-        let mut scope = self
-            .lock_hold(request.reservation_id(), keyed.as_ref().map(|(k, _)| k))
-            .map_err(SubmitError::Archive)?;
-        self.write(&mut scope, keyed, now_ms, |ledger, scope, now_ms| {
-            ledger.decide_on_hold(scope, request, now_ms).map_err(Err)
-        })
+        let written = {
+            let keyed = request.key();
+            let mut scope = self
+                .lock_hold(request.reservation_id(), keyed.as_ref().map(|(k, _)| k))
+                .map_err(SubmitError::Archive)?;
+            self.write_with(&mut scope, keyed, request, now_ms, |l, scope, r, now_ms| {
+                l.decide_on_hold(scope, r, now_ms).map_err(Err)
+            })?
+        };
+        Ok(self.named(written, |request| match request {
+            HoldRequest::Commit(c) => Command::Commit(c),
+            HoldRequest::Release(c) => Command::Release(c),
+            HoldRequest::Extend(c) => Command::Extend(c),
+            HoldRequest::Expire(c) => Command::Expire(c),
+        }))
     }
 
     fn submit_sale(&self, sale: RecordSale, now_ms: u64) -> Result<Decision, SubmitError> {
-        let mut scope = self.lock_sale(&sale).map_err(SubmitError::Archive)?;
-        let store_id = sale.store_id.clone();
-        let decision = self.write(&mut scope, Some(keyed(&sale)), now_ms, |_, _, _| {
-            Ok(Fact::SaleRecorded(sale))
-        })?;
-        if let Ok(receipt) = &decision
-            && receipt.duplicate
-            && let Some(store) = scope.table.by_id.get_mut(&store_id)
-        {
-            // Counted, not logged: a retry is not an event.
-            store.duplicates_absorbed += 1;
-        }
-        Ok(decision)
+        let written = {
+            let mut scope = self.lock_sale(&sale).map_err(SubmitError::Archive)?;
+            let store_id = sale.store_id.clone();
+            let jump_max = self.config.store_seq_jump_max;
+            let keyed = Some(keyed(&sale));
+            let written =
+                self.write_with(&mut scope, keyed, sale, now_ms, |_, scope, sale, _| {
+                    Ok(decide_sale(scope, sale, jump_max))
+                })?;
+            if let Written::Decided(Ok(receipt)) = &written
+                && receipt.duplicate
+                && let Some(store) = scope.table.by_id.get_mut(&store_id)
+            {
+                // Counted, not logged: a retry is not an event.
+                store.duplicates_absorbed += 1;
+            }
+            written
+        };
+        Ok(self.named(written, Command::RecordSale))
     }
 
-    /// The steps every write shares, once its scope is locked: answer a retry from its record,
-    /// decide, take the next LSN and append, apply, record the outcome under the key. `decide`
-    /// gives the fact to log, or an answer that changes nothing (a refusal, or a reconciled
-    /// position that matched), which is returned as it is.
+    /// [`Ledger::write_with`] for a command without lines, whose conflicts are named in full
+    /// under the locks. `decide` owns the command.
     fn write<S: Scope>(
         &self,
         scope: &mut S,
@@ -424,11 +457,40 @@ impl Ledger {
         now_ms: u64,
         decide: impl FnOnce(&Self, &mut S, u64) -> Result<Fact, Decision>,
     ) -> Result<Decision, SubmitError> {
+        let written = self.write_with(scope, keyed, (), now_ms, |ledger, scope, (), now_ms| {
+            decide(ledger, scope, now_ms)
+        })?;
+        Ok(match written {
+            Written::Decided(decision) => decision,
+            // A command without a `lines` field has no lines to differ; named as they are.
+            Written::LinesConflict(conflict, ()) => Err(conflict.unnamed()),
+        })
+    }
+
+    /// The steps every write shares, once its scope is locked: answer a retry from its record,
+    /// decide, take the next LSN and append, apply, record the outcome under the key. `decide`
+    /// gives the fact to log, or an answer that changes nothing (a refusal, or a reconciled
+    /// position that matched), which is returned as it is.
+    ///
+    /// `command` is handed to `decide`, or back to the caller when the key was used before
+    /// with other lines: naming the line that differs needs the original request from the log,
+    /// which is read only once the locks are released ([`Ledger::named`]).
+    fn write_with<S: Scope, C>(
+        &self,
+        scope: &mut S,
+        keyed: Option<(IdempotencyKey, Fingerprint)>,
+        command: C,
+        now_ms: u64,
+        decide: impl FnOnce(&Self, &mut S, C, u64) -> Result<Fact, Decision>,
+    ) -> Result<Written<C>, SubmitError> {
         let now_ms = self.raise_time_floor(now_ms);
         if let Some((key, fingerprint)) = &keyed
             && let Some(answer) = self.retry_answer(scope, key, fingerprint, now_ms)
         {
-            return Ok(answer);
+            return Ok(match answer {
+                Ok(decision) => Written::Decided(decision),
+                Err(conflict) => Written::LinesConflict(conflict, command),
+            });
         }
         // Past the memory limit, only what ends a hold (freeing memory in time) or moves its
         // expiry is decided; retries were answered above.
@@ -445,9 +507,9 @@ impl Ledger {
                 limit_bytes,
             });
         }
-        let fact = match decide(self, scope, now_ms) {
+        let fact = match decide(self, scope, command, now_ms) {
             Ok(fact) => fact,
-            Err(unchanged) => return Ok(unchanged),
+            Err(unchanged) => return Ok(Written::Decided(unchanged)),
         };
         let event = self.sequence(now_ms, fact)?;
         scope
@@ -458,37 +520,87 @@ impl Ledger {
         if let Some((key, fingerprint)) = keyed {
             scope.set_record(key, fingerprint, event.lsn, event.at_ms, &outcome);
         }
-        Ok(Ok(Receipt {
+        Ok(Written::Decided(Ok(Receipt {
             lsn: event.lsn,
             outcome,
             duplicate: false,
-        }))
+        })))
     }
 
     /// The answer to a retry of `key`, if its record is retained: the original receipt, or a
-    /// conflict naming the first field that differs.
+    /// conflict naming the first field that differs. `Err` when that field is the lines, which
+    /// the record hashes as one field (see [`Ledger::named`]).
     fn retry_answer<S: Scope>(
         &self,
         scope: &S,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
         now_ms: u64,
-    ) -> Option<Decision> {
+    ) -> Option<Result<Decision, LinesConflict>> {
         let record = scope.record(key, &self.names)?;
         if !self.record_retained(&record, now_ms) {
             return None;
         }
         Some(match record.fingerprint.differing_field(fingerprint) {
-            Some(field) => Err(Refusal::KeyConflict {
+            Some("lines") => Err(LinesConflict {
                 key: key.to_string(),
-                field,
+                original_lsn: record.lsn,
             }),
-            None => Ok(Receipt {
+            Some(field) => Ok(Err(Refusal::KeyConflict {
+                key: key.to_string(),
+                field: field.to_owned(),
+                reason: DIFFERS_FROM_ORIGINAL.to_owned(),
+            })),
+            None => Ok(Ok(Receipt {
                 lsn: record.lsn,
                 outcome: record.outcome,
                 duplicate: true,
-            }),
+            })),
         })
+    }
+
+    /// The decision of a write, with a conflict on its lines named down to the line.
+    ///
+    /// This is the one place the ledger reads its log for a live command, and it does so here,
+    /// after the command's locks are released, rather than in the engine: here the new request
+    /// (which the ledger consumed) and the record's LSN are both at hand, and the engine would
+    /// need the request handed back through every `Decision`. The read may touch the disk,
+    /// and a conflict is one client's mistake: it must not hold up other commands on the same
+    /// shards. Only a conflict on lines gets here; a valid write never reads.
+    fn named<C>(&self, written: Written<C>, command: impl FnOnce(C) -> Command) -> Decision {
+        match written {
+            Written::Decided(decision) => decision,
+            Written::LinesConflict(conflict, new) => Err(self.name_lines(conflict, &command(new))),
+        }
+    }
+
+    /// Compares `new`'s lines with those of the request first sent under its key, read from
+    /// the event at the record's LSN. The log keeps a history window, not every event the
+    /// keys remember: if that event is gone (or unreadable, or not yet durable: a conflicting
+    /// request racing the original), the conflict names `lines`.
+    fn name_lines(&self, conflict: LinesConflict, new: &Command) -> Refusal {
+        let original = self
+            .log
+            .read_from(conflict.original_lsn, 1)
+            .ok()
+            .and_then(|events| events.into_iter().next())
+            .filter(|event| event.lsn == conflict.original_lsn)
+            .map(|event| event.fact.to_decision().0)
+            .filter(|original| original.idempotency_key() == new.idempotency_key());
+        match (
+            original.as_ref().and_then(Command::request_lines),
+            new.request_lines(),
+        ) {
+            (Some(original), Some(new)) => {
+                let (field, reason) = lines_difference(original, new);
+                Refusal::KeyConflict {
+                    key: conflict.key,
+                    field,
+                    reason,
+                }
+            }
+            _ => conflict.unnamed(),
+        }
     }
 
     /// Gives `fact` the next LSN and appends it to the log (step 5 of the protocol). A failed
@@ -534,8 +646,12 @@ impl Ledger {
                 let mut scope = self.lock_hold(id, key.as_ref().map(|(k, _)| k))?;
                 self.replay_in(&mut scope, event)
             }
-            Fact::SaleRecorded(sale) => {
+            Fact::SaleRecorded(sale) | Fact::SaleRecordedOutOfSequence { sale, .. } => {
                 let mut scope = self.lock_sale(sale)?;
+                self.replay_in(&mut scope, event)
+            }
+            Fact::StoreAnomalyAcknowledged { acknowledge: c, .. } => {
+                let mut scope = self.lock_stores(c)?;
                 self.replay_in(&mut scope, event)
             }
             Fact::ReturnRecorded(c) => {
@@ -610,4 +726,32 @@ impl Ledger {
 
 fn keyed<K: KeyedCommand>(command: &K) -> (IdempotencyKey, Fingerprint) {
     (command.idempotency_key(), command.fingerprint())
+}
+
+/// A key used before with other lines, found under the command's locks.
+struct LinesConflict {
+    key: String,
+    /// The LSN of the event that recorded the request first sent under the key.
+    original_lsn: Lsn,
+}
+
+impl LinesConflict {
+    /// The refusal when the original request cannot be compared line by line.
+    fn unnamed(self) -> Refusal {
+        Refusal::KeyConflict {
+            key: self.key,
+            field: "lines".to_owned(),
+            reason: format!(
+                "{DIFFERS_FROM_ORIGINAL} (the log does not hold that request to compare \
+                 with, so the line that differs is not named)"
+            ),
+        }
+    }
+}
+
+/// What [`Ledger::write_with`] did: decided, or found the key used before with other lines and
+/// handed the command back to name them (see [`Ledger::named`]).
+enum Written<C> {
+    Decided(Decision),
+    LinesConflict(LinesConflict, C),
 }

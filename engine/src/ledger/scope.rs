@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`ReserveScope`] | Reserve | hold shard, position shards of its skus |
 //! | [`HoldScope`] | Commit, Release, Extend, Expire | (Extend: key shard), hold shard, position shards of the hold's skus |
-//! | [`SaleScope`] | RecordSale | key shard, stores, position shards |
+//! | [`SaleScope`] | RecordSale, AcknowledgeStoreAnomaly | key shard, stores, position shards (none for an acknowledgement) |
 //! | [`ReturnScope`] | RecordReturn, Dispose | key shard, returns, position shards |
 //! | [`StockScope`] | Adjust, SetSafetyStock | key shard, position shard |
 //! | `ReviewScope` | Reconcile, ResolveDrift | key shard, reviews, position shard |
@@ -284,6 +284,21 @@ impl Ledger {
         })
     }
 
+    /// The scope of a command on a store's sequence alone (AcknowledgeStoreAnomaly): its key
+    /// shard and the stores table, no position.
+    pub(super) fn lock_stores(
+        &self,
+        command: &impl KeyedCommand,
+    ) -> Result<SaleScope<'_>, LogError> {
+        let keys = self.lock_key_shard(command)?;
+        let stores = lock(&self.stores);
+        Ok(KeyedScope {
+            keys,
+            table: stores,
+            positions: self.lock_positions(SmallVec::new()),
+        })
+    }
+
     pub(super) fn lock_returns<'s>(
         &self,
         command: &impl KeyedCommand,
@@ -435,7 +450,7 @@ macro_rules! keyed_scope {
     };
 }
 
-keyed_scope!(MutexGuard<'a, Stores>, apply_sale);
+keyed_scope!(MutexGuard<'a, Stores>, apply_to_stores);
 keyed_scope!(MutexGuard<'a, Returns>, apply_to_returns);
 keyed_scope!((), apply_to_stock);
 keyed_scope!(MutexGuard<'a, Reviews>, apply_to_reviews);

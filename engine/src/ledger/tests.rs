@@ -273,7 +273,7 @@ fn a_key_reused_with_another_payload_is_refused_naming_the_field() {
     let digest = f.ledger.digest();
     let err = f.refused(reserve("r1", &[("sku-1", "dc-1", 5)]), T0);
     assert!(
-        matches!(&err, Refusal::KeyConflict { field: "lines", .. }),
+        matches!(&err, Refusal::KeyConflict { field, .. } if field == "lines[0].qty"),
         "{err:?}"
     );
     let mut other_channel = reserve("r1", &[("sku-1", "dc-1", 4)]);
@@ -281,14 +281,100 @@ fn a_key_reused_with_another_payload_is_refused_naming_the_field() {
         r.channel = Channel::from("amazon-us");
     }
     let err = f.refused(other_channel, T0);
-    assert!(matches!(
-        err,
-        Refusal::KeyConflict {
-            field: "channel",
-            ..
-        }
-    ));
+    assert!(matches!(err, Refusal::KeyConflict { field, .. } if field == "channel"));
     assert_eq!(f.ledger.digest(), digest, "a conflict changes nothing");
+}
+
+/// The field path a key conflict names, for `command` sent under a key first used by
+/// `first`.
+fn conflict_field(ledger: &Ledger, command: Command) -> (String, String) {
+    match ledger.submit(command, T0 + 1) {
+        Ok(Err(Refusal::KeyConflict { field, reason, .. })) => (field, reason),
+        other => panic!("expected a key conflict: {other:?}"),
+    }
+}
+
+#[test]
+fn a_key_reused_with_other_lines_names_the_line_that_differs_from_the_logged_original() {
+    // Goal: the fingerprint hashes all lines as one field; the conflict still names the first
+    // line and subfield that differ, read from the original's event in the log, for every
+    // command with lines; and with the original gone from the log it names `lines`.
+    // Method: one original per command, then variants changing one thing each.
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    f.stock("sku-2", "dc-1", 10);
+    let basket = [("sku-1", "dc-1", 2), ("sku-2", "dc-1", 3)];
+    f.ok(reserve("r1", &basket), T0);
+    let cases = [
+        (
+            reserve("r1", &[("sku-1", "dc-1", 2), ("sku-2", "dc-1", 4)]),
+            "lines[1].qty",
+        ),
+        (
+            reserve("r1", &[("sku-3", "dc-1", 2), ("sku-2", "dc-1", 3)]),
+            "lines[0].sku",
+        ),
+        (
+            reserve("r1", &[("sku-1", "dc-1", 2), ("sku-2", "dc-2", 3)]),
+            "lines[1].location",
+        ),
+        (reserve("r1", &basket[..1]), "lines"),
+    ];
+    for (command, field) in cases {
+        assert_eq!(conflict_field(&f.ledger, command).0, field);
+    }
+    let (_, reason) = conflict_field(&f.ledger, reserve("r1", &basket[..1]));
+    assert!(reason.contains("1 lines, the original had 2"), "{reason}");
+
+    f.ok(commit("r1", Some(&[("sku-1", "dc-1", 1)])), T0);
+    let (field, reason) = conflict_field(&f.ledger, commit("r1", None));
+    assert_eq!(field, "lines");
+    assert!(reason.contains("commit everything held"), "{reason}");
+    let (field, _) = conflict_field(&f.ledger, commit("r1", Some(&[("sku-1", "dc-1", 2)])));
+    assert_eq!(field, "lines[0].qty");
+
+    f.ok(sale("store-1", "t1", 1, &[("sku-1", "dc-1", 1)]), T0);
+    let other_sku = sale("store-1", "t1", 1, &[("sku-2", "dc-1", 1)]);
+    assert_eq!(conflict_field(&f.ledger, other_sku).0, "lines[0].sku");
+
+    let ret = |disposition| {
+        Command::RecordReturn(RecordReturn {
+            return_id: ReturnId::from("ret-1"),
+            lines: vec![ReturnLine {
+                sku: Sku::from("sku-1"),
+                location: Location::from("dc-1"),
+                qty: 1,
+                disposition,
+            }],
+        })
+    };
+    f.ok(ret(ReturnDisposition::Restock), T0);
+    assert_eq!(
+        conflict_field(&f.ledger, ret(ReturnDisposition::Inspect)).0,
+        "lines[0].disposition"
+    );
+    assert_eq!(
+        f.ledger.next_lsn().0 as usize,
+        f.log.len() + 1,
+        "conflicts log nothing"
+    );
+
+    // A log that no longer holds the original: the conflict names the whole list.
+    let forgetful = Ledger::new(
+        LedgerConfig::default(),
+        Arc::new(crate::log::DiscardLog::default()),
+    );
+    forgetful
+        .submit(adjust("a1", "sku-1", "dc-1", 10), T0)
+        .expect("ok")
+        .expect("ok");
+    forgetful
+        .submit(reserve("r1", &basket), T0)
+        .expect("ok")
+        .expect("ok");
+    let (field, reason) = conflict_field(&forgetful, reserve("r1", &basket[..1]));
+    assert_eq!(field, "lines");
+    assert!(reason.contains("does not hold"), "{reason}");
 }
 
 #[test]
@@ -315,7 +401,9 @@ fn malformed_reserves_are_refused_naming_the_field() {
     ];
     for (command, field) in cases {
         match f.submit(command, T0) {
-            Err(SubmitError::Invalid { field: got, .. }) => assert_eq!(got, field),
+            Err(SubmitError::Invalid(v)) => {
+                assert_eq!(v.first().expect("a violation").field, field)
+            }
             other => panic!("expected Invalid({field}), got {other:?}"),
         }
     }
@@ -328,7 +416,7 @@ fn malformed_reserves_are_refused_naming_the_field() {
         .collect();
     assert!(matches!(
         f.submit(reserve("r", &lines), T0),
-        Err(SubmitError::Invalid { field, .. }) if field == "lines"
+        Err(SubmitError::Invalid(v)) if v.first().is_some_and(|v| v.field == "lines")
     ));
     let mut short_ttl = reserve("r", &[("sku-1", "dc-1", 1)]);
     if let Command::Reserve(r) = &mut short_ttl {
@@ -336,7 +424,7 @@ fn malformed_reserves_are_refused_naming_the_field() {
     }
     assert!(matches!(
         f.submit(short_ttl, T0),
-        Err(SubmitError::Invalid { field, .. }) if field == "ttl_ms"
+        Err(SubmitError::Invalid(v)) if v.first().is_some_and(|v| v.field == "ttl_ms")
     ));
     assert_eq!(f.ledger.next_lsn(), Lsn(1), "nothing was recorded");
 }
@@ -672,7 +760,7 @@ fn adjustments_change_on_hand_and_a_zero_delta_is_refused() {
     );
     assert!(matches!(
         f.submit(adjust("a3", "sku-1", "dc-1", 0), T0),
-        Err(SubmitError::Invalid { field, .. }) if field == "delta"
+        Err(SubmitError::Invalid(v)) if v.first().is_some_and(|v| v.field == "delta")
     ));
 }
 
@@ -901,7 +989,7 @@ fn outcomes_kept_with_holds_behave_like_keys() {
     ok(reserve("r1", &[("sku-1", "dc-1", 1)]), T0);
     assert!(matches!(
         ledger.submit(reserve("r1", &[("sku-1", "dc-1", 2)]), T0 + 500),
-        Ok(Err(Refusal::KeyConflict { field: "lines", .. }))
+        Ok(Err(Refusal::KeyConflict { field, .. })) if field == "lines[0].qty"
     ));
     let released = ok(release("r1"), T0 + 900);
     let retry = ok(release("r1"), T0 + 1_500);

@@ -35,8 +35,7 @@ pub use redb_store::RedbSnapshotStore;
 pub use report::{DriftLine, ReconciliationCounts, Report, SnapshotStatus, StoredSnapshot};
 pub use run::{ReconcileError, Reconciliation};
 pub use snapshot::{
-    RowDigest, SnapshotHeader, SnapshotInvalid, SnapshotMode, SnapshotRow, SnapshotScope,
-    SnapshotSummary,
+    RowDigest, SnapshotHeader, SnapshotMode, SnapshotRow, SnapshotScope, SnapshotSummary,
 };
 pub use store::{MemSnapshotStore, SnapshotStore, StoreError};
 

@@ -6,17 +6,19 @@
 
 use super::report::{SnapshotStatus, StoredSnapshot};
 use super::snapshot::{
-    RowDigest, SNAPSHOT_CHUNK_ROWS_MAX, SnapshotHeader, SnapshotInvalid, SnapshotRow,
+    RowDigest, SNAPSHOT_CHUNK_ROWS_MAX, SNAPSHOT_ROWS_MAX, SnapshotHeader, SnapshotRow,
     SnapshotSummary,
 };
 use super::store::{SnapshotStore, StoreError};
+use crate::error::Violations;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
-    /// The header or a row is malformed.
+    /// The header or a chunk of rows is malformed: every violation, header fields named as
+    /// the header's (`as_of_ms`), rows by their index in the whole snapshot (`rows[12].sku`).
     #[error(transparent)]
-    Invalid(#[from] SnapshotInvalid),
+    Invalid(#[from] Violations),
     /// The snapshot id is stored with other content; `field` names what differs.
     #[error("snapshot {snapshot_id} was pushed before with a different {field}")]
     Conflict { snapshot_id: String, field: String },
@@ -86,15 +88,26 @@ impl<'s> Push<'s> {
     /// Takes the next chunk of rows (at most [`SNAPSHOT_CHUNK_ROWS_MAX`]).
     pub fn rows(&mut self, rows: &[SnapshotRow]) -> Result<(), PushError> {
         if rows.len() > SNAPSHOT_CHUNK_ROWS_MAX {
-            return Err(SnapshotInvalid {
-                field: "chunk.rows".into(),
-                reason: format!("more than {SNAPSHOT_CHUNK_ROWS_MAX} rows in one chunk"),
-            }
+            return Err(Violations::one(
+                "chunk.rows",
+                format!("more than {SNAPSHOT_CHUNK_ROWS_MAX} rows in one chunk"),
+            )
             .into());
         }
         let first = self.digest.rows();
+        if first + rows.len() as u64 > SNAPSHOT_ROWS_MAX {
+            return Err(
+                Violations::one("rows", format!("more than {SNAPSHOT_ROWS_MAX} rows")).into(),
+            );
+        }
+        // The whole chunk is checked before any of it is taken, so every bad row is named.
+        let mut violations = Violations::new();
         for (i, row) in rows.iter().enumerate() {
-            self.header.validate_row(first + i as u64, row)?;
+            self.header
+                .check_row(first + i as u64, row, &mut violations);
+        }
+        violations.into_result()?;
+        for row in rows {
             self.digest.add(row);
         }
         if self.stored.is_none() {

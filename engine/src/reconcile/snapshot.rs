@@ -1,6 +1,7 @@
 //! ERP snapshots as data: the header that names one, its rows, the checksum that identifies
 //! its content, and the checks a snapshot must pass before it is staged.
 
+use crate::error::Violations;
 use crate::limits::{ID_BYTES_MAX, QTY_MAX};
 use crate::types::{Location, Sku, SnapshotId};
 use serde::{Deserialize, Serialize};
@@ -107,22 +108,6 @@ impl RowDigest {
     }
 }
 
-/// Why a snapshot cannot be staged; `field` names the offending field as the client sent it
-/// (`header.as_of_ms`, `rows[12].on_hand`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
-pub struct SnapshotInvalid {
-    pub field: String,
-    pub reason: String,
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SnapshotInvalid {
-    SnapshotInvalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
 fn id_problem(id: &str) -> Option<String> {
     if id.is_empty() {
         Some("must not be empty".into())
@@ -151,50 +136,42 @@ pub fn human_ms(ms: u64) -> String {
 impl SnapshotHeader {
     /// Checks the header's shape, and that `as_of_ms` lies within the history the engine keeps
     /// (`history_start_ms` on, at `now_ms`) and not in the future beyond the allowed skew.
-    pub fn validate(&self, now_ms: u64, history_start_ms: u64) -> Result<(), SnapshotInvalid> {
+    /// Every violation is listed, named as the header's field (`as_of_ms`).
+    pub fn validate(&self, now_ms: u64, history_start_ms: u64) -> Result<(), Violations> {
+        let mut v = Violations::new();
         if let Some(problem) = id_problem(self.snapshot_id.as_str()) {
-            return Err(invalid("snapshot_id", problem));
+            v.push("snapshot_id", problem);
         }
         if self.source.len() > ID_BYTES_MAX {
-            return Err(invalid(
-                "source",
-                format!("longer than {ID_BYTES_MAX} bytes"),
-            ));
+            v.push("source", format!("longer than {ID_BYTES_MAX} bytes"));
         }
         if let SnapshotScope::Locations(locations) = &self.scope {
             if locations.is_empty() {
-                return Err(invalid("scope", "lists no location (omit it for all)"));
-            }
-            if locations.len() > SNAPSHOT_SCOPE_LOCATIONS_MAX {
-                return Err(invalid(
+                v.push("scope", "lists no location (omit it for all)");
+            } else if locations.len() > SNAPSHOT_SCOPE_LOCATIONS_MAX {
+                v.push(
                     "scope",
                     format!("more than {SNAPSHOT_SCOPE_LOCATIONS_MAX} locations"),
-                ));
-            }
-            if let Some(bad) = locations.iter().find(|l| id_problem(l.as_str()).is_some()) {
-                return Err(invalid(
-                    "scope",
-                    format!("location {bad:?} is not a valid id"),
-                ));
+                );
+            } else if let Some(bad) = locations.iter().find(|l| id_problem(l.as_str()).is_some()) {
+                v.push("scope", format!("location {bad:?} is not a valid id"));
             }
         }
         if self.as_of_ms == 0 {
-            return Err(invalid("as_of_ms", "must be set"));
-        }
-        if self.as_of_ms > now_ms.saturating_add(SNAPSHOT_AS_OF_SKEW_MS) {
-            return Err(invalid(
+            v.push("as_of_ms", "must be set");
+        } else if self.as_of_ms > now_ms.saturating_add(SNAPSHOT_AS_OF_SKEW_MS) {
+            v.push(
                 "as_of_ms",
                 format!(
                     "{} ms ahead of the engine's clock (at most {SNAPSHOT_AS_OF_SKEW_MS} ms of \
                      clock skew is allowed)",
                     self.as_of_ms - now_ms
                 ),
-            ));
-        }
-        if self.as_of_ms < history_start_ms {
+            );
+        } else if self.as_of_ms < history_start_ms {
             // The reason names the window as a person reads it ("24 h"), not only in ms: the
             // ERP team fixing its export reads this message, not our config.
-            return Err(invalid(
+            v.push(
                 "as_of_ms",
                 format!(
                     "older than the history window the engine keeps ({} back from now, from \
@@ -202,44 +179,36 @@ impl SnapshotHeader {
                      --reconcile-history-ms",
                     human_ms(now_ms.saturating_sub(history_start_ms))
                 ),
-            ));
+            );
         }
-        Ok(())
+        v.into_result()
     }
 
-    /// Checks row `index` (its position in the whole snapshot).
-    pub fn validate_row(&self, index: u64, row: &SnapshotRow) -> Result<(), SnapshotInvalid> {
+    /// Checks row `index` (its position in the whole snapshot), adding what is wrong with it
+    /// to `violations` (`rows[12].on_hand`).
+    pub fn check_row(&self, index: u64, row: &SnapshotRow, violations: &mut Violations) {
         let field = |name: &str| format!("rows[{index}].{name}");
         if let Some(problem) = id_problem(row.sku.as_str()) {
-            return Err(invalid(field("sku"), problem));
+            violations.push(field("sku"), problem);
         }
         if let Some(problem) = id_problem(row.location.as_str()) {
-            return Err(invalid(field("location"), problem));
-        }
-        if !self.scope.contains(&row.location) {
-            return Err(invalid(field("location"), "outside the snapshot's scope"));
+            violations.push(field("location"), problem);
+        } else if !self.scope.contains(&row.location) {
+            violations.push(field("location"), "outside the snapshot's scope");
         }
         // An ERP count is of units present: 0 or more (the engine's own on_hand may be
         // negative, because a store sale is a fact; the count is what corrects it).
         if row.on_hand < 0 {
-            return Err(invalid(
+            violations.push(
                 field("on_hand"),
                 "must not be negative (a count of units present)",
-            ));
-        }
-        if row.on_hand.unsigned_abs() > QTY_MAX {
-            return Err(invalid(field("on_hand"), format!("exceeds {QTY_MAX}")));
+            );
+        } else if row.on_hand.unsigned_abs() > QTY_MAX {
+            violations.push(field("on_hand"), format!("exceeds {QTY_MAX}"));
         }
         if row.safety_stock.is_some_and(|q| q > QTY_MAX) {
-            return Err(invalid(field("safety_stock"), format!("exceeds {QTY_MAX}")));
+            violations.push(field("safety_stock"), format!("exceeds {QTY_MAX}"));
         }
-        if index >= SNAPSHOT_ROWS_MAX {
-            return Err(invalid(
-                "rows",
-                format!("more than {SNAPSHOT_ROWS_MAX} rows"),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -285,9 +254,11 @@ mod tests {
         let old = header
             .validate(1_000_000 + 86_400_000, 1_000_001)
             .expect_err("too old");
+        let old = old.first().expect("a violation");
         assert_eq!(old.field, "as_of_ms");
         assert!(old.reason.contains("history"), "{}", old.reason);
         let future = header.validate(1_000_000 - 61_000, 0).expect_err("future");
+        let future = future.first().expect("a violation");
         assert!(future.reason.contains("skew"), "{}", future.reason);
     }
 
@@ -300,9 +271,46 @@ mod tests {
             mode: SnapshotMode::Delta,
             source: String::new(),
         };
-        let error = header
-            .validate_row(7, &row("sku-1", 1, None))
-            .expect_err("outside");
-        assert_eq!(error.field, "rows[7].location");
+        let mut violations = Violations::new();
+        header.check_row(7, &row("sku-1", 1, None), &mut violations);
+        let fields: Vec<_> = violations.listed().iter().map(|v| &v.field).collect();
+        assert_eq!(fields, ["rows[7].location"]);
+    }
+
+    #[test]
+    fn every_violation_of_a_header_or_row_is_listed() {
+        // Goal: a header or row wrong in several fields names each of them, so the ERP team
+        // fixes its export in one round trip.
+        let header = SnapshotHeader {
+            snapshot_id: SnapshotId::from(""),
+            as_of_ms: 0,
+            scope: SnapshotScope::Locations(BTreeSet::new()),
+            mode: SnapshotMode::Delta,
+            source: "x".repeat(ID_BYTES_MAX + 1),
+        };
+        let violations = header.validate(1_000_000, 0).expect_err("invalid");
+        let fields: Vec<_> = violations.listed().iter().map(|v| &v.field).collect();
+        assert_eq!(fields, ["snapshot_id", "source", "scope", "as_of_ms"]);
+        let header = SnapshotHeader {
+            snapshot_id: SnapshotId::from("s1"),
+            as_of_ms: 1,
+            scope: SnapshotScope::All,
+            mode: SnapshotMode::Delta,
+            source: String::new(),
+        };
+        let mut violations = Violations::new();
+        let bad = SnapshotRow {
+            sku: Sku::from(""),
+            location: Location::from("dc-1"),
+            on_hand: -1,
+            safety_stock: Some(QTY_MAX + 1),
+        };
+        header.check_row(3, &bad, &mut violations);
+        header.check_row(4, &row("sku-1", 1, None), &mut violations);
+        let fields: Vec<_> = violations.listed().iter().map(|v| &v.field).collect();
+        assert_eq!(
+            fields,
+            ["rows[3].sku", "rows[3].on_hand", "rows[3].safety_stock"]
+        );
     }
 }

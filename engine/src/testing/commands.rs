@@ -11,8 +11,9 @@
 //! ```
 
 use crate::command::{
-    Adjust, Command, Commit, Dispose, DispositionAction, Extend, Line, RecordReturn, RecordSale,
-    Release, Reserve, ReturnDisposition, ReturnLine, SetSafetyStock,
+    AcknowledgeStoreAnomaly, Adjust, AnomalyAction, Command, Commit, Dispose, DispositionAction,
+    Extend, Line, RecordReturn, RecordSale, Release, Reserve, ReturnDisposition, ReturnLine,
+    SetSafetyStock,
 };
 use crate::types::{
     AdjustmentId, Channel, DispositionId, Location, RequestId, ReservationId, ReturnId, Sku,
@@ -165,5 +166,14 @@ pub fn set_safety_stock(request_id: &str, sku: &str, location: &str, qty: u64) -
         sku: Sku::from(sku),
         location: Location::from(location),
         qty,
+    })
+}
+
+/// An operator's verdict on the sequence anomaly of sale `txn` of store `store`.
+pub fn acknowledge_anomaly(store: &str, txn: &str, action: AnomalyAction) -> Command {
+    Command::AcknowledgeStoreAnomaly(AcknowledgeStoreAnomaly {
+        store_id: StoreId::from(store),
+        txn_id: TxnId::from(txn),
+        action,
     })
 }

@@ -5,6 +5,7 @@
 //! cargo run --release -p inv-sim --bin load -- --callers 64 --seconds 5
 //! cargo run --release -p inv-sim --bin load -- --scenario check --scenario session-check --json
 //! cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
+//! cargo run --release -p inv-sim --bin load -- --server https://127.0.0.1:50051 --ca ca.pem
 //! ```
 //!
 //! The surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`, `holiday-surge`,
@@ -58,6 +59,16 @@ struct Args {
     /// in process over a temporary data folder.
     #[arg(long, visible_alias = "target", value_name = "URL")]
     server: Option<String>,
+    /// With an https:// --server: connect over TLS, trusting the server's certificate if
+    /// this CA (PEM) signed it.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca: Option<std::path::PathBuf>,
+    /// With --ca: a client certificate (PEM) for a server that requires mutual TLS.
+    #[arg(long, value_name = "FILE", requires_all = ["ca", "key"])]
+    cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
     /// Concurrent callers per scenario [default: 64; surge: 64, --ci 8].
     #[arg(long)]
     callers: Option<usize>,
@@ -265,6 +276,10 @@ fn main() -> Result<()> {
         inv_api::host::disable_transparent_huge_pages().context(
             "turning transparent huge pages off (--transparent-huge-pages leaves them on)",
         )?;
+    }
+    if let Some(ca) = &args.ca {
+        let identity = args.cert.as_deref().zip(args.key.as_deref());
+        inv_sim::use_tls(ca, identity)?;
     }
     let surges: Vec<SurgeScenario> = args
         .scenarios

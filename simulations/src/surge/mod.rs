@@ -227,7 +227,14 @@ impl SurgeOptions {
             ("--buyers", self.buyers, 1, 1_000_000),
             ("--sessions", self.sessions, 1, 1_024),
             ("--stores", self.stores, 1, 100_000),
-            ("--sales-per-store", self.sales_per_store, 1, 1_000_000),
+            // A backlog posted in shuffled order must stay within the server's default
+            // `--store-seq-jump-max`, or its late batches would be sequence anomalies.
+            (
+                "--sales-per-store",
+                self.sales_per_store,
+                1,
+                inv_engine::limits::STORE_SEQ_JUMP_MAX_DEFAULT as usize,
+            ),
             (
                 "--batch-sales",
                 self.batch_sales,

@@ -18,10 +18,11 @@
 //! like positions, and `ResolveDrift` is predicted like any client request. The snapshot store
 //! is not ledger state: the simulator keeps its own account of it (`sim.rs`).
 
+use inv_engine::limits::STORE_ANOMALIES_MAX;
 use inv_engine::{
-    Availability, BeyondTolerance, Command, DispositionAction, DriftAction, Fact, HoldState, Line,
-    Lsn, Outcome, Reconcile, Refusal, ReturnDisposition, ShortLine, SnapshotId, StoreStatus,
-    Tolerance,
+    AnomalyAction, Availability, BeyondTolerance, Command, DispositionAction, DriftAction, Fact,
+    HoldState, Line, Lsn, Outcome, Reconcile, Refusal, ReturnDisposition, ShortLine, SnapshotId,
+    StoreAnomaly, StoreStatus, Tolerance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,8 +67,65 @@ fn model_key(c: &Command) -> Option<Key> {
             c.snapshot_id.to_string(),
             position_sub(c.sku.as_str(), c.location.as_str()),
         ),
+        Command::AcknowledgeStoreAnomaly(c) => (
+            "AcknowledgeStoreAnomaly",
+            c.store_id.to_string(),
+            c.txn_id.to_string(),
+        ),
         Command::Expire(_) => return None,
     })
+}
+
+/// The path a key conflict names for `field`, the first field that differs: for the lines
+/// (hashed as one field in a key's record), the first line and subfield that differ, which
+/// the engine finds by reading the original request from its log (the simulated log keeps
+/// every event); `lines` when the counts differ or one of two commits lists none.
+fn conflict_path(field: &str, original: &Command, new: &Command) -> String {
+    type Lines = Vec<(String, String, u64, Option<ReturnDisposition>)>;
+    fn lines(command: &Command) -> Option<Lines> {
+        let plain = |lines: &[Line]| {
+            lines
+                .iter()
+                .map(|l| (l.sku.to_string(), l.location.to_string(), l.qty, None))
+                .collect()
+        };
+        match command {
+            Command::Reserve(c) => Some(plain(&c.lines)),
+            Command::Commit(c) => c.lines.as_deref().map(plain),
+            Command::RecordSale(c) => Some(plain(&c.lines)),
+            Command::RecordReturn(c) => Some(
+                c.lines
+                    .iter()
+                    .map(|l| {
+                        let (sku, location) = (l.sku.to_string(), l.location.to_string());
+                        (sku, location, l.qty, Some(l.disposition))
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    if field != "lines" {
+        return field.to_owned();
+    }
+    let (Some(a), Some(b)) = (lines(original), lines(new)) else {
+        return field.to_owned();
+    };
+    if a.len() != b.len() {
+        return field.to_owned();
+    }
+    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+        let differs = [
+            ("sku", a.0 != b.0),
+            ("location", a.1 != b.1),
+            ("qty", a.2 != b.2),
+            ("disposition", a.3 != b.3),
+        ];
+        if let Some((name, _)) = differs.iter().find(|(_, differs)| *differs) {
+            return format!("lines[{i}].{name}");
+        }
+    }
+    field.to_owned()
 }
 
 /// How a refusal names a key: `kind:id`, and `:sub` when the key has a second id.
@@ -138,6 +196,11 @@ fn first_difference(a: &Command, b: &Command) -> Option<&'static str> {
             ("location", a.location == b.location),
             ("action", a.action == b.action),
         ],
+        (Command::AcknowledgeStoreAnomaly(a), Command::AcknowledgeStoreAnomaly(b)) => vec![
+            ("store_id", a.store_id == b.store_id),
+            ("txn_id", a.txn_id == b.txn_id),
+            ("action", a.action == b.action),
+        ],
         _ => return Some("command"),
     };
     fields.into_iter().find(|(_, same)| !same).map(|(f, _)| f)
@@ -195,38 +258,129 @@ struct ModelReturn {
     quarantined: Vec<(Position, u64)>,
 }
 
+/// A store's sequence as the model keeps it: every number received, one by one, above a
+/// floor that only an accepted jump raises (every number up to the floor is in the sequence
+/// or given up on), and its anomalies in a plain list. The engine keeps ranges instead.
 #[derive(Debug, Clone, Default)]
 struct ModelStore {
+    floor: u64,
     received: BTreeSet<u64>,
     newest_seq: u64,
     newest_occurred_at_ms: u64,
     newest_recorded_at_ms: u64,
     sales_recorded: u64,
     seq_reused: u64,
+    gaps_abandoned: u64,
+    anomalies: Vec<StoreAnomaly>,
+    anomalies_dropped: u64,
     /// Retries answered from the key since the last restart (not an event, not replayed).
     duplicates_absorbed: u64,
 }
 
 impl ModelStore {
-    /// The status the engine must report, computed from the set of sequence numbers
-    /// received (the engine keeps ranges; the model keeps every number).
-    fn status(&self, store_id: &str) -> StoreStatus {
-        let mut contiguous_seq = 0;
-        while self.received.contains(&(contiguous_seq + 1)) {
-            contiguous_seq += 1;
+    fn has(&self, seq: u64) -> bool {
+        seq <= self.floor || self.received.contains(&seq)
+    }
+
+    fn contiguous(&self) -> u64 {
+        let mut contiguous = self.floor;
+        while contiguous < u64::MAX && self.received.contains(&(contiguous + 1)) {
+            contiguous += 1;
         }
+        contiguous
+    }
+
+    fn receive(&mut self, seq: u64, occurred_at_ms: u64, recorded_at_ms: u64) {
+        if self.has(seq) {
+            self.seq_reused += 1;
+            return;
+        }
+        self.received.insert(seq);
+        if seq >= self.newest_seq {
+            self.newest_seq = seq;
+            self.newest_occurred_at_ms = occurred_at_ms;
+            self.newest_recorded_at_ms = recorded_at_ms;
+        }
+    }
+
+    /// Keeps a sale whose number jumped; txn ids stay distinct, and the list bounded.
+    fn flag(&mut self, anomaly: StoreAnomaly) {
+        if let Some(i) = self
+            .anomalies
+            .iter()
+            .position(|a| a.txn_id == anomaly.txn_id)
+        {
+            self.anomalies.remove(i);
+            self.anomalies_dropped += 1;
+        }
+        self.anomalies.push(anomaly);
+        if self.anomalies.len() > STORE_ANOMALIES_MAX {
+            self.anomalies.remove(0);
+            self.anomalies_dropped += 1;
+        }
+    }
+
+    /// How many missing numbers accepting `seq` gives up on.
+    fn abandoned_by(&self, seq: u64) -> u64 {
+        if self.has(seq) {
+            return 0;
+        }
+        let contiguous = self.contiguous();
+        let received = self.received.range(contiguous + 1..seq).count() as u64;
+        // Anomalies below it came too: an ACCEPT settles them.
+        let doubted: BTreeSet<u64> = self
+            .anomalies
+            .iter()
+            .map(|a| a.store_seq)
+            .filter(|&n| n > contiguous && n < seq && !self.received.contains(&n))
+            .collect();
+        seq - contiguous - 1 - received - doubted.len() as u64
+    }
+
+    /// Applies a verdict; the missing numbers it gave up on, `None` without the anomaly.
+    fn acknowledge(&mut self, txn_id: &str, accept: bool) -> Option<u64> {
+        let i = self
+            .anomalies
+            .iter()
+            .position(|a| a.txn_id.as_str() == txn_id)?;
+        let anomaly = self.anomalies.remove(i);
+        if !accept {
+            return Some(0);
+        }
+        let seq = anomaly.store_seq;
+        if self.has(seq) {
+            self.seq_reused += 1;
+            return Some(0);
+        }
+        let abandoned = self.abandoned_by(seq);
+        self.gaps_abandoned = self.gaps_abandoned.saturating_add(abandoned);
+        self.anomalies.retain(|a| a.store_seq > seq);
+        self.received.retain(|&n| n > seq);
+        self.floor = seq;
+        if seq >= self.newest_seq {
+            self.newest_seq = seq;
+            self.newest_occurred_at_ms = anomaly.occurred_at_ms;
+            self.newest_recorded_at_ms = anomaly.recorded_at_ms;
+        }
+        Some(abandoned)
+    }
+
+    /// The status the engine must report, computed from the numbers received one by one.
+    fn status(&self, store_id: &str) -> StoreStatus {
+        let contiguous_seq = self.contiguous();
         let mut gaps = Vec::new();
-        let mut seq = contiguous_seq + 1;
-        while seq <= self.newest_seq {
-            if self.received.contains(&seq) {
-                seq += 1;
+        let mut next = contiguous_seq.checked_add(1);
+        while let Some(at) = next.filter(|&n| n <= self.newest_seq) {
+            if self.received.contains(&at) {
+                next = at.checked_add(1);
                 continue;
             }
-            let start = seq;
-            while seq <= self.newest_seq && !self.received.contains(&seq) {
-                seq += 1;
+            let mut end = at;
+            while end < self.newest_seq && !self.received.contains(&(end + 1)) {
+                end += 1;
             }
-            gaps.push((start, seq - 1));
+            gaps.push((at, end));
+            next = end.checked_add(1);
         }
         StoreStatus {
             store_id: store_id.to_owned(),
@@ -236,12 +390,14 @@ impl ModelStore {
             gaps,
             sales_recorded: self.sales_recorded,
             seq_reused: self.seq_reused,
-            gaps_abandoned: 0,
+            gaps_abandoned: self.gaps_abandoned,
             duplicates_absorbed: self.duplicates_absorbed,
             newest_lag_ms: self
                 .newest_recorded_at_ms
                 .saturating_sub(self.newest_occurred_at_ms),
             newest_occurred_at_ms: self.newest_occurred_at_ms,
+            anomalies: self.anomalies.clone(),
+            anomalies_dropped: self.anomalies_dropped,
         }
     }
 }
@@ -259,13 +415,13 @@ pub enum Expected {
     Event(Outcome),
 }
 
-/// A [`Refusal`] as the model predicts it: every field but the free-text reason of
-/// `NotHeld`, whose field name it predicts instead.
+/// A [`Refusal`] as the model predicts it: every field but the free-text reasons of
+/// `KeyConflict` and `NotHeld`, whose field paths it predicts instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     KeyConflict {
         key: String,
-        field: &'static str,
+        field: String,
     },
     ReservationIdInUse {
         reservation_id: String,
@@ -288,13 +444,18 @@ pub enum Refused {
         sku: String,
         location: String,
     },
+    StoreNotFound(String),
+    StoreAnomalyNotFound {
+        store_id: String,
+        txn_id: String,
+    },
     /// A refusal the model never predicts: always a disagreement.
     Other(String),
 }
 
 pub fn refused_of(refusal: &Refusal) -> Refused {
     match refusal.clone() {
-        Refusal::KeyConflict { key, field } => Refused::KeyConflict { key, field },
+        Refusal::KeyConflict { key, field, .. } => Refused::KeyConflict { key, field },
         Refusal::ReservationIdInUse {
             reservation_id,
             state,
@@ -329,6 +490,10 @@ pub fn refused_of(refusal: &Refusal) -> Refused {
             sku,
             location,
         },
+        Refusal::StoreNotFound(id) => Refused::StoreNotFound(id),
+        Refusal::StoreAnomalyNotFound { store_id, txn_id } => {
+            Refused::StoreAnomalyNotFound { store_id, txn_id }
+        }
         other => Refused::Other(other.to_string()),
     }
 }
@@ -336,6 +501,8 @@ pub fn refused_of(refusal: &Refusal) -> Refused {
 #[derive(Debug, Clone)]
 pub struct Model {
     retention_ms: u64,
+    /// The engine's `store_seq_jump_max`: the model judges each sale's number itself.
+    seq_jump_max: u64,
     pub positions: BTreeMap<Position, ModelPosition>,
     pub holds: BTreeMap<String, ModelHold>,
     /// Ids of the open holds (lapsed ones included): availability sums only these.
@@ -355,9 +522,10 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(retention_ms: u64) -> Self {
+    pub fn new(retention_ms: u64, seq_jump_max: u64) -> Self {
         Self {
             retention_ms,
+            seq_jump_max,
             positions: BTreeMap::new(),
             holds: BTreeMap::new(),
             open: BTreeSet::new(),
@@ -375,7 +543,7 @@ impl Model {
     /// The model after a crash: the facts of the first `durable` LSNs, folded anew. The time
     /// floor is what recovery rebuilds: the time of the last durable event.
     pub fn rebuild(&self, durable: u64) -> Result<Model, String> {
-        let mut model = Model::new(self.retention_ms);
+        let mut model = Model::new(self.retention_ms, self.seq_jump_max);
         for (at_ms, fact) in self.history.iter().take(durable as usize) {
             model.apply(fact, *at_ms)?;
         }
@@ -569,7 +737,7 @@ impl Model {
             return match first_difference(&record.command, command) {
                 Some(field) => Expected::Refused(Refused::KeyConflict {
                     key: key_name(&key),
-                    field,
+                    field: conflict_path(field, &record.command, command),
                 }),
                 None => Expected::Duplicate {
                     lsn: record.lsn,
@@ -701,6 +869,27 @@ impl Model {
             Command::RecordSale(_) | Command::Adjust(_) | Command::SetSafetyStock(_) => {
                 Expected::Event(Outcome::Recorded)
             }
+            Command::AcknowledgeStoreAnomaly(c) => {
+                let Some(store) = self.stores.get(c.store_id.as_str()) else {
+                    return Expected::Refused(Refused::StoreNotFound(c.store_id.to_string()));
+                };
+                let Some(anomaly) = store.anomalies.iter().find(|a| a.txn_id == c.txn_id) else {
+                    return Expected::Refused(Refused::StoreAnomalyNotFound {
+                        store_id: c.store_id.to_string(),
+                        txn_id: c.txn_id.to_string(),
+                    });
+                };
+                let accepted = c.action == AnomalyAction::Accept;
+                Expected::Event(Outcome::StoreAnomalyAcknowledged {
+                    store_seq: anomaly.store_seq,
+                    accepted,
+                    gaps_abandoned: if accepted {
+                        store.abandoned_by(anomaly.store_seq)
+                    } else {
+                        0
+                    },
+                })
+            }
             Command::ResolveDrift(c) => {
                 let p = (c.sku.to_string(), c.location.to_string());
                 match self.held.get(&p) {
@@ -742,6 +931,20 @@ impl Model {
                 commit: c.clone(),
                 lines,
             });
+        }
+        // Whether a sale's number jumps beyond the bound is the model's own judgement of its
+        // store.
+        if let (Command::RecordSale(c), Outcome::Recorded) = (command, outcome) {
+            let newest_seq = self
+                .stores
+                .get(c.store_id.as_str())
+                .map_or(0, |s| s.newest_seq);
+            if c.store_seq > newest_seq.saturating_add(self.seq_jump_max) {
+                return Ok(Fact::SaleRecordedOutOfSequence {
+                    sale: c.clone(),
+                    newest_seq,
+                });
+            }
         }
         // A resolution names the time of the snapshot that found the drift, which only the
         // held drift knows.
@@ -836,7 +1039,7 @@ impl Model {
                     .ok_or("model: extended hold does not exist")?;
                 hold.expires_at_ms = *expires_at_ms;
             }
-            Fact::SaleRecorded(c) => {
+            Fact::SaleRecorded(c) | Fact::SaleRecordedOutOfSequence { sale: c, .. } => {
                 for l in &c.lines {
                     let p = position_of(l);
                     self.positions.entry(p.clone()).or_default().on_hand -= l.qty as i64;
@@ -844,12 +1047,35 @@ impl Model {
                 }
                 let store = self.stores.entry(c.store_id.to_string()).or_default();
                 store.sales_recorded += 1;
-                if !store.received.insert(c.store_seq) {
-                    store.seq_reused += 1;
-                } else if c.store_seq >= store.newest_seq {
-                    store.newest_seq = c.store_seq;
-                    store.newest_occurred_at_ms = c.occurred_at_ms;
-                    store.newest_recorded_at_ms = at_ms;
+                if let Fact::SaleRecordedOutOfSequence { newest_seq, .. } = fact {
+                    if *newest_seq != store.newest_seq {
+                        return Err(format!(
+                            "model: {fact:?} at newest seq {}",
+                            store.newest_seq
+                        ));
+                    }
+                    store.flag(StoreAnomaly {
+                        txn_id: c.txn_id.clone(),
+                        store_seq: c.store_seq,
+                        newest_seq: *newest_seq,
+                        occurred_at_ms: c.occurred_at_ms,
+                        recorded_at_ms: at_ms,
+                        lsn: Lsn(lsn),
+                    });
+                } else {
+                    store.receive(c.store_seq, c.occurred_at_ms, at_ms);
+                }
+            }
+            Fact::StoreAnomalyAcknowledged {
+                acknowledge: c,
+                gaps_abandoned,
+                ..
+            } => {
+                let abandoned = self.stores.get_mut(c.store_id.as_str()).and_then(|s| {
+                    s.acknowledge(c.txn_id.as_str(), c.action == AnomalyAction::Accept)
+                });
+                if abandoned != Some(*gaps_abandoned) {
+                    return Err(format!("model: {fact:?}, but it abandons {abandoned:?}"));
                 }
             }
             Fact::ReturnRecorded(c) => {

@@ -175,7 +175,7 @@ impl Sim {
             log,
             clock,
             engine: Arc::new(engine),
-            model: Model::new(config.key_retention_ms),
+            model: Model::new(config.key_retention_ms, config.store_seq_jump_max),
             store: Arc::new(MemSnapshotStore::new()),
             archive,
             book: BTreeMap::new(),
@@ -583,6 +583,10 @@ fn answer_kind(answer: &Expected) -> &'static str {
             Outcome::Recorded => "recorded",
             Outcome::DriftResolved { applied: true, .. } => "drift_applied_by_review",
             Outcome::DriftResolved { applied: false, .. } => "drift_dismissed",
+            Outcome::StoreAnomalyAcknowledged { accepted: true, .. } => "store_anomaly_accepted",
+            Outcome::StoreAnomalyAcknowledged {
+                accepted: false, ..
+            } => "store_anomaly_dismissed",
             _ => "other",
         },
         Expected::Refused(refused) => match refused {
@@ -595,6 +599,8 @@ fn answer_kind(answer: &Expected) -> &'static str {
             Refused::ReturnNotFound(_) => "return_not_found",
             Refused::NotQuarantined { .. } => "not_quarantined",
             Refused::DriftNotHeld { .. } => "drift_not_held",
+            Refused::StoreNotFound(_) => "store_not_found",
+            Refused::StoreAnomalyNotFound { .. } => "store_anomaly_not_found",
             Refused::Other(_) => "other_refusal",
         },
     }

@@ -15,7 +15,10 @@
 //! Marketplace holds (one to three lines, hot skus with little stock and cold skus with
 //! more), full and partial commits, releases and extends; stores post POS sales in batches
 //! with their own sequence numbers, some delivered twice, out of order, or held back and
-//! sent later as a late batch (a gap, then its filling); returns restock or go to
+//! sent later as a late batch (a gap, then its filling); now and then a store's number jumps
+//! far beyond the engine's bound (a wild 2^64-1, or a till that renumbers and keeps selling
+//! from there), and an operator accepts or dismisses those anomalies (sometimes one that is
+//! not there); returns restock or go to
 //! inspection and are disposed of later; the ERP adjusts stock and sets safety stock.
 //! Clients time out and retry with the same key, sometimes with another payload (a client
 //! bug the engine must refuse, naming the field).
@@ -39,10 +42,11 @@
 use super::rng::Rng;
 use inv_engine::reconcile::TolerancePolicy;
 use inv_engine::{
-    Adjust, AdjustmentId, BeyondTolerance, Channel, Command, Commit, Dispose, DispositionAction,
-    DispositionId, DriftAction, Extend, Line, Location, RecordReturn, RecordSale, Release,
-    RequestId, ReservationId, Reserve, ResolveDrift, ReturnDisposition, ReturnId, ReturnLine,
-    SetSafetyStock, Sku, SnapshotId, StoreId, Tolerance, TxnId,
+    AcknowledgeStoreAnomaly, Adjust, AdjustmentId, AnomalyAction, BeyondTolerance, Channel,
+    Command, Commit, Dispose, DispositionAction, DispositionId, DriftAction, Extend, LedgerConfig,
+    Line, Location, RecordReturn, RecordSale, Release, RequestId, ReservationId, Reserve,
+    ResolveDrift, ReturnDisposition, ReturnId, ReturnLine, SetSafetyStock, Sku, SnapshotId,
+    StoreId, Tolerance, TxnId,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -247,7 +251,7 @@ pub struct Swarm {
     reorder_percent: u64,
 }
 
-const KINDS: usize = 21;
+const KINDS: usize = 23;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -272,6 +276,8 @@ enum Kind {
     Crash,
     Snapshot,
     ResolveDrift,
+    StoreJump,
+    StoreAck,
 }
 
 /// Base weights, per mille of the op mix before the swarm scales them; `FailNextSync` is
@@ -299,6 +305,8 @@ const BASE: [(Kind, u64); KINDS] = [
     // Rare: a snapshot brings a run of a few dozen ops with it.
     (Kind::Snapshot, 12),
     (Kind::ResolveDrift, 8),
+    (Kind::StoreJump, 6),
+    (Kind::StoreAck, 8),
 ];
 
 impl Swarm {
@@ -351,6 +359,8 @@ struct Pushed {
 struct Store {
     name: &'static str,
     next_seq: u64,
+    /// Txn ids of this store's sales whose number jumped: targets for an operator's verdict.
+    jumped: Vec<String>,
     /// Sales held back, to be delivered by a later late batch.
     held_back: Vec<Command>,
 }
@@ -393,6 +403,7 @@ pub fn generate(seed: u64, steps: usize) -> (Swarm, Vec<Op>) {
             .map(|name| Store {
                 name,
                 next_seq: 1,
+                jumped: Vec::new(),
                 held_back: Vec::new(),
             })
             .collect(),
@@ -545,6 +556,8 @@ impl Generator {
             Kind::Snapshot if self.in_run => self.concurrent_start(),
             Kind::Snapshot => self.snapshot(),
             Kind::ResolveDrift => self.resolve_drift(),
+            Kind::StoreJump => self.store_jump(),
+            Kind::StoreAck => self.store_ack(),
         }
     }
 
@@ -914,6 +927,62 @@ impl Generator {
         }
     }
 
+    /// One sale whose number jumps beyond the engine's bound: a wild number near 2^64-1, or a
+    /// till that renumbered (its later sales go on from the new number, each an anomaly too
+    /// until one is accepted).
+    fn store_jump(&mut self) {
+        let s = self.rng.index(self.stores.len());
+        let bound = LedgerConfig::default().store_seq_jump_max;
+        let (seq, txn) = if self.rng.chance(40) {
+            (u64::MAX - self.rng.range(0, 2), self.id("wild"))
+        } else {
+            let seq = self.stores[s].next_seq + bound + self.rng.range(1, 1_000);
+            self.stores[s].next_seq = seq + 1;
+            (seq, format!("t{seq}"))
+        };
+        let location = self.stores[s].name;
+        let sku = sku_name(self.sku());
+        let occurred_at_ms = self.now_ms.saturating_sub(self.rng.range(0, 60_000));
+        self.stores[s].jumped.push(txn.clone());
+        self.send(Command::RecordSale(RecordSale {
+            store_id: StoreId::from(location),
+            txn_id: TxnId::from(txn.as_str()),
+            store_seq: seq,
+            occurred_at_ms,
+            lines: vec![Line::new(&sku, location, 1)],
+        }));
+    }
+
+    /// An operator answers a store's anomaly: most often one of its jumps (the newest, as for
+    /// a renumbered till, or any), now and then a sale that never jumped (STORE_ANOMALY_NOT_FOUND)
+    /// or a store that never sold (STORE_NOT_FOUND).
+    fn store_ack(&mut self) {
+        let s = self.rng.index(self.stores.len());
+        let store = if self.rng.chance(5) {
+            "store-none"
+        } else {
+            self.stores[s].name
+        };
+        let jumped = &self.stores[s].jumped;
+        let txn = if jumped.is_empty() || self.rng.chance(10) {
+            format!("t{}", self.rng.range(1, 5))
+        } else if self.rng.chance(50) {
+            jumped[jumped.len() - 1].clone()
+        } else {
+            jumped[self.rng.index(jumped.len())].clone()
+        };
+        let action = if self.rng.chance(60) {
+            AnomalyAction::Accept
+        } else {
+            AnomalyAction::Dismiss
+        };
+        self.send(Command::AcknowledgeStoreAnomaly(AcknowledgeStoreAnomaly {
+            store_id: StoreId::from(store),
+            txn_id: TxnId::from(txn.as_str()),
+            action,
+        }));
+    }
+
     /// A store's held-back sales arrive, late and in any order.
     fn late_batch(&mut self) {
         let s = self.rng.index(self.stores.len());
@@ -1031,6 +1100,12 @@ fn mutate(command: &Command) -> Option<Command> {
             c.action = match c.action {
                 DriftAction::Apply => DriftAction::Dismiss,
                 DriftAction::Dismiss => DriftAction::Apply,
+            }
+        }
+        Command::AcknowledgeStoreAnomaly(c) => {
+            c.action = match c.action {
+                AnomalyAction::Accept => AnomalyAction::Dismiss,
+                AnomalyAction::Dismiss => AnomalyAction::Accept,
             }
         }
         Command::Release(_) | Command::Expire(_) | Command::Reconcile(_) => return None,

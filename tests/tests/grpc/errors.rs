@@ -514,3 +514,381 @@ async fn batches_answer_per_item_and_one_bad_item_loses_nothing_else() -> Result
     .await?;
     server.join().await
 }
+
+/// The field paths of a status's BadRequest, in order.
+fn bad_request_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_request_wrong_in_several_fields_lists_every_violation() -> Result<()> {
+    // Goal: the contract promises every violation, not the first: a Reserve wrong in three
+    // fields lists all three in its BadRequest (in field order, the first leading the
+    // message), on a unary call and on a Session stream; a batch item names the first in its
+    // `field` (its only slot) and every one in its message; a repeated position is one.
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        let lsn_before = server.engine.ledger().next_lsn();
+        let three_wrong = pb::ReserveRequest {
+            reservation_id: String::new(),
+            ..reserve("unused", vec![line(SKU, DC, 1), line(SKU, "", 0)], 999)
+        };
+        let status = client
+            .reserve(three_wrong.clone())
+            .await
+            .expect_err("invalid");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            bad_request_fields(&status),
+            [
+                "reservation_id",
+                "lines[1].location",
+                "lines[1].qty",
+                "ttl_ms"
+            ]
+        );
+        assert!(
+            status.message().starts_with("invalid reservation_id: "),
+            "the first violation leads: {status:?}"
+        );
+        for field in ["lines[1].location", "lines[1].qty", "ttl_ms"] {
+            assert!(status.message().contains(field), "{status:?}");
+        }
+
+        // A repeated position is a violation of its own, naming the line it repeats.
+        let repeated = reserve("r-dup", vec![line(SKU, DC, 1), line(SKU, DC, 0)], TTL_MS);
+        let status = client.reserve(repeated).await.expect_err("invalid");
+        assert_eq!(bad_request_fields(&status), ["lines[1].qty", "lines[1]"]);
+
+        // The same request on a Session: its answer's item error says what the call said.
+        let mut answers = client
+            .session(tokio_stream::iter([pb::SessionRequest {
+                correlation_id: 7,
+                request: Some(pb::session_request::Request::Reserve(three_wrong)),
+            }]))
+            .await?
+            .into_inner();
+        let answer = answers.next().await.expect("an answer")?;
+        let Some(pb::session_response::Response::Error(error)) = answer.response else {
+            bail!("expected an error: {answer:?}");
+        };
+        assert_eq!(
+            (error.code, error.field.as_str()),
+            (Code::InvalidArgument as u32, "reservation_id")
+        );
+        for field in ["lines[1].location", "lines[1].qty", "ttl_ms"] {
+            assert!(error.message.contains(field), "{error:?}");
+        }
+
+        // A batch item: `field` has room for one path, the message names them all.
+        let response = client
+            .record_sales(pb::RecordSalesRequest {
+                store_id: "store-1".into(),
+                sales: vec![sale("t1", 0, vec![line(SKU, "store-1", 0)])],
+            })
+            .await?
+            .into_inner();
+        let Some(pb::batch_item_result::Result::Error(error)) = &response.results[0].result else {
+            bail!("the sale should fail: {response:?}");
+        };
+        assert_eq!(error.field, "sales[0].store_seq");
+        assert!(error.message.contains("sales[0].lines[0].qty"), "{error:?}");
+
+        // A wire problem (an unknown enum) is listed with the engine's violations of the rest.
+        let status = client
+            .disposition(pb::DispositionRequest {
+                disposition_id: "d1".into(),
+                return_id: String::new(),
+                sku: SKU.into(),
+                location: DC.into(),
+                qty: 0,
+                action: 42,
+            })
+            .await
+            .expect_err("invalid");
+        assert_eq!(bad_request_fields(&status), ["return_id", "qty", "action"]);
+        assert_eq!(
+            server.engine.ledger().next_lsn(),
+            lsn_before,
+            "nothing was applied"
+        );
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_resource_exhausted_naming_the_limit() -> Result<()> {
+    // Goal: a request larger than --request-bytes-max (8 MiB by default) is answered with
+    // gRPC's code for a size limit, RESOURCE_EXHAUSTED, with the MESSAGE_TOO_LARGE reason and
+    // the limit in its ErrorInfo and message, not tonic's bare OUT_OF_RANGE; the metrics count
+    // the code the client got; a stream (Session, PushSnapshot) with such a message ends the
+    // same way; and the connection keeps working.
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with_metrics(dir.path()).await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        let limit = (8 << 20).to_string();
+        let huge = "x".repeat(10 << 20);
+        let expect_too_large = |status: Status| {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            assert_eq!(info.reason, "MESSAGE_TOO_LARGE");
+            assert_eq!(info.domain, "inventory.v1");
+            assert_eq!(info.metadata.get("limit_bytes"), Some(&limit), "{status:?}");
+            assert!(status.message().contains(&format!("{limit} bytes")), "{status:?}");
+        };
+        let big = pb::ReserveRequest {
+            channel: huge.clone(),
+            ..reserve("r-big", vec![line(SKU, DC, 1)], TTL_MS)
+        };
+        expect_too_large(client.reserve(big.clone()).await.expect_err("too large"));
+        let scrape = server.scrape().await?;
+        assert!(
+            scrape.contains(
+                r#"inventory_grpc_requests_total{grpc_method="Reserve",grpc_code="ResourceExhausted"} 1"#
+            ),
+            "the call is counted with the code the client got:\n{scrape}"
+        );
+        assert!(!scrape.contains(r#"grpc_code="OutOfRange""#), "{scrape}");
+        // A bulk call, decoded on the bulk lane's path, answers the same.
+        let sales = pb::RecordSalesRequest {
+            store_id: "store-1".into(),
+            sales: vec![sale(&huge, 1, vec![line(SKU, DC, 1)])],
+        };
+        expect_too_large(client.record_sales(sales).await.expect_err("too large"));
+
+        // A Session request over the limit ends the stream the same way.
+        let mut answers = client
+            .session(tokio_stream::iter([pb::SessionRequest {
+                correlation_id: 1,
+                request: Some(pb::session_request::Request::Reserve(big)),
+            }]))
+            .await?
+            .into_inner();
+        match answers.next().await {
+            Some(Err(status)) => expect_too_large(status),
+            other => bail!("expected the stream to end RESOURCE_EXHAUSTED: {other:?}"),
+        }
+
+        // A PushSnapshot chunk over the limit: the push fails the same way, nothing staged.
+        use pb::push_snapshot_request::Message as M;
+        let push = [
+            M::Header(pb::SnapshotHeader {
+                snapshot_id: "s-big".into(),
+                as_of_ms: T0_MS,
+                scope: vec![],
+                mode: pb::SnapshotMode::Delta as i32,
+                source: "erp".into(),
+            }),
+            M::Chunk(pb::SnapshotChunk {
+                rows: vec![pb::SnapshotRow {
+                    sku: huge,
+                    location: DC.into(),
+                    on_hand: 1,
+                    safety_stock: None,
+                }],
+            }),
+        ]
+        .map(|message| pb::PushSnapshotRequest {
+            message: Some(message),
+        });
+        expect_too_large(client.push_snapshot(tokio_stream::iter(push)).await.expect_err("too large"));
+
+        // The connection is still good.
+        stock(&mut client, "a1", SKU, DC, 1).await?;
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}
+
+#[tokio::test]
+async fn a_reused_key_names_the_path_of_what_differs() -> Result<()> {
+    // Goal: a key reused with another payload names the exact path that differs, down to the
+    // line (`lines[1].qty`), though the key's record keeps only a hash of all the lines: the
+    // server compares with the original request in its log. The unary error names it in its
+    // message, its ErrorInfo (`field`) and a BadRequest; a batch item in its `field`; a
+    // Session answer likewise.
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        stock(&mut client, "a1", SKU, DC, 10).await?;
+        stock(&mut client, "a2", "sock-1", DC, 10).await?;
+        let first = reserve(
+            "order-1",
+            vec![line(SKU, DC, 1), line("sock-1", DC, 2)],
+            TTL_MS,
+        );
+        client.reserve(first.clone()).await?;
+        let mut other_qty = first.clone();
+        other_qty.lines[1].qty = 3;
+        let status = expect_error(
+            client.reserve(other_qty.clone()).await,
+            Code::AlreadyExists,
+            "KEY_REUSED",
+            "lines[1].qty",
+        );
+        assert!(status.message().contains("lines[1].qty"), "{status:?}");
+        let info = status.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(
+            info.metadata.get("field").map(String::as_str),
+            Some("lines[1].qty")
+        );
+        assert_eq!(bad_request_fields(&status), ["lines[1].qty"]);
+        // Fewer lines: the counts are what differs.
+        let status = client
+            .reserve(reserve("order-1", vec![line(SKU, DC, 1)], TTL_MS))
+            .await
+            .expect_err("reused");
+        assert_eq!(bad_request_fields(&status), ["lines"]);
+        assert!(
+            status.message().contains("1 lines, the original had 2"),
+            "{status:?}"
+        );
+
+        // On a Session.
+        let mut answers = client
+            .session(tokio_stream::iter([pb::SessionRequest {
+                correlation_id: 3,
+                request: Some(pb::session_request::Request::Reserve(other_qty)),
+            }]))
+            .await?
+            .into_inner();
+        let answer = answers.next().await.expect("an answer")?;
+        let Some(pb::session_response::Response::Error(error)) = answer.response else {
+            bail!("expected an error: {answer:?}");
+        };
+        assert_eq!(error.code, Code::AlreadyExists as u32);
+        assert_eq!(error.field, "lines[1].qty");
+
+        // A sale reused with another sku: the batch item names the line's sku.
+        let record = |sku: &str| pb::RecordSalesRequest {
+            store_id: "store-1".into(),
+            sales: vec![sale("t1", 1, vec![line(sku, DC, 1)])],
+        };
+        client.record_sales(record(SKU)).await?;
+        let response = client.record_sales(record("sock-1")).await?.into_inner();
+        let Some(pb::batch_item_result::Result::Error(error)) = &response.results[0].result else {
+            bail!("the reused sale should fail: {response:?}");
+        };
+        assert_eq!(error.code, Code::AlreadyExists as u32);
+        assert_eq!(error.reason, pb::ErrorReason::KeyReused as i32);
+        assert_eq!(error.field, "sales[0].lines[0].sku");
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}
+
+#[tokio::test]
+async fn ended_hold_answers_are_recorded_under_the_key_and_missing_units_are_not() -> Result<()> {
+    // Goal: pin which FAILED_PRECONDITION answers are recorded under the idempotency key, as
+    // the proto's header says. HOLD_* are outcomes: a retry, after the state moved on, gets the
+    // same answer with the same LSN (nothing new is logged). NOT_HELD and NOT_QUARANTINED are
+    // refusals: nothing is recorded, so a corrected request under the same key succeeds.
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        stock(&mut client, "a1", SKU, DC, 10).await?;
+        client
+            .reserve(reserve("h1", vec![line(SKU, DC, 2)], TTL_MS))
+            .await?;
+        server.clock.advance_ms(TTL_MS + 1);
+        let commit_all = pb::CommitRequest {
+            reservation_id: "h1".into(),
+            lines: vec![],
+        };
+        // The expirer may sweep the lapsed hold first: then the commit finds it ended.
+        let answer = |status: Status| {
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            (
+                status.code(),
+                info.reason,
+                info.metadata.get("lsn").cloned(),
+            )
+        };
+        let first = answer(client.commit(commit_all.clone()).await.expect_err("ended"));
+        assert_eq!(first.0, Code::FailedPrecondition);
+        assert!(
+            ["HOLD_EXPIRED", "HOLD_ALREADY_EXPIRED"].contains(&first.1.as_str()),
+            "{first:?}"
+        );
+        // The state moves on; the retry is answered from the record.
+        stock(&mut client, "a2", SKU, DC, 5).await?;
+        server.clock.advance_ms(1_000);
+        let head = server.engine.head_lsn();
+        let retry = answer(client.commit(commit_all).await.expect_err("ended"));
+        assert_eq!(retry, first, "the recorded answer, with its LSN");
+        assert_eq!(server.engine.head_lsn(), head, "nothing new was logged");
+
+        // NOT_HELD: nothing recorded; the corrected commit under the same key succeeds.
+        client
+            .reserve(reserve("h2", vec![line(SKU, DC, 2)], TTL_MS))
+            .await?;
+        expect_error(
+            client
+                .commit(pb::CommitRequest {
+                    reservation_id: "h2".into(),
+                    lines: vec![line(SKU, DC, 3)],
+                })
+                .await,
+            Code::FailedPrecondition,
+            "NOT_HELD",
+            "lines[0].qty",
+        );
+        let committed = client
+            .commit(pb::CommitRequest {
+                reservation_id: "h2".into(),
+                lines: vec![line(SKU, DC, 2)],
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            (committed.lines[0].committed, committed.duplicate),
+            (2, false)
+        );
+
+        // NOT_QUARANTINED: the same disposition id, corrected, succeeds.
+        client
+            .record_returns(pb::RecordReturnsRequest {
+                returns: vec![pb::Return {
+                    return_id: "ret-1".into(),
+                    lines: vec![pb::ReturnLine {
+                        sku: SKU.into(),
+                        location: DC.into(),
+                        qty: 2,
+                        disposition: pb::ReturnDisposition::Inspect as i32,
+                    }],
+                }],
+            })
+            .await?;
+        let dispose = |qty| pb::DispositionRequest {
+            disposition_id: "d1".into(),
+            return_id: "ret-1".into(),
+            sku: SKU.into(),
+            location: DC.into(),
+            qty,
+            action: pb::DispositionAction::Scrap as i32,
+        };
+        expect_error(
+            client.disposition(dispose(3)).await,
+            Code::FailedPrecondition,
+            "NOT_QUARANTINED",
+            "qty",
+        );
+        let disposed = client.disposition(dispose(2)).await?.into_inner();
+        assert!(!disposed.duplicate);
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}

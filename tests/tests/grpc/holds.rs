@@ -345,7 +345,7 @@ async fn retries_are_idempotent_and_a_reused_key_names_the_differing_field() -> 
             client.reserve(other_lines).await,
             Code::AlreadyExists,
             "KEY_REUSED",
-            "lines",
+            "lines[0].qty",
         );
         expect_error(
             client.adjust(adjust("r1", SKU, DC, 6)).await,

@@ -9,9 +9,11 @@
 //! One test binary, one file per area.
 
 mod errors;
+mod events;
 mod feeds;
 mod holds;
 mod lifecycle;
+mod stores;
 
 use anyhow::{Result, bail};
 use inv_tests::*;
@@ -45,10 +47,12 @@ fn expect_error<T: std::fmt::Debug>(
     );
     assert_eq!(info.reason, reason, "{status:?}");
     assert_eq!(info.domain, "inventory.v1");
-    if code == Code::InvalidArgument {
+    // A BadRequest names what to fix: every malformed field, or what differs under a reused
+    // key.
+    if code == Code::InvalidArgument || reason == "KEY_REUSED" {
         let bad = status
             .get_details_bad_request()
-            .expect("INVALID_ARGUMENT carries a BadRequest");
+            .expect("INVALID_ARGUMENT and KEY_REUSED carry a BadRequest");
         assert!(
             bad.field_violations.iter().any(|v| v.field == field),
             "violations {:?} should include {field:?}",

@@ -6,7 +6,9 @@
 //!
 //! A golden file for a version is written once, by running the tests with
 //! `INVENTORY_WRITE_GOLDEN=1` when no file exists for it yet; an existing file is never
-//! rewritten, so blessing a changed encoding under an old version is impossible.
+//! rewritten, so blessing a changed encoding under an old version is impossible. A batch
+//! record holds encoded events, so its file names both versions (`batch-v2-events-v3`).
+//! The files of versions this build no longer reads are removed with their decoders.
 
 use super::*;
 use crate::checkpoint::*;
@@ -14,7 +16,7 @@ use crate::command::*;
 use crate::event::{Event, Fact, HoldRequest};
 use crate::hold::HoldState;
 use crate::outcome::{Outcome, ShortLine};
-use crate::stores::StoreSequence;
+use crate::stores::{StoreAnomaly, StoreSequence};
 use crate::types::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,9 +53,11 @@ fn kind_index(fact: &Fact) -> usize {
         Fact::SafetyStockSet(_) => 11,
         Fact::PositionReconciled { .. } => 12,
         Fact::DriftResolved { .. } => 13,
+        Fact::SaleRecordedOutOfSequence { .. } => 14,
+        Fact::StoreAnomalyAcknowledged { .. } => 15,
     }
 }
-const FACT_KINDS: usize = 14;
+const FACT_KINDS: usize = 16;
 
 /// At least one event of every kind of fact, with fields that exercise every shape: several
 /// lines, a partial and a full commit, expiry found by each kind of request, negative and
@@ -203,6 +207,34 @@ pub(super) fn every_kind_of_fact() -> Vec<Event> {
             as_of_ms: T0 - 60_000,
             drift: -6,
         },
+        Fact::SaleRecordedOutOfSequence {
+            sale: RecordSale {
+                store_id: StoreId::from("store-0042"),
+                txn_id: TxnId::from("t-100"),
+                store_seq: u64::MAX,
+                occurred_at_ms: T0 - 500,
+                lines: vec![Line::new("sku-2", "store-0042", 1)],
+            },
+            newest_seq: 17,
+        },
+        Fact::StoreAnomalyAcknowledged {
+            acknowledge: AcknowledgeStoreAnomaly {
+                store_id: StoreId::from("store-0042"),
+                txn_id: TxnId::from("t-100"),
+                action: AnomalyAction::Accept,
+            },
+            store_seq: u64::MAX,
+            gaps_abandoned: u64::MAX - 18,
+        },
+        Fact::StoreAnomalyAcknowledged {
+            acknowledge: AcknowledgeStoreAnomaly {
+                store_id: StoreId::from("store-0042"),
+                txn_id: TxnId::from("t-101"),
+                action: AnomalyAction::Dismiss,
+            },
+            store_seq: 250_000,
+            gaps_abandoned: 0,
+        },
     ];
     facts
         .into_iter()
@@ -268,6 +300,15 @@ pub(super) fn every_part_of_a_checkpoint() -> Checkpoint {
                 sales_recorded: 6,
                 seq_reused: 1,
                 gaps_abandoned: 0,
+                anomalies: vec![StoreAnomaly {
+                    txn_id: TxnId::from("t-100"),
+                    store_seq: u64::MAX,
+                    newest_seq: 7,
+                    occurred_at_ms: T0 - 4,
+                    recorded_at_ms: T0 + 3,
+                    lsn: Lsn(8),
+                }],
+                anomalies_dropped: 2,
                 duplicates_absorbed: 0,
             },
         )],
@@ -354,7 +395,7 @@ fn a_batch_record_encodes_to_its_golden_bytes() {
     let mut bytes = Vec::new();
     encode_batch_into(&events, &mut bytes).expect("encodes");
     check_golden(
-        &format!("batch-v{BATCH_FORMAT_VERSION}.golden"),
+        &format!("batch-v{BATCH_FORMAT_VERSION}-events-v{FORMAT_VERSION}.golden"),
         &[("batch".to_owned(), bytes)],
     );
 }

@@ -8,15 +8,16 @@
 //! comes with a new version number (and a decoder that keeps reading the old one, for as long
 //! as that version is supported).
 //!
-//! # Event (version 2)
+//! # Event (version 3)
 //! ```text
 //! +---------+--------------------------------------------+
 //! | version | payload                                    |
 //! | 1 byte  | postcard encoding of `Event`, to the end   |
 //! +---------+--------------------------------------------+
 //! ```
-//! - `version` is [`FORMAT_VERSION`] (2; version 1 stored requests with outcomes, before
-//!   events were facts, and is no longer read).
+//! - `version` is [`FORMAT_VERSION`] (3; version 2 lacked the store sequence anomaly facts,
+//!   `SaleRecordedOutOfSequence` and `StoreAnomalyAcknowledged`, and version 1 stored requests
+//!   with outcomes, before events were facts; neither is read any more).
 //! - `payload` is [postcard](https://docs.rs/postcard) 1.x applied to the serde derives of
 //!   [`Event`], [`crate::Fact`] and the request types inside it: unsigned integers as LEB128
 //!   varints, signed ones zigzag-encoded, strings and sequences as a varint length then the
@@ -42,13 +43,15 @@
 //!   leading events without decoding them. The record must end exactly after the last event.
 //! - No checksum of its own: a record is one redb value written in one commit, covered by
 //!   redb's page checksums. (A checkpoint has one because it spans many values.)
+//! - The framing does not depend on what the events say, so a new event version leaves this
+//!   one alone; the golden file of a batch names both versions, as its bytes hold both.
 //!
-//! # Checkpoints (version 1)
+//! # Checkpoints (version 3)
 //! A [`Checkpoint`] is encoded the same way: one version byte ([`CHECKPOINT_FORMAT_VERSION`],
-//! 1), then postcard applied to the serde derives of [`Checkpoint`] and the types inside it, to
-//! the end of the bytes (trailing bytes are refused). [`encode_checkpoint`] and
-//! [`decode_checkpoint`]; how a log stores the bytes (`RedbLog` splits them into chunks) is the
-//! log's business.
+//! 3; version 2 had no store sequence anomalies), then postcard applied to the serde derives
+//! of [`Checkpoint`] and the types inside it, to the end of the bytes (trailing bytes are
+//! refused). [`encode_checkpoint`] and [`decode_checkpoint`]; how a log stores the bytes
+//! (`RedbLog` splits them into chunks) is the log's business.
 //!
 //! # Evolving the format
 //! Because the payload follows declaration order, renaming a field is free but reordering
@@ -63,13 +66,13 @@ use crate::types::Lsn;
 use std::sync::Arc;
 
 /// The version byte of an event this build writes, and the only one it reads.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The first byte of a batch record this build writes, and the only one it reads.
 pub const BATCH_FORMAT_VERSION: u8 = 2;
 
 /// The version byte of an encoded checkpoint this build writes, and the only one it reads.
-pub const CHECKPOINT_FORMAT_VERSION: u8 = 2;
+pub const CHECKPOINT_FORMAT_VERSION: u8 = 3;
 
 /// Appends the encoding of `event` to `out` (which is not cleared first).
 pub fn encode_into(event: &Event, out: &mut Vec<u8>) -> Result<(), LogError> {

@@ -19,7 +19,7 @@ fn encode_into_appends() {
 #[test]
 fn unknown_version_is_refused() {
     let original = &every_kind_of_fact()[0];
-    for version in [0u8, 1, 3, 255] {
+    for version in [0u8, 1, 2, 4, 255] {
         let mut bytes = encode(original).expect("encodes");
         bytes[0] = version;
         let error = decode(original.lsn, &bytes).expect_err("refused");
@@ -80,7 +80,8 @@ fn a_checkpoint_of_a_real_ledger_roundtrips_and_damage_is_refused() {
     use std::sync::Arc;
 
     // A checkpoint with every part filled: positions, open and ended holds, keys, a return
-    // with units in quarantine, and a store with a gap.
+    // with units in quarantine, and a store with a gap and an anomaly (the fixture's sale
+    // numbered u64::MAX).
     let engine = Engine::recover(
         LedgerConfig::default(),
         Arc::new(MemLog::new()),
@@ -128,6 +129,12 @@ fn a_checkpoint_of_a_real_ledger_roundtrips_and_damage_is_refused() {
     assert!(!checkpoint.keys.is_empty());
     assert!(!checkpoint.returns.is_empty());
     assert!(!checkpoint.stores.is_empty());
+    assert!(
+        checkpoint
+            .stores
+            .iter()
+            .any(|(_, s)| !s.anomalies.is_empty())
+    );
 
     let bytes = encode_checkpoint(&checkpoint).expect("encodes");
     assert_eq!(bytes[0], CHECKPOINT_FORMAT_VERSION);

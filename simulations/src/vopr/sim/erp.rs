@@ -277,7 +277,9 @@ impl Sim {
                 self.count("snapshot_staged");
             }
             (Some(reason), Err(PushError::Invalid(invalid)))
-                if invalid.field == "as_of_ms" && invalid.reason.contains(reason) =>
+                if invalid.first().is_some_and(|first| {
+                    first.field == "as_of_ms" && first.reason.contains(reason)
+                }) =>
             {
                 self.count("snapshot_refused");
             }
