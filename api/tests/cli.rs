@@ -4,20 +4,20 @@
 //! What a script relies on is checked: the exit code of each kind of answer (granted 0,
 //! rejected 1, malformed 2, unknown 3, unreachable 4), and the shape of `--json` output. The
 //! server runs over a `MemLog` with a `ManualClock`; every child process is killed if it runs
-//! past [`CHILD_TIMEOUT`], and every test is bounded by [`TEST_TIMEOUT`].
+//! past [`support::CHILD_TIMEOUT`], and every test is bounded by [`TEST_TIMEOUT`].
 
 use inv_engine::{Engine, LedgerConfig, ManualClock, MemLog};
 use inv_proto::v1 as pb;
 use serde_json::Value;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::Run;
 use tokio::sync::oneshot;
 
+mod support;
+
 const T0_MS: u64 = 1_700_000_000_000;
-const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A server in this process; stops when dropped (its shutdown sender goes with it).
@@ -81,16 +81,8 @@ async fn stock(server: &Server, sku: &str, location: &str, qty: i64) {
         .expect("adjusts");
 }
 
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `inventory ARGS...` with `INVENTORY_SERVER=server` (off the async workers), killing
-/// it past [`CHILD_TIMEOUT`].
+/// it past [`support::CHILD_TIMEOUT`].
 async fn inventory(server: &str, args: &[&str]) -> Run {
     let server = server.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
@@ -100,44 +92,9 @@ async fn inventory(server: &str, args: &[&str]) -> Run {
 }
 
 fn run_blocking(server: &str, args: &[String]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args(args)
-        .env("INVENTORY_SERVER", server)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    // Drain both pipes while waiting, so a chatty child never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waits") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("inventory {args:?} ran past {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        code: status.code().expect("exited, not killed by a signal"),
-        stdout: out_reader.join().expect("reader"),
-        stderr: err_reader.join().expect("reader"),
-    }
+    let mut command = support::inventory();
+    command.args(args).env("INVENTORY_SERVER", server);
+    support::run(command)
 }
 
 fn json(run: &Run) -> Value {

@@ -13,11 +13,13 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
+mod support;
+
+use support::{CHILD_TIMEOUT, inventory};
 
 /// Settings the sample leaves commented out, because their default is computed at startup
 /// (`worker_threads`: half the cores).
@@ -29,18 +31,6 @@ const ONLY_WITH_KEY_ARCHIVE: [&str; 1] = ["inventory_key_archive_file_bytes"];
 
 fn sample_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/inventory.toml")
-}
-
-/// `inventory` with no `INVENTORY_*` variable of the test's environment.
-fn inventory() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_inventory"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("INVENTORY_") {
-            command.env_remove(name);
-        }
-    }
-    command.stdin(Stdio::null());
-    command
 }
 
 /// One setting as `serve --help` lists it.

@@ -5,68 +5,18 @@
 //! Precedence is read from the error that names the value a setting resolved to: each layer
 //! gives the setting a different invalid value, so the server refuses to start (before it
 //! opens anything) and says which one won. Every child is killed if it runs past
-//! [`CHILD_TIMEOUT`].
+//! [`support::CHILD_TIMEOUT`].
 
-use std::io::Read;
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use support::Run;
 
 /// Runs `inventory ARGS...` with exactly the `INVENTORY_*` variables in `env`.
 fn inventory(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_inventory"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("INVENTORY_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waits") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("inventory {args:?} ran past {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        code: status.code(),
-        stdout: out_reader.join().expect("reader"),
-        stderr: err_reader.join().expect("reader"),
-    }
+    let mut command = support::inventory();
+    command.args(args).envs(env.iter().copied());
+    support::run(command)
 }
 
 /// A temporary folder with `inventory.toml` holding `text`; removed when dropped.
@@ -94,7 +44,7 @@ impl Drop for ConfigFile {
 
 /// Asserts that the server refused to start, naming `expected`.
 fn refused(run: &Run, expected: &str) {
-    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr.contains(expected),
         "wanted {expected:?}: {run:?}"
@@ -180,7 +130,7 @@ fn an_unknown_file_key_is_refused_by_name() {
 #[test]
 fn serve_help_shows_defaults_variables_and_what_async_can_lose() {
     let run = inventory(&["serve", "--help"], &[]);
-    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.code, 0, "{run:?}");
     let help = &run.stdout;
     for expected in [
         "--writes-in-flight-max <N>",

@@ -9,69 +9,18 @@ use rcgen::{
 };
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use support::{CHILD_TIMEOUT, Run, inventory};
 
-const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// `inventory` with no `INVENTORY_*` variable of the test's environment.
-fn inventory() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_inventory"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("INVENTORY_") {
-            command.env_remove(name);
-        }
-    }
-    command.stdin(Stdio::null());
-    command
-}
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod support;
 
 /// Runs `inventory ARGS...` to its end, killing it past [`CHILD_TIMEOUT`].
 fn run(args: &[&str]) -> Run {
-    let mut child = inventory()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waits") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("inventory {args:?} ran past {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        code: status.code().expect("exited, not killed by a signal"),
-        stdout: out_reader.join().expect("reader"),
-        stderr: err_reader.join().expect("reader"),
-    }
+    let mut command = inventory();
+    command.args(args);
+    support::run(command)
 }
 
 /// A running `inventory serve`, its log lines read as they come; killed when dropped.
