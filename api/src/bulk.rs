@@ -22,6 +22,7 @@
 //! inside one could hold up hot writes, so the lane is niced moderately by default, not to
 //! the lowest priority (see `ServerConfig::bulk_nice`).
 
+use crate::auth::{self, Caller, Grant, Permission};
 use crate::pipeline;
 use crate::shared::Shared;
 use crate::status::Failure;
@@ -129,6 +130,23 @@ where
             _ => return Either::Left(self.inner.call(request)),
         };
         let shared = Arc::clone(&self.shared);
+        // Resolved by `auth::Authenticated`, which wraps this; checked once the body is read.
+        let caller = match Caller::of(request.extensions()) {
+            Ok(caller) => caller,
+            Err(failure) => {
+                let response = Status::from(failure).into_http();
+                return Either::Right(Box::pin(async move { Ok(response) }));
+            }
+        };
+        // A caller with no store at all is refused before the body is read too.
+        let permission = match kind {
+            Kind::Sales => Permission::SalesWrite,
+            Kind::Returns => Permission::ReturnsWrite,
+        };
+        if caller.grant(permission) == Grant::None {
+            let response = Status::from(caller.denied(permission, None)).into_http();
+            return Either::Right(Box::pin(async move { Ok(response) }));
+        }
         // Before the body is read: a refused batch costs the server nothing but its headers.
         let permit = match permit(&shared) {
             Ok(permit) => permit,
@@ -145,6 +163,7 @@ where
             );
             let call = LaneCall {
                 shared,
+                caller,
                 kind,
                 permit: Some(permit),
             };
@@ -156,6 +175,7 @@ where
 /// One bulk call, from its message's bytes to its answer's bytes, on the lane.
 struct LaneCall {
     shared: Arc<Shared>,
+    caller: Caller,
     kind: Kind,
     /// Held until the lane has answered.
     permit: Option<OwnedSemaphorePermit>,
@@ -171,17 +191,20 @@ impl tonic::server::UnaryService<Bytes> for LaneCall {
             return Box::pin(async { Err(Status::internal("a bulk call was served twice")) });
         };
         let kind = self.kind;
+        let caller = self.caller.clone();
         let bytes = request.into_inner();
         let answer = on_lane(&self.shared, permit, move |shared| async move {
             let response = match kind {
                 Kind::Sales => {
                     let request = decode::<pb::RecordSalesRequest>(bytes)?;
+                    auth::check_sales(&caller, &request)?;
                     pipeline::record_sales(&shared, request)
                         .await?
                         .encode_to_vec()
                 }
                 Kind::Returns => {
                     let request = decode::<pb::RecordReturnsRequest>(bytes)?;
+                    auth::check_returns(&caller, &request)?;
                     pipeline::record_returns(&shared, request)
                         .await?
                         .encode_to_vec()

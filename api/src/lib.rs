@@ -25,6 +25,8 @@
 //!   holds and write a checkpoint when one is due.
 //! - `reconcile`: ERP snapshots (the PushSnapshot stream, staged off the async workers) and
 //!   reconciliations (on the bulk lane, one at a time, on demand and on a schedule).
+//! - `auth`: who is calling (a bearer token or a client certificate's subject) and what its
+//!   roles allow; resolved before a call's body is read, checked by each handler.
 //! - `metrics`: Prometheus metrics: a layer counting every call of the service by method and
 //!   status code, a few domain counters, the engine's state read at scrape, and the `/metrics`
 //!   HTTP endpoint ([`ServeOptions::metrics_listener`]).
@@ -65,6 +67,7 @@
 //! flushed when the last reference to the engine (and so to the log) is dropped, which the
 //! caller does after `serve` returns.
 
+pub mod auth;
 mod bulk;
 mod checkpointer;
 mod config;
@@ -142,6 +145,9 @@ pub struct ServeOptions {
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
     /// When to reconcile staged snapshots, and with which tolerance.
     pub reconcile: ReconcileConfig,
+    /// The principals allowed to call (see `auth` and docs/security.md). `None`: authentication
+    /// is off, every call is allowed and the metrics endpoint takes no token.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -154,6 +160,7 @@ impl std::fmt::Debug for ServeOptions {
                 &self.snapshots.as_ref().map(|_| "SnapshotStore"),
             )
             .field("reconcile", &self.reconcile)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -194,7 +201,13 @@ where
     config.validate()?;
     let token = CancellationToken::new();
     let reconciler = reconcile::Reconciler::new(options.snapshots, options.reconcile);
-    let shared = Arc::new(Shared::new(engine, config, token.clone(), reconciler)?);
+    let shared = Arc::new(Shared::new(
+        engine,
+        config,
+        token.clone(),
+        reconciler,
+        options.auth,
+    )?);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -213,6 +226,8 @@ where
         .max_decoding_message_size(config.request_bytes_max)
         .max_encoding_message_size(config.response_bytes_max);
     let inventory = bulk::Routed::new(inventory, Arc::clone(&shared));
+    // Outside the bulk routing, which needs the caller; health and reflection are not wrapped.
+    let inventory = auth::Authenticated::new(inventory, Arc::clone(&shared));
     // Inside the metrics layer, so calls are counted with the code the client gets.
     let inventory = message_size::DecodeLimit::new(inventory, config.request_bytes_max);
     let inventory = metrics::Instrumented::new(inventory, Arc::clone(&shared));

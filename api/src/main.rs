@@ -68,6 +68,16 @@ enum Cmd {
     /// Print a shell completion script for every subcommand and flag.
     #[command(after_help = cli::COMPLETIONS_HELP)]
     Completions(cli::CompletionsArgs),
+    /// Bearer tokens for the principals file (docs/security.md).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a new random token (256 bits) and its SHA-256: give the token to the client
+    /// (INVENTORY_TOKEN), paste the hash into the principal's `token_sha256`.
+    New,
 }
 
 /// The `inventory` command: [`Cli`] with the environment variables of the serve settings.
@@ -94,6 +104,12 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(serve_args)) => serve(*serve_args),
         Some(Cmd::Client(command)) => return cli::run(command),
         Some(Cmd::Completions(shell)) => return cli::print_completions(&shell, command()),
+        Some(Cmd::Token(TokenCmd::New)) => {
+            let token = inv_api::auth::new_token();
+            println!("token        {token}");
+            println!("token_sha256 {}", inv_api::auth::token_sha256_hex(&token));
+            return ExitCode::SUCCESS;
+        }
         None => serve(args.serve),
     };
     match result {
@@ -150,11 +166,23 @@ async fn run(settings: Settings) -> Result<()> {
             None
         }
     };
+    let auth = match &settings.auth_file {
+        Some(path) => {
+            let auth = inv_api::auth::Auth::load(path)
+                .context("loading the principals (--auth-file; docs/security.md)")?;
+            info!(
+                principals = auth.principals().len(),
+                file = %path.display(),
+                "authentication on"
+            );
+            Some(auth)
+        }
+        None => None,
+    };
     // Stopped once serving has (dropping the handle would leave it running); on an early
     // return the runtime's end stops it.
-    let reloader = tls
-        .as_ref()
-        .map(|tls| tokio::spawn(reload_on_hangup(Arc::clone(tls))));
+    let reloader = (tls.is_some() || auth.is_some())
+        .then(|| tokio::spawn(reload_on_hangup(tls.clone(), auth.clone())));
     info!(
         data_dir = %settings.data_dir.display(),
         durability = ?settings.log_options.durability,
@@ -204,6 +232,7 @@ async fn run(settings: Settings) -> Result<()> {
         metrics_tls: tls.clone(),
         snapshots: Some(snapshots),
         reconcile: settings.reconcile.clone(),
+        auth,
     };
     match tls {
         None => {
@@ -345,11 +374,15 @@ fn refuse_plaintext_beyond_loopback(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Reads the TLS files again at every SIGHUP. A reload that fails keeps the certificates in
-/// use; either way open connections go on. The handler is installed before this returns (a
-/// SIGHUP's default action ends the process), so a SIGHUP after the server logs that it is
-/// serving always reloads; the returned future does the reloading.
-fn reload_on_hangup(tls: Arc<inv_api::tls::ServerTls>) -> impl Future<Output = ()> {
+/// Reads the TLS files and the principals file again at every SIGHUP. A reload that fails
+/// keeps what is in use (certificates or principals); either way open connections go on. The
+/// handler is installed before this returns (a SIGHUP's default action ends the process), so a
+/// SIGHUP after the server logs that it is serving always reloads; the returned future does
+/// the reloading.
+fn reload_on_hangup(
+    tls: Option<Arc<inv_api::tls::ServerTls>>,
+    auth: Option<Arc<inv_api::auth::Auth>>,
+) -> impl Future<Output = ()> {
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     async move {
@@ -358,26 +391,41 @@ fn reload_on_hangup(tls: Arc<inv_api::tls::ServerTls>) -> impl Future<Output = (
             let mut hangups = match hangups {
                 Ok(signal) => signal,
                 Err(error) => {
-                    warn!(%error, "cannot listen for SIGHUP: TLS certificates will not reload");
+                    warn!(%error, "cannot listen for SIGHUP: TLS certificates and principals will not reload");
                     return;
                 }
             };
             while hangups.recv().await.is_some() {
-                let files = tls.files();
-                match tls.reload() {
-                    Ok(()) => info!(
-                        cert = %files.cert.display(),
-                        "SIGHUP: TLS certificates reloaded; new connections use them"
-                    ),
-                    Err(error) => warn!(
-                        %error,
-                        "SIGHUP: TLS certificates not reloaded; the previous ones stay in use"
-                    ),
+                if let Some(tls) = &tls {
+                    let files = tls.files();
+                    match tls.reload() {
+                        Ok(()) => info!(
+                            cert = %files.cert.display(),
+                            "SIGHUP: TLS certificates reloaded; new connections use them"
+                        ),
+                        Err(error) => warn!(
+                            %error,
+                            "SIGHUP: TLS certificates not reloaded; the previous ones stay in use"
+                        ),
+                    }
+                }
+                if let Some(auth) = &auth {
+                    match auth.reload() {
+                        Ok(principals) => info!(
+                            principals,
+                            file = %auth.path().display(),
+                            "SIGHUP: principals reloaded; the next call uses them"
+                        ),
+                        Err(error) => warn!(
+                            %error,
+                            "SIGHUP: principals not reloaded; the previous ones stay in use"
+                        ),
+                    }
                 }
             }
         }
         #[cfg(not(unix))]
-        let _ = tls;
+        let _ = (tls, auth);
     }
 }
 

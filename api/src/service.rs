@@ -12,9 +12,13 @@
 //! `reconcile`; their reads (reports from the snapshot store, held drifts) run on the blocking
 //! pool. `ListEvents` scans the event log on the bulk lane (`events`).
 //!
+//! Each handler first asks the caller (`auth`) for the permission its RPC needs, before it
+//! reads or changes anything.
+//!
 //! Every write goes through `pipeline`, which the `Session` stream and the bulk lane use too,
 //! so each kind of request is answered alike on every path.
 
+use crate::auth::{self, Caller, Grant, Permission};
 use crate::bulk;
 use crate::convert::{self, FieldErrors};
 use crate::events;
@@ -51,6 +55,11 @@ impl InventoryService {
     }
 }
 
+/// The caller `auth::Authenticated` resolved for this call.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Failure> {
+    Caller::of(request.extensions())
+}
+
 fn check_reservation_id(id: &str) -> Result<(), Failure> {
     let mut errors = FieldErrors::default();
     convert::check_id(&mut errors, "reservation_id", id);
@@ -63,7 +72,8 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let answer = pipeline::reserve_now(&self.shared, request.into_inner());
+        let request = request_in_channel(request)?;
+        let answer = pipeline::reserve_now(&self.shared, request);
         Ok(Response::new(answer.await?))
     }
 
@@ -71,7 +81,15 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let answer = pipeline::commit_now(&self.shared, request.into_inner());
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        auth::hold_in_scope(
+            &self.shared,
+            &caller,
+            Permission::HoldsWrite,
+            &request.reservation_id,
+        )?;
+        let answer = pipeline::commit_now(&self.shared, request);
         Ok(Response::new(answer.await?))
     }
 
@@ -79,7 +97,15 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let answer = pipeline::release_now(&self.shared, request.into_inner());
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        auth::hold_in_scope(
+            &self.shared,
+            &caller,
+            Permission::HoldsWrite,
+            &request.reservation_id,
+        )?;
+        let answer = pipeline::release_now(&self.shared, request);
         Ok(Response::new(answer.await?))
     }
 
@@ -87,7 +113,15 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
-        let answer = pipeline::extend(&self.shared, request.into_inner()).await?;
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        auth::hold_in_scope(
+            &self.shared,
+            &caller,
+            Permission::HoldsWrite,
+            &request.reservation_id,
+        )?;
+        let answer = pipeline::extend(&self.shared, request).await?;
         Ok(Response::new(answer))
     }
 
@@ -95,8 +129,10 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        let caller = caller(&request)?;
         let id = request.into_inner().reservation_id;
         check_reservation_id(&id)?;
+        auth::hold_in_scope(&self.shared, &caller, Permission::HoldsRead, &id)?;
         let hold = self
             .engine()
             .reservation(&id)
@@ -111,6 +147,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
+        caller(&request)?.require(Permission::AvailabilityRead)?;
         Ok(Response::new(pipeline::check_now(
             &self.shared,
             request.into_inner(),
@@ -121,6 +158,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::CheckSkuRequest>,
     ) -> Result<Response<pb::CheckSkuResponse>, Status> {
+        caller(&request)?.require(Permission::AvailabilityRead)?;
         let request = request.into_inner();
         convert::check_filter_len("locations", request.locations.len())?;
         let mut errors = FieldErrors::default();
@@ -164,7 +202,9 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::RecordSalesRequest>,
     ) -> Result<Response<pb::RecordSalesResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
+        auth::check_sales(&caller, &request)?;
         let answer = bulk::on_lane(
             &self.shared,
             bulk::permit(&self.shared)?,
@@ -177,7 +217,9 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::RecordReturnsRequest>,
     ) -> Result<Response<pb::RecordReturnsResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
+        auth::check_returns(&caller, &request)?;
         let answer = bulk::on_lane(
             &self.shared,
             bulk::permit(&self.shared)?,
@@ -190,6 +232,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::DispositionRequest>,
     ) -> Result<Response<pb::DispositionResponse>, Status> {
+        caller(&request)?.require(Permission::StockWrite)?;
         let command = convert::disposition(request.into_inner())?;
         let (lsn, duplicate) = pipeline::submit_recorded(&self.shared, command).await?;
         Ok(Response::new(pb::DispositionResponse { lsn, duplicate }))
@@ -199,6 +242,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::AdjustRequest>,
     ) -> Result<Response<pb::AdjustResponse>, Status> {
+        caller(&request)?.require(Permission::StockWrite)?;
         let command = convert::adjust(request.into_inner());
         let (lsn, duplicate) = pipeline::submit_recorded(&self.shared, command).await?;
         Ok(Response::new(pb::AdjustResponse { lsn, duplicate }))
@@ -208,6 +252,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::SetSafetyStockRequest>,
     ) -> Result<Response<pb::SetSafetyStockResponse>, Status> {
+        caller(&request)?.require(Permission::StockWrite)?;
         let command = convert::set_safety_stock(request.into_inner());
         let (lsn, duplicate) = pipeline::submit_recorded(&self.shared, command).await?;
         Ok(Response::new(pb::SetSafetyStockResponse { lsn, duplicate }))
@@ -217,17 +262,27 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::StoreStatusRequest>,
     ) -> Result<Response<pb::StoreStatusResponse>, Status> {
+        let caller = caller(&request)?;
         let store_id = request.into_inner().store_id;
         let stores = if store_id.is_empty() {
+            // A store principal is shown its own stores only.
+            let permission = Permission::StoresRead;
+            let mine = match caller.grant(permission) {
+                Grant::All => None,
+                Grant::Scoped(stores) => Some(stores.clone()),
+                Grant::None => return Err(caller.denied(permission, None).into()),
+            };
             self.engine()
                 .store_statuses()
                 .into_iter()
+                .filter(|s| mine.as_ref().is_none_or(|mine| mine.contains(&s.store_id)))
                 .map(|s| convert::store_status(s, STORE_GAPS_LISTED_IN_LIST_MAX))
                 .collect()
         } else {
             let mut errors = FieldErrors::default();
             convert::check_id(&mut errors, "store_id", &store_id);
             errors.finish(())?;
+            caller.require_in(Permission::StoresRead, "store", &store_id)?;
             let status = self
                 .engine()
                 .store_status(&store_id)
@@ -243,6 +298,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::WatchAvailabilityRequest>,
     ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
+        caller(&request)?.require(Permission::AvailabilityRead)?;
         Ok(Response::new(watch::start(
             &self.shared,
             request.into_inner(),
@@ -255,8 +311,10 @@ impl Inventory for InventoryService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let caller = caller(&request)?;
         Ok(Response::new(session::start(
             Arc::clone(&self.shared),
+            caller,
             request.into_inner(),
         )))
     }
@@ -265,6 +323,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<Streaming<pb::PushSnapshotRequest>>,
     ) -> Result<Response<pb::PushSnapshotResponse>, Status> {
+        caller(&request)?.require(Permission::ReconcileWrite)?;
         let answer = reconcile::push(&self.shared, request.into_inner()).await?;
         Ok(Response::new(answer))
     }
@@ -273,6 +332,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::ReconcileResponse>, Status> {
+        caller(&request)?.require(Permission::ReconcileWrite)?;
         let answer = reconcile::reconcile(&self.shared, request.into_inner()).await?;
         Ok(Response::new(answer))
     }
@@ -281,6 +341,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::GetReconciliationReportRequest>,
     ) -> Result<Response<pb::GetReconciliationReportResponse>, Status> {
+        caller(&request)?.require(Permission::ReconcileRead)?;
         let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
         let answer = blocking(move || reconcile::get_report(&shared, request)).await?;
         Ok(Response::new(answer))
@@ -290,6 +351,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ListReconciliationsRequest>,
     ) -> Result<Response<pb::ListReconciliationsResponse>, Status> {
+        caller(&request)?.require(Permission::ReconcileRead)?;
         let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
         let answer = blocking(move || reconcile::list(&shared, request)).await?;
         Ok(Response::new(answer))
@@ -299,6 +361,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ResolveDriftRequest>,
     ) -> Result<Response<pb::ResolveDriftResponse>, Status> {
+        caller(&request)?.require(Permission::ReconcileWrite)?;
         let answer = reconcile::resolve_drift(&self.shared, request.into_inner()).await?;
         Ok(Response::new(answer))
     }
@@ -307,6 +370,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ListHeldDriftsRequest>,
     ) -> Result<Response<pb::ListHeldDriftsResponse>, Status> {
+        caller(&request)?.require(Permission::ReconcileRead)?;
         let (shared, request) = (Arc::clone(&self.shared), request.into_inner());
         let answer = blocking(move || reconcile::list_held(&shared, request)).await?;
         Ok(Response::new(answer))
@@ -317,6 +381,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        caller(&request)?.require(Permission::EventsRead)?;
         let answer = events::list(&self.shared, request.into_inner()).await?;
         Ok(Response::new(answer))
     }
@@ -326,10 +391,19 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::AcknowledgeStoreAnomalyRequest>,
     ) -> Result<Response<pb::AcknowledgeStoreAnomalyResponse>, Status> {
+        caller(&request)?.require(Permission::StoresWrite)?;
         let command = convert::acknowledge_store_anomaly(request.into_inner())?;
         let receipt = pipeline::submit(&self.shared, command).await?;
         Ok(Response::new(convert::anomaly_acknowledged(receipt)?))
     }
+}
+
+/// Reserve: the hold's channel must be one of the caller's.
+fn request_in_channel(request: Request<pb::ReserveRequest>) -> Result<pb::ReserveRequest, Failure> {
+    let caller = caller(&request)?;
+    let request = request.into_inner();
+    caller.require_in(Permission::HoldsWrite, "channel", &request.channel)?;
+    Ok(request)
 }
 
 /// Runs a read of the snapshot store (or of every held drift) on the blocking pool: a page of

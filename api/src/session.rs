@@ -34,6 +34,7 @@
 //! - The client goes away: tonic drops the session, and with it the waits in flight; their
 //!   writes are in the log already and become durable with the rest.
 
+use crate::auth::{self, Caller, Permission};
 use crate::pipeline;
 use crate::shared::Shared;
 use crate::status::{self, Failure};
@@ -62,6 +63,8 @@ type InFlight = Pin<Box<dyn Future<Output = pb::SessionResponse> + Send>>;
 /// One open stream.
 struct Session {
     shared: Arc<Shared>,
+    /// Who opened the stream: every request on it is checked against its roles.
+    caller: Caller,
     /// The client's requests.
     inbound: Streaming<pb::SessionRequest>,
     /// Writes read and decided, waiting for durability; at most [`SESSION_IN_FLIGHT_MAX`].
@@ -76,10 +79,15 @@ struct Session {
 }
 
 /// Starts a session over `inbound`.
-pub(crate) fn start(shared: Arc<Shared>, inbound: Streaming<pb::SessionRequest>) -> SessionStream {
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    caller: Caller,
+    inbound: Streaming<pb::SessionRequest>,
+) -> SessionStream {
     let shutdown = shared.shutdown.clone();
     let session = Session {
         shared,
+        caller,
         inbound,
         in_flight: FuturesUnordered::new(),
         shutdown: Box::pin(shutdown.cancelled_owned()),
@@ -139,6 +147,10 @@ impl Session {
     /// Handles one request: the answer if it is ready now, else `None` (it is in flight).
     fn handle(&mut self, request: pb::SessionRequest) -> Option<pb::SessionResponse> {
         let id = request.correlation_id;
+        // Refused like its unary RPC would be, as this request's answer; the stream goes on.
+        if let Err(failure) = self.authorize(request.request.as_ref()) {
+            return Some(response(id, Err(failure)));
+        }
         match request.request {
             Some(Ask::Check(check)) => Some(response(
                 id,
@@ -166,6 +178,30 @@ impl Session {
                     "must be one of check, reserve, commit or release",
                 )),
             )),
+        }
+    }
+
+    /// The permission check of one request, as its unary RPC makes it.
+    fn authorize(&self, request: Option<&Ask>) -> Result<(), Failure> {
+        let (shared, caller) = (&self.shared, &self.caller);
+        match request {
+            Some(Ask::Check(_)) => caller.require(Permission::AvailabilityRead),
+            Some(Ask::Reserve(reserve)) => {
+                caller.require_in(Permission::HoldsWrite, "channel", &reserve.channel)
+            }
+            Some(Ask::Commit(commit)) => auth::hold_in_scope(
+                shared,
+                caller,
+                Permission::HoldsWrite,
+                &commit.reservation_id,
+            ),
+            Some(Ask::Release(release)) => auth::hold_in_scope(
+                shared,
+                caller,
+                Permission::HoldsWrite,
+                &release.reservation_id,
+            ),
+            None => Ok(()),
         }
     }
 

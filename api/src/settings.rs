@@ -114,6 +114,15 @@ pub struct ProcessSettings {
         default_value_t = false
     )]
     pub insecure_plaintext: bool,
+    /// Authentication of callers (docs/security.md): `required`, `off`, or `auto` (required
+    /// when --listen or --metrics-listen is not a loopback address, off otherwise).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+    /// The principals file (TOML: `[[principal]]` with name, roles, token_sha256, cert_subject;
+    /// `metrics_token_sha256`), or `none`. Required when authentication is on; SIGHUP reads it
+    /// again.
+    #[arg(long, value_name = "FILE|none", default_value = "none")]
+    pub auth_file: FileOrNone,
     /// Folder of the event log (created if missing).
     #[arg(long, value_name = "DIR", default_value = DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
@@ -390,6 +399,17 @@ pub enum DurabilityMode {
     Async,
 }
 
+/// Whether callers must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Required when a listen address is beyond loopback, off on loopback only.
+    Auto,
+    /// Every call of the Inventory service names a principal of --auth-file.
+    Required,
+    /// Anyone who can connect may call anything.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -449,6 +469,32 @@ fn tls_files(process: &ProcessSettings) -> Result<Option<TlsFiles>> {
         (None, None, Some(_)) => bail!("tls_client_ca needs tls_cert and tls_key"),
         (Some(_), None, _) => bail!("tls_cert needs tls_key"),
         (None, Some(_), _) => bail!("tls_key needs tls_cert"),
+    }
+}
+
+/// The principals file if authentication is on: `auto` turns it on when a listen address is
+/// beyond loopback. On without a file is refused (nobody could call).
+fn auth_file(process: &ProcessSettings) -> Result<Option<PathBuf>> {
+    let addrs: Vec<SocketAddr> = std::iter::once(process.listen)
+        .chain(match process.metrics_listen {
+            MetricsListen::On(addr) => Some(addr),
+            MetricsListen::Off => None,
+        })
+        .collect();
+    let on = match process.auth {
+        AuthMode::Required => true,
+        AuthMode::Off => false,
+        AuthMode::Auto => !inv_api::tls::beyond_loopback(&addrs).is_empty(),
+    };
+    match (on, &process.auth_file.0) {
+        (false, _) => Ok(None),
+        (true, Some(file)) => Ok(Some(file.clone())),
+        (true, None) => bail!(
+            "authentication is on (auth = {:?}, listening beyond loopback or required) but no \
+             auth_file names the principals: give --auth-file, or --auth off to serve without \
+             authentication (docs/security.md)",
+            process.auth
+        ),
     }
 }
 
@@ -635,6 +681,8 @@ pub struct Settings {
     /// None: plaintext on both ports.
     pub tls: Option<TlsFiles>,
     pub insecure_plaintext: bool,
+    /// The principals file when authentication is on; `None`: off.
+    pub auth_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub ledger: LedgerConfig,
     /// The memory budget, with `--memory-limit-bytes 0` resolved to half the machine's.
@@ -709,6 +757,7 @@ impl Settings {
             },
             tls: tls_files(&process)?,
             insecure_plaintext: process.insecure_plaintext,
+            auth_file: auth_file(&process)?,
             data_dir: process.data_dir,
             ledger,
             memory,

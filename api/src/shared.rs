@@ -2,6 +2,7 @@
 //! budgets, the head LSN the change feeds follow, the shutdown token, and the fail-stop
 //! wake-up.
 
+use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::durability::DurabilityWaiter;
 use crate::lane::BulkLane;
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// ERP snapshots and reconciliations: the snapshot store, the tolerance, the one-run guard.
     pub reconciler: Reconciler,
+    /// The principals allowed to call; `None` when authentication is off.
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl Shared {
@@ -54,6 +57,7 @@ impl Shared {
         config: ServerConfig,
         shutdown: CancellationToken,
         reconciler: Reconciler,
+        auth: Option<Arc<Auth>>,
     ) -> std::io::Result<Self> {
         let head = engine.head_lsn().0;
         let durability = DurabilityWaiter::new(Arc::clone(&engine));
@@ -71,6 +75,7 @@ impl Shared {
             durability,
             metrics: Metrics::new(),
             reconciler,
+            auth,
         })
     }
 

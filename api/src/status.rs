@@ -28,6 +28,8 @@
 //! | `Refusal::DriftNotHeld` | FAILED_PRECONDITION | DRIFT_NOT_HELD | no |
 //! | `Refusal::StoreNotFound` / `StoreAnomalyNotFound` | NOT_FOUND | STORE_NOT_FOUND / STORE_ANOMALY_NOT_FOUND | no |
 //! | `Refusal::ReconciliationNotRunning` (the run's own; never reaches a client) | INTERNAL | INTERNAL | no |
+//! | no credential or an unknown one (`auth`) | UNAUTHENTICATED | UNAUTHENTICATED | no |
+//! | a role without the permission (`auth`; ErrorInfo `permission`) | PERMISSION_DENIED | PERMISSION_DENIED | no |
 //!
 //! Snapshots and reconciliation (`reconcile`) are not commands, but map the same way:
 //!
@@ -246,6 +248,21 @@ impl Failure {
             "another reconciliation is running (at most one runs at a time); nothing was done: \
              retry once it has ended",
         )
+    }
+
+    /// UNAUTHENTICATED: no credential, or one no principal has (see `auth`).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(Code::Unauthenticated, ErrorReason::Unauthenticated, message)
+    }
+
+    /// PERMISSION_DENIED: the caller lacks `permission` (its name also in the ErrorInfo).
+    pub fn permission_denied(permission: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            Code::PermissionDenied,
+            ErrorReason::PermissionDenied,
+            message,
+        )
+        .with_metadata("permission", permission)
     }
 
     /// INTERNAL: a server bug (an outcome that does not belong to the command, a panicked

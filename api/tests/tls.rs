@@ -1,6 +1,9 @@
 //! `inventory serve` and the client subcommands over TLS, end to end through the real binary
 //! (docs/security.md): the refusal to serve plaintext beyond loopback, `check --ca` (and
-//! `--cert`/`--key` for mutual TLS) against a TLS server, and a certificate swapped by SIGHUP.
+//! `--cert`/`--key` for mutual TLS) against a TLS server, and a certificate swapped by SIGHUP;
+//! and authentication through the binary: `inventory token new`, the CLI's `--token` and
+//! INVENTORY_TOKEN, a role's refusal, principals rotated by SIGHUP, and a server with
+//! authentication on but no principals refusing to start.
 //! The certificates are made in the test by rcgen. Every child is killed if it runs past
 //! [`CHILD_TIMEOUT`]; every wait for a log line is bounded by it too.
 
@@ -178,6 +181,9 @@ fn serving_plaintext_beyond_loopback_needs_insecure_plaintext() {
         "off",
         "--data-dir",
         data_dir,
+        // Authentication is another test's (auth.rs): here only TLS is in question.
+        "--auth",
+        "off",
     ]);
     assert_ne!(refused.code, 0, "{refused:?}");
     for expected in [
@@ -196,6 +202,9 @@ fn serving_plaintext_beyond_loopback_needs_insecure_plaintext() {
         "0.0.0.0:0",
         "--data-dir",
         data_dir,
+        // Authentication is another test's (auth.rs): here only TLS is in question.
+        "--auth",
+        "off",
     ]);
     assert_ne!(refused.code, 0, "{refused:?}");
     assert!(
@@ -214,6 +223,8 @@ fn serving_plaintext_beyond_loopback_needs_insecure_plaintext() {
         "--data-dir",
         data_dir,
         "--insecure-plaintext",
+        "--auth",
+        "off",
     ]);
     let warning = serving.wait_for("serving plaintext beyond loopback");
     assert!(warning.contains("WARN"), "{warning}");
@@ -332,4 +343,142 @@ fn mutual_tls_from_the_cli_needs_cert_and_key() {
     // --cert without --key is a usage error.
     let half = check(&["--cert", text(&client_cert)]);
     assert_eq!(half.code, 2, "{half:?}");
+}
+
+/// `inventory token new`: a token and the hash to put in the principals file.
+fn new_token() -> (String, String) {
+    let made = run(&["token", "new"]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let field = |name: &str| {
+        made.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {made:?}"))
+    };
+    (field("token "), field("token_sha256 "))
+}
+
+/// A principals file naming one reader by these token hashes.
+fn principals(hashes: &[&str]) -> String {
+    let hashes: Vec<String> = hashes.iter().map(|hash| format!("{hash:?}")).collect();
+    format!(
+        "[[principal]]\nname = \"dashboard\"\nroles = [\"reader\"]\ntoken_sha256 = [{}]\n",
+        hashes.join(", ")
+    )
+}
+
+// SIGHUP is sent through libc, a dependency on Linux only.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_cli_sends_its_token_and_sighup_rotates_the_principals() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (old, old_hash) = new_token();
+    let (new, new_hash) = new_token();
+    assert_ne!(old, new);
+    let file = dir.path().join("principals.toml");
+    std::fs::write(&file, principals(&[&old_hash, &new_hash])).expect("written");
+    // Authentication required on loopback too.
+    let mut serving = Serving::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+        text(&dir.path().join("data")),
+        "--auth",
+        "required",
+        "--auth-file",
+        text(&file),
+    ]);
+    let url = format!("http://127.0.0.1:{}", serving.port());
+    let check = |token: Option<&str>| {
+        let mut command = inventory();
+        command.args(["check", "--server", &url, "--timeout", "5s"]);
+        if let Some(token) = token {
+            command.env("INVENTORY_TOKEN", token);
+        }
+        command.args(["sneaker-42", "web-dc"]);
+        support::run(command)
+    };
+    let refused = check(None);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("UNAUTHENTICATED"), "{refused:?}");
+    assert_eq!(check(Some(&old)).code, 0);
+    // --token as a flag works as the environment variable does.
+    let flag = run(&[
+        "check",
+        "--server",
+        &url,
+        "--token",
+        &new,
+        "sneaker-42",
+        "web-dc",
+    ]);
+    assert_eq!(flag.code, 0, "{flag:?}");
+    // A reader may not write: PERMISSION_DENIED naming the permission.
+    let denied = run(&[
+        "adjust",
+        "--server",
+        &url,
+        "--token",
+        &new,
+        "--reason",
+        "count",
+        "sneaker-42",
+        "web-dc",
+        "5",
+    ]);
+    assert_eq!(denied.code, 5, "{denied:?}");
+    assert!(denied.stderr.contains("stock.write"), "{denied:?}");
+
+    // Rotation: the old hash removed, SIGHUP; the old token is refused, the new one works.
+    std::fs::write(&file, principals(&[&new_hash])).expect("written");
+    serving.hang_up();
+    serving.wait_for("principals reloaded");
+    assert_eq!(check(Some(&old)).code, 5);
+    assert_eq!(check(Some(&new)).code, 0);
+    // A broken file keeps the principals in use, and says why.
+    std::fs::write(&file, "[[principal]]\nname = \"x\"\n").expect("written");
+    serving.hang_up();
+    let failed = serving.wait_for("principals not reloaded");
+    assert!(failed.contains(text(&file)), "{failed}");
+    assert!(failed.contains("missing field `roles`"), "{failed}");
+    assert_eq!(check(Some(&new)).code, 0);
+}
+
+#[test]
+fn authentication_on_without_principals_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data_dir = text(dir.path());
+    let refused = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+        data_dir,
+        "--auth",
+        "required",
+    ]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("--auth-file"), "{refused:?}");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").expect("written");
+    let refused = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+        data_dir,
+        "--auth",
+        "required",
+        "--auth-file",
+        text(&empty),
+    ]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("no [[principal]]"), "{refused:?}");
 }

@@ -221,6 +221,51 @@ pub fn use_tls(
     Ok(())
 }
 
+/// The `authorization` metadata every call sends ([`use_token`]); process-wide like
+/// [`CLIENT_TLS`], for the same reason.
+static CLIENT_TOKEN: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+    std::sync::OnceLock::new();
+
+/// Send `authorization: Bearer token` on every call, for a server with authentication on
+/// (docs/security.md). Once per process.
+pub fn use_token(token: &str) -> Result<()> {
+    let value = format!("Bearer {token}")
+        .parse()
+        .context("--token must be printable ASCII (as `inventory token new` makes)")?;
+    if CLIENT_TOKEN.set(value).is_err() {
+        bail!("the client token is set once per process");
+    }
+    Ok(())
+}
+
+/// Adds the token of [`use_token`], if any, to each call.
+#[derive(Clone, Copy, Debug)]
+pub struct Bearer;
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = CLIENT_TOKEN.get() {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The client every scenario calls through.
+pub type Client = inv_proto::v1::inventory_client::InventoryClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+
+/// A client over `channel`, sending the token of [`use_token`].
+pub fn client(channel: Channel) -> Client {
+    inv_proto::v1::inventory_client::InventoryClient::with_interceptor(channel, Bearer)
+}
+
 /// One HTTP/2 connection to `url`: over TLS for an `https://` url (see [`use_tls`]).
 pub async fn connect(url: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())?;

@@ -5,7 +5,6 @@
 use crate::stats::Tally;
 use crate::{Options, pb};
 use anyhow::{Context, Result, bail};
-use pb::inventory_client::InventoryClient;
 use pb::session_request::Request as Ask;
 use pb::session_response::Response as Answer;
 use std::collections::{HashMap, VecDeque};
@@ -18,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
-pub type Client = InventoryClient<Channel>;
+pub use crate::Client;
 
 /// The location every sku is stocked at.
 pub const LOCATION: &str = "dc-1";
@@ -55,7 +54,7 @@ impl Ctx {
     }
 
     fn client(&self, caller: usize) -> Client {
-        InventoryClient::new(self.channels[caller % self.channels.len()].clone())
+        crate::client(self.channels[caller % self.channels.len()].clone())
             .max_decoding_message_size(16 << 20)
     }
 
@@ -521,7 +520,7 @@ pub async fn backfill_caller(
     caller: usize,
     deadline: Instant,
 ) -> Result<Tally> {
-    let mut client = InventoryClient::new(channel);
+    let mut client = crate::client(channel);
     let mut rng = Rng::new(caller as u64 ^ 0xBAC4);
     let mut tally = Tally::default();
     let store_id = format!("{}-store-{caller}", ctx.run);

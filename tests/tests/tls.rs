@@ -13,9 +13,6 @@ use inv_api::ServeOptions;
 use inv_api::tls::{Port, ServerTls, TlsFiles};
 use inv_engine::{Engine, LedgerConfig, ManualClock, MemLog};
 use inv_tests::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,50 +24,15 @@ use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+mod certs;
+
+use certs::Ca;
+
 /// Longest any one connection or call may take here.
 const WAIT: Duration = Duration::from_secs(5);
 
 const SKU: &str = "sneaker-42";
 const DC: &str = "web-dc";
-
-/// A certificate authority made for the test.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Result<Ca> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let pem = params.self_signed(&key)?.pem();
-        Ok(Ca {
-            issuer: Issuer::new(params, key),
-            pem,
-        })
-    }
-
-    /// A certificate for `name` (and 127.0.0.1, localhost), PEM, with its key: a server's,
-    /// or a client's with `client`. `expired` ended in 2001.
-    fn issue(&self, name: &str, client: bool, expired: bool) -> Result<(String, String)> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    }
-}
 
 /// The server's certificate files in a folder of the test.
 struct Files {

@@ -80,7 +80,7 @@ Exit codes (client subcommands):
   3  not found: unknown reservation, return or store, or a store anomaly already answered
   4  server unavailable: cannot connect, timed out, overloaded, busy with another
      reconciliation, fail-stopped or shutting down (retry later)
-  5  any other error
+  5  any other error, UNAUTHENTICATED and PERMISSION_DENIED included (see --token)
 Batch commands (sales, returns, check --file) exit with the code of their first failed item.";
 
 /// Connection and output settings every client subcommand takes.
@@ -103,7 +103,35 @@ pub struct ClientOpts {
     // Boxed: three paths would make every client command (and `Cmd`) much larger.
     #[command(flatten)]
     pub tls: Box<ClientTlsOpts>,
+    /// Bearer token sent as `authorization: Bearer TOKEN` on every call, for a server with
+    /// authentication on (docs/security.md). Prefer the environment variable: a flag shows in
+    /// the process list.
+    #[arg(
+        long,
+        env = "INVENTORY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
+
+/// Adds the `authorization` metadata of --token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The client every subcommand calls through.
+pub type Client = InventoryClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 /// How a client subcommand connects over TLS (docs/security.md).
 #[derive(Args, Debug, Clone)]
@@ -441,10 +469,13 @@ fn client_tls(opts: &ClientOpts) -> Result<Option<ClientTlsConfig>, Failed> {
 }
 
 /// Connects (bounded by `--timeout`); a server that cannot be reached exits 4.
-async fn connect(
-    opts: &ClientOpts,
-    per_call_timeout: bool,
-) -> Result<InventoryClient<Channel>, Failed> {
+async fn connect(opts: &ClientOpts, per_call_timeout: bool) -> Result<Client, Failed> {
+    let bearer = match &opts.token {
+        None => Bearer(None),
+        Some(token) => Bearer(Some(format!("Bearer {token}").parse().map_err(|_| {
+            Failed::usage("--token must be printable ASCII (as `inventory token new` makes)")
+        })?)),
+    };
     let endpoint = Endpoint::from_shared(opts.server.clone())
         .map_err(|e| Failed::usage(format!("invalid --server {:?}: {e}", opts.server)))?
         .connect_timeout(opts.timeout);
@@ -460,7 +491,7 @@ async fn connect(
         endpoint
     };
     match endpoint.connect().await {
-        Ok(channel) => Ok(InventoryClient::new(channel)),
+        Ok(channel) => Ok(InventoryClient::with_interceptor(channel, bearer)),
         Err(error) => {
             let mut message = format!("cannot connect to {}: {error}", opts.server);
             let mut source = std::error::Error::source(&error);

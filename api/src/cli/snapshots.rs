@@ -521,7 +521,7 @@ fn read_and_send(
 // reconcile, reconciliation show / list, drift resolve
 
 async fn run_reconcile(
-    client: &mut pb::inventory_client::InventoryClient<tonic::transport::Channel>,
+    client: &mut super::Client,
     snapshot: Option<String>,
     dry_run: bool,
 ) -> Result<Vec<pb::Reconciliation>, Failed> {

@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `GET /metrics`, over plaintext HTTP/1.1 or over TLS.
+//! The HTTP endpoint: `GET /metrics`, over plaintext HTTP/1.1 or over TLS; with
+//! authentication on, only with the metrics token (401 otherwise).
 
 use crate::shared::Shared;
 use crate::tls::{Port, ServerTls};
@@ -36,9 +37,20 @@ where
     use axum::routing::get;
     let router = axum::Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let shared = Arc::clone(&shared);
             async move {
+                // With authentication on, the endpoint takes its own token (docs/security.md).
+                if let Some(auth) = &shared.auth
+                    && !auth.metrics_allowed(&headers)
+                {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        "the metrics endpoint needs `Authorization: Bearer <metrics token>`\n"
+                            .to_owned(),
+                    );
+                }
                 match shared.metrics.render(&shared) {
                     Ok(text) => (
                         StatusCode::OK,

@@ -60,6 +60,7 @@ const FILE_KEYS_BEFORE: [&str; 27] = [
 
 const FILE: &str = r#"
     listen = "0.0.0.0:7000"
+    auth_file = "principals.toml"
     shards = 32
     durability = "async"
     transparent_huge_pages = true
@@ -104,6 +105,8 @@ fn flags_win_over_the_file_and_the_file_over_the_defaults() {
         assert_eq!(settings.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
         assert!(settings.transparent_huge_pages);
         assert_eq!(settings.worker_threads, 3);
+        // Beyond loopback, so authentication is on, with the file's principals.
+        assert_eq!(settings.auth_file, Some(PathBuf::from("principals.toml")));
     }
 }
 
@@ -131,8 +134,11 @@ fn defaults_listen_on_loopback_with_sync_durability() {
 fn metrics_listen_takes_an_address_or_off() {
     let settings = resolve(&["inventory", "--metrics-listen", "off"], None).expect("valid");
     assert_eq!(settings.metrics_listen, None);
-    let settings =
-        resolve(&["inventory"], Some(r#"metrics_listen = "0.0.0.0:9100""#)).expect("valid");
+    let settings = resolve(
+        &["inventory", "--auth", "off"],
+        Some(r#"metrics_listen = "0.0.0.0:9100""#),
+    )
+    .expect("valid");
     assert_eq!(
         settings.metrics_listen,
         Some("0.0.0.0:9100".parse().expect("an address"))
@@ -306,7 +312,7 @@ fn help_shows_every_default_from_its_declaration() {
             defaults += 1;
         }
     }
-    assert_eq!(defaults, 44, "every setting has a default");
+    assert_eq!(defaults, 46, "every setting has a default");
     assert!(help.contains("[default: 8192]"), "{help}");
     assert!(help.contains("kill -9 included"), "{help}");
 }
@@ -343,6 +349,28 @@ fn parse_reads_the_config_file_when_serving() {
     };
     assert!(format!("{error:#}").contains("missing.toml"), "{error:#}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn authentication_is_on_beyond_loopback_unless_turned_off() {
+    let local = resolve(&["inventory"], None).expect("valid");
+    assert_eq!(local.auth_file, None);
+    let error = |argv: &[&str]| format!("{:#}", resolve(argv, None).expect_err("refused"));
+    let wide = [
+        "inventory",
+        "--listen",
+        "0.0.0.0:50051",
+        "--insecure-plaintext",
+    ];
+    assert!(error(&wide).contains("no auth_file"));
+    assert!(error(&["inventory", "--auth", "required"]).contains("no auth_file"));
+    let on = resolve(&wide, Some("auth_file = \"p.toml\"")).expect("valid");
+    assert_eq!(on.auth_file, Some(PathBuf::from("p.toml")));
+    let off = resolve(&[&wide[..], &["--auth", "off"]].concat(), None).expect("valid");
+    assert_eq!(off.auth_file, None);
+    // A file alone does not turn it on for a loopback server.
+    let local = resolve(&["inventory", "--auth-file", "p.toml"], None).expect("valid");
+    assert_eq!(local.auth_file, None);
 }
 
 #[test]

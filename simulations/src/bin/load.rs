@@ -6,6 +6,7 @@
 //! cargo run --release -p inv-sim --bin load -- --scenario check --scenario session-check --json
 //! cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
 //! cargo run --release -p inv-sim --bin load -- --server https://127.0.0.1:50051 --ca ca.pem
+//! INVENTORY_TOKEN=inv_... cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
 //! ```
 //!
 //! The surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`, `holiday-surge`,
@@ -69,6 +70,16 @@ struct Args {
     /// The private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// Bearer token sent on every call, for a --server with authentication on
+    /// (docs/security.md).
+    #[arg(
+        long,
+        env = "INVENTORY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    token: Option<String>,
     /// Concurrent callers per scenario [default: 64; surge: 64, --ci 8].
     #[arg(long)]
     callers: Option<usize>,
@@ -280,6 +291,9 @@ fn main() -> Result<()> {
     if let Some(ca) = &args.ca {
         let identity = args.cert.as_deref().zip(args.key.as_deref());
         inv_sim::use_tls(ca, identity)?;
+    }
+    if let Some(token) = &args.token {
+        inv_sim::use_token(token)?;
     }
     let surges: Vec<SurgeScenario> = args
         .scenarios

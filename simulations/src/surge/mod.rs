@@ -52,17 +52,15 @@ pub use verify::{Expected, Observed, Verdict};
 use crate::pb;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use pb::inventory_client::InventoryClient;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-pub type Client = InventoryClient<Channel>;
+pub use crate::Client;
 
 /// The location marketplace stock lives at.
 pub const DC: &str = "dc-1";
@@ -403,9 +401,7 @@ pub async fn run(url: &str, scenario: SurgeScenario, options: &SurgeOptions) -> 
     crate::check_loopback(url)?;
     let mut clients = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
-        clients.push(
-            InventoryClient::new(crate::connect(url).await?).max_decoding_message_size(16 << 20),
-        );
+        clients.push(crate::client(crate::connect(url).await?).max_decoding_message_size(16 << 20));
     }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

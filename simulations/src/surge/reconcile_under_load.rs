@@ -543,7 +543,7 @@ async fn push_from_erp(
 ) -> Result<f64> {
     use pb::push_snapshot_request::Message as M;
     let rows = skus.len();
-    let mut client = pb::inventory_client::InventoryClient::new(crate::connect(&env.url).await?);
+    let mut client = crate::client(crate::connect(&env.url).await?);
     let (sender, receiver) = tokio::sync::mpsc::channel::<pb::PushSnapshotRequest>(4);
     let producer = {
         let (env, skus, location) = (Arc::clone(env), Arc::clone(skus), location.to_owned());

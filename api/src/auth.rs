@@ -1,0 +1,730 @@
+//! Who is calling, and what they may do (docs/security.md).
+//!
+//! A principal is named in the principals file (`--auth-file`, TOML) with its roles and its
+//! credentials: the SHA-256 of its bearer tokens (`authorization: Bearer ...`) and, under
+//! mutual TLS, its certificate's subject. [`Authenticated`] wraps the `Inventory` service (not
+//! health or reflection, which stay open): it resolves each call's principal before the body is
+//! read, answers UNAUTHENTICATED when there is none, and puts the [`Caller`] in the request's
+//! extensions. Each handler then asks the caller for the permission its RPC needs, scoped to a
+//! channel or a store where the role is (`service`, `session`, `bulk`).
+//!
+//! # Why SHA-256 and not a slow hash
+//! Tokens are 256 random bits made by `inventory token new`, not passwords: there is no
+//! dictionary to try, so a fast hash loses nothing and a leaked file still does not give the
+//! tokens away. Every known hash is compared with the presented one in constant time, with no
+//! early exit, so timing tells nothing about how close a guess came.
+//!
+//! # Reload
+//! [`Auth::reload`] (SIGHUP in `main`) reads the file again and swaps the whole set; a file
+//! that fails to read or parse is refused and the set in use stays. Each unary call resolves
+//! its principal afresh, so a token removed from the file fails on the very next call, even on
+//! an open connection. A stream (Session, WatchAvailability, PushSnapshot) keeps the principal
+//! it was opened with until it ends.
+
+use crate::shared::Shared;
+use crate::status::Failure;
+use futures_util::future::Either;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use subtle::ConstantTimeEq;
+use tonic::codegen::{Bytes, http};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// The SHA-256 of a token.
+type TokenHash = [u8; 32];
+
+/// Hashes a token as the principals file stores it: lowercase hex of SHA-256 of its bytes.
+pub fn token_sha256_hex(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token (256 bits, hex, with an `inv_` prefix so it is recognised in a leak).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    tokio_rustls::rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    format!("inv_{}", hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hash(text: &str) -> Option<TokenHash> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(hash)
+}
+
+/// What a call may need. Each name (`holds.write`) is what PERMISSION_DENIED reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Reserve, Commit, Release, Extend (scoped to channels for a connector).
+    HoldsWrite,
+    /// GetReservation (scoped to channels for a connector).
+    HoldsRead,
+    /// Check, CheckSku, WatchAvailability.
+    AvailabilityRead,
+    /// RecordSales (scoped to stores for a store).
+    SalesWrite,
+    /// RecordReturns (scoped to the lines' locations for a store).
+    ReturnsWrite,
+    /// StoreStatus (scoped to stores for a store).
+    StoresRead,
+    /// AcknowledgeStoreAnomaly.
+    StoresWrite,
+    /// Adjust, SetSafetyStock, Disposition.
+    StockWrite,
+    /// PushSnapshot, Reconcile, ResolveDrift.
+    ReconcileWrite,
+    /// GetReconciliationReport, ListReconciliations, ListHeldDrifts.
+    ReconcileRead,
+    /// ListEvents.
+    EventsRead,
+}
+
+impl Permission {
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::HoldsWrite => "holds.write",
+            Permission::HoldsRead => "holds.read",
+            Permission::AvailabilityRead => "availability.read",
+            Permission::SalesWrite => "sales.write",
+            Permission::ReturnsWrite => "returns.write",
+            Permission::StoresRead => "stores.read",
+            Permission::StoresWrite => "stores.write",
+            Permission::StockWrite => "stock.write",
+            Permission::ReconcileWrite => "reconcile.write",
+            Permission::ReconcileRead => "reconcile.read",
+            Permission::EventsRead => "events.read",
+        }
+    }
+
+    fn is_read(self) -> bool {
+        matches!(
+            self,
+            Permission::HoldsRead
+                | Permission::AvailabilityRead
+                | Permission::StoresRead
+                | Permission::ReconcileRead
+                | Permission::EventsRead
+        )
+    }
+}
+
+/// How far a principal holds a permission.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Grant<'a> {
+    None,
+    /// For these channels or stores only.
+    Scoped(&'a BTreeSet<String>),
+    All,
+}
+
+/// One caller named in the principals file.
+pub struct Principal {
+    pub name: String,
+    tokens: Vec<TokenHash>,
+    cert_subject: Option<String>,
+    /// `connector:CHANNEL` roles.
+    channels: BTreeSet<String>,
+    /// `store:STORE` roles.
+    stores: BTreeSet<String>,
+    erp: bool,
+    reader: bool,
+    admin: bool,
+}
+
+impl fmt::Debug for Principal {
+    // Without the token hashes: nothing secret-adjacent in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("name", &self.name)
+            .field("cert_subject", &self.cert_subject)
+            .field("channels", &self.channels)
+            .field("stores", &self.stores)
+            .field("erp", &self.erp)
+            .field("reader", &self.reader)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Principal {
+    pub(crate) fn grant(&self, permission: Permission) -> Grant<'_> {
+        if self.admin {
+            return Grant::All;
+        }
+        if (self.reader || self.erp) && permission.is_read() {
+            return Grant::All;
+        }
+        match permission {
+            Permission::StockWrite | Permission::ReconcileWrite if self.erp => Grant::All,
+            Permission::AvailabilityRead if !self.channels.is_empty() => Grant::All,
+            Permission::HoldsWrite | Permission::HoldsRead if !self.channels.is_empty() => {
+                Grant::Scoped(&self.channels)
+            }
+            Permission::SalesWrite | Permission::ReturnsWrite | Permission::StoresRead
+                if !self.stores.is_empty() =>
+            {
+                Grant::Scoped(&self.stores)
+            }
+            _ => Grant::None,
+        }
+    }
+}
+
+/// The principals file, as written.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalsFile {
+    #[serde(default)]
+    metrics_token_sha256: Vec<String>,
+    #[serde(default)]
+    principal: Vec<PrincipalEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalEntry {
+    name: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    token_sha256: Vec<String>,
+    cert_subject: Option<String>,
+}
+
+/// Most token hashes per principal (or for the metrics endpoint): the one in use and the one
+/// replacing it.
+pub const TOKENS_PER_PRINCIPAL_MAX: usize = 2;
+
+/// Why the principals file was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("principals file {path}: {why}")]
+pub struct AuthError {
+    path: PathBuf,
+    why: String,
+}
+
+/// Every principal and the metrics endpoint's token hashes, as of one read of the file.
+#[derive(Debug, Default)]
+pub struct Principals {
+    principals: Vec<Arc<Principal>>,
+    metrics_tokens: Vec<TokenHash>,
+}
+
+impl Principals {
+    /// Parses and checks a principals file.
+    pub fn parse(text: &str) -> Result<Principals, String> {
+        // One line (toml's own text draws the line with a caret), so a log line holds it.
+        let file: PrincipalsFile = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => format!("{} (at bytes {}..{})", e.message(), span.start, span.end),
+            None => e.message().to_owned(),
+        })?;
+        let metrics_tokens = hashes("metrics_token_sha256", &file.metrics_token_sha256)?;
+        let mut principals = Vec::with_capacity(file.principal.len());
+        let mut names = BTreeSet::new();
+        for entry in file.principal {
+            let name = entry.name;
+            if name.is_empty() || !names.insert(name.clone()) {
+                return Err(format!("principal name {name:?} is empty or given twice"));
+            }
+            let tokens = hashes(
+                &format!("principal {name:?} token_sha256"),
+                &entry.token_sha256,
+            )?;
+            if tokens.is_empty() && entry.cert_subject.is_none() {
+                return Err(format!(
+                    "principal {name:?} has neither token_sha256 nor cert_subject"
+                ));
+            }
+            if entry.roles.is_empty() {
+                return Err(format!("principal {name:?} has no roles"));
+            }
+            let mut principal = Principal {
+                name: name.clone(),
+                tokens,
+                cert_subject: entry.cert_subject,
+                channels: BTreeSet::new(),
+                stores: BTreeSet::new(),
+                erp: false,
+                reader: false,
+                admin: false,
+            };
+            for role in &entry.roles {
+                match role.split_once(':') {
+                    Some(("connector", channel)) if !channel.is_empty() => {
+                        principal.channels.insert(channel.to_owned());
+                    }
+                    Some(("store", store)) if !store.is_empty() => {
+                        principal.stores.insert(store.to_owned());
+                    }
+                    None if role == "erp" => principal.erp = true,
+                    None if role == "reader" => principal.reader = true,
+                    None if role == "admin" => principal.admin = true,
+                    _ => {
+                        return Err(format!(
+                            "principal {name:?}: unknown role {role:?} (expected \
+                             connector:CHANNEL, store:STORE_ID, erp, reader or admin)"
+                        ));
+                    }
+                }
+            }
+            principals.push(Arc::new(principal));
+        }
+        // One credential, one principal: otherwise which roles apply would depend on order.
+        for (i, a) in principals.iter().enumerate() {
+            for b in &principals[i + 1..] {
+                if a.tokens.iter().any(|t| b.tokens.contains(t)) {
+                    return Err(format!(
+                        "principals {:?} and {:?} share a token hash",
+                        a.name, b.name
+                    ));
+                }
+                if a.cert_subject.is_some() && a.cert_subject == b.cert_subject {
+                    return Err(format!(
+                        "principals {:?} and {:?} share a cert_subject",
+                        a.name, b.name
+                    ));
+                }
+            }
+        }
+        Ok(Principals {
+            principals,
+            metrics_tokens,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.principals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.principals.is_empty()
+    }
+
+    /// The principal holding `token`: every hash is compared, in constant time, with no early
+    /// exit (no two principals share a hash, so at most one matches).
+    fn by_token(&self, token: &str) -> Option<Arc<Principal>> {
+        let presented: TokenHash = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for principal in &self.principals {
+            for hash in &principal.tokens {
+                if bool::from(hash.ct_eq(&presented)) {
+                    found = Some(Arc::clone(principal));
+                }
+            }
+        }
+        found
+    }
+
+    fn by_subject(&self, subject: &str) -> Option<Arc<Principal>> {
+        self.principals
+            .iter()
+            .find(|p| p.cert_subject.as_deref() == Some(subject))
+            .cloned()
+    }
+
+    fn metrics_token_matches(&self, token: &str) -> bool {
+        let presented: TokenHash = Sha256::digest(token.as_bytes()).into();
+        let mut matched = false;
+        for hash in &self.metrics_tokens {
+            matched |= bool::from(hash.ct_eq(&presented));
+        }
+        matched
+    }
+}
+
+fn hashes(what: &str, texts: &[String]) -> Result<Vec<TokenHash>, String> {
+    if texts.len() > TOKENS_PER_PRINCIPAL_MAX {
+        return Err(format!(
+            "{what}: at most {TOKENS_PER_PRINCIPAL_MAX} hashes (the current token and the next)"
+        ));
+    }
+    texts
+        .iter()
+        .map(|t| {
+            parse_hash(t).ok_or_else(|| {
+                format!("{what}: {t:?} is not a SHA-256 in hex (64 characters 0-9, a-f)")
+            })
+        })
+        .collect()
+}
+
+/// The principals in use, read from a file and swapped whole by [`Auth::reload`].
+pub struct Auth {
+    path: PathBuf,
+    current: RwLock<Arc<Principals>>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("path", &self.path)
+            .field("principals", &self.principals().len())
+            .finish()
+    }
+}
+
+impl Auth {
+    /// Reads the principals file; refuses one that names no principal (authentication on with
+    /// nobody allowed in is a mistake, not a policy).
+    pub fn load(path: &Path) -> Result<Arc<Auth>, AuthError> {
+        let principals = read(path)?;
+        Ok(Arc::new(Auth {
+            path: path.to_owned(),
+            current: RwLock::new(Arc::new(principals)),
+        }))
+    }
+
+    /// Reads the file again and swaps the set in; on error the set in use stays. Returns how
+    /// many principals are now known.
+    pub fn reload(&self) -> Result<usize, AuthError> {
+        let principals = read(&self.path)?;
+        let count = principals.len();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(principals);
+        Ok(count)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn principals(&self) -> Arc<Principals> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The caller of a request with these headers and connection facts: its bearer token's
+    /// principal, else its client certificate's.
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<Arc<Principal>, Failure> {
+        let principals = self.principals();
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let token = bearer(value).ok_or_else(|| {
+                Failure::unauthenticated("the authorization metadata is not `Bearer <token>`")
+            })?;
+            return principals
+                .by_token(token)
+                .ok_or_else(|| Failure::unauthenticated("unknown bearer token"));
+        }
+        if let Some(subject) = peer_subject(extensions) {
+            return principals.by_subject(&subject).ok_or_else(|| {
+                Failure::unauthenticated(format!(
+                    "no principal has the client certificate subject {subject:?}"
+                ))
+            });
+        }
+        Err(Failure::unauthenticated(
+            "no credential: send `authorization: Bearer <token>` (docs/security.md)",
+        ))
+    }
+
+    /// Whether an HTTP request to the metrics endpoint carries its token.
+    pub(crate) fn metrics_allowed(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(bearer)
+            .is_some_and(|token| self.principals().metrics_token_matches(token))
+    }
+}
+
+fn read(path: &Path) -> Result<Principals, AuthError> {
+    let fail = |why: String| AuthError {
+        path: path.to_owned(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let principals = Principals::parse(&text).map_err(fail)?;
+    if principals.is_empty() {
+        return Err(fail("no [[principal]]: nobody could call the API".into()));
+    }
+    Ok(principals)
+}
+
+fn bearer(value: &http::HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The subject of the client's certificate under mutual TLS, as x509-parser writes it
+/// (`CN=store-s-1, O=Example`: attributes in certificate order, joined by `, `).
+fn peer_subject(extensions: &http::Extensions) -> Option<String> {
+    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.subject().to_string())
+}
+
+/// Who is calling, as the handlers see it.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// Authentication is off (loopback only, by default): every call is allowed.
+    Anyone,
+    Principal(Arc<Principal>),
+}
+
+impl Caller {
+    /// The caller [`Authenticated`] resolved. A request that did not pass through it is
+    /// refused: no extension means no check was made, and that must not mean "allowed".
+    pub fn of(extensions: &http::Extensions) -> Result<Caller, Failure> {
+        extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Failure::unauthenticated("the call was not authenticated"))
+    }
+
+    pub fn grant(&self, permission: Permission) -> Grant<'_> {
+        match self {
+            Caller::Anyone => Grant::All,
+            Caller::Principal(principal) => principal.grant(permission),
+        }
+    }
+
+    /// Allowed whatever the scope.
+    pub fn require(&self, permission: Permission) -> Result<(), Failure> {
+        match self.grant(permission) {
+            Grant::All => Ok(()),
+            _ => Err(self.denied(permission, None)),
+        }
+    }
+
+    /// Allowed for this channel or store (`kind` names which, for the message).
+    pub fn require_in(
+        &self,
+        permission: Permission,
+        kind: &str,
+        scope: &str,
+    ) -> Result<(), Failure> {
+        if self.may_in(permission, scope) {
+            Ok(())
+        } else {
+            Err(self.denied(permission, Some((kind, scope))))
+        }
+    }
+
+    pub fn may_in(&self, permission: Permission, scope: &str) -> bool {
+        match self.grant(permission) {
+            Grant::All => true,
+            Grant::Scoped(scopes) => scopes.contains(scope),
+            Grant::None => false,
+        }
+    }
+
+    pub fn denied(&self, permission: Permission, scope: Option<(&str, &str)>) -> Failure {
+        let name = match self {
+            Caller::Anyone => "anyone",
+            Caller::Principal(principal) => principal.name.as_str(),
+        };
+        let scope = scope.map_or(String::new(), |(kind, id)| format!(" for {kind} {id:?}"));
+        Failure::permission_denied(
+            permission.name(),
+            format!(
+                "principal {name:?} lacks the permission `{}`{scope}",
+                permission.name()
+            ),
+        )
+    }
+}
+
+/// Checks `permission` on hold `reservation_id`. A caller scoped to channels may only touch
+/// holds of its channels; a hold of another channel gets exactly the NOT_FOUND an unknown id
+/// gets, so whether it exists is never revealed. An unknown or malformed id passes: the
+/// handler answers it as it answers anyone.
+pub(crate) fn hold_in_scope(
+    shared: &Shared,
+    caller: &Caller,
+    permission: Permission,
+    reservation_id: &str,
+) -> Result<(), Failure> {
+    let channels = match caller.grant(permission) {
+        Grant::All => return Ok(()),
+        Grant::None => return Err(caller.denied(permission, None)),
+        Grant::Scoped(channels) => channels,
+    };
+    let mut errors = crate::convert::FieldErrors::default();
+    crate::convert::check_id(&mut errors, "reservation_id", reservation_id);
+    if errors.finish(()).is_err() {
+        return Ok(());
+    }
+    match shared.engine.reservation(reservation_id) {
+        Ok(Some(hold)) if !channels.contains(&hold.channel) => {
+            Err(Failure::reservation_not_found(reservation_id))
+        }
+        Ok(_) => Ok(()),
+        Err(error) => Err(crate::status::submit_error(
+            &inv_engine::SubmitError::Archive(error),
+        )),
+    }
+}
+
+/// RecordSales: the store must be one of the caller's. The whole call is refused otherwise.
+pub(crate) fn check_sales(
+    caller: &Caller,
+    request: &inv_proto::v1::RecordSalesRequest,
+) -> Result<(), Failure> {
+    caller.require_in(Permission::SalesWrite, "store", &request.store_id)
+}
+
+/// RecordReturns: a return has no store, so a store principal may post only returns whose
+/// every line arrives at one of its stores (a store's id is its location's). One line
+/// elsewhere refuses the whole call, before anything is applied.
+pub(crate) fn check_returns(
+    caller: &Caller,
+    request: &inv_proto::v1::RecordReturnsRequest,
+) -> Result<(), Failure> {
+    let permission = Permission::ReturnsWrite;
+    match caller.grant(permission) {
+        Grant::All => Ok(()),
+        Grant::None => Err(caller.denied(permission, None)),
+        Grant::Scoped(_) => {
+            for line in request.returns.iter().flat_map(|r| &r.lines) {
+                caller.require_in(permission, "location", &line.location)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves each `Inventory` call's [`Caller`] before its body is read; UNAUTHENTICATED when
+/// authentication is on and the call carries no known credential.
+#[derive(Clone)]
+pub(crate) struct Authenticated<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Authenticated<S> {
+    pub fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type Refused =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tonic::codegen::Service<
+            http::Request<B>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        >,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Either<S::Future, Refused>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let caller = match &self.shared.auth {
+            None => Caller::Anyone,
+            Some(auth) => match auth.authenticate(request.headers(), request.extensions()) {
+                Ok(principal) => Caller::Principal(principal),
+                Err(failure) => {
+                    let response = tonic::Status::from(failure).into_http();
+                    return Either::Right(Box::pin(async move { Ok(response) }));
+                }
+            },
+        };
+        request.extensions_mut().insert(caller);
+        Either::Left(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(roles: &str) -> Arc<Principal> {
+        let text = format!(
+            "[[principal]]\nname = \"p\"\nroles = {roles}\ntoken_sha256 = [\"{}\"]\n",
+            token_sha256_hex("t")
+        );
+        Principals::parse(&text).expect("parses").principals[0].clone()
+    }
+
+    #[test]
+    fn roles_grant_what_docs_security_lists() {
+        let connector = principal(r#"["connector:web"]"#);
+        assert!(
+            matches!(connector.grant(Permission::HoldsWrite), Grant::Scoped(c) if c.contains("web"))
+        );
+        assert_eq!(connector.grant(Permission::AvailabilityRead), Grant::All);
+        assert_eq!(connector.grant(Permission::SalesWrite), Grant::None);
+        assert_eq!(connector.grant(Permission::EventsRead), Grant::None);
+        let reader = principal(r#"["reader"]"#);
+        assert_eq!(reader.grant(Permission::HoldsRead), Grant::All);
+        assert_eq!(reader.grant(Permission::StockWrite), Grant::None);
+        let erp = principal(r#"["erp"]"#);
+        assert_eq!(erp.grant(Permission::StockWrite), Grant::All);
+        assert_eq!(erp.grant(Permission::HoldsWrite), Grant::None);
+        assert_eq!(erp.grant(Permission::StoresWrite), Grant::None);
+        let admin = principal(r#"["admin"]"#);
+        assert_eq!(admin.grant(Permission::StoresWrite), Grant::All);
+    }
+
+    #[test]
+    fn a_bad_file_names_what_is_wrong() {
+        for (text, why) in [
+            (
+                "[[principal]]\nname = \"p\"\nroles = [\"boss\"]\ntoken_sha256 = [\"00\"]",
+                "not a SHA-256",
+            ),
+            (
+                "[[principal]]\nname = \"p\"\nroles = [\"boss\"]\ncert_subject = \"CN=p\"",
+                "unknown role",
+            ),
+            (
+                "[[principal]]\nname = \"p\"\nroles = [\"admin\"]",
+                "neither token_sha256 nor cert_subject",
+            ),
+            ("colour = 1", "unknown field"),
+        ] {
+            let error = Principals::parse(text).expect_err("refused");
+            assert!(error.contains(why), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_token_finds_its_principal_by_either_hash() {
+        let text = format!(
+            "[[principal]]\nname = \"p\"\nroles = [\"reader\"]\ntoken_sha256 = [\"{}\", \"{}\"]\n",
+            token_sha256_hex("old"),
+            token_sha256_hex("new")
+        );
+        let principals = Principals::parse(&text).expect("parses");
+        assert!(principals.by_token("old").is_some());
+        assert!(principals.by_token("new").is_some());
+        assert!(principals.by_token("other").is_none());
+        assert!(parse_hash(&token_sha256_hex("x")).is_some());
+        assert!(new_token().starts_with("inv_") && new_token() != new_token());
+    }
+}
