@@ -811,6 +811,14 @@ async fn events_shows_what_happened_to_a_hold() {
                 rows[2]
             );
         }
+        // A hold the log never saw: said in words, not an empty table.
+        let none = inventory(url, &["events", "--hold", "o-unknown"]).await;
+        assert_eq!(none.code, 0, "{none:?}");
+        assert_eq!(
+            none.stdout.trim(),
+            "no matching events (looked through lsn 3)",
+            "{none:?}"
+        );
 
         let listed = inventory(url, &["events", "--json", "--hold", "o-1"]).await;
         assert_eq!(listed.code, 0, "{listed:?}");

@@ -232,7 +232,15 @@ fn print_listing(listed: &Listed) {
             ]
         })
         .collect();
-    print_table(&["LSN", "TIME", "KIND", "IDS", "LINES", "OUTCOME"], &rows);
+    if rows.is_empty() {
+        // An empty table reads like a failure; say what was searched.
+        println!(
+            "no matching events (looked through lsn {})",
+            listed.next_after_lsn
+        );
+    } else {
+        print_table(&["LSN", "TIME", "KIND", "IDS", "LINES", "OUTCOME"], &rows);
+    }
     if !listed.at_end {
         println!(
             "more events may follow: go on with --after-lsn {}",
