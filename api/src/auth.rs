@@ -20,19 +20,31 @@
 //! its principal afresh, so a token removed from the file fails on the very next call, even on
 //! an open connection. A stream (Session, WatchAvailability, PushSnapshot) keeps the principal
 //! it was opened with until it ends.
+//!
+//! # Quotas
+//! A principal may have a call rate (`calls_per_second`, `burst`): its own, else the most
+//! generous (highest rate, then burst) of its roles' in the file's `[quota]` table; none means
+//! unlimited. [`Authenticated`] takes one call from the principal's [`Bucket`] right after
+//! resolving it, before the body is read: a unary call costs one, opening a stream one, and
+//! each request on a Session one more (`session`). An empty bucket answers RESOURCE_EXHAUSTED
+//! QUOTA_EXCEEDED with a RetryInfo (on a Session, that request's item error says when to
+//! retry). Each principal has its own bucket and lock, so a flooding principal never holds up
+//! another's calls. A reload keeps the bucket (and its level) of a principal whose quota did
+//! not change; an open stream keeps the quota it was opened with.
 
 use crate::shared::Shared;
 use crate::status::Failure;
 use futures_util::future::Either;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tonic::codegen::{Bytes, http};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -147,6 +159,8 @@ pub struct Principal {
     erp: bool,
     reader: bool,
     admin: bool,
+    /// The call rate it is held to, if any, and its bucket.
+    quota: Option<(Quota, Arc<Bucket>)>,
 }
 
 impl fmt::Debug for Principal {
@@ -160,11 +174,35 @@ impl fmt::Debug for Principal {
             .field("erp", &self.erp)
             .field("reader", &self.reader)
             .field("admin", &self.admin)
+            .field("quota", &self.quota.as_ref().map(|(quota, _)| quota))
             .finish_non_exhaustive()
     }
 }
 
 impl Principal {
+    /// Takes one call from the principal's quota; when it has none left, how long until it has
+    /// one, and the failure to answer.
+    pub(crate) fn take_call(&self, now: Instant) -> Result<(), Failure> {
+        let Some((quota, bucket)) = &self.quota else {
+            return Ok(());
+        };
+        bucket.take(*quota, now).map_err(|delay| {
+            Failure::quota_exceeded(
+                &self.name,
+                quota.calls_per_second,
+                delay,
+                format!(
+                    "principal {:?} is over its quota of {} calls per second (burst {}); \
+                     retry in {} ms",
+                    self.name,
+                    quota.calls_per_second,
+                    quota.burst,
+                    delay.as_millis().max(1)
+                ),
+            )
+        })
+    }
+
     pub(crate) fn grant(&self, permission: Permission) -> Grant<'_> {
         if self.admin {
             return Grant::All;
@@ -196,6 +234,16 @@ struct PrincipalsFile {
     metrics_token_sha256: Vec<String>,
     #[serde(default)]
     principal: Vec<PrincipalEntry>,
+    /// Per role kind (`connector`, `store`, `erp`, `reader`, `admin`).
+    #[serde(default)]
+    quota: BTreeMap<String, QuotaEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaEntry {
+    calls_per_second: i64,
+    burst: Option<i64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -206,6 +254,74 @@ struct PrincipalEntry {
     #[serde(default)]
     token_sha256: Vec<String>,
     cert_subject: Option<String>,
+    calls_per_second: Option<i64>,
+    burst: Option<i64>,
+}
+
+/// The role kinds a `[quota]` entry may name.
+const ROLE_KINDS: [&str; 5] = ["connector", "store", "erp", "reader", "admin"];
+
+/// A call rate: `calls_per_second` on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Quota {
+    pub calls_per_second: u32,
+    pub burst: u32,
+}
+
+impl Quota {
+    /// Checks a rate as written; `key` (`quota.erp.`) leads the field in the error. `burst`
+    /// defaults to the rate.
+    fn parse(key: &str, calls_per_second: i64, burst: Option<i64>) -> Result<Quota, String> {
+        let positive = |field: &str, value: i64| {
+            u32::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| {
+                format!(
+                    "{key}{field}: {value} is not a whole number from 1 to {}",
+                    u32::MAX
+                )
+            })
+        };
+        let calls_per_second = positive("calls_per_second", calls_per_second)?;
+        let burst = positive("burst", burst.unwrap_or(i64::from(calls_per_second)))?;
+        Ok(Quota {
+            calls_per_second,
+            burst,
+        })
+    }
+}
+
+/// A token bucket: holds up to `burst` calls, refilled at `calls_per_second` from a monotonic
+/// clock. Its own small lock: one principal's calls never wait on another's.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    /// Calls left (fractional while refilling) and when they were counted.
+    level: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    /// A full bucket.
+    fn new(quota: Quota, now: Instant) -> Bucket {
+        Bucket {
+            level: Mutex::new((f64::from(quota.burst), now)),
+        }
+    }
+
+    /// Takes one call, or answers how long until one is there (nothing is taken then).
+    fn take(&self, quota: Quota, now: Instant) -> Result<(), Duration> {
+        let mut level = self.level.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = f64::from(quota.calls_per_second);
+        // `saturating_duration_since`: a clock read before the last one counts as no time.
+        let elapsed = now.saturating_duration_since(level.1).as_secs_f64();
+        let tokens = (level.0 + elapsed * rate).min(f64::from(quota.burst));
+        *level = (tokens, now.max(level.1));
+        if tokens >= 1.0 {
+            level.0 = tokens - 1.0;
+            Ok(())
+        } else {
+            // Whole milliseconds, rounded up: a client that waits this long finds a call there.
+            let millis = ((1.0 - tokens) / rate * 1_000.0).ceil();
+            Err(Duration::from_millis(millis as u64).max(Duration::from_millis(1)))
+        }
+    }
 }
 
 /// Most token hashes per principal (or for the metrics endpoint): the one in use and the one
@@ -236,6 +352,22 @@ impl Principals {
             None => e.message().to_owned(),
         })?;
         let metrics_tokens = hashes("metrics_token_sha256", &file.metrics_token_sha256)?;
+        let mut role_quotas = BTreeMap::new();
+        for (role, entry) in &file.quota {
+            if !ROLE_KINDS.contains(&role.as_str()) {
+                return Err(format!(
+                    "quota.{role}: unknown role (expected one of {})",
+                    ROLE_KINDS.join(", ")
+                ));
+            }
+            let quota = Quota::parse(
+                &format!("quota.{role}."),
+                entry.calls_per_second,
+                entry.burst,
+            )?;
+            role_quotas.insert(role.as_str(), quota);
+        }
+        let now = Instant::now();
         let mut principals = Vec::with_capacity(file.principal.len());
         let mut names = BTreeSet::new();
         for entry in file.principal {
@@ -255,6 +387,17 @@ impl Principals {
             if entry.roles.is_empty() {
                 return Err(format!("principal {name:?} has no roles"));
             }
+            let own_quota = match (entry.calls_per_second, entry.burst) {
+                (Some(rate), burst) => {
+                    Some(Quota::parse(&format!("principal {name:?}: "), rate, burst)?)
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "principal {name:?}: burst without calls_per_second"
+                    ));
+                }
+                (None, None) => None,
+            };
             let mut principal = Principal {
                 name: name.clone(),
                 tokens,
@@ -264,7 +407,10 @@ impl Principals {
                 erp: false,
                 reader: false,
                 admin: false,
+                quota: None,
             };
+            // The most generous of its roles' quotas: by rate, then burst.
+            let mut role_quota: Option<Quota> = None;
             for role in &entry.roles {
                 match role.split_once(':') {
                     Some(("connector", channel)) if !channel.is_empty() => {
@@ -283,7 +429,17 @@ impl Principals {
                         ));
                     }
                 }
+                let kind = role.split_once(':').map_or(role.as_str(), |(kind, _)| kind);
+                if let Some(quota) = role_quotas.get(kind) {
+                    let key = |q: &Quota| (q.calls_per_second, q.burst);
+                    if role_quota.is_none_or(|q| key(quota) > key(&q)) {
+                        role_quota = Some(*quota);
+                    }
+                }
             }
+            principal.quota = own_quota
+                .or(role_quota)
+                .map(|quota| (quota, Arc::new(Bucket::new(quota, now))));
             principals.push(Arc::new(principal));
         }
         // One credential, one principal: otherwise which roles apply would depend on order.
@@ -394,8 +550,26 @@ impl Auth {
     /// Reads the file again and swaps the set in; on error the set in use stays. Returns how
     /// many principals are now known.
     pub fn reload(&self) -> Result<usize, AuthError> {
-        let principals = read(&self.path)?;
+        let mut principals = read(&self.path)?;
         let count = principals.len();
+        // A principal whose quota did not change keeps its bucket, and so its level.
+        let old = self.principals();
+        for principal in &mut principals.principals {
+            let Some(kept) = old
+                .principals
+                .iter()
+                .find(|p| p.name == principal.name)
+                .and_then(|p| p.quota.as_ref())
+            else {
+                continue;
+            };
+            let fresh = Arc::get_mut(principal).expect("a principal just read is not shared");
+            if let Some((quota, _)) = &fresh.quota
+                && *quota == kept.0
+            {
+                fresh.quota = Some((kept.0, Arc::clone(&kept.1)));
+            }
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(principals);
         Ok(count)
     }
@@ -646,7 +820,14 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let caller = match &self.shared.auth {
             None => Caller::Anyone,
-            Some(auth) => match auth.authenticate(request.headers(), request.extensions()) {
+            Some(auth) => match auth
+                .authenticate(request.headers(), request.extensions())
+                .and_then(|principal| {
+                    principal.take_call(Instant::now()).inspect_err(|_| {
+                        self.shared.metrics.observe_quota_refusal(&principal.name);
+                    })?;
+                    Ok(principal)
+                }) {
                 Ok(principal) => Caller::Principal(principal),
                 Err(failure) => {
                     let response = tonic::Status::from(failure).into_http();
@@ -711,6 +892,167 @@ mod tests {
             let error = Principals::parse(text).expect_err("refused");
             assert!(error.contains(why), "{text}: {error}");
         }
+    }
+
+    const RATE: Quota = Quota {
+        calls_per_second: 5,
+        burst: 5,
+    };
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_one_call_per_interval() {
+        let t0 = Instant::now();
+        let bucket = Bucket::new(RATE, t0);
+        for _ in 0..5 {
+            bucket.take(RATE, t0).expect("within the burst");
+        }
+        let delay = bucket.take(RATE, t0).expect_err("the burst is spent");
+        assert_eq!(delay, Duration::from_millis(200));
+        // Halfway through the interval: still refused, and only the rest is to wait.
+        let delay = bucket
+            .take(RATE, t0 + Duration::from_millis(100))
+            .expect_err("half a call is not a call");
+        assert_eq!(delay, Duration::from_millis(100));
+        bucket
+            .take(RATE, t0 + Duration::from_millis(200))
+            .expect("one call refilled");
+        bucket
+            .take(RATE, t0 + Duration::from_millis(200))
+            .expect_err("only one");
+        // A long pause refills no more than the burst.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..5 {
+            bucket.take(RATE, later).expect("refilled to the burst");
+        }
+        bucket
+            .take(RATE, later)
+            .expect_err("no more than the burst");
+        // A clock read earlier than the last one adds nothing.
+        bucket
+            .take(RATE, t0)
+            .expect_err("time does not run backwards");
+    }
+
+    fn quota_of(text: &str, name: &str) -> Option<Quota> {
+        let principals = Principals::parse(text).expect("parses");
+        let principal = principals
+            .principals
+            .iter()
+            .find(|p| p.name == name)
+            .expect("named");
+        principal.quota.as_ref().map(|(quota, _)| *quota)
+    }
+
+    fn entry(name: &str, roles: &str, extra: &str) -> String {
+        format!(
+            "[[principal]]\nname = \"{name}\"\nroles = {roles}\ncert_subject = \"CN={name}\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn a_quota_is_the_principals_own_else_its_most_generous_roles_else_none() {
+        let text = format!(
+            "[quota]\nconnector = {{ calls_per_second = 100, burst = 200 }}\n\
+             reader = {{ calls_per_second = 50 }}\n{}{}{}{}",
+            entry("shop", r#"["connector:web", "reader"]"#, ""),
+            entry("dash", r#"["reader"]"#, ""),
+            entry("own", r#"["connector:web"]"#, "calls_per_second = 7"),
+            entry("ops", r#"["admin"]"#, ""),
+        );
+        let quota = |calls_per_second, burst| {
+            Some(Quota {
+                calls_per_second,
+                burst,
+            })
+        };
+        assert_eq!(quota_of(&text, "shop"), quota(100, 200));
+        assert_eq!(quota_of(&text, "dash"), quota(50, 50));
+        assert_eq!(quota_of(&text, "own"), quota(7, 7));
+        assert_eq!(quota_of(&text, "ops"), None);
+    }
+
+    #[test]
+    fn a_bad_quota_names_its_key() {
+        let p = entry("p", r#"["reader"]"#, "");
+        for (text, why) in [
+            (
+                format!("[quota]\nboss = {{ calls_per_second = 1 }}\n{p}"),
+                "quota.boss: unknown role",
+            ),
+            (
+                format!("[quota]\nreader = {{ calls_per_second = 0 }}\n{p}"),
+                "quota.reader.calls_per_second: 0 is not",
+            ),
+            (
+                format!("[quota]\nreader = {{ calls_per_second = 5, burst = -1 }}\n{p}"),
+                "quota.reader.burst: -1 is not",
+            ),
+            (
+                entry("p", r#"["reader"]"#, "calls_per_second = -3"),
+                "principal \"p\": calls_per_second: -3 is not",
+            ),
+            (
+                entry("p", r#"["reader"]"#, "burst = 3"),
+                "burst without calls_per_second",
+            ),
+        ] {
+            let error = Principals::parse(&text).expect_err("refused");
+            assert!(error.contains(why), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_principal_over_its_quota_is_refused_with_a_retry_delay() {
+        let text = entry("p", r#"["reader"]"#, "calls_per_second = 1");
+        let principals = Principals::parse(&text).expect("parses");
+        let principal = &principals.principals[0];
+        let now = Instant::now();
+        principal.take_call(now).expect("the burst of one");
+        let failure = principal.take_call(now).expect_err("over");
+        assert_eq!(failure.reason, inv_proto::v1::ErrorReason::QuotaExceeded);
+        assert_eq!(failure.retry_delay, Some(Duration::from_secs(1)));
+        assert!(
+            failure.metadata.contains(&("principal", "p".to_owned()))
+                && failure
+                    .metadata
+                    .contains(&("calls_per_second", "1".to_owned())),
+            "{:?}",
+            failure.metadata
+        );
+        assert!(failure.message.contains("\"p\""), "{}", failure.message);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_bucket_of_an_unchanged_quota_only() {
+        let dir = tempfile::TempDir::new().expect("a temporary directory");
+        let path = dir.path().join("principals.toml");
+        let file = |kept: u32, changed: u32| {
+            format!(
+                "{}{}",
+                entry(
+                    "kept",
+                    r#"["reader"]"#,
+                    &format!("calls_per_second = {kept}")
+                ),
+                entry(
+                    "changed",
+                    r#"["reader"]"#,
+                    &format!("calls_per_second = {changed}")
+                )
+            )
+        };
+        let bucket = |auth: &Auth, name: &str| {
+            let principals = auth.principals();
+            let principal = principals.principals.iter().find(|p| p.name == name);
+            Arc::clone(&principal.and_then(|p| p.quota.as_ref()).expect("a quota").1)
+        };
+        std::fs::write(&path, file(5, 5)).expect("written");
+        let auth = Auth::load(&path).expect("loads");
+        let (kept, changed) = (bucket(&auth, "kept"), bucket(&auth, "changed"));
+        std::fs::write(&path, file(5, 6)).expect("written");
+        auth.reload().expect("reloads");
+        assert!(Arc::ptr_eq(&kept, &bucket(&auth, "kept")));
+        assert!(!Arc::ptr_eq(&changed, &bucket(&auth, "changed")));
     }
 
     #[test]

@@ -22,6 +22,9 @@
 //! - Writes draw on the server's interactive writes budget, one permit per write in flight,
 //!   exactly as unary writes do; an exhausted budget is a RESOURCE_EXHAUSTED answer to that
 //!   request only.
+//! - Each request costs its principal one call of its quota (docs/security.md), as opening the
+//!   stream did; a request over it is answered RESOURCE_EXHAUSTED (QUOTA_EXCEEDED, the
+//!   message saying when to retry) without being applied, and the stream goes on.
 //!
 //! # How a stream ends
 //! - The client closes its side: every request read is answered, then the stream ends OK.
@@ -45,6 +48,7 @@ use pb::session_response::Response as Answer;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Status, Streaming};
 
@@ -148,7 +152,10 @@ impl Session {
     fn handle(&mut self, request: pb::SessionRequest) -> Option<pb::SessionResponse> {
         let id = request.correlation_id;
         // Refused like its unary RPC would be, as this request's answer; the stream goes on.
-        if let Err(failure) = self.authorize(request.request.as_ref()) {
+        if let Err(failure) = self
+            .take_call()
+            .and_then(|()| self.authorize(request.request.as_ref()))
+        {
             return Some(response(id, Err(failure)));
         }
         match request.request {
@@ -179,6 +186,16 @@ impl Session {
                 )),
             )),
         }
+    }
+
+    /// One call of the principal's quota (the principal the stream was opened with).
+    fn take_call(&self) -> Result<(), Failure> {
+        let Caller::Principal(principal) = &self.caller else {
+            return Ok(());
+        };
+        principal.take_call(Instant::now()).inspect_err(|_| {
+            self.shared.metrics.observe_quota_refusal(&principal.name);
+        })
     }
 
     /// The permission check of one request, as its unary RPC makes it.

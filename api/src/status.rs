@@ -57,6 +57,7 @@ use inv_engine::{HoldState, Lsn, Outcome, Refusal, SubmitError, Violations};
 use inv_proto::v1 as pb;
 use pb::ErrorReason;
 use std::collections::HashMap;
+use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -84,6 +85,8 @@ pub struct Failure {
     pub violations_unlisted: u32,
     /// Extra machine-readable facts (the LSN that recorded a refusal, a hold's state).
     pub metadata: Vec<(&'static str, String)>,
+    /// For QUOTA_EXCEEDED: when to retry, sent as a `google.rpc.RetryInfo`.
+    pub retry_delay: Option<Duration>,
 }
 
 impl Failure {
@@ -95,6 +98,7 @@ impl Failure {
             violations: Vec::new(),
             violations_unlisted: 0,
             metadata: Vec::new(),
+            retry_delay: None,
         }
     }
 
@@ -265,6 +269,21 @@ impl Failure {
         .with_metadata("permission", permission)
     }
 
+    /// RESOURCE_EXHAUSTED: the principal is over its call rate (see `auth`); nothing was read.
+    /// Carries a RetryInfo with `delay`, the time until it may call again.
+    pub fn quota_exceeded(
+        principal: &str,
+        calls_per_second: u32,
+        delay: Duration,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut failure = Self::new(Code::ResourceExhausted, ErrorReason::QuotaExceeded, message)
+            .with_metadata("principal", principal)
+            .with_metadata("calls_per_second", calls_per_second);
+        failure.retry_delay = Some(delay);
+        failure
+    }
+
     /// INTERNAL: a server bug (an outcome that does not belong to the command, a panicked
     /// task). Logged where it is raised.
     pub fn internal(message: impl Into<String>) -> Self {
@@ -323,6 +342,9 @@ impl From<Failure> for Status {
             for violation in &failure.violations {
                 details.add_bad_request_violation(&violation.field, &violation.description);
             }
+        }
+        if let Some(delay) = failure.retry_delay {
+            details.set_retry_info(Some(delay));
         }
         Status::with_error_details(failure.code, failure.message, details)
     }

@@ -39,6 +39,11 @@ struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrincipalLabels {
+    principal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabels {
     channel: String,
 }
@@ -72,6 +77,8 @@ pub(crate) struct Metrics {
     reserve_grants: Counter,
     reserve_rejections: Counter,
     hold_expiries: Counter,
+    /// By principal: names come from the principals file, a set the operator bounds.
+    quota_refusals: Family<PrincipalLabels, Counter>,
 }
 
 impl Metrics {
@@ -114,6 +121,12 @@ impl Metrics {
             "Holds whose TTL passed and whose expiry the expiry sweep recorded",
             hold_expiries.clone(),
         );
+        let quota_refusals = Family::<PrincipalLabels, Counter>::default();
+        registry.register(
+            "inventory_quota_refusals",
+            "Calls refused RESOURCE_EXHAUSTED QUOTA_EXCEEDED: the principal was over its call rate",
+            quota_refusals.clone(),
+        );
         registry.register(
             "inventory_build",
             "The server's version",
@@ -143,6 +156,7 @@ impl Metrics {
             reserve_grants,
             reserve_rejections,
             hold_expiries,
+            quota_refusals,
         }
     }
 
@@ -216,6 +230,14 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// Counts a call refused for its principal's quota.
+    pub fn observe_quota_refusal(&self, principal: &str) {
+        let labels = PrincipalLabels {
+            principal: principal.to_owned(),
+        };
+        self.quota_refusals.get_or_create(&labels).inc();
     }
 
     pub fn observe_expiries(&self, expired: usize) {
