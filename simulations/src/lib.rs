@@ -23,6 +23,9 @@
 //!   `--backfill-sales` sales back to back. Shows the hot path's latency with and without the
 //!   backfill, and how many bulk calls the server refused (RESOURCE_EXHAUSTED) because its bulk
 //!   budget was in use.
+//! - `quota-flood` (run on its own, in process only; see [`quota_flood`]): well-behaved
+//!   callers alone, then beside one principal flooding at 10x its quota; verifies the flood
+//!   got no more than its quota and no other call failed.
 //!
 //! # Layout
 //! - `stats`: per-operation histograms and error counts; the report's rows and table.
@@ -38,6 +41,7 @@
 //! Latencies are measured by the client, from just before a request is handed to tonic until
 //! its answer is decoded, so they include both sides' scheduling on the shared cores.
 
+pub mod quota_flood;
 pub mod scenarios;
 pub mod server;
 pub mod stats;

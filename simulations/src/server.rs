@@ -6,7 +6,7 @@
 //! cores). Dropping a [`LocalServer`] without [`LocalServer::stop`] still shuts it down.
 
 use anyhow::{Context, Result, anyhow};
-use inv_api::ServerConfig;
+use inv_api::{ServeOptions, ServerConfig};
 use inv_engine::{Engine, LedgerConfig, RedbLog, RedbLogOptions, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +33,16 @@ impl LocalServer {
 
     /// As [`LocalServer::start`], with the given limits.
     pub fn start_with(worker_threads: usize, config: ServerConfig) -> Result<LocalServer> {
+        Self::start_serving(worker_threads, config, ServeOptions::default())
+    }
+
+    /// As [`LocalServer::start_with`], with the given [`ServeOptions`] (the quota-flood
+    /// scenario turns authentication on through them).
+    pub fn start_serving(
+        worker_threads: usize,
+        config: ServerConfig,
+        options: ServeOptions,
+    ) -> Result<LocalServer> {
         config.validate()?;
         let dir = tempfile::tempdir().context("creating the data folder")?;
         let log = RedbLog::open(dir.path(), RedbLogOptions::default())
@@ -59,7 +69,7 @@ impl LocalServer {
             .name("inv-server-main".into())
             .spawn(move || -> Result<()> {
                 let engine = Arc::new(engine);
-                let served = runtime.block_on(inv_api::serve(
+                let served = runtime.block_on(inv_api::serve_with(
                     Arc::clone(&engine),
                     config,
                     // Without TCP_NODELAY small answers wait for Nagle and delayed ACKs.
@@ -68,6 +78,7 @@ impl LocalServer {
                         // A dropped sender shuts down too.
                         let _ = signal.await;
                     },
+                    options,
                 ));
                 // Calls still finishing on the blocking pool hold the engine; wait for them
                 // (bounded), then drop the runtime and the engine, which closes the log.

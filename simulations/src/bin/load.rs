@@ -18,6 +18,13 @@
 //! cargo run --release -p inv-sim --bin load -- --scenario flash-sale --report fs.json --chart fs.svg
 //! cargo run -p inv-sim --bin load -- --ci --scenario store-reconnect
 //! ```
+//!
+//! `quota-flood` (`inv_sim::quota_flood`, docs/security.md "Quotas") runs alone and in process
+//! only, and exits 1 if the flooding principal got more than its quota or another call failed:
+//!
+//! ```text
+//! cargo run --release -p inv-sim --bin load -- --scenario quota-flood --seconds 5
+//! ```
 
 // As in the `inventory` binary (see the workspace Cargo.toml for why).
 #[global_allocator]
@@ -25,6 +32,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use inv_sim::quota_flood::QuotaFloodOptions;
 use inv_sim::surge::{Report, SurgeOptions, SurgeScenario};
 use inv_sim::{LocalServer, Options, Scenario};
 use std::path::PathBuf;
@@ -35,9 +43,13 @@ use std::time::Duration;
 enum Named {
     Measure(Scenario),
     Surge(SurgeScenario),
+    QuotaFlood,
 }
 
 fn parse_scenario(name: &str) -> Result<Named, String> {
+    if name == "quota-flood" {
+        return Ok(Named::QuotaFlood);
+    }
     if let Some(surge) = SurgeScenario::from_name(name) {
         return Ok(Named::Surge(surge));
     }
@@ -45,6 +57,7 @@ fn parse_scenario(name: &str) -> Result<Named, String> {
         .map(Named::Measure)
         .map_err(|_| {
             let mut names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            names.push("quota-flood");
             names.extend(SurgeScenario::ALL.iter().map(|s| s.name()));
             format!("unknown scenario {name:?}; one of: {}", names.join(", "))
         })
@@ -112,11 +125,21 @@ struct Args {
     /// A scenario to run (repeatable); every measuring one by default. Measuring: check,
     /// reserve, reserve-only, mix, session-check, session-reserve, backfill. Surge (verify the
     /// server's state afterwards; exit 1 if it is wrong): flash-sale, store-reconnect,
-    /// return-wave, holiday-surge, reconcile-under-load.
+    /// return-wave, holiday-surge, reconcile-under-load. quota-flood (alone, in process only:
+    /// it refuses --server and --token, and makes its own principals and tokens): --callers
+    /// [default 63] well-behaved callers alone, then beside one principal flooding at
+    /// --flood-rate; exit 1 if the flood got more than its quota or another call failed.
     #[arg(long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<Named>,
     #[command(flatten)]
     surge: SurgeArgs,
+    /// quota-flood: the flooding principal's calls_per_second, and its burst.
+    #[arg(long, default_value_t = 500)]
+    flood_quota: u32,
+    /// quota-flood: Checks a second the flooding principal sends, open loop [default: 10x
+    /// --flood-quota].
+    #[arg(long, value_name = "OPS")]
+    flood_rate: Option<f64>,
     /// The in-process server's budget of bulk calls accepted at once (its default is 2).
     #[arg(long, value_name = "N")]
     server_bulk_max: Option<usize>,
@@ -295,12 +318,24 @@ fn main() -> Result<()> {
     if let Some(token) = &args.token {
         inv_sim::use_token(token)?;
     }
+    if args.scenarios.contains(&Named::QuotaFlood) {
+        if args.scenarios.len() != 1 {
+            anyhow::bail!("run quota-flood on its own");
+        }
+        if args.server.is_some() || args.token.is_some() {
+            anyhow::bail!(
+                "quota-flood runs in process only (it starts the server with its own principals \
+                 and tokens): drop --server and --token"
+            );
+        }
+        return quota_flood_main(&args);
+    }
     let surges: Vec<SurgeScenario> = args
         .scenarios
         .iter()
         .filter_map(|n| match n {
             Named::Surge(s) => Some(*s),
-            Named::Measure(_) => None,
+            Named::Measure(_) | Named::QuotaFlood => None,
         })
         .collect();
     if !surges.is_empty() {
@@ -332,7 +367,7 @@ fn main() -> Result<()> {
                 .iter()
                 .filter_map(|n| match n {
                     Named::Measure(s) => Some(*s),
-                    Named::Surge(_) => None,
+                    Named::Surge(_) | Named::QuotaFlood => None,
                 })
                 .collect()
         },
@@ -399,6 +434,46 @@ fn main() -> Result<()> {
         print!("{}", inv_sim::stats::table(&rows));
         println!();
         print!("{}", inv_sim::summary(&rows, &options));
+    }
+    Ok(())
+}
+
+/// Runs quota-flood, prints its rows and summary; exits 1 if its verification failed.
+fn quota_flood_main(args: &Args) -> Result<()> {
+    let defaults = QuotaFloodOptions::default();
+    let options = QuotaFloodOptions {
+        callers: args.callers.unwrap_or(defaults.callers),
+        seconds: args.seconds,
+        skus: args.skus.unwrap_or(defaults.skus),
+        connections: args.connections.unwrap_or(defaults.connections),
+        flood_quota: args.flood_quota,
+        flood_rate: args.flood_rate,
+        server_threads: args.server_threads.unwrap_or_else(half_the_cores).max(1),
+        client_threads: args.client_threads.unwrap_or_else(half_the_cores).max(1),
+    };
+    options.validate()?;
+    eprintln!(
+        "load: quota-flood in process (RedbLog, Sync durability, authentication on, {} server \
+         workers), {} normal callers, then 1 flood caller at {:.0}/s (quota {}/s), {} s per \
+         phase, {} client workers",
+        options.server_threads,
+        options.callers,
+        options.flood_rate(),
+        options.flood_quota,
+        options.seconds,
+        options.client_threads
+    );
+    let outcome = inv_sim::quota_flood::run(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.rows)?);
+        eprint!("{}", outcome.summary());
+    } else {
+        print!("{}", inv_sim::stats::table(&outcome.rows));
+        println!();
+        print!("{}", outcome.summary());
+    }
+    if !outcome.passed() {
+        std::process::exit(1);
     }
     Ok(())
 }
