@@ -13,6 +13,9 @@
 //! failed write.
 //!
 //! Every test runs under [`bounded`], so a hang fails in seconds instead of stalling CI.
+//!
+//! With authentication: [`TestServer::start_authenticated`] serves with a principals file the
+//! test writes, and [`authed_client`] sends a bearer token on every call.
 
 use anyhow::{Context, Result, bail};
 use inv_api::{ReconcileConfig, ServeError, ServeOptions, ServerConfig};
@@ -147,6 +150,31 @@ impl TestServer {
         config: ServerConfig,
     ) -> Result<TestServer> {
         Self::start_with_options(log, clock, config, ServeOptions::default()).await
+    }
+
+    /// An in-memory server with authentication on, its principals read from
+    /// `dir/principals.toml` (written with `principals`), and a metrics endpoint. The
+    /// [`inv_api::auth::Auth`] is returned for tests that reload it.
+    pub async fn start_authenticated(
+        dir: &Path,
+        principals: &str,
+    ) -> Result<(TestServer, Arc<inv_api::auth::Auth>)> {
+        let path = dir.join("principals.toml");
+        std::fs::write(&path, principals)?;
+        let auth = inv_api::auth::Auth::load(&path)?;
+        let options = ServeOptions {
+            metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            auth: Some(Arc::clone(&auth)),
+            ..ServeOptions::default()
+        };
+        let server = TestServer::start_with_options(
+            Arc::new(MemLog::new()),
+            Arc::new(ManualClock::new(T0_MS)),
+            test_config(),
+            options,
+        )
+        .await?;
+        Ok((server, auth))
     }
 
     /// Serves any log, with the given clock, settings and options (`inv_api::serve_with`).
@@ -484,4 +512,33 @@ pub async fn available(
         Some(pb::check_result::Result::Availability(a)) => Ok(a),
         other => bail!("check answered {other:?}"),
     }
+}
+
+/// Sends `authorization: Bearer ...` on every call (nothing for `None`).
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client whose calls carry a bearer token.
+pub type Authed = pb::inventory_client::InventoryClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+
+/// A client on `channel` sending `authorization: Bearer token` (none for `None`).
+pub fn authed_client(channel: &Channel, token: Option<&str>) -> Authed {
+    let value = token.map(|t| format!("Bearer {t}").parse().expect("ASCII"));
+    pb::inventory_client::InventoryClient::with_interceptor(channel.clone(), Bearer(value))
 }

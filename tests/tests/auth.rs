@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -63,47 +62,14 @@ fn principals_file(extra: &str) -> String {
     text
 }
 
-/// Sends `authorization: Bearer ...` on every call (nothing for `None`).
-#[derive(Clone)]
-struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-type Authed = pb::inventory_client::InventoryClient<InterceptedService<Channel, Bearer>>;
-
 /// A client on `channel` sending `authorization: Bearer token` (none for `None`).
 fn client(channel: &Channel, token: Option<&str>) -> Authed {
-    let value = token.map(|t| format!("Bearer {t}").parse().expect("ASCII"));
-    pb::inventory_client::InventoryClient::with_interceptor(channel.clone(), Bearer(value))
+    authed_client(channel, token)
 }
 
-/// A server with authentication on, principals from a file in `dir`, and a metrics endpoint.
+/// A server with authentication on, the principals above, and a metrics endpoint.
 async fn start(dir: &Path) -> Result<(TestServer, Arc<Auth>)> {
-    let path = dir.join("principals.toml");
-    std::fs::write(&path, principals_file(""))?;
-    let auth = Auth::load(&path)?;
-    let options = ServeOptions {
-        metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
-        auth: Some(Arc::clone(&auth)),
-        ..ServeOptions::default()
-    };
-    let server = TestServer::start_with_options(
-        Arc::new(MemLog::new()),
-        Arc::new(ManualClock::new(T0_MS)),
-        test_config(),
-        options,
-    )
-    .await?;
-    Ok((server, auth))
+    TestServer::start_authenticated(dir, &principals_file("")).await
 }
 
 /// Every RPC but Session (checked per request, below), with the permission it needs.

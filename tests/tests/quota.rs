@@ -9,9 +9,7 @@
 //! until refused (bounded) and checks what the refusal says and what it left unchanged.
 
 use anyhow::{Context, Result, bail, ensure};
-use inv_api::ServeOptions;
 use inv_api::auth::{Auth, token_sha256_hex};
-use inv_engine::{ManualClock, MemLog};
 use inv_tests::*;
 use pb::session_request::Request as Ask;
 use pb::session_response::Response as Answer;
@@ -21,7 +19,6 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -59,42 +56,12 @@ fn principals_file(connector_quota: &str) -> String {
 
 const FIVE_A_SECOND: &str = "{ calls_per_second = 5, burst = 5 }";
 
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Authed = pb::inventory_client::InventoryClient<InterceptedService<Channel, Bearer>>;
-
 fn client(channel: &Channel, token: &str) -> Authed {
-    let value = format!("Bearer {token}").parse().expect("ASCII");
-    pb::inventory_client::InventoryClient::with_interceptor(channel.clone(), Bearer(value))
+    authed_client(channel, Some(token))
 }
 
 async fn start(dir: &Path) -> Result<(TestServer, Arc<Auth>)> {
-    let path = dir.join("principals.toml");
-    std::fs::write(&path, principals_file(FIVE_A_SECOND))?;
-    let auth = Auth::load(&path)?;
-    let options = ServeOptions {
-        metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
-        auth: Some(Arc::clone(&auth)),
-        ..ServeOptions::default()
-    };
-    let server = TestServer::start_with_options(
-        Arc::new(MemLog::new()),
-        Arc::new(ManualClock::new(T0_MS)),
-        test_config(),
-        options,
-    )
-    .await?;
-    Ok((server, auth))
+    TestServer::start_authenticated(dir, &principals_file(FIVE_A_SECOND)).await
 }
 
 fn check() -> pb::CheckRequest {
