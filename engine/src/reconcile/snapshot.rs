@@ -1,6 +1,7 @@
 //! ERP snapshots as data: the header that names one, its rows, the checksum that identifies
 //! its content, and the checks a snapshot must pass before it is staged.
 
+use crate::command::id_problem;
 use crate::error::Violations;
 use crate::limits::{ID_BYTES_MAX, QTY_MAX};
 use crate::types::{Location, Sku, SnapshotId};
@@ -105,18 +106,6 @@ impl RowDigest {
             rows: self.rows,
             checksum: digest.iter().map(|b| format!("{b:02x}")).collect(),
         }
-    }
-}
-
-fn id_problem(id: &str) -> Option<String> {
-    if id.is_empty() {
-        Some("must not be empty".into())
-    } else if id.len() > ID_BYTES_MAX {
-        Some(format!("longer than {ID_BYTES_MAX} bytes"))
-    } else if id.chars().any(char::is_control) {
-        Some("contains a control character".into())
-    } else {
-        None
     }
 }
 
