@@ -35,6 +35,7 @@
 use crate::shared::Shared;
 use crate::status::Failure;
 use futures_util::future::Either;
+use inv_engine::PrincipalName;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -606,6 +607,15 @@ impl Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| Failure::unauthenticated("the call was not authenticated"))
+    }
+
+    /// Who the engine records as having issued the caller's commands: the principal's name,
+    /// or none with authentication off.
+    pub fn by(&self) -> Option<PrincipalName> {
+        match self {
+            Caller::Anyone => None,
+            Caller::Principal(principal) => Some(PrincipalName::from(principal.name.as_str())),
+        }
     }
 
     pub fn grant(&self, permission: Permission) -> Grant<'_> {

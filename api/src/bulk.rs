@@ -198,14 +198,14 @@ impl tonic::server::UnaryService<Bytes> for LaneCall {
                 Kind::Sales => {
                     let request = decode::<pb::RecordSalesRequest>(bytes)?;
                     auth::check_sales(&caller, &request)?;
-                    pipeline::record_sales(&shared, request)
+                    pipeline::record_sales(&shared, request, caller.by())
                         .await?
                         .encode_to_vec()
                 }
                 Kind::Returns => {
                     let request = decode::<pb::RecordReturnsRequest>(bytes)?;
                     auth::check_returns(&caller, &request)?;
-                    pipeline::record_returns(&shared, request)
+                    pipeline::record_returns(&shared, request, caller.by())
                         .await?
                         .encode_to_vec()
                 }

@@ -306,6 +306,8 @@ pub fn reservation(hold: &HoldView) -> pb::Reservation {
         placed_lsn: hold.placed_lsn.0,
         placed_at_ms: hold.placed_at_ms,
         ended_at_ms: hold.ended_at_ms,
+        placed_by: hold.placed_by.clone().unwrap_or_default(),
+        ended_by: hold.ended_by.clone().unwrap_or_default(),
     }
 }
 

@@ -353,6 +353,11 @@ impl Listing<'_> {
             lsn: event.lsn.0,
             at_ms: event.at_ms,
             kind: fact.name().to_owned(),
+            by: event
+                .by
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             ..Default::default()
         };
         ids(fact, &mut listed);

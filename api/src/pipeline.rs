@@ -14,7 +14,7 @@ use crate::BATCH_ITEMS_MAX;
 use crate::convert::{self, FieldErrors};
 use crate::shared::Shared;
 use crate::status::{self, Failure};
-use inv_engine::{Command, Decision, Lsn, Outcome, Receipt, SubmitError};
+use inv_engine::{Command, Decision, Lsn, Outcome, PrincipalName, Receipt, SubmitError};
 use inv_proto::v1 as pb;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,13 +30,17 @@ pub(crate) struct Decided {
     _permit: OwnedSemaphorePermit,
 }
 
-/// The first half of an interactive write: take a permit of the writes budget, then decide and
-/// append. A refusal is answered at once (it changed nothing).
-pub(crate) fn decide(shared: &Shared, command: Command) -> Result<Decided, Failure> {
+/// The first half of an interactive write `by` issued: take a permit of the writes budget,
+/// then decide and append. A refusal is answered at once (it changed nothing).
+pub(crate) fn decide(
+    shared: &Shared,
+    command: Command,
+    by: Option<PrincipalName>,
+) -> Result<Decided, Failure> {
     let permit = Arc::clone(&shared.writes)
         .try_acquire_owned()
         .map_err(|_| Failure::overloaded("writes", shared.config.writes_in_flight_max))?;
-    let receipt = accepted(shared, shared.engine.submit_queued(command))?;
+    let receipt = accepted(shared, shared.engine.submit_queued_by(command, by))?;
     Ok(Decided {
         receipt,
         _permit: permit,
@@ -71,9 +75,13 @@ fn failure(shared: &Shared, error: &SubmitError) -> Failure {
     status::submit_error(error)
 }
 
-/// Submits one interactive write and waits for it to be durable.
-pub(crate) async fn submit(shared: &Shared, command: Command) -> Result<Receipt, Failure> {
-    let decided = decide(shared, command)?;
+/// Submits one interactive write `by` issued and waits for it to be durable.
+pub(crate) async fn submit(
+    shared: &Shared,
+    command: Command,
+    by: Option<PrincipalName>,
+) -> Result<Receipt, Failure> {
+    let decided = decide(shared, command, by)?;
     settle(shared, decided).await
 }
 
@@ -94,11 +102,12 @@ fn unexpected(outcome: &Outcome) -> Failure {
 pub(crate) fn reserve_now(
     shared: &Arc<Shared>,
     request: pb::ReserveRequest,
+    by: Option<PrincipalName>,
 ) -> impl Future<Output = Result<pb::ReserveResponse, Failure>> + Send + 'static {
     shared.metrics.observe_reserve_channel(&request.channel);
     let reserve = convert::reserve(request);
     let lines = reserve.lines.clone();
-    let decided = decide(shared, Command::Reserve(reserve));
+    let decided = decide(shared, Command::Reserve(reserve), by);
     let shared = Arc::clone(shared);
     async move {
         let receipt = settle(&shared, decided?).await?;
@@ -111,9 +120,10 @@ pub(crate) fn reserve_now(
 pub(crate) fn commit_now(
     shared: &Arc<Shared>,
     request: pb::CommitRequest,
+    by: Option<PrincipalName>,
 ) -> impl Future<Output = Result<pb::CommitResponse, Failure>> + Send + 'static {
     let reservation_id = request.reservation_id.clone();
-    let decided = decide(shared, convert::commit(request));
+    let decided = decide(shared, convert::commit(request), by);
     let shared = Arc::clone(shared);
     async move {
         let receipt = hold_answer(settle(&shared, decided?).await?)?;
@@ -127,8 +137,9 @@ pub(crate) fn commit_now(
 pub(crate) fn release_now(
     shared: &Arc<Shared>,
     request: pb::ReleaseRequest,
+    by: Option<PrincipalName>,
 ) -> impl Future<Output = Result<pb::ReleaseResponse, Failure>> + Send + 'static {
-    let decided = decide(shared, convert::release(request));
+    let decided = decide(shared, convert::release(request), by);
     let shared = Arc::clone(shared);
     async move {
         let receipt = hold_answer(settle(&shared, decided?).await?)?;
@@ -146,8 +157,9 @@ pub(crate) fn release_now(
 pub(crate) async fn extend(
     shared: &Shared,
     request: pb::ExtendRequest,
+    by: Option<PrincipalName>,
 ) -> Result<pb::ExtendResponse, Failure> {
-    let receipt = hold_answer(submit(shared, convert::extend(request)).await?)?;
+    let receipt = hold_answer(submit(shared, convert::extend(request), by).await?)?;
     match receipt.outcome {
         Outcome::Extended { expires_at_ms } => Ok(pb::ExtendResponse {
             lsn: receipt.lsn.0,
@@ -163,8 +175,9 @@ pub(crate) async fn extend(
 pub(crate) async fn submit_recorded(
     shared: &Shared,
     command: Command,
+    by: Option<PrincipalName>,
 ) -> Result<(u64, bool), Failure> {
-    let receipt = submit(shared, command).await?;
+    let receipt = submit(shared, command, by).await?;
     match receipt.outcome {
         Outcome::Recorded => Ok((receipt.lsn.0, receipt.duplicate)),
         other => Err(unexpected(&other)),
@@ -218,6 +231,7 @@ pub(crate) fn check_now(
 async fn submit_bulk(
     shared: &Shared,
     items: Vec<Result<Command, Failure>>,
+    by: Option<PrincipalName>,
 ) -> Vec<Result<Receipt, Failure>> {
     let mut wait_for = Lsn::ZERO;
     let mut results = Vec::with_capacity(items.len());
@@ -226,7 +240,7 @@ async fn submit_bulk(
             tokio::task::yield_now().await;
         }
         results.push(item.and_then(|command| {
-            let receipt = accepted(shared, shared.engine.submit_queued(command))?;
+            let receipt = accepted(shared, shared.engine.submit_queued_by(command, by.clone()))?;
             wait_for = wait_for.max(receipt.lsn);
             Ok(receipt)
         }));
@@ -251,6 +265,7 @@ async fn submit_bulk(
 pub(crate) async fn record_sales(
     shared: &Shared,
     request: pb::RecordSalesRequest,
+    by: Option<PrincipalName>,
 ) -> Result<pb::RecordSalesResponse, Failure> {
     convert::check_batch_len("sales", request.sales.len())?;
     // The store is the envelope: a bad store id fails the call, not each sale.
@@ -263,7 +278,7 @@ pub(crate) async fn record_sales(
         .into_iter()
         .map(|sale| Ok(convert::sale(&store_id, sale)))
         .collect();
-    let results = submit_bulk(shared, items)
+    let results = submit_bulk(shared, items, by)
         .await
         .into_iter()
         .enumerate()
@@ -285,12 +300,13 @@ pub(crate) async fn record_sales(
 pub(crate) async fn record_returns(
     shared: &Shared,
     request: pb::RecordReturnsRequest,
+    by: Option<PrincipalName>,
 ) -> Result<pb::RecordReturnsResponse, Failure> {
     let returns = request.returns;
     convert::check_batch_len("returns", returns.len())?;
     debug_assert!(returns.len() <= BATCH_ITEMS_MAX);
     let items = returns.into_iter().map(convert::return_).collect();
-    let results = submit_bulk(shared, items)
+    let results = submit_bulk(shared, items, by)
         .await
         .into_iter()
         .enumerate()

@@ -72,8 +72,8 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let request = request_in_channel(request)?;
-        let answer = pipeline::reserve_now(&self.shared, request);
+        let (request, caller) = request_in_channel(request)?;
+        let answer = pipeline::reserve_now(&self.shared, request, caller.by());
         Ok(Response::new(answer.await?))
     }
 
@@ -89,7 +89,7 @@ impl Inventory for InventoryService {
             Permission::HoldsWrite,
             &request.reservation_id,
         )?;
-        let answer = pipeline::commit_now(&self.shared, request);
+        let answer = pipeline::commit_now(&self.shared, request, caller.by());
         Ok(Response::new(answer.await?))
     }
 
@@ -105,7 +105,7 @@ impl Inventory for InventoryService {
             Permission::HoldsWrite,
             &request.reservation_id,
         )?;
-        let answer = pipeline::release_now(&self.shared, request);
+        let answer = pipeline::release_now(&self.shared, request, caller.by());
         Ok(Response::new(answer.await?))
     }
 
@@ -121,7 +121,7 @@ impl Inventory for InventoryService {
             Permission::HoldsWrite,
             &request.reservation_id,
         )?;
-        let answer = pipeline::extend(&self.shared, request).await?;
+        let answer = pipeline::extend(&self.shared, request, caller.by()).await?;
         Ok(Response::new(answer))
     }
 
@@ -208,7 +208,7 @@ impl Inventory for InventoryService {
         let answer = bulk::on_lane(
             &self.shared,
             bulk::permit(&self.shared)?,
-            |shared| async move { pipeline::record_sales(&shared, request).await },
+            |shared| async move { pipeline::record_sales(&shared, request, caller.by()).await },
         );
         Ok(Response::new(answer.await?))
     }
@@ -223,7 +223,7 @@ impl Inventory for InventoryService {
         let answer = bulk::on_lane(
             &self.shared,
             bulk::permit(&self.shared)?,
-            |shared| async move { pipeline::record_returns(&shared, request).await },
+            |shared| async move { pipeline::record_returns(&shared, request, caller.by()).await },
         );
         Ok(Response::new(answer.await?))
     }
@@ -232,9 +232,11 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::DispositionRequest>,
     ) -> Result<Response<pb::DispositionResponse>, Status> {
-        caller(&request)?.require(Permission::StockWrite)?;
+        let caller = caller(&request)?;
+        caller.require(Permission::StockWrite)?;
         let command = convert::disposition(request.into_inner())?;
-        let (lsn, duplicate) = pipeline::submit_recorded(&self.shared, command).await?;
+        let (lsn, duplicate) =
+            pipeline::submit_recorded(&self.shared, command, caller.by()).await?;
         Ok(Response::new(pb::DispositionResponse { lsn, duplicate }))
     }
 
@@ -242,9 +244,11 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::AdjustRequest>,
     ) -> Result<Response<pb::AdjustResponse>, Status> {
-        caller(&request)?.require(Permission::StockWrite)?;
+        let caller = caller(&request)?;
+        caller.require(Permission::StockWrite)?;
         let command = convert::adjust(request.into_inner());
-        let (lsn, duplicate) = pipeline::submit_recorded(&self.shared, command).await?;
+        let (lsn, duplicate) =
+            pipeline::submit_recorded(&self.shared, command, caller.by()).await?;
         Ok(Response::new(pb::AdjustResponse { lsn, duplicate }))
     }
 
@@ -252,9 +256,11 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::SetSafetyStockRequest>,
     ) -> Result<Response<pb::SetSafetyStockResponse>, Status> {
-        caller(&request)?.require(Permission::StockWrite)?;
+        let caller = caller(&request)?;
+        caller.require(Permission::StockWrite)?;
         let command = convert::set_safety_stock(request.into_inner());
-        let (lsn, duplicate) = pipeline::submit_recorded(&self.shared, command).await?;
+        let (lsn, duplicate) =
+            pipeline::submit_recorded(&self.shared, command, caller.by()).await?;
         Ok(Response::new(pb::SetSafetyStockResponse { lsn, duplicate }))
     }
 
@@ -361,8 +367,10 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ResolveDriftRequest>,
     ) -> Result<Response<pb::ResolveDriftResponse>, Status> {
-        caller(&request)?.require(Permission::ReconcileWrite)?;
-        let answer = reconcile::resolve_drift(&self.shared, request.into_inner()).await?;
+        let caller = caller(&request)?;
+        caller.require(Permission::ReconcileWrite)?;
+        let answer =
+            reconcile::resolve_drift(&self.shared, request.into_inner(), caller.by()).await?;
         Ok(Response::new(answer))
     }
 
@@ -391,19 +399,22 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::AcknowledgeStoreAnomalyRequest>,
     ) -> Result<Response<pb::AcknowledgeStoreAnomalyResponse>, Status> {
-        caller(&request)?.require(Permission::StoresWrite)?;
+        let caller = caller(&request)?;
+        caller.require(Permission::StoresWrite)?;
         let command = convert::acknowledge_store_anomaly(request.into_inner())?;
-        let receipt = pipeline::submit(&self.shared, command).await?;
+        let receipt = pipeline::submit(&self.shared, command, caller.by()).await?;
         Ok(Response::new(convert::anomaly_acknowledged(receipt)?))
     }
 }
 
 /// Reserve: the hold's channel must be one of the caller's.
-fn request_in_channel(request: Request<pb::ReserveRequest>) -> Result<pb::ReserveRequest, Failure> {
+fn request_in_channel(
+    request: Request<pb::ReserveRequest>,
+) -> Result<(pb::ReserveRequest, Caller), Failure> {
     let caller = caller(&request)?;
     let request = request.into_inner();
     caller.require_in(Permission::HoldsWrite, "channel", &request.channel)?;
-    Ok(request)
+    Ok((request, caller))
 }
 
 /// Runs a read of the snapshot store (or of every held drift) on the blocking pool: a page of

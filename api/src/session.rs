@@ -164,17 +164,17 @@ impl Session {
                 pipeline::check_now(&self.shared, check).map(Answer::Check),
             )),
             Some(Ask::Reserve(reserve)) => {
-                let answer = pipeline::reserve_now(&self.shared, reserve);
+                let answer = pipeline::reserve_now(&self.shared, reserve, self.caller.by());
                 self.push(id, answer, Answer::Reserve);
                 None
             }
             Some(Ask::Commit(commit)) => {
-                let answer = pipeline::commit_now(&self.shared, commit);
+                let answer = pipeline::commit_now(&self.shared, commit, self.caller.by());
                 self.push(id, answer, Answer::Commit);
                 None
             }
             Some(Ask::Release(release)) => {
-                let answer = pipeline::release_now(&self.shared, release);
+                let answer = pipeline::release_now(&self.shared, release, self.caller.by());
                 self.push(id, answer, Answer::Release);
                 None
             }

@@ -36,6 +36,9 @@ pub struct CheckpointHold {
     pub placed_lsn: Lsn,
     pub placed_at_ms: u64,
     pub ended_at_ms: u64,
+    /// Who placed the hold, and who ended it (`None`: no principal, or still open).
+    pub placed_by: Option<PrincipalName>,
+    pub ended_by: Option<PrincipalName>,
 }
 
 /// One idempotency record: the answer a retry under `key` gets.

@@ -337,20 +337,46 @@ impl std::fmt::Display for IdempotencyKey {
 /// Most fields any command has (Dispose has six).
 pub const FINGERPRINT_FIELDS_MAX: usize = 6;
 
-/// One 64-bit hash per field, in [`CommandKind::field_names`] order. Storing hashes instead of
-/// the payload keeps a week of keys affordable; a collision would need two different payloads
-/// under the same key with equal 64-bit hashes.
+/// One 64-bit hash per field, in [`CommandKind::field_names`] order, and who sent it. Storing
+/// hashes instead of the payload keeps a week of keys affordable; a collision would need two
+/// different payloads under the same key with equal 64-bit hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub kind: CommandKind,
+    /// [`principal_hash`] of the principal that sent the request (0 for none): a key belongs
+    /// to whoever used it first, so another principal's retry is a conflict, not a duplicate.
+    /// 32 bits sit in the padding after `kind`; a false match needs two of a deployment's few
+    /// principals to collide.
+    pub by: u32,
     pub fields: [u64; FINGERPRINT_FIELDS_MAX],
 }
 
+/// What a key conflict names when the key was first used by another principal (or with
+/// authentication off, and now on, or the other way).
+pub const PRINCIPAL_FIELD: &str = "principal";
+
+/// A principal's part of a fingerprint: 0 for none, a nonzero 32-bit hash of its name else.
+pub fn principal_hash(by: Option<&PrincipalName>) -> u32 {
+    by.map_or(0, |name| (xxh3_64(name.as_str().as_bytes()) as u32).max(1))
+}
+
 impl Fingerprint {
-    /// The first field that differs, if any.
+    /// This fingerprint as `by` sent it.
+    pub fn sent_by(self, by: Option<&PrincipalName>) -> Fingerprint {
+        Fingerprint {
+            by: principal_hash(by),
+            ..self
+        }
+    }
+
+    /// The first field that differs, if any: the principal before any field of the request,
+    /// because whatever else differs, the key is someone else's.
     pub fn differing_field(&self, other: &Fingerprint) -> Option<&'static str> {
         if self.kind != other.kind {
             return Some("command");
+        }
+        if self.by != other.by {
+            return Some(PRINCIPAL_FIELD);
         }
         let names = self.kind.field_names();
         (0..names.len())
@@ -415,6 +441,7 @@ pub trait KeyedCommand {
     fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
             kind: Self::KIND,
+            by: 0,
             fields: self.fingerprint_fields(),
         }
     }

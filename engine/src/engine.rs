@@ -24,7 +24,7 @@ use crate::ledger::{Availability, Decision, Eviction, HoldView, Ledger, LedgerCo
 use crate::log::{DurableListener, EventLog};
 use crate::stores::StoreStatus;
 use crate::sync::{Mutex, lock};
-use crate::types::Lsn;
+use crate::types::{Lsn, PrincipalName};
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -206,7 +206,17 @@ impl Engine {
     /// decided against may include events not yet durable; a crash can only make a later
     /// retry decide it anew).
     pub fn submit(&self, command: Command) -> Result<Decision, SubmitError> {
-        let decision = self.submit_queued(command)?;
+        self.submit_by(command, None)
+    }
+
+    /// [`Engine::submit`] of a command `by` issued (recorded in its event; see
+    /// [`Ledger::submit_by`]).
+    pub fn submit_by(
+        &self,
+        command: Command,
+        by: Option<PrincipalName>,
+    ) -> Result<Decision, SubmitError> {
+        let decision = self.submit_queued_by(command, by)?;
         if let Ok(receipt) = &decision {
             self.ledger.log().wait_durable(receipt.lsn)?;
         }
@@ -218,10 +228,19 @@ impl Engine {
     /// ([`EventLog::wait_durable`], or a [`DurableListener`] for async callers): this is the
     /// first half of [`Engine::submit`], for callers that wait without a thread.
     pub fn submit_queued(&self, command: Command) -> Result<Decision, SubmitError> {
+        self.submit_queued_by(command, None)
+    }
+
+    /// [`Engine::submit_queued`] of a command `by` issued.
+    pub fn submit_queued_by(
+        &self,
+        command: Command,
+        by: Option<PrincipalName>,
+    ) -> Result<Decision, SubmitError> {
         // Back-pressure before any lock is taken: a full log queue refuses the command
         // untouched (`SubmitError::Busy`), so the caller may retry it as it is.
         self.ledger.log().admit()?;
-        self.ledger.submit(command, self.clock.now_ms())
+        self.ledger.submit_by(command, by, self.clock.now_ms())
     }
 
     /// The LSN of the last event applied (0 before the first).

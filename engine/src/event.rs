@@ -14,7 +14,7 @@
 use crate::command::*;
 use crate::hold::HoldState;
 use crate::outcome::{Outcome, ShortLine};
-use crate::types::{Location, Lsn, ReservationId, Sku, SnapshotId};
+use crate::types::{Location, Lsn, PrincipalName, ReservationId, Sku, SnapshotId};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -23,7 +23,19 @@ pub struct Event {
     pub lsn: Lsn,
     /// Engine clock when the fact was decided, milliseconds since the epoch.
     pub at_ms: u64,
+    /// The principal that issued the command (`None` with authentication off, and for the
+    /// engine's own expiry sweep).
+    pub by: Option<PrincipalName>,
     pub fact: Fact,
+}
+
+impl Event {
+    /// The key and fingerprint of the request this event records, as its principal sent it
+    /// (`None` for the expiry sweep's).
+    pub fn key(&self) -> Option<(IdempotencyKey, Fingerprint)> {
+        let (key, fingerprint) = self.fact.key()?;
+        Some((key, fingerprint.sent_by(self.by.as_ref())))
+    }
 }
 
 /// A request about a hold that already exists, as recorded when it found the hold lapsed or

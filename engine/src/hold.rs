@@ -82,11 +82,25 @@ impl std::ops::Deref for HoldLines {
     }
 }
 
+/// Who placed or ended a hold, as its entry stores it: 0 for no principal, else 1 + the name's
+/// id in the principal table. Two bytes, so it fits in padding the hold (and its entry, for who ended it) already had (a
+/// deployment names tens of principals, not thousands). [`PrincipalRef::UNKNOWN`] is past the
+/// last: a name beyond 65,534, whose records are then stored whole (see `ledger::hold_entry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct PrincipalRef(pub u16);
+
+impl PrincipalRef {
+    pub const NONE: PrincipalRef = PrincipalRef(0);
+    pub const UNKNOWN: PrincipalRef = PrincipalRef(u16::MAX);
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Hold {
     pub lines: HoldLines,
     pub channel: ChannelId,
     pub state: HoldState,
+    /// Who placed it.
+    pub placed_by: PrincipalRef,
     pub expires_at_ms: u64,
     pub placed_lsn: Lsn,
     pub placed_at_ms: u64,

@@ -116,6 +116,13 @@ string_id!(
     /// The ERP's id for one stock snapshot; its idempotency key.
     SnapshotId
 );
+string_id!(
+    /// Who issued a command: the name of an authenticated principal (a connector, a store
+    /// system, the ERP sync, an operator), recorded in its event so the log answers "who
+    /// reserved, who adjusted, who released". Commands issued with authentication off, and
+    /// the engine's own (the expiry sweep), have none.
+    PrincipalName
+);
 
 /// A position's location as stored: an index into the ledger's location table. Stores and
 /// warehouses number in the thousands while positions number in the millions, so positions

@@ -58,10 +58,25 @@ fn fixture_dir(version: u64) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/log-v{version}"))
 }
 
+/// Who issues a command of the scenario: a principal per kind of client, and none for
+/// adjustments, so events and holds with and without one are both in the file.
+fn principal_of(command: &Command) -> Option<PrincipalName> {
+    let name = match command.kind() {
+        CommandKind::Adjust | CommandKind::Expire => return None,
+        CommandKind::Reserve | CommandKind::Commit | CommandKind::Release | CommandKind::Extend => {
+            "connector-web"
+        }
+        CommandKind::RecordSale | CommandKind::AcknowledgeStoreAnomaly => "store-system",
+        _ => "erp-sync",
+    };
+    Some(PrincipalName::from(name))
+}
+
 /// A command of the scenario, which must be decided and not refused.
 #[track_caller]
 fn ok(engine: &Engine, command: Command) -> Receipt {
-    match engine.submit(command) {
+    let by = principal_of(&command);
+    match engine.submit_by(command, by) {
         Ok(Ok(receipt)) => {
             assert!(
                 !receipt.duplicate,
@@ -634,16 +649,32 @@ fn the_fixture_of_this_format_recovers_to_the_ledger_of_its_scenario() {
         vec![Line::new("sku-1", "dc-1", 2), Line::new("sku-2", "dc-1", 1)],
         LONG_TTL_MS,
     );
-    let recovered = engine.submit(retry.clone()).expect("decided");
-    assert_eq!(recovered, reference.submit(retry).expect("decided"));
+    let by = principal_of(&retry);
+    let recovered = engine
+        .submit_by(retry.clone(), by.clone())
+        .expect("decided");
+    assert_eq!(recovered, reference.submit_by(retry, by).expect("decided"));
     let recovered = recovered.expect("a duplicate");
     assert!(
         recovered.duplicate && recovered.lsn < first,
         "{recovered:?}"
     );
+    // The same request by another principal: the key (and so the answer) is not theirs.
+    let other = Some(PrincipalName::from("connector-other"));
+    let retry = reserve_lines(
+        "r1",
+        vec![Line::new("sku-1", "dc-1", 2), Line::new("sku-2", "dc-1", 1)],
+        LONG_TTL_MS,
+    );
+    let refused = engine.submit_by(retry, other).expect("decided");
+    assert!(
+        matches!(&refused, Err(Refusal::KeyConflict { field, .. }) if field == "principal"),
+        "{refused:?}"
+    );
     let next = reserve("r-after", "sku-3", "dc-2", 1);
-    let recovered = engine.submit(next.clone()).expect("decided");
-    assert_eq!(recovered, reference.submit(next).expect("decided"));
+    let by = principal_of(&next);
+    let recovered = engine.submit_by(next.clone(), by.clone()).expect("decided");
+    assert_eq!(recovered, reference.submit_by(next, by).expect("decided"));
     assert_eq!(recovered.map(|r| r.lsn), Ok(reference.head_lsn()));
     assert_eq!(engine.digest(), reference.digest());
     drop(engine);

@@ -2358,6 +2358,9 @@ impl Harness {
                 placed_lsn: Lsn(h.placed_lsn),
                 placed_at_ms: h.placed_at_ms,
                 ended_at_ms: h.ended_at_ms,
+                // This model's commands are issued with authentication off.
+                placed_by: None,
+                ended_by: None,
             });
             check!(
                 actual == model,

@@ -4,7 +4,8 @@
 //! health open without a token, a connector touching another channel's hold (answered as an
 //! unknown hold), a store posting for another store, every request of a Session checked,
 //! token rotation by reload on an open channel, a principal named by its client certificate
-//! under mutual TLS, and the metrics endpoint's own token.
+//! under mutual TLS, the metrics endpoint's own token, and the principal recorded on holds and
+//! events (a key reused by another principal is a conflict).
 
 use anyhow::{Context, Result, ensure};
 use inv_api::ServeOptions;
@@ -703,6 +704,103 @@ async fn under_mutual_tls_a_certificate_subject_names_a_principal() -> Result<()
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .context("the server did not stop")???;
+        Ok(())
+    })
+    .await
+}
+
+/// A second connector of channel `web`, for the tests of who did what.
+const WEB_SHOP_2: (&str, &str) = ("web-shop-2", "tok-connector-2");
+
+#[tokio::test]
+async fn the_log_names_who_did_what_and_a_key_is_its_first_users() -> Result<()> {
+    bounded(async {
+        let dir = TempDir::new()?;
+        let (name_2, token_2) = WEB_SHOP_2;
+        let extra = format!(
+            "[[principal]]\nname = \"{name_2}\"\nroles = [\"connector:web\"]\n\
+             token_sha256 = [\"{}\"]\n",
+            token_sha256_hex(token_2)
+        );
+        let (server, _auth) =
+            TestServer::start_authenticated(dir.path(), &principals_file(&extra)).await?;
+        let mut admin = client(&server.channel, Some("tok-admin"));
+        admin.adjust(adjust("a-1", SKU, "dc", 10)).await?;
+        let mut web = client(&server.channel, Some("tok-connector"));
+        let mut web_2 = client(&server.channel, Some(token_2));
+        let held = reserve("r-1", vec![line(SKU, "dc", 2)], 60_000);
+        let placed = web.reserve(held.clone()).await?.into_inner();
+
+        // The same request under the same key by another principal of the same channel is
+        // refused as a key conflict, naming the principal but not who holds the key.
+        let status = web_2.reserve(held.clone()).await.expect_err("not its key");
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        assert_eq!(reason(&status).0, "KEY_REUSED", "{status:?}");
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, ["principal"], "{status:?}");
+        assert!(!status.message().contains("web-shop"), "{status:?}");
+        // Its own retry is the original answer.
+        let retry = web.reserve(held).await?.into_inner();
+        assert!(retry.duplicate && retry.lsn == placed.lsn, "{retry:?}");
+
+        // The hold names who placed it and who released it.
+        web_2
+            .release(pb::ReleaseRequest {
+                reservation_id: "r-1".into(),
+            })
+            .await?;
+        let hold = web
+            .get_reservation(pb::GetReservationRequest {
+                reservation_id: "r-1".into(),
+            })
+            .await?
+            .into_inner()
+            .reservation
+            .context("a reservation")?;
+        assert_eq!(
+            (hold.placed_by.as_str(), hold.ended_by.as_str()),
+            ("web-shop", name_2)
+        );
+
+        // So does the log, for the hold and for the adjustment.
+        let listed = |request: pb::ListEventsRequest| {
+            let mut admin = admin.clone();
+            async move {
+                let events = admin.list_events(request).await?.into_inner().events;
+                Ok::<_, Status>(
+                    events
+                        .into_iter()
+                        .map(|e| (e.kind, e.by))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let of_hold = listed(pb::ListEventsRequest {
+            reservation_id: "r-1".into(),
+            ..Default::default()
+        })
+        .await?;
+        let expected = [("HoldPlaced", "web-shop"), ("HoldReleased", name_2)];
+        ensure!(
+            of_hold
+                == expected
+                    .map(|(kind, by)| (kind.to_owned(), by.to_owned()))
+                    .to_vec(),
+            "events of r-1: {of_hold:?}"
+        );
+        let of_position = listed(pb::ListEventsRequest {
+            sku: SKU.into(),
+            location: "dc".into(),
+            ..Default::default()
+        })
+        .await?;
+        ensure!(
+            of_position.first() == Some(&("StockAdjusted".to_owned(), "ops".to_owned())),
+            "events of the position: {of_position:?}"
+        );
         Ok(())
     })
     .await

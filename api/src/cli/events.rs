@@ -173,7 +173,7 @@ fn event_json(e: &pb::LoggedEvent) -> Value {
         .collect();
     let mut event = json!({
         "lsn": e.lsn, "at_ms": e.at_ms, "time": format_utc_ms(e.at_ms), "kind": e.kind,
-        "outcome": e.outcome, "lines": lines,
+        "by": e.by, "outcome": e.outcome, "lines": lines,
     });
     for (name, id) in ids(e) {
         event[name] = json!(id);
@@ -182,6 +182,16 @@ fn event_json(e: &pb::LoggedEvent) -> Value {
         event["expires_at_ms"] = json!(e.expires_at_ms);
     }
     event
+}
+
+/// Who issued an event, for the table: "-" for no principal (authentication off, or the
+/// engine's own).
+pub(super) fn by_text(by: &str) -> String {
+    if by.is_empty() {
+        "-".to_owned()
+    } else {
+        by.to_owned()
+    }
 }
 
 /// The event's ids that are set, by their field names.
@@ -222,6 +232,7 @@ fn print_listing(listed: &Listed) {
                 e.lsn.to_string(),
                 format_utc_ms(e.at_ms),
                 e.kind.clone(),
+                by_text(&e.by),
                 ids(e)
                     .iter()
                     .map(|(name, id)| format!("{}={id}", short_name(name)))
@@ -239,7 +250,10 @@ fn print_listing(listed: &Listed) {
             listed.next_after_lsn
         );
     } else {
-        print_table(&["LSN", "TIME", "KIND", "IDS", "LINES", "OUTCOME"], &rows);
+        print_table(
+            &["LSN", "TIME", "KIND", "BY", "IDS", "LINES", "OUTCOME"],
+            &rows,
+        );
     }
     if !listed.at_end {
         println!(

@@ -184,18 +184,32 @@ pub(super) async fn reservation(args: ReservationArgs) -> Outcome {
             "reservation_id": hold.reservation_id, "channel": hold.channel, "state": state,
             "lines": lines, "expires_at_ms": hold.expires_at_ms, "placed_lsn": hold.placed_lsn,
             "placed_at_ms": hold.placed_at_ms, "ended_at_ms": hold.ended_at_ms,
+            "placed_by": hold.placed_by, "ended_by": hold.ended_by,
         }));
     } else {
+        // "by X" only where a principal is recorded (authentication on).
+        let by = |name: &str| {
+            if name.is_empty() {
+                String::new()
+            } else {
+                format!(" by {name}")
+            }
+        };
         println!(
-            "{} ({}, channel {}): placed {} at lsn {}, expires {}{}",
+            "{} ({}, channel {}): placed {}{} at lsn {}, expires {}{}",
             hold.reservation_id,
             state,
             hold.channel,
             format_utc_ms(hold.placed_at_ms),
+            by(&hold.placed_by),
             hold.placed_lsn,
             format_utc_ms(hold.expires_at_ms),
             if hold.ended_at_ms > 0 {
-                format!(", ended {}", format_utc_ms(hold.ended_at_ms))
+                format!(
+                    ", ended {}{}",
+                    format_utc_ms(hold.ended_at_ms),
+                    by(&hold.ended_by)
+                )
             } else {
                 String::new()
             },

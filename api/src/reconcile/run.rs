@@ -283,9 +283,10 @@ pub(crate) async fn schedule(shared: Arc<Shared>) {
 pub(crate) async fn resolve_drift(
     shared: &Shared,
     request: pb::ResolveDriftRequest,
+    by: Option<inv_engine::PrincipalName>,
 ) -> Result<pb::ResolveDriftResponse, Failure> {
     let command = convert::resolve_drift(request)?;
-    let receipt = pipeline::submit(shared, command).await?;
+    let receipt = pipeline::submit(shared, command, by).await?;
     match receipt.outcome {
         Outcome::DriftResolved { drift, applied } => Ok(pb::ResolveDriftResponse {
             lsn: receipt.lsn.0,

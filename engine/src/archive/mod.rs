@@ -111,8 +111,9 @@ pub fn record_key(key: &IdempotencyKey) -> Vec<u8> {
     bytes
 }
 
-/// The version byte of an encoded [`ArchivedEntry`].
-pub const ARCHIVE_FORMAT_VERSION: u8 = 1;
+/// The version byte of an encoded [`ArchivedEntry`] (2: holds and fingerprints name their
+/// principals; version 1 is not read).
+pub const ARCHIVE_FORMAT_VERSION: u8 = 2;
 
 /// One version byte, then postcard of the entry (as a checkpoint; see `log::encoding`).
 pub fn encode(entry: &ArchivedEntry) -> Result<Vec<u8>, LogError> {

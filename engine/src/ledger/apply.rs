@@ -84,6 +84,7 @@ impl Ledger {
             lines: HoldLines::new(&lines),
             channel,
             state: HoldState::Open,
+            placed_by: self.names.principal(event.by.as_ref()),
             expires_at_ms,
             placed_lsn: event.lsn,
             placed_at_ms: event.at_ms,
@@ -100,18 +101,22 @@ impl Ledger {
         scope: &mut HoldScope<'_>,
         event: &Event,
     ) -> Result<(), String> {
-        match &event.fact {
+        let ended = match &event.fact {
             Fact::HoldCommitted { lines, .. } => {
                 let committed: Vec<u64> = lines.iter().map(|l| l.qty).collect();
                 end_hold(scope, HoldState::Committed, Some(&committed), event)
             }
             Fact::HoldReleased(_) => end_hold(scope, HoldState::Released, None, event),
             Fact::HoldExpired(_) => end_hold(scope, HoldState::Expired, None, event),
-            Fact::HoldExtended { expires_at_ms, .. } => extend_hold(scope, *expires_at_ms),
+            Fact::HoldExtended { expires_at_ms, .. } => return extend_hold(scope, *expires_at_ms),
             // Nothing changes; the answer is recorded under the key by the caller.
-            Fact::HoldAlreadyEnded { .. } => Ok(()),
-            other => Err(format!("{} is not a fact about a hold", other.name())),
-        }
+            Fact::HoldAlreadyEnded { .. } => return Ok(()),
+            other => return Err(format!("{} is not a fact about a hold", other.name())),
+        };
+        ended?;
+        let ended_by = self.names.principal(event.by.as_ref());
+        scope.entry_mut().ok_or("hold vanished")?.ended_by = ended_by;
+        Ok(())
     }
 
     /// SaleRecorded, SaleRecordedOutOfSequence and StoreAnomalyAcknowledged: the facts

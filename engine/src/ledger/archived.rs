@@ -266,7 +266,9 @@ impl Ledger {
             }
             // An ended hold has no place in its skus' ladders: only its lines are resolved.
             let hold = self.loaded_hold(h).map_err(LogError::Corrupt)?;
-            shard.entries.at_mut(slot).place(hold, &self.names);
+            let entry = shard.entries.at_mut(slot);
+            entry.place(hold, &self.names);
+            entry.ended_by = self.names.principal(h.ended_by.as_ref());
         }
         for k in records {
             let (_, record) = KeyRecord::unlisted(k);
@@ -333,7 +335,7 @@ impl Ledger {
         }
         let listed = ArchivedEntry::Hold {
             reservation_id: entry.id.clone(),
-            hold: hold.map(|h| self.listed_hold(entry.id.clone(), h)),
+            hold: hold.map(|h| self.listed_hold(entry, h)),
             records: records
                 .into_iter()
                 .map(|r| listed_key(entry.key_of(r.fingerprint.kind), r))
@@ -349,9 +351,9 @@ impl Ledger {
     }
 
     /// A hold with names instead of interned ids; its skus' shards are locked one at a time.
-    fn listed_hold(&self, reservation_id: ReservationId, hold: &Hold) -> CheckpointHold {
+    fn listed_hold(&self, entry: &HoldEntry, hold: &Hold) -> CheckpointHold {
         CheckpointHold {
-            reservation_id,
+            reservation_id: entry.id.clone(),
             channel: Channel(self.names.name(Kind::Channel, hold.channel.0)),
             lines: hold
                 .lines
@@ -370,6 +372,8 @@ impl Ledger {
             placed_lsn: hold.placed_lsn,
             placed_at_ms: hold.placed_at_ms,
             ended_at_ms: hold.ended_at_ms,
+            placed_by: self.names.principal_name(hold.placed_by),
+            ended_by: self.names.principal_name(entry.ended_by),
         }
     }
 

@@ -18,6 +18,7 @@ use super::{Ledger, LedgerConfig, sku_slot};
 use crate::checkpoint::*;
 use crate::command::{IdempotencyKey, Line};
 use crate::error::ReplayError;
+use crate::hold::PrincipalRef;
 use crate::hold::{Hold, HoldLine, HoldLines, HoldState, SkuSlot};
 use crate::log::EventLog;
 use crate::outcome::Outcome;
@@ -65,6 +66,7 @@ impl Cut {
         let names = Names {
             locations: ledger.names.names(Kind::Location),
             channels: ledger.names.names(Kind::Channel),
+            principals: ledger.names.names(Kind::Principal),
         };
         let mut checkpoint = Checkpoint {
             next_lsn: self.next_lsn,
@@ -85,9 +87,7 @@ impl Cut {
                     listed_key(key, r)
                 }));
                 if let Some(hold) = &entry.hold {
-                    checkpoint
-                        .holds
-                        .push(self.listed_hold(&entry.id, hold, &names));
+                    checkpoint.holds.push(self.listed_hold(entry, hold, &names));
                 }
             }
         }
@@ -130,7 +130,7 @@ impl Cut {
         positions
     }
 
-    fn listed_hold(&self, id: &ReservationId, hold: &Hold, names: &Names) -> CheckpointHold {
+    fn listed_hold(&self, entry: &HoldEntry, hold: &Hold, names: &Names) -> CheckpointHold {
         let sku_at = |slot: SkuSlot| {
             self.positions[usize::from(slot.shard)]
                 .get(slot.slot)
@@ -138,7 +138,7 @@ impl Cut {
                 .expect("a hold line names an occupied sku slot")
         };
         CheckpointHold {
-            reservation_id: id.clone(),
+            reservation_id: entry.id.clone(),
             channel: Channel(names.channels[hold.channel.0 as usize].clone()),
             lines: hold
                 .lines
@@ -154,6 +154,8 @@ impl Cut {
             placed_lsn: hold.placed_lsn,
             placed_at_ms: hold.placed_at_ms,
             ended_at_ms: hold.ended_at_ms,
+            placed_by: names.principal(hold.placed_by),
+            ended_by: names.principal(entry.ended_by),
         }
     }
 }
@@ -162,11 +164,22 @@ impl Cut {
 struct Names {
     locations: Vec<compact_str::CompactString>,
     channels: Vec<compact_str::CompactString>,
+    principals: Vec<compact_str::CompactString>,
 }
 
 impl Names {
     fn location(&self, id: LocationId) -> Location {
         Location(self.locations[id.0 as usize].clone())
+    }
+
+    /// As `Interner::principal_name`.
+    fn principal(&self, by: PrincipalRef) -> Option<PrincipalName> {
+        if by == PrincipalRef::NONE || by == PrincipalRef::UNKNOWN {
+            return None;
+        }
+        Some(PrincipalName(
+            self.principals[usize::from(by.0) - 1].clone(),
+        ))
     }
 }
 
@@ -356,6 +369,7 @@ impl Ledger {
             return Err(format!("hold {id} listed twice"));
         }
         entry.place(hold, &self.names);
+        entry.ended_by = self.names.principal(h.ended_by.as_ref());
         if h.state == HoldState::Open {
             shard.expiry.insert((h.expires_at_ms, h.placed_lsn), slot);
         }
@@ -391,6 +405,7 @@ impl Ledger {
             lines: HoldLines::new(&lines),
             channel,
             state: h.state,
+            placed_by: self.names.principal(h.placed_by.as_ref()),
             expires_at_ms: h.expires_at_ms,
             placed_lsn: h.placed_lsn,
             placed_at_ms: h.placed_at_ms,

@@ -5,7 +5,10 @@
 use super::interner::{Interner, Kind};
 use super::records::{KeyRecord, derived_bit, id_hash, is_rejection, kept_with_hold};
 use super::table::{DenseTable, Keyed, hash_key};
-use crate::command::{CommandKind, FINGERPRINT_FIELDS_MAX, Fingerprint, IdempotencyKey};
+use crate::command::{
+    CommandKind, FINGERPRINT_FIELDS_MAX, Fingerprint, IdempotencyKey, principal_hash,
+};
+use crate::hold::PrincipalRef;
 use crate::hold::{Hold, HoldState};
 use crate::outcome::Outcome;
 use crate::types::{Lsn, ReservationId};
@@ -34,6 +37,9 @@ pub(super) struct HoldEntry {
     /// its TTL (at most `TTL_MS_MAX`, so 32 bits).
     reserve_lines_hash: u64,
     reserve_ttl_ms: u32,
+    /// Who ended the hold (the principal of the event at `Hold::ended_lsn`); who placed it is
+    /// on the hold. Kept here, in padding the entry had, because the hold had room for one.
+    pub ended_by: PrincipalRef,
     /// Records that are not derived, at most one per kind (and none of a derived kind).
     #[allow(
         clippy::box_collection,
@@ -56,6 +62,7 @@ impl HoldEntry {
             derived: 0,
             reserve_lines_hash: 0,
             reserve_ttl_ms: 0,
+            ended_by: PrincipalRef::NONE,
             stored: None,
         }
     }
@@ -80,7 +87,8 @@ impl HoldEntry {
         })
     }
 
-    /// The record under `kind`, live or not. `names` gives the channel of a derived reserve.
+    /// The record under `kind`, live or not. `names` gives the channel of a derived reserve and
+    /// the principals.
     pub(super) fn record(&self, kind: CommandKind, names: &Interner) -> Option<KeyRecord> {
         if self.derived & derived_bit(kind) == 0 {
             return self
@@ -92,14 +100,18 @@ impl HoldEntry {
         let hold = self.hold.as_ref().expect("derived records have their hold");
         let mut fields = [0u64; FINGERPRINT_FIELDS_MAX];
         fields[0] = id_hash(self.id.as_str());
-        let fingerprint = |fields| Fingerprint { kind, fields };
+        let by = |by: PrincipalRef| principal_hash(names.principal_name(by).as_ref());
         Some(match kind {
             CommandKind::Reserve => {
                 fields[1] = id_hash(&names.name(Kind::Channel, hold.channel.0));
                 fields[2] = self.reserve_lines_hash;
                 fields[3] = u64::from(self.reserve_ttl_ms);
                 KeyRecord {
-                    fingerprint: fingerprint(fields),
+                    fingerprint: Fingerprint {
+                        kind,
+                        by: by(hold.placed_by),
+                        fields,
+                    },
                     lsn: hold.placed_lsn,
                     at_ms: hold.placed_at_ms,
                     outcome: Outcome::Granted {
@@ -123,7 +135,11 @@ impl HoldEntry {
                     fields[1] = u64::MAX;
                 }
                 KeyRecord {
-                    fingerprint: fingerprint(fields),
+                    fingerprint: Fingerprint {
+                        kind,
+                        by: by(self.ended_by),
+                        fields,
+                    },
                     lsn: hold.ended_lsn,
                     at_ms: hold.ended_at_ms,
                     outcome,
@@ -150,8 +166,10 @@ impl HoldEntry {
 
     /// Whether the hold determines a record with these parts, so that it can be derived: the
     /// reserve that placed the hold, or the commit of every line or release that ended it.
-    /// (The reserve's channel is the hold's by construction; `from_checkpoint`, whose input
-    /// is not built here, compares the derived record with the listed one.)
+    /// (The reserve's channel and principal are the hold's by construction, as are the
+    /// principal of the commit or release that ended it, since the hold records the event at
+    /// `lsn`; `from_checkpoint`, whose input is not built here, compares the derived record
+    /// with the listed one. Only a principal beyond the name table's reach is not derived.)
     fn derivable(
         &self,
         fingerprint: &Fingerprint,
@@ -165,7 +183,8 @@ impl HoldEntry {
         let fields = &fingerprint.fields;
         match fingerprint.kind {
             CommandKind::Reserve => {
-                hold.placed_lsn == lsn
+                hold.placed_by != PrincipalRef::UNKNOWN
+                    && hold.placed_lsn == lsn
                     && hold.placed_at_ms == at_ms
                     && fields[3] <= u64::from(u32::MAX)
                     && fields[4..].iter().all(|&f| f == 0)
@@ -176,7 +195,8 @@ impl HoldEntry {
             }
             CommandKind::Commit | CommandKind::Release => {
                 let commit = fingerprint.kind == CommandKind::Commit;
-                let ended_here = hold.ended_lsn == lsn
+                let ended_here = self.ended_by != PrincipalRef::UNKNOWN
+                    && hold.ended_lsn == lsn
                     && lsn != Lsn::ZERO
                     && hold.ended_at_ms == at_ms
                     && (!commit || fields[1] == u64::MAX)
@@ -259,6 +279,7 @@ impl HoldEntry {
                 }
             }
         }
+        self.ended_by = PrincipalRef::NONE;
         self.hold = Some(hold);
     }
 
@@ -298,6 +319,7 @@ impl HoldEntry {
             debug_assert_eq!(self.derived, 0, "derived records outlive their hold");
             self.derived = 0;
             self.hold = None;
+            self.ended_by = PrincipalRef::NONE;
             purged += 1;
         }
         purged

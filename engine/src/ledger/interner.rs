@@ -1,4 +1,4 @@
-//! Name tables for locations and channels.
+//! Name tables for locations, channels and principals.
 //!
 //! Names are few (thousands) and read constantly, so lookups take a shared read lock and the
 //! write lock is only taken to add a name. The lock is a leaf: nothing else is locked while it
@@ -8,7 +8,9 @@
 //! reserve resolves its channel and all its locations in one acquisition (`get_reserve`), and
 //! carries the ids from deciding to applying.
 
+use crate::hold::PrincipalRef;
 use crate::sync::RwLock;
+use crate::types::PrincipalName;
 use compact_str::CompactString;
 use foldhash::fast::FixedState;
 use smallvec::SmallVec;
@@ -19,6 +21,7 @@ use std::collections::HashMap;
 pub(crate) enum Kind {
     Location = 0,
     Channel = 1,
+    Principal = 2,
 }
 
 #[derive(Debug, Default)]
@@ -29,7 +32,7 @@ struct Names {
 
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    tables: RwLock<[Names; 2]>,
+    tables: RwLock<[Names; 3]>,
 }
 
 impl Interner {
@@ -46,7 +49,7 @@ impl Interner {
         locations: impl Iterator<Item = &'a str>,
     ) -> (Option<u32>, SmallVec<[Option<u32>; 4]>) {
         let tables = self.tables.read().expect("interner lock poisoned");
-        let [location_ids, channel_ids] = &*tables;
+        let [location_ids, channel_ids, _] = &*tables;
         let channel = channel_ids.ids.get(channel).copied();
         let locations = locations
             .map(|name| location_ids.ids.get(name).copied())
@@ -74,6 +77,28 @@ impl Interner {
     pub fn names(&self, kind: Kind) -> Vec<CompactString> {
         let tables = self.tables.read().expect("interner lock poisoned");
         tables[kind as usize].names.clone()
+    }
+
+    /// The reference a hold entry keeps for `by`, interning its name.
+    pub fn principal(&self, by: Option<&PrincipalName>) -> PrincipalRef {
+        let Some(by) = by else {
+            return PrincipalRef::NONE;
+        };
+        let id = self.intern(Kind::Principal, by.as_str());
+        match u16::try_from(id + 1) {
+            Ok(n) if n != PrincipalRef::UNKNOWN.0 => PrincipalRef(n),
+            _ => PrincipalRef::UNKNOWN,
+        }
+    }
+
+    /// The name `by` refers to; `None` for no principal, and for [`PrincipalRef::UNKNOWN`].
+    pub fn principal_name(&self, by: PrincipalRef) -> Option<PrincipalName> {
+        if by == PrincipalRef::NONE || by == PrincipalRef::UNKNOWN {
+            return None;
+        }
+        Some(PrincipalName(
+            self.name(Kind::Principal, u32::from(by.0) - 1),
+        ))
     }
 
     pub fn name(&self, kind: Kind, id: u32) -> CompactString {

@@ -40,7 +40,7 @@ impl Ledger {
                 && (hold.state == HoldState::Open || self.retained(hold.ended_at_ms, as_of_ms))
             {
                 // Stored fields, not the clock-dependent view.
-                let view = self.hold_view(entry.id.as_str(), hold, 0, |s| {
+                let view = self.hold_view(entry.id.as_str(), hold, entry.ended_by, 0, |s| {
                     lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
                 });
                 lines.push(format!("H {view:?} {:?}", hold.state));

@@ -329,7 +329,19 @@ impl Ledger {
     /// Decides `command` at `now_ms`, appends its event to the log and applies it. Returns once
     /// the event is appended (not necessarily durable: see [`EventLog::wait_durable`]).
     pub fn submit(&self, command: Command, now_ms: u64) -> Result<Decision, SubmitError> {
+        self.submit_by(command, None, now_ms)
+    }
+
+    /// [`Ledger::submit`] of a command `by` issued: its event records the principal, and its
+    /// key is `by`'s (a retry by another principal is a key conflict).
+    pub fn submit_by(
+        &self,
+        command: Command,
+        by: Option<PrincipalName>,
+        now_ms: u64,
+    ) -> Result<Decision, SubmitError> {
         command.validate()?;
+        let stamp = Stamp { now_ms, by };
         if self.failed.load(Ordering::Acquire) {
             return Err(SubmitError::FailStopped(
                 self.failure().unwrap_or_else(|| "log failure".to_owned()),
@@ -340,24 +352,24 @@ impl Ledger {
                 let written = {
                     let mut scope = self.lock_reserve(&reserve).map_err(SubmitError::Archive)?;
                     let keyed = Some(keyed(&reserve));
-                    self.write_with(&mut scope, keyed, reserve, now_ms, |l, scope, c, now_ms| {
+                    self.write_with(&mut scope, keyed, reserve, stamp, |l, scope, c, now_ms| {
                         l.decide_reserve(scope, c, now_ms).map_err(Err)
                     })?
                 };
                 Ok(self.named(written, Command::Reserve))
             }
-            Command::Commit(c) => self.submit_to_hold(HoldRequest::Commit(c), now_ms),
-            Command::Release(c) => self.submit_to_hold(HoldRequest::Release(c), now_ms),
-            Command::Extend(c) => self.submit_to_hold(HoldRequest::Extend(c), now_ms),
-            Command::Expire(c) => self.submit_to_hold(HoldRequest::Expire(c), now_ms),
-            Command::RecordSale(sale) => self.submit_sale(sale, now_ms),
+            Command::Commit(c) => self.submit_to_hold(HoldRequest::Commit(c), stamp),
+            Command::Release(c) => self.submit_to_hold(HoldRequest::Release(c), stamp),
+            Command::Extend(c) => self.submit_to_hold(HoldRequest::Extend(c), stamp),
+            Command::Expire(c) => self.submit_to_hold(HoldRequest::Expire(c), stamp),
+            Command::RecordSale(sale) => self.submit_sale(sale, stamp),
             Command::RecordReturn(c) => {
                 let written = {
                     let mut scope = self
                         .lock_returns(&c, c.lines.iter().map(|l| &l.sku))
                         .map_err(SubmitError::Archive)?;
                     let keyed = Some(keyed(&c));
-                    self.write_with(&mut scope, keyed, c, now_ms, |l, scope, c, _| {
+                    self.write_with(&mut scope, keyed, c, stamp, |l, scope, c, _| {
                         l.decide_return(scope, c).map_err(Err)
                     })?
                 };
@@ -367,19 +379,19 @@ impl Ledger {
                 let mut scope = self
                     .lock_returns(&c, std::iter::once(&c.sku))
                     .map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
+                self.write(&mut scope, Some(keyed(&c)), stamp, |ledger, scope, _| {
                     ledger.decide_dispose(scope, c).map_err(Err)
                 })
             }
             Command::Adjust(c) => {
                 let mut scope = self.lock_stock(&c, &c.sku).map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |_, _, _| {
+                self.write(&mut scope, Some(keyed(&c)), stamp, |_, _, _| {
                     Ok(Fact::StockAdjusted(c))
                 })
             }
             Command::SetSafetyStock(c) => {
                 let mut scope = self.lock_stock(&c, &c.sku).map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |_, _, _| {
+                self.write(&mut scope, Some(keyed(&c)), stamp, |_, _, _| {
                     Ok(Fact::SafetyStockSet(c))
                 })
             }
@@ -387,7 +399,7 @@ impl Ledger {
                 let mut scope = self
                     .lock_reviews(&c, &c.sku)
                     .map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
+                self.write(&mut scope, Some(keyed(&c)), stamp, |ledger, scope, _| {
                     ledger.decide_reconcile(scope, c)
                 })
             }
@@ -395,26 +407,26 @@ impl Ledger {
                 let mut scope = self
                     .lock_reviews(&c, &c.sku)
                     .map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |ledger, scope, _| {
+                self.write(&mut scope, Some(keyed(&c)), stamp, |ledger, scope, _| {
                     ledger.decide_resolve(scope, c)
                 })
             }
             Command::AcknowledgeStoreAnomaly(c) => {
                 let mut scope = self.lock_stores(&c).map_err(SubmitError::Archive)?;
-                self.write(&mut scope, Some(keyed(&c)), now_ms, |_, scope, _| {
+                self.write(&mut scope, Some(keyed(&c)), stamp, |_, scope, _| {
                     decide_acknowledge(scope, c).map_err(Err)
                 })
             }
         }
     }
 
-    fn submit_to_hold(&self, request: HoldRequest, now_ms: u64) -> Result<Decision, SubmitError> {
+    fn submit_to_hold(&self, request: HoldRequest, stamp: Stamp) -> Result<Decision, SubmitError> {
         let written = {
             let keyed = request.key();
             let mut scope = self
                 .lock_hold(request.reservation_id(), keyed.as_ref().map(|(k, _)| k))
                 .map_err(SubmitError::Archive)?;
-            self.write_with(&mut scope, keyed, request, now_ms, |l, scope, r, now_ms| {
+            self.write_with(&mut scope, keyed, request, stamp, |l, scope, r, now_ms| {
                 l.decide_on_hold(scope, r, now_ms).map_err(Err)
             })?
         };
@@ -426,14 +438,14 @@ impl Ledger {
         }))
     }
 
-    fn submit_sale(&self, sale: RecordSale, now_ms: u64) -> Result<Decision, SubmitError> {
+    fn submit_sale(&self, sale: RecordSale, stamp: Stamp) -> Result<Decision, SubmitError> {
         let written = {
             let mut scope = self.lock_sale(&sale).map_err(SubmitError::Archive)?;
             let store_id = sale.store_id.clone();
             let jump_max = self.config.store_seq_jump_max;
             let keyed = Some(keyed(&sale));
             let written =
-                self.write_with(&mut scope, keyed, sale, now_ms, |_, scope, sale, _| {
+                self.write_with(&mut scope, keyed, sale, stamp, |_, scope, sale, _| {
                     Ok(decide_sale(scope, sale, jump_max))
                 })?;
             if let Written::Decided(Ok(receipt)) = &written
@@ -454,10 +466,10 @@ impl Ledger {
         &self,
         scope: &mut S,
         keyed: Option<(IdempotencyKey, Fingerprint)>,
-        now_ms: u64,
+        stamp: Stamp,
         decide: impl FnOnce(&Self, &mut S, u64) -> Result<Fact, Decision>,
     ) -> Result<Decision, SubmitError> {
-        let written = self.write_with(scope, keyed, (), now_ms, |ledger, scope, (), now_ms| {
+        let written = self.write_with(scope, keyed, (), stamp, |ledger, scope, (), now_ms| {
             decide(ledger, scope, now_ms)
         })?;
         Ok(match written {
@@ -480,10 +492,12 @@ impl Ledger {
         scope: &mut S,
         keyed: Option<(IdempotencyKey, Fingerprint)>,
         command: C,
-        now_ms: u64,
+        stamp: Stamp,
         decide: impl FnOnce(&Self, &mut S, C, u64) -> Result<Fact, Decision>,
     ) -> Result<Written<C>, SubmitError> {
+        let Stamp { now_ms, by } = stamp;
         let now_ms = self.raise_time_floor(now_ms);
+        let keyed = keyed.map(|(key, fingerprint)| (key, fingerprint.sent_by(by.as_ref())));
         if let Some((key, fingerprint)) = &keyed
             && let Some(answer) = self.retry_answer(scope, key, fingerprint, now_ms)
         {
@@ -511,7 +525,7 @@ impl Ledger {
             Ok(fact) => fact,
             Err(unchanged) => return Ok(Written::Decided(unchanged)),
         };
-        let event = self.sequence(now_ms, fact)?;
+        let event = self.sequence(now_ms, by, fact)?;
         scope
             .apply(self, &event)
             .expect("an event decided under these locks applies to them");
@@ -549,7 +563,12 @@ impl Ledger {
             Some(field) => Ok(Err(Refusal::KeyConflict {
                 key: key.to_string(),
                 field: field.to_owned(),
-                reason: DIFFERS_FROM_ORIGINAL.to_owned(),
+                reason: if field == PRINCIPAL_FIELD {
+                    // Not which principal: that is the other caller's business.
+                    "is not the one that first used this key".to_owned()
+                } else {
+                    DIFFERS_FROM_ORIGINAL.to_owned()
+                },
             })),
             None => Ok(Ok(Receipt {
                 lsn: record.lsn,
@@ -605,7 +624,12 @@ impl Ledger {
 
     /// Gives `fact` the next LSN and appends it to the log (step 5 of the protocol). A failed
     /// append fail-stops the ledger: nothing is applied, now or later.
-    fn sequence(&self, at_ms: u64, fact: Fact) -> Result<Arc<Event>, SubmitError> {
+    fn sequence(
+        &self,
+        at_ms: u64,
+        by: Option<PrincipalName>,
+        fact: Fact,
+    ) -> Result<Arc<Event>, SubmitError> {
         let mut sequencer = lock(&self.sequencer);
         if let Some(failure) = &sequencer.failure {
             return Err(SubmitError::FailStopped(failure.clone()));
@@ -613,6 +637,7 @@ impl Ledger {
         let event = Arc::new(Event {
             lsn: sequencer.next_lsn,
             at_ms,
+            by,
             fact,
         });
         if let Err(error) = self.log.append(&event) {
@@ -700,7 +725,7 @@ impl Ledger {
                 lsn: event.lsn,
                 reason,
             })?;
-        if let Some((key, fingerprint)) = event.fact.key() {
+        if let Some((key, fingerprint)) = event.key() {
             let outcome = event.fact.outcome();
             scope.set_record(key, fingerprint, event.lsn, event.at_ms, &outcome);
         }
@@ -722,6 +747,12 @@ impl Ledger {
             }
         }
     }
+}
+
+/// When and by whom a command was issued.
+struct Stamp {
+    now_ms: u64,
+    by: Option<PrincipalName>,
 }
 
 fn keyed<K: KeyedCommand>(command: &K) -> (IdempotencyKey, Fingerprint) {

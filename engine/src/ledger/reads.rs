@@ -6,7 +6,7 @@ use super::interner::Kind;
 use super::positions::Availability;
 use crate::command::Line;
 use crate::error::LogError;
-use crate::hold::{Hold, HoldState, SkuSlot};
+use crate::hold::{Hold, HoldState, PrincipalRef, SkuSlot};
 use crate::stores::StoreStatus;
 use crate::sync::lock;
 use crate::types::*;
@@ -25,6 +25,10 @@ pub struct HoldView {
     pub placed_lsn: Lsn,
     pub placed_at_ms: u64,
     pub ended_at_ms: u64,
+    /// The principal that placed the hold, and the one whose commit, release or request
+    /// ended it (`None`: issued with authentication off, by the expiry sweep, or still open).
+    pub placed_by: Option<String>,
+    pub ended_by: Option<String>,
 }
 
 /// One position with names resolved, for reports, tests and digests.
@@ -80,13 +84,18 @@ impl Ledger {
                 None => return Ok(None),
             },
         };
-        let Some(hold) = self.live_hold(shard.entries.at(slot).hold.as_ref(), now_ms) else {
+        let entry = shard.entries.at(slot);
+        let Some(hold) = self.live_hold(entry.hold.as_ref(), now_ms) else {
             return Ok(None);
         };
         // Position shards come after hold shards in the protocol, one at a time here.
-        Ok(Some(self.hold_view(id, hold, now_ms, |s| {
-            lock(&self.positions[s.shard()]).at(s.slot).sku.clone()
-        })))
+        Ok(Some(self.hold_view(
+            id,
+            hold,
+            entry.ended_by,
+            now_ms,
+            |s| lock(&self.positions[s.shard()]).at(s.slot).sku.clone(),
+        )))
     }
 
     /// `sku_name` names a hold line's sku.
@@ -94,6 +103,7 @@ impl Ledger {
         &self,
         id: &str,
         hold: &Hold,
+        ended_by: PrincipalRef,
         now_ms: u64,
         sku_name: impl Fn(SkuSlot) -> Sku,
     ) -> HoldView {
@@ -118,7 +128,17 @@ impl Ledger {
             placed_lsn: hold.placed_lsn,
             placed_at_ms: hold.placed_at_ms,
             ended_at_ms: hold.ended_at_ms,
+            placed_by: self.principal_name(hold.placed_by),
+            ended_by: self.principal_name(ended_by),
         }
+    }
+
+    fn principal_name(&self, by: PrincipalRef) -> Option<String> {
+        if by == PrincipalRef::UNKNOWN {
+            // Past the name table's reach (see `PrincipalRef`): the log's event still says.
+            return Some("(see the event)".to_owned());
+        }
+        self.names.principal_name(by).map(|name| name.to_string())
     }
 
     pub fn store_status(&self, store_id: &str) -> Option<StoreStatus> {

@@ -121,8 +121,12 @@ impl HoldScope<'_> {
     }
 
     pub fn hold_mut(&mut self) -> Option<&mut Hold> {
+        self.entry_mut()?.hold.as_mut()
+    }
+
+    pub fn entry_mut(&mut self) -> Option<&mut HoldEntry> {
         let slot = self.slot?;
-        self.holds.entries.at_mut(slot).hold.as_mut()
+        Some(self.holds.entries.at_mut(slot))
     }
 
     /// The slot of the reservation's entry (whose id is `id`), created if needed.

@@ -1140,3 +1140,102 @@ fn derived_records_equal_the_recorded_ones() {
         "a checkpoint restores records in the derived form"
     );
 }
+
+/// The principal that issued a command is in its event and on the hold it placed or ended,
+/// through a replay and a checkpoint, and a key belongs to whoever used it first: the same
+/// request by another principal (or by none) is a conflict naming `principal`, for records
+/// derived from the hold as for stored ones.
+#[test]
+fn principals_are_recorded_and_own_their_keys() {
+    let f = Fixture::new();
+    f.stock("sku-1", "dc-1", 10);
+    let web = Some(PrincipalName::from("connector-web"));
+    let other = Some(PrincipalName::from("connector-other"));
+    let by = |command: Command, by: &Option<PrincipalName>, now_ms: u64| {
+        let decision = f.ledger.submit_by(command, by.clone(), now_ms);
+        f.ledger.check_invariants().expect("invariants hold");
+        decision.expect("well-formed")
+    };
+    let conflict_on = |decision: Decision| match decision {
+        Err(Refusal::KeyConflict { field, .. }) => field,
+        other => panic!("expected a key conflict: {other:?}"),
+    };
+    let lines = [("sku-1", "dc-1", 2)];
+    let placed = by(reserve("r1", &lines), &web, T0).expect("granted");
+    let event = f.log.events().last().cloned().expect("logged");
+    assert_eq!(event.by, web, "the event names who reserved");
+    let retry = by(reserve("r1", &lines), &web, T0 + 1).expect("a retry");
+    assert!(retry.duplicate && retry.lsn == placed.lsn, "{retry:?}");
+    assert_eq!(
+        conflict_on(by(reserve("r1", &lines), &other, T0 + 1)),
+        "principal"
+    );
+    assert_eq!(
+        conflict_on(by(reserve("r1", &lines), &None, T0 + 1)),
+        "principal"
+    );
+
+    // Ended by another principal (the engine does not scope channels; the API does).
+    let released = by(release("r1"), &other, T0 + 2).expect("released");
+    let hold = f
+        .ledger
+        .reservation("r1", T0 + 3)
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(hold.placed_by.as_deref(), Some("connector-web"));
+    assert_eq!(hold.ended_by.as_deref(), Some("connector-other"));
+    let retry = by(release("r1"), &other, T0 + 3).expect("a retry");
+    assert!(retry.duplicate && retry.lsn == released.lsn, "{retry:?}");
+    assert_eq!(conflict_on(by(release("r1"), &web, T0 + 3)), "principal");
+    {
+        let shard = lock(&f.ledger.holds[f.ledger.shard_of("r1")]);
+        let entry = shard.entry("r1").expect("entry");
+        let derived = derived_bit(CommandKind::Reserve) | derived_bit(CommandKind::Release);
+        assert_eq!(
+            entry.derived, derived,
+            "named principals keep records derived"
+        );
+    }
+    // A stored record (an adjustment) is owned the same way.
+    by(adjust("adj-1", "sku-1", "dc-1", 5), &web, T0 + 4).expect("recorded");
+    assert_eq!(
+        conflict_on(by(adjust("adj-1", "sku-1", "dc-1", 5), &other, T0 + 4)),
+        "principal"
+    );
+    // The expiry sweep has no principal.
+    by(reserve("r2", &lines), &web, T0 + 5).expect("granted");
+    f.ledger.expire_due(T0 + 5 + TTL, 10).expect("swept");
+    let hold = f
+        .ledger
+        .reservation("r2", T0 + 6 + TTL)
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(
+        (hold.placed_by.as_deref(), hold.ended_by.as_deref()),
+        (Some("connector-web"), None)
+    );
+
+    f.assert_replays();
+    let checkpoint = f.ledger.checkpoint();
+    let restored = Ledger::from_checkpoint(f.ledger.config(), Arc::new(MemLog::new()), &checkpoint)
+        .expect("loads");
+    assert_eq!(restored.digest(), f.ledger.digest());
+    let hold = restored
+        .reservation("r1", T0 + 7)
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(
+        (hold.placed_by.as_deref(), hold.ended_by.as_deref()),
+        (Some("connector-web"), Some("connector-other"))
+    );
+    let retry = restored
+        .submit_by(release("r1"), other.clone(), T0 + 7)
+        .expect("well-formed")
+        .expect("a retry");
+    assert!(retry.duplicate, "{retry:?}");
+    let refused = restored.submit_by(reserve("r1", &lines), other, T0 + 7);
+    assert!(
+        matches!(&refused, Ok(Err(Refusal::KeyConflict { field, .. })) if field == "principal"),
+        "{refused:?}"
+    );
+}

@@ -628,6 +628,7 @@ fn appends_out_of_order_are_refused() {
         Arc::new(Event {
             lsn: Lsn(lsn),
             at_ms: T0,
+            by: None,
             fact: Fact::decided(adjust("a", "sku-1", "dc-1", 1), Outcome::Recorded)
                 .expect("an adjustment is recorded"),
         })

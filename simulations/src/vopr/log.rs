@@ -203,6 +203,7 @@ mod tests {
         Arc::new(Event {
             lsn: Lsn(lsn),
             at_ms: 1_000 + lsn,
+            by: None,
             fact: Fact::StockAdjusted(Adjust {
                 adjustment_id: AdjustmentId::from(format!("a{lsn}").as_str()),
                 sku: Sku::from("s"),

@@ -303,7 +303,13 @@ impl Sim {
             );
         }
         let fact = fact.or_else(|e| fail("model_agreement", e))?;
-        let expected = Event { lsn, at_ms, fact };
+        // The simulated clients issue commands with authentication off.
+        let expected = Event {
+            lsn,
+            at_ms,
+            by: None,
+            fact,
+        };
         let Some(logged) = self.log.event(lsn) else {
             return fail("log_agreement", format!("no event at lsn {lsn}"));
         };

@@ -8,16 +8,17 @@
 //! comes with a new version number (and a decoder that keeps reading the old one, for as long
 //! as that version is supported).
 //!
-//! # Event (version 3)
+//! # Event (version 4)
 //! ```text
 //! +---------+--------------------------------------------+
 //! | version | payload                                    |
 //! | 1 byte  | postcard encoding of `Event`, to the end   |
 //! +---------+--------------------------------------------+
 //! ```
-//! - `version` is [`FORMAT_VERSION`] (3; version 2 lacked the store sequence anomaly facts,
-//!   `SaleRecordedOutOfSequence` and `StoreAnomalyAcknowledged`, and version 1 stored requests
-//!   with outcomes, before events were facts; neither is read any more).
+//! - `version` is [`FORMAT_VERSION`] (4; version 3 did not record the principal, `Event::by`;
+//!   version 2 lacked the store sequence anomaly facts, `SaleRecordedOutOfSequence` and
+//!   `StoreAnomalyAcknowledged`, and version 1 stored requests with outcomes, before events
+//!   were facts; none is read any more).
 //! - `payload` is [postcard](https://docs.rs/postcard) 1.x applied to the serde derives of
 //!   [`Event`], [`crate::Fact`] and the request types inside it: unsigned integers as LEB128
 //!   varints, signed ones zigzag-encoded, strings and sequences as a varint length then the
@@ -46,9 +47,10 @@
 //! - The framing does not depend on what the events say, so a new event version leaves this
 //!   one alone; the golden file of a batch names both versions, as its bytes hold both.
 //!
-//! # Checkpoints (version 3)
+//! # Checkpoints (version 4)
 //! A [`Checkpoint`] is encoded the same way: one version byte ([`CHECKPOINT_FORMAT_VERSION`],
-//! 3; version 2 had no store sequence anomalies), then postcard applied to the serde derives
+//! 4; version 3 had no principals on holds and in fingerprints, version 2 no store sequence
+//! anomalies), then postcard applied to the serde derives
 //! of [`Checkpoint`] and the types inside it, to the end of the bytes (trailing bytes are
 //! refused). [`encode_checkpoint`] and [`decode_checkpoint`]; how a log stores the bytes
 //! (`RedbLog` splits them into chunks) is the log's business.
@@ -66,13 +68,13 @@ use crate::types::Lsn;
 use std::sync::Arc;
 
 /// The version byte of an event this build writes, and the only one it reads.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The first byte of a batch record this build writes, and the only one it reads.
 pub const BATCH_FORMAT_VERSION: u8 = 2;
 
 /// The version byte of an encoded checkpoint this build writes, and the only one it reads.
-pub const CHECKPOINT_FORMAT_VERSION: u8 = 3;
+pub const CHECKPOINT_FORMAT_VERSION: u8 = 4;
 
 /// Appends the encoding of `event` to `out` (which is not cleared first).
 pub fn encode_into(event: &Event, out: &mut Vec<u8>) -> Result<(), LogError> {

@@ -53,15 +53,17 @@ pub const RECORD_BYTES_TARGET: usize = (64 << 10) - 4096;
 /// event; version 4 keeps checkpoint chunks in two generations ([`chunk_key`]) and may hold
 /// event records below the checkpoint until they are trimmed; version 5 stores events as facts
 /// (event encoding 2); version 6 adds the store sequence anomaly facts and keeps anomalies in
-/// checkpoints (event encoding 3, checkpoint encoding 3).
+/// checkpoints (event encoding 3, checkpoint encoding 3); version 7 records the principal of
+/// each event and of each hold's placing and ending, and a principal in each idempotency
+/// record's fingerprint (event encoding 4, checkpoint encoding 4).
 ///
 /// A build reads only its own version and converts nothing: the engine has no deployed data,
 /// so a file of an earlier version (written by an earlier development build) is refused at
 /// open with [`super::OpenError::OlderFormat`], and one of a later version with
 /// [`super::OpenError::NewerFormat`], rather than misread.
-pub const LOG_FORMAT_VERSION: u64 = 6;
+pub const LOG_FORMAT_VERSION: u64 = 7;
 const _: () = assert!(
-    EVENT_FORMAT_VERSION == 3 && BATCH_FORMAT_VERSION == 2 && CHECKPOINT_FORMAT_VERSION == 3,
+    EVENT_FORMAT_VERSION == 4 && BATCH_FORMAT_VERSION == 2 && CHECKPOINT_FORMAT_VERSION == 4,
     "bump LOG_FORMAT_VERSION with the encodings"
 );
 
