@@ -402,7 +402,7 @@ fn the_cli_sends_its_token_and_sighup_rotates_the_principals() {
         support::run(command)
     };
     let refused = check(None);
-    assert_eq!(refused.code, 5, "{refused:?}");
+    assert_eq!(refused.code, 6, "{refused:?}");
     assert!(refused.stderr.contains("UNAUTHENTICATED"), "{refused:?}");
     assert_eq!(check(Some(&old)).code, 0);
     // --token as a flag works as the environment variable does.
@@ -429,14 +429,14 @@ fn the_cli_sends_its_token_and_sighup_rotates_the_principals() {
         "web-dc",
         "5",
     ]);
-    assert_eq!(denied.code, 5, "{denied:?}");
+    assert_eq!(denied.code, 6, "{denied:?}");
     assert!(denied.stderr.contains("stock.write"), "{denied:?}");
 
     // Rotation: the old hash removed, SIGHUP; the old token is refused, the new one works.
     std::fs::write(&file, principals(&[&new_hash])).expect("written");
     serving.hang_up();
     serving.wait_for("principals reloaded");
-    assert_eq!(check(Some(&old)).code, 5);
+    assert_eq!(check(Some(&old)).code, 6);
     assert_eq!(check(Some(&new)).code, 0);
     // A broken file keeps the principals in use, and says why.
     std::fs::write(&file, "[[principal]]\nname = \"x\"\n").expect("written");

@@ -74,13 +74,15 @@ Exit codes (client subcommands):
   0  success
   1  refused by a business rule: reserve rejected for lack of stock, commit or release of a
      hold that has ended or expired, a dispose of units not in quarantine, an idempotency
-     key reused with another payload
+     key reused with another payload or by another principal
   2  usage error or invalid argument (bad flags, a malformed LINE, a bad file, a request the
      server found invalid)
   3  not found: unknown reservation, return or store, or a store anomaly already answered
   4  server unavailable: cannot connect, timed out, overloaded, busy with another
      reconciliation, fail-stopped or shutting down (retry later)
-  5  any other error, UNAUTHENTICATED and PERMISSION_DENIED included (see --token)
+  5  any other error
+  6  not allowed: no credential or an unknown one (UNAUTHENTICATED: see --token), or the
+     principal lacks the permission (PERMISSION_DENIED)
 Batch commands (sales, returns, check --file) exit with the code of their first failed item.";
 
 /// Connection and output settings every client subcommand takes.
@@ -226,6 +228,9 @@ pub enum Exit {
     NotFound = 3,
     Unavailable = 4,
     Other = 5,
+    /// The server did not take the credential, or its principal may not make the call: a
+    /// script should stop and have its token fixed, not retry.
+    Denied = 6,
 }
 
 impl Exit {
@@ -240,6 +245,7 @@ impl Exit {
             | Code::ResourceExhausted
             | Code::DeadlineExceeded
             | Code::Aborted => Exit::Unavailable,
+            Code::Unauthenticated | Code::PermissionDenied => Exit::Denied,
             _ => Exit::Other,
         }
     }
@@ -522,5 +528,7 @@ mod tests {
         assert_eq!(Exit::of(Code::ResourceExhausted), Exit::Unavailable);
         assert_eq!(Exit::of(Code::Aborted), Exit::Unavailable);
         assert_eq!(Exit::of(Code::Internal), Exit::Other);
+        assert_eq!(Exit::of(Code::Unauthenticated), Exit::Denied);
+        assert_eq!(Exit::of(Code::PermissionDenied), Exit::Denied);
     }
 }
