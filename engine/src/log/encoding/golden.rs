@@ -28,7 +28,9 @@ fn event(lsn: u64, fact: Fact) -> Event {
         lsn: Lsn(lsn),
         at_ms: T0 + lsn,
         // Every other event names its principal, so both encodings are pinned.
-        by: lsn.is_multiple_of(2).then(|| PrincipalName::from("connector-web")),
+        by: lsn
+            .is_multiple_of(2)
+            .then(|| PrincipalName::from("connector-web")),
         fact,
     }
 }
