@@ -56,6 +56,13 @@ pub struct ServerConfig {
     /// backfill`). Linux only.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub bulk_nice: i32,
+    /// Percent of one core the bulk lane may use while the hot path is busy (5-100; 100 turns
+    /// pacing off). Niceness alone leaves a 2-core machine's hot path a third slower during a
+    /// backfill, because the writer, the lane's share of locks and the network are not niced;
+    /// past this share the lane sleeps between chunks. With no hot call since its last chunk
+    /// it runs flat out. See docs/design.md ("The hot path beside bulk work").
+    #[arg(long, value_name = "PERCENT", default_value_t = 25)]
+    pub bulk_percent_under_load: u32,
     /// Open WatchAvailability streams. Past this, RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "N", default_value_t = 1_024)]
     pub watch_streams_max: usize,
@@ -160,6 +167,12 @@ impl ServerConfig {
             return Err(ServeError::Config(format!(
                 "bulk_nice must be in 0..=19, got {}",
                 self.bulk_nice
+            )));
+        }
+        if !(5..=100).contains(&self.bulk_percent_under_load) {
+            return Err(ServeError::Config(format!(
+                "bulk_percent_under_load must be in 5..=100, got {}",
+                self.bulk_percent_under_load
             )));
         }
         if self.snapshot_chunk_rows_max > SNAPSHOT_CHUNK_ROWS_MAX {

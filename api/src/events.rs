@@ -223,7 +223,7 @@ async fn scan(shared: &Shared, query: Query) -> Result<pb::ListEventsResponse, F
                 }
             }
         }
-        tokio::task::yield_now().await;
+        crate::lane::pace(shared).await;
     }
     Ok(pb::ListEventsResponse {
         events,

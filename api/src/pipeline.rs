@@ -237,7 +237,7 @@ async fn submit_bulk(
     let mut results = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 && i % BULK_CHUNK_ITEMS == 0 {
-            tokio::task::yield_now().await;
+            crate::lane::pace(shared).await;
         }
         results.push(item.and_then(|command| {
             let receipt = accepted(shared, shared.engine.submit_queued_by(command, by.clone()))?;

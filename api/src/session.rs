@@ -151,6 +151,10 @@ impl Session {
     /// Handles one request: the answer if it is ready now, else `None` (it is in flight).
     fn handle(&mut self, request: pb::SessionRequest) -> Option<pb::SessionResponse> {
         let id = request.correlation_id;
+        // Seen by the bulk lane's pacing (`lane::pace`): a stream is hot traffic too.
+        self.shared
+            .session_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Refused like its unary RPC would be, as this request's answer; the stream goes on.
         if let Err(failure) = self
             .take_call()

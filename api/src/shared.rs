@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use inv_engine::{Engine, SubmitError};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -49,6 +50,9 @@ pub(crate) struct Shared {
     pub reconciler: Reconciler,
     /// The principals allowed to call; `None` when authentication is off.
     pub auth: Option<Arc<Auth>>,
+    /// Requests answered on Session streams, which the call counters see only when a stream
+    /// ends: with them, [`Shared::hot_activity`] sees the hot path (`lane::pace`).
+    pub session_requests: AtomicU64,
 }
 
 impl Shared {
@@ -76,7 +80,16 @@ impl Shared {
             metrics: Metrics::new(),
             reconciler,
             auth,
+            session_requests: AtomicU64::new(0),
         })
+    }
+
+    /// A number that moves whenever the hot path answers something: hot unary calls that
+    /// ended, and Session requests. The bulk lane compares it between its chunks.
+    pub fn hot_activity(&self) -> u64 {
+        self.metrics
+            .hot_calls()
+            .wrapping_add(self.session_requests.load(Ordering::Relaxed))
     }
 
     /// Tells change feeds that events up to `lsn` are in the log.

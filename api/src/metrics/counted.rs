@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::Code;
 
@@ -56,6 +56,17 @@ type CallSeries = (Counter, Histogram);
 /// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
 const CODES: usize = 17;
 
+/// The methods a connector waits on: while they are being called, bulk work gives way.
+const HOT_METHODS: [&str; 7] = [
+    "Reserve",
+    "Commit",
+    "Release",
+    "Extend",
+    "GetReservation",
+    "Check",
+    "CheckSku",
+];
+
 /// The series counted as things happen, and the registry they are encoded from.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -77,6 +88,7 @@ pub(crate) struct Metrics {
     reserve_grants: Counter,
     reserve_rejections: Counter,
     hold_expiries: Counter,
+    bulk_paced: Counter<f64, AtomicU64>,
     /// By principal: names come from the principals file, a set the operator bounds.
     quota_refusals: Family<PrincipalLabels, Counter>,
 }
@@ -121,6 +133,12 @@ impl Metrics {
             "Holds whose TTL passed and whose expiry the expiry sweep recorded",
             hold_expiries.clone(),
         );
+        let bulk_paced = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "inventory_bulk_paced_seconds",
+            "Time the bulk lane slept between chunks to leave the hot path its share (--bulk-percent-under-load)",
+            bulk_paced.clone(),
+        );
         let quota_refusals = Family::<PrincipalLabels, Counter>::default();
         registry.register(
             "inventory_quota_refusals",
@@ -156,6 +174,7 @@ impl Metrics {
             reserve_grants,
             reserve_rejections,
             hold_expiries,
+            bulk_paced,
             quota_refusals,
         }
     }
@@ -168,6 +187,18 @@ impl Metrics {
             .get(name)
             .copied()
             .unwrap_or(self.method_names.len() - 1)
+    }
+
+    /// Calls of the hot path's unary methods that have ended, whatever their code: only
+    /// whether it moves matters (`Shared::hot_activity`). Reads the series already made.
+    pub fn hot_calls(&self) -> u64 {
+        HOT_METHODS
+            .iter()
+            .filter_map(|name| self.methods.get(*name))
+            .flat_map(|&method| self.call_series[method].iter())
+            .filter_map(OnceLock::get)
+            .map(|(calls, _)| calls.get())
+            .sum()
     }
 
     pub(super) fn observe_call(&self, method: usize, code: Code, elapsed: Duration) {
@@ -242,6 +273,10 @@ impl Metrics {
 
     pub fn observe_expiries(&self, expired: usize) {
         self.hold_expiries.inc_by(expired as u64);
+    }
+
+    pub fn observe_bulk_paced(&self, slept: Duration) {
+        self.bulk_paced.inc_by(slept.as_secs_f64());
     }
 
     /// The whole exposition: the counted series, then a snapshot of the engine.

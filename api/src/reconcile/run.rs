@@ -196,7 +196,7 @@ async fn run_one(
                 )));
             }
             match run.step(STEP_POSITIONS) {
-                Ok(true) => tokio::task::yield_now().await,
+                Ok(true) => crate::lane::pace(shared).await,
                 Ok(false) => break,
                 Err(ReconcileError::Busy) => tokio::time::sleep(BUSY_PAUSE).await,
                 Err(error) => return Err(run_error(&error)),

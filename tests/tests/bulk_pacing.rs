@@ -1,0 +1,115 @@
+//! The bulk lane gives way to the hot path (`lane::pace`, `--bulk-percent-under-load`), and
+//! only then: a real server with its metrics endpoint on 127.0.0.1:0. A backfill alone is
+//! never paused; the same backfill while a connector checks stock is paused between chunks,
+//! and every sale of both is recorded. The speed this buys is measured by the load tool's
+//! backfill scenario, not here.
+
+use anyhow::{Context, Result, ensure};
+use inv_api::{ServeOptions, ServerConfig};
+use inv_engine::{ManualClock, RedbLog, RedbLogOptions};
+use inv_tests::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const SKU: &str = "sneaker-42";
+const DC: &str = "web-dc";
+const STORE: &str = "store-7";
+/// Sales per RecordSales call (the most a call takes): 16 chunks of the lane's work each.
+const SALES_PER_CALL: u64 = 1_000;
+
+/// Seconds the lane has paused so far, from a scrape.
+async fn paced_seconds(server: &TestServer) -> Result<f64> {
+    let text = server.scrape().await?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("inventory_bulk_paced_seconds_total "))
+        .context("inventory_bulk_paced_seconds_total missing from the scrape")?
+        .parse()
+        .context("a number")
+}
+
+/// RecordSales of the store's sales `first..first + SALES_PER_CALL`, every one recorded.
+async fn backfill(client: &mut Client, first: u64) -> Result<()> {
+    let sales = (first..first + SALES_PER_CALL)
+        .map(|seq| sale(&format!("t-{seq}"), seq, vec![line(SKU, DC, 1)]))
+        .collect();
+    let answer = client
+        .record_sales(pb::RecordSalesRequest {
+            store_id: STORE.into(),
+            sales,
+        })
+        .await?
+        .into_inner();
+    let recorded = answer
+        .results
+        .iter()
+        .filter(|r| matches!(r.result, Some(pb::batch_item_result::Result::Recorded(_))))
+        .count();
+    ensure!(
+        recorded as u64 == SALES_PER_CALL,
+        "not all recorded: {answer:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_bulk_lane_pauses_for_the_hot_path_and_only_then() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The lowest share, so that a pause is due even when the lane already gets little of a
+    // busy machine (a niced thread on a loaded CI runner).
+    let config = ServerConfig {
+        bulk_percent_under_load: 5,
+        ..test_config()
+    };
+    let options = ServeOptions {
+        metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+        ..ServeOptions::default()
+    };
+    let log = Arc::new(RedbLog::open(dir.path(), RedbLogOptions::default())?);
+    let clock = Arc::new(ManualClock::new(T0_MS));
+    let server = TestServer::start_with_options(log, clock, config, options).await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        client
+            .adjust(adjust("receipt-1", SKU, DC, 1_000_000))
+            .await?;
+
+        // Alone: no hot call between its chunks, so no pause.
+        backfill(&mut client, 1).await?;
+        assert_eq!(paced_seconds(&server).await?, 0.0);
+
+        // Beside a connector checking stock back to back: paused.
+        let stop = Arc::new(AtomicBool::new(false));
+        let checker = {
+            let (mut client, stop) = (server.client.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    available(&mut client, SKU, DC).await?;
+                }
+                anyhow::Ok(())
+            })
+        };
+        for call in 1..=4 {
+            backfill(&mut client, 1 + call * SALES_PER_CALL).await?;
+        }
+        stop.store(true, Ordering::Relaxed);
+        checker.await??;
+        let paced = paced_seconds(&server).await?;
+        ensure!(paced > 0.0, "the lane never paused beside the hot path");
+
+        // Nothing was lost to the pauses: the store's sequence is whole.
+        let status = client
+            .store_status(pb::StoreStatusRequest {
+                store_id: STORE.into(),
+            })
+            .await?
+            .into_inner();
+        let store = status.stores.first().context("the store")?;
+        assert_eq!(
+            (store.contiguous_seq, store.missing_count),
+            (5 * SALES_PER_CALL, 0),
+            "{store:?}"
+        );
+        Ok(())
+    })
+    .await
+}
