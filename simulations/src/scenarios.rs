@@ -41,8 +41,9 @@ pub struct Ctx {
     pub skus: Vec<String>,
     /// Prefixes every id this run sends, so runs against one server never share a key.
     pub run: String,
-    /// With `--rate`: when the next unary call is due.
-    pub pace: Option<Pace>,
+    /// With `--rate`: when the next unary call is due (one pacer for every server a run
+    /// measures).
+    pub pace: Option<Arc<Pace>>,
 }
 
 impl Ctx {
@@ -114,7 +115,8 @@ impl Pace {
         let thread = {
             let (permits, stop) = (Arc::clone(&permits), Arc::clone(&stop));
             std::thread::Builder::new()
-                .name("load-pace".into())
+                // A load-generator thread: its CPU is the client's.
+                .name(format!("{}-pace", crate::cpu::CLIENT_THREADS))
                 .spawn(move || {
                     let started = Instant::now();
                     let mut issued = 0u64;

@@ -86,8 +86,11 @@ impl OpStats {
             max_us: self.latency_us.max(),
             rejected: self.rejected,
             errors: self.errors.clone(),
+            server: ENGINE.to_owned(),
             cores: 0.0,
             cpu_us_per_call: 0.0,
+            server_cpu_us_per_op: None,
+            client_cpu_us_per_op: None,
         }
     }
 }
@@ -107,9 +110,10 @@ impl Tally {
         }
     }
 
-    /// One row per operation. `cpu_s` is the process CPU time the scenario used (client and
-    /// in-process server), if known; it is shared out evenly over every answer and error.
-    pub fn rows(&self, scenario: &str, seconds: f64, cpu_s: Option<f64>) -> Vec<Row> {
+    /// One row per operation, of the engine server (see [`Row::server`]). `cpu` is the CPU
+    /// time the scenario used, if known; each side's is shared out evenly over every answer and
+    /// error of the scenario, whatever the operation.
+    pub fn rows(&self, scenario: &str, seconds: f64, cpu: Option<Cpu>) -> Vec<Row> {
         let calls: u64 = self
             .0
             .values()
@@ -119,9 +123,12 @@ impl Tally {
             .iter()
             .map(|(op, stats)| {
                 let mut row = stats.row(scenario, op, seconds);
-                if let Some(cpu_s) = cpu_s {
-                    row.cores = cpu_s / seconds.max(1e-9);
-                    row.cpu_us_per_call = 1e6 * cpu_s / calls.max(1) as f64;
+                if let Some(cpu) = cpu {
+                    let per_call = |s: f64| 1e6 * s / calls.max(1) as f64;
+                    row.cores = cpu.process_s / seconds.max(1e-9);
+                    row.cpu_us_per_call = per_call(cpu.process_s);
+                    row.server_cpu_us_per_op = cpu.server_s.map(per_call);
+                    row.client_cpu_us_per_op = Some(per_call(cpu.client_s));
                 }
                 row
             })
@@ -129,10 +136,28 @@ impl Tally {
     }
 }
 
+/// [`Row::server`] of the engine: the inventory server measured.
+pub const ENGINE: &str = "engine";
+/// [`Row::server`] of the constant-answer floor ([`crate::floor`]).
+pub const FLOOR: &str = "floor";
+
+/// CPU seconds of one scenario (or phase), by side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cpu {
+    /// This whole process: the client, and the servers run in process.
+    pub process_s: f64,
+    /// The server the scenario called (engine or floor), if known.
+    pub server_s: Option<f64>,
+    /// The load generator.
+    pub client_s: f64,
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
     pub scenario: String,
+    /// The server called: [`ENGINE`] or [`FLOOR`].
+    pub server: String,
     pub op: String,
     /// Successful answers (out-of-stock answers included).
     pub ops: u64,
@@ -154,23 +179,20 @@ pub struct Row {
     /// measured): the cost of a call, client and in-process server included, however busy the
     /// machine is.
     pub cpu_us_per_call: f64,
-}
-
-/// CPU time this process has used (every thread), from `/proc/self/stat`; `None` elsewhere.
-/// In clock ticks of 10 ms (USER_HZ is 100 on Linux), so good for runs of seconds.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may hold spaces; the fields after it are space-separated.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    /// The called server's CPU time per call of the scenario (every operation together), in
+    /// µs; `None` when unknown (another process without `--server-pid`, or phases where hot
+    /// and bulk calls share it).
+    pub server_cpu_us_per_op: Option<f64>,
+    /// The load generator's CPU time per call of the scenario, in µs.
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1_000.0)
+}
+
+fn us(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"))
 }
 
 /// The report as a fixed-width table.
@@ -178,8 +200,9 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:<13} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>7}  errors",
+        "{:<22} {:<6} {:<13} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>7} {:>7}  errors",
         "scenario",
+        "server",
         "op",
         "ops",
         "ops/s",
@@ -189,7 +212,8 @@ pub fn table(rows: &[Row]) -> String {
         "max ms",
         "rejected",
         "cores",
-        "cpu µs"
+        "srv µs",
+        "cli µs"
     );
     for row in rows {
         let errors = if row.errors.is_empty() {
@@ -203,8 +227,9 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<22} {:<13} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5.2} {:>7.1}  {}",
+            "{:<22} {:<6} {:<13} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5.2} {:>7} {:>7}  {}",
             row.scenario,
+            row.server,
             row.op,
             row.ops,
             row.ops_per_s,
@@ -214,7 +239,8 @@ pub fn table(rows: &[Row]) -> String {
             ms(row.max_us),
             row.rejected,
             row.cores,
-            row.cpu_us_per_call,
+            us(row.server_cpu_us_per_op),
+            us(row.client_cpu_us_per_op),
             errors
         );
     }
@@ -237,9 +263,17 @@ mod tests {
         a.merge(&b);
         let mut tally = Tally::default();
         tally.op("op").merge(&a);
-        let row = tally.rows("s", 2.0, Some(0.5)).remove(0);
+        let cpu = Cpu {
+            process_s: 0.5,
+            server_s: Some(0.3),
+            client_s: 0.2,
+        };
+        let row = tally.rows("s", 2.0, Some(cpu)).remove(0);
         assert_eq!(row.cores, 0.25);
         assert_eq!(row.cpu_us_per_call, 1e6 * 0.5 / 4.0);
+        assert_eq!(row.server_cpu_us_per_op, Some(1e6 * 0.3 / 4.0));
+        assert_eq!(row.client_cpu_us_per_op, Some(1e6 * 0.2 / 4.0));
+        assert_eq!(row.server, ENGINE);
         assert_eq!(row.ops, 2);
         assert_eq!(row.ops_per_s, 1.0);
         assert_eq!(row.rejected, 1);

@@ -9,6 +9,16 @@
 //! INVENTORY_TOKEN=inv_... cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051
 //! ```
 //!
+//! Against the floor (a constant-answer server of the same service, `inv_sim::floor`), in the
+//! same run, with the client a connector team would write; every row then has the server's
+//! and the client's CPU per call (`--server-pid` for a `--server` in another process):
+//!
+//! ```text
+//! cargo run --release -p inv-sim --bin load -- --client ordinary --floor --scenario check \
+//!     --scenario session-check --scenario reserve-only --scenario session-reserve --seconds 5
+//! cargo run --release -p inv-sim --bin load -- --server http://127.0.0.1:50051 --server-pid 4242 --floor
+//! ```
+//!
 //! The surge scenarios (`flash-sale`, `store-reconnect`, `return-wave`, `holiday-surge`,
 //! `reconcile-under-load`; see
 //! `inv_sim::surge` and docs/surge.md) verify the server's state afterwards and exit 1 if it is
@@ -34,7 +44,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use inv_sim::quota_flood::QuotaFloodOptions;
 use inv_sim::surge::{Report, SurgeOptions, SurgeScenario};
-use inv_sim::{LocalServer, Options, Scenario};
+use inv_sim::{ClientMode, EngineCpu, FloorServer, LocalServer, Options, Scenario};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,6 +103,22 @@ struct Args {
         requires = "server"
     )]
     token: Option<String>,
+    /// With --server: the server's process id, to read its CPU time (/proc/PID/stat) for the
+    /// server CPU per call; without it that column is unknown.
+    #[arg(long, value_name = "PID", requires = "server")]
+    server_pid: Option<u32>,
+    /// How the load generator calls: `tuned` (this tool's settings: --client-threads,
+    /// --connections, --pipeline) or `ordinary` (what a connector team writes: a worker per
+    /// core, one Channel with tonic's defaults, one call in flight per caller, Session callers
+    /// too).
+    #[arg(long, value_enum, default_value_t = ClientMode::Tuned)]
+    client: ClientMode,
+    /// Also run every measuring scenario against the floor, a constant-answer server of the
+    /// same service started in process (same worker count as the in-process server), right
+    /// after the engine; the summary then gives the engine's server CPU per call against the
+    /// floor's.
+    #[arg(long)]
+    floor: bool,
     /// Concurrent callers per scenario [default: 64; surge: 64, --ci 8].
     #[arg(long)]
     callers: Option<usize>,
@@ -103,13 +129,13 @@ struct Args {
     /// 2000, --ci 200].
     #[arg(long)]
     skus: Option<usize>,
-    /// Requests each Session caller keeps in flight.
-    #[arg(long, default_value_t = 32)]
-    pipeline: usize,
+    /// Requests each Session caller keeps in flight [default: 32; --client ordinary: 1].
+    #[arg(long)]
+    pipeline: Option<usize>,
     /// HTTP/2 connections shared round-robin by the callers; 0 gives each caller its own
     /// (measured costlier per call than a few shared ones). One is what a gRPC client process
     /// uses by default (one channel), and measured best for unary latency.
-    /// [default: 1; surge: 4, --ci 2]
+    /// [default: 1; surge: 4, --ci 2; --client ordinary: 1]
     #[arg(long)]
     connections: Option<usize>,
     /// Concurrent RecordSales callers in the backfill scenario.
@@ -149,7 +175,8 @@ struct Args {
     /// Runtime worker threads of the in-process server [default: half the cores, at least 1].
     #[arg(long, value_name = "N")]
     server_threads: Option<usize>,
-    /// Runtime worker threads of the load generator [default: half the cores, at least 1].
+    /// Runtime worker threads of the load generator [default: half the cores, at least 1;
+    /// --client ordinary: one per core].
     #[arg(long, value_name = "N")]
     client_threads: Option<usize>,
     /// Leave transparent huge pages on for this process, as the server's
@@ -349,14 +376,34 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let server_threads = args.server_threads.unwrap_or_else(half_the_cores).max(1);
-    let client_threads = args.client_threads.unwrap_or_else(half_the_cores).max(1);
+    let ordinary = args.client == ClientMode::Ordinary;
+    if ordinary && args.client_threads.is_some() {
+        anyhow::bail!(
+            "--client ordinary runs a worker per core: drop --client-threads or use --client tuned"
+        );
+    }
+    let client_threads = if ordinary {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.client_threads.unwrap_or_else(half_the_cores).max(1)
+    };
     let defaults = Options::default();
     let options = Options {
         callers: args.callers.unwrap_or(defaults.callers),
         seconds: args.seconds,
         skus: args.skus.unwrap_or(defaults.skus),
-        pipeline: args.pipeline,
-        connections: args.connections.unwrap_or(defaults.connections),
+        pipeline: args
+            .pipeline
+            .unwrap_or(if ordinary { 1 } else { defaults.pipeline }),
+        connections: args
+            .connections
+            .unwrap_or(if ordinary { 1 } else { defaults.connections }),
+        client: args.client,
+        engine_cpu: match (&args.server, args.server_pid) {
+            (None, _) => EngineCpu::InProcess,
+            (Some(_), Some(pid)) => EngineCpu::Pid(pid),
+            (Some(_), None) => EngineCpu::Unknown,
+        },
         backfill_callers: args.backfill_callers,
         backfill_sales: args.backfill_sales,
         rate: args.rate,
@@ -395,35 +442,50 @@ fn main() -> Result<()> {
         (None, Some(server)) => server.url(),
         (None, None) => unreachable!("a server is started when none is named"),
     };
+    let floor = if args.floor {
+        Some(FloorServer::start(server_threads)?)
+    } else {
+        None
+    };
     eprintln!(
-        "load: {} ({}), {} callers, {} s per scenario, {} client workers",
+        "load: {} ({}), {}{} callers, {} s per scenario, {} client, {} client workers",
         url,
         if server.is_some() {
             format!("in process, RedbLog, Sync durability, {server_threads} server workers")
         } else {
             "external".to_owned()
         },
+        match &floor {
+            Some(floor) => format!(
+                "floor {} ({server_threads} workers, same run), ",
+                floor.url()
+            ),
+            None => String::new(),
+        },
         options.callers,
         options.seconds,
+        options.client.name(),
         client_threads
     );
-    let runtime = inv_api::host::runtime_builder(client_threads)
-        .thread_name("load")
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")?;
+    let runtime = client_runtime(args.client, client_threads)?;
     // Each scenario stops at its deadline; this only guards against a server that stops
     // answering, so the tool always ends by itself.
+    let targets = if floor.is_some() { 2.0 } else { 1.0 };
     let budget = Duration::from_secs_f64(
-        options.seconds * (options.scenarios.len() + 1) as f64 * 2.0 + 60.0,
+        options.seconds * (options.scenarios.len() + 1) as f64 * 2.0 * targets + 60.0,
     );
+    let floor_url = floor.as_ref().map(FloorServer::url);
     let rows = runtime.block_on(async {
-        match tokio::time::timeout(budget, inv_sim::run(&url, options.clone())).await {
+        let run = inv_sim::run_against(&url, floor_url.as_deref(), options.clone());
+        match tokio::time::timeout(budget, run).await {
             Ok(rows) => rows,
             Err(_) => Err(anyhow::anyhow!("the run did not finish within {budget:?}")),
         }
     });
     drop(runtime);
+    if let Some(floor) = floor {
+        floor.stop()?;
+    }
     if let Some(server) = server {
         server.stop()?;
     }
@@ -436,6 +498,26 @@ fn main() -> Result<()> {
         print!("{}", inv_sim::summary(&rows, &options));
     }
     Ok(())
+}
+
+/// The load generator's runtime, its threads named so their CPU time is the client's
+/// (`inv_sim::cpu`): for the ordinary client a multi-thread runtime with `workers` (a worker
+/// per core), as `#[tokio::main]` makes; for the tuned one `inv_api::host::runtime_builder`
+/// (one worker is a current-thread runtime on the main thread).
+fn client_runtime(client: ClientMode, workers: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = match client {
+        ClientMode::Ordinary => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        ClientMode::Tuned => inv_api::host::runtime_builder(workers),
+    };
+    builder
+        .thread_name(inv_sim::cpu::CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")
 }
 
 /// Runs quota-flood, prints its rows and summary; exits 1 if its verification failed.
@@ -513,11 +595,7 @@ fn surge_main(args: &Args, scenarios: &[SurgeScenario]) -> Result<bool> {
             "external".to_owned()
         }
     );
-    let runtime = inv_api::host::runtime_builder(client_threads)
-        .thread_name("load")
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")?;
+    let runtime = client_runtime(ClientMode::Tuned, client_threads)?;
     let reports = runtime.block_on(async {
         let mut reports = Vec::new();
         for &scenario in scenarios {
