@@ -352,3 +352,17 @@ mod tests {
         assert!(format!("{error:#}").contains("--server-pid"), "{error:#}");
     }
 }
+
+/// Lowers the calling thread's priority to `nice` (0 leaves it); a failure only costs the
+/// isolation. For load-generator threads that stand for other machines.
+pub fn lower_thread_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: plain system calls on the calling thread, no memory is passed.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}

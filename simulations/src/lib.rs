@@ -76,6 +76,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Default niceness of the backfill callers' thread (see [`Options::backfill_nice`]).
+pub const BACKFILL_NICE: i32 = 10;
+
 /// Longest a scenario (or backfill phase) may be asked to run.
 pub const SECONDS_MAX: f64 = 60.0;
 /// Most callers, skus and pipeline depth a run accepts.
@@ -165,6 +168,10 @@ pub struct Options {
     pub backfill_callers: usize,
     /// Sales per RecordSales batch.
     pub backfill_sales: usize,
+    /// Niceness of the backfill callers' thread: the stores posting sales are other machines,
+    /// so on a shared machine their client work must not weigh on the hot path as if it were
+    /// the server's (0: the same priority as the hot callers).
+    pub backfill_nice: i32,
     /// TTL of every hold placed, in ms.
     pub ttl_ms: u64,
     /// Total calls a second of the unary scenarios (`check`, `reserve` counting reserves,
@@ -190,6 +197,7 @@ impl Default for Options {
             connections: 1,
             backfill_callers: 12,
             backfill_sales: 1_000,
+            backfill_nice: BACKFILL_NICE,
             ttl_ms: 300_000,
             rate: None,
             scenarios: Scenario::ALL.to_vec(),
@@ -534,13 +542,14 @@ async fn backfill(ctx: &Arc<Ctx>, target: Target) -> Result<Vec<Row>> {
 /// Runs the backfill callers on a thread and runtime of their own, each over its own
 /// connection: bulk traffic comes from other systems (stores) than the hot path (checkouts),
 /// so it shares neither the hot callers' runtime nor their connections. It still shares the
-/// machine's cores, at the same priority as everything else.
+/// machine's cores, at `--backfill-nice` (as the surge scenarios' ERP thread is niced).
 fn start_backfill(ctx: Arc<Ctx>) -> Result<tokio::sync::oneshot::Receiver<Result<(Tally, f64)>>> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         // A load-generator thread: its CPU is the client's.
         .name(format!("{}-bulk", cpu::CLIENT_THREADS))
         .spawn(move || {
+            cpu::lower_thread_priority(ctx.options.backfill_nice);
             let run = || -> Result<(Tally, f64)> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

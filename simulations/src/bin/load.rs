@@ -144,6 +144,11 @@ struct Args {
     /// Sales per RecordSales batch in the backfill scenario.
     #[arg(long, default_value_t = 1_000)]
     backfill_sales: usize,
+    /// Niceness of the backfill callers' thread (0-19): the stores are other machines, so
+    /// their client work runs below the hot callers' priority, as the surge scenarios' ERP
+    /// does; 0 runs it beside them.
+    #[arg(long, default_value_t = inv_sim::BACKFILL_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    backfill_nice: i32,
     /// Pace the unary scenarios to this many calls a second in total (for latency at a set
     /// load); without it they run closed-loop, as fast as answers come.
     #[arg(long, value_name = "OPS")]
@@ -172,6 +177,10 @@ struct Args {
     /// Niceness of the in-process server's bulk lane (its default is 10; 0 turns it off).
     #[arg(long, value_name = "N")]
     server_bulk_nice: Option<i32>,
+    /// Percent of one core the in-process server's bulk lane may use while the hot path is
+    /// busy (its default is 25; 100 turns pacing off).
+    #[arg(long, value_name = "PERCENT")]
+    server_bulk_percent: Option<u32>,
     /// Runtime worker threads of the in-process server [default: half the cores, at least 1].
     #[arg(long, value_name = "N")]
     server_threads: Option<usize>,
@@ -406,6 +415,7 @@ fn main() -> Result<()> {
         },
         backfill_callers: args.backfill_callers,
         backfill_sales: args.backfill_sales,
+        backfill_nice: args.backfill_nice,
         rate: args.rate,
         scenarios: if args.scenarios.is_empty() {
             Scenario::ALL.to_vec()
@@ -433,6 +443,9 @@ fn main() -> Result<()> {
             }
             if let Some(n) = args.server_bulk_nice {
                 config.bulk_nice = n;
+            }
+            if let Some(percent) = args.server_bulk_percent {
+                config.bulk_percent_under_load = percent;
             }
             Some(LocalServer::start_with(server_threads, config)?)
         }

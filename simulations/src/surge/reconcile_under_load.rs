@@ -495,7 +495,7 @@ async fn push(
         std::thread::Builder::new()
             .name("erp-push".into())
             .spawn(move || {
-                lower_priority(ERP_NICE);
+                crate::cpu::lower_thread_priority(ERP_NICE);
                 let answer = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -520,18 +520,6 @@ async fn push(
 
 /// Niceness of the ERP's push thread (see [`push`]).
 const ERP_NICE: i32 = 10;
-
-/// Lowers the calling thread's priority; a failure only costs the isolation.
-fn lower_priority(nice: i32) {
-    // SAFETY: plain system calls on the calling thread, no memory is passed.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
-}
 
 /// [`push`], on the ERP's thread: its own connection, the rows built as they are sent.
 async fn push_from_erp(
