@@ -235,6 +235,20 @@ impl CpuMeter {
     }
 }
 
+/// Lowers the calling thread's priority to `nice` (0 leaves it); a failure only costs the
+/// isolation. For load-generator threads that stand for other machines.
+pub fn lower_thread_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: plain system calls on the calling thread, no memory is passed.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,19 +364,5 @@ mod tests {
     fn an_absent_server_pid_is_a_clear_error() {
         let error = check(EngineCpu::Pid(u32::MAX)).unwrap_err();
         assert!(format!("{error:#}").contains("--server-pid"), "{error:#}");
-    }
-}
-
-/// Lowers the calling thread's priority to `nice` (0 leaves it); a failure only costs the
-/// isolation. For load-generator threads that stand for other machines.
-pub fn lower_thread_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    // SAFETY: plain system calls on the calling thread, no memory is passed.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
     }
 }
