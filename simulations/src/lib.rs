@@ -76,6 +76,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Most positions one Check takes (the server's batch limit).
+pub const CHECK_POSITIONS_MAX: usize = 1_000;
+
 /// Default niceness of the backfill callers' thread (see [`Options::backfill_nice`]).
 pub const BACKFILL_NICE: i32 = 10;
 
@@ -168,6 +171,9 @@ pub struct Options {
     pub backfill_callers: usize,
     /// Sales per RecordSales batch.
     pub backfill_sales: usize,
+    /// Positions per Check (unary and over the Session): 1 is a cart line, up to
+    /// [`CHECK_POSITIONS_MAX`] a listing page or a feed sync.
+    pub check_positions: usize,
     /// Niceness of the backfill callers' thread: the stores posting sales are other machines,
     /// so on a shared machine their client work must not weigh on the hot path as if it were
     /// the server's (0: the same priority as the hot callers).
@@ -198,6 +204,7 @@ impl Default for Options {
             backfill_callers: 12,
             backfill_sales: 1_000,
             backfill_nice: BACKFILL_NICE,
+            check_positions: 1,
             ttl_ms: 300_000,
             rate: None,
             scenarios: Scenario::ALL.to_vec(),
@@ -235,13 +242,19 @@ impl Options {
         if self.connections > CALLERS_MAX {
             bail!("--connections must be at most {CALLERS_MAX}");
         }
-        if self.client == ClientMode::Ordinary && (self.pipeline != 1 || self.connections != 1) {
+        // Pipelining a Session is the application's choice, not the channel's: an ordinary
+        // client may keep several requests in flight on its stream (--pipeline).
+        if self.client == ClientMode::Ordinary && self.connections != 1 {
             bail!(
-                "--client ordinary keeps one call in flight per caller over one channel \
-                 (pipeline 1, connections 1; got {} and {}): drop --pipeline and --connections \
-                 or use --client tuned",
-                self.pipeline,
+                "--client ordinary calls over one channel (got --connections {}): drop \
+                 --connections or use --client tuned",
                 self.connections
+            );
+        }
+        if self.check_positions == 0 || self.check_positions > CHECK_POSITIONS_MAX {
+            bail!(
+                "--check-positions must be in 1..={CHECK_POSITIONS_MAX}, got {}",
+                self.check_positions
             );
         }
         Ok(())
@@ -634,8 +647,9 @@ pub fn summary(rows: &[Row], options: &Options) -> String {
     if let Some(r) = engine("check", "check") {
         let _ = writeln!(
             out,
-            "unary Check: {:.0}/s, p99 {:.3} ms, server CPU {} µs/call",
+            "unary Check: {:.0}/s ({:.0} positions/s), p99 {:.3} ms, server CPU {} µs/call",
             r.ops_per_s,
+            r.ops_per_s * options.check_positions as f64,
             r.p99_us as f64 / 1e3,
             opt_us(r.server_cpu_us_per_op)
         );
@@ -665,8 +679,9 @@ pub fn summary(rows: &[Row], options: &Options) -> String {
     if let Some(r) = engine("session-check", "check") {
         let _ = writeln!(
             out,
-            "Session checks: {:.0}/s, server CPU {} µs/check",
+            "Session checks: {:.0}/s ({:.0} positions/s), server CPU {} µs/check",
             r.ops_per_s,
+            r.ops_per_s * options.check_positions as f64,
             opt_us(r.server_cpu_us_per_op)
         );
     }
@@ -881,14 +896,29 @@ mod tests {
     }
 
     #[test]
-    fn the_ordinary_client_refuses_tuned_settings() {
-        let options = Options {
+    fn the_ordinary_client_calls_over_one_channel_and_may_pipeline() {
+        let several_connections = Options {
+            client: ClientMode::Ordinary,
+            pipeline: 1,
+            connections: 4,
+            ..Options::default()
+        };
+        let error = several_connections.validate().unwrap_err().to_string();
+        assert!(error.contains("--client ordinary"), "{error}");
+        let pipelined = Options {
             client: ClientMode::Ordinary,
             pipeline: 32,
             connections: 1,
             ..Options::default()
         };
-        let error = options.validate().unwrap_err().to_string();
-        assert!(error.contains("--client ordinary"), "{error}");
+        pipelined
+            .validate()
+            .expect("a pipelined Session over one channel");
+        let too_many = Options {
+            check_positions: CHECK_POSITIONS_MAX + 1,
+            ..Options::default()
+        };
+        let error = too_many.validate().unwrap_err().to_string();
+        assert!(error.contains("--check-positions"), "{error}");
     }
 }

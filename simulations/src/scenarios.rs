@@ -181,12 +181,15 @@ where
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-fn check_request(sku: &str) -> pb::CheckRequest {
+/// A Check of `--check-positions` positions, skus picked at random.
+fn check_request(ctx: &Ctx, rng: &mut Rng) -> pb::CheckRequest {
     pb::CheckRequest {
-        positions: vec![pb::Position {
-            sku: sku.to_owned(),
-            location: LOCATION.to_owned(),
-        }],
+        positions: (0..ctx.options.check_positions)
+            .map(|_| pb::Position {
+                sku: ctx.sku(rng).to_owned(),
+                location: LOCATION.to_owned(),
+            })
+            .collect(),
     }
 }
 
@@ -219,7 +222,10 @@ fn check_ok(response: &pb::CheckResponse) -> bool {
     matches!(
         response.results.first().and_then(|r| r.result.as_ref()),
         Some(pb::check_result::Result::Availability(_))
-    )
+    ) && response
+        .results
+        .iter()
+        .all(|r| matches!(r.result, Some(pb::check_result::Result::Availability(_))))
 }
 
 /// Some(true) granted, Some(false) out of stock.
@@ -274,7 +280,7 @@ pub async fn check_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> Re
     let mut tally = Tally::default();
     while Instant::now() < deadline {
         ctx.paced().await;
-        check_once(&mut client, &mut tally, check_request(ctx.sku(&mut rng))).await;
+        check_once(&mut client, &mut tally, check_request(&ctx, &mut rng)).await;
     }
     Ok(tally)
 }
@@ -383,7 +389,7 @@ pub async fn mix_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> Resu
                 Err(status) => tally.op(op).error(status.code()),
             }
         } else if draw < 80 {
-            check_once(&mut client, &mut tally, check_request(ctx.sku(&mut rng))).await;
+            check_once(&mut client, &mut tally, check_request(&ctx, &mut rng)).await;
         } else {
             n += 1;
             let id = format!("{}-m{caller}-{n}", ctx.run);
@@ -445,7 +451,7 @@ pub async fn session_caller(
                 let request = reserve_request(&ctx, id.clone(), ctx.sku(&mut rng));
                 (Ask::Reserve(request), Sent::Reserve(id))
             }
-            None => (Ask::Check(check_request(ctx.sku(&mut rng))), Sent::Check),
+            None => (Ask::Check(check_request(&ctx, &mut rng)), Sent::Check),
         };
         in_flight.insert(next_id, (Instant::now(), sent));
         pb::SessionRequest {

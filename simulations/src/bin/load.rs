@@ -149,6 +149,10 @@ struct Args {
     /// does; 0 runs it beside them.
     #[arg(long, default_value_t = inv_sim::BACKFILL_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     backfill_nice: i32,
+    /// Positions per Check, unary and over the Session (1-1000): 1 is a cart line, more a
+    /// listing page checked in one call (docs/clients.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=inv_sim::CHECK_POSITIONS_MAX as u64))]
+    check_positions: u64,
     /// Pace the unary scenarios to this many calls a second in total (for latency at a set
     /// load); without it they run closed-loop, as fast as answers come.
     #[arg(long, value_name = "OPS")]
@@ -416,6 +420,7 @@ fn main() -> Result<()> {
         backfill_callers: args.backfill_callers,
         backfill_sales: args.backfill_sales,
         backfill_nice: args.backfill_nice,
+        check_positions: args.check_positions as usize,
         rate: args.rate,
         scenarios: if args.scenarios.is_empty() {
             Scenario::ALL.to_vec()
