@@ -209,6 +209,52 @@ async fn a_failed_log_makes_writes_unavailable_and_health_not_serving() -> Resul
 }
 
 #[tokio::test]
+async fn writes_waiting_for_durability_when_the_log_fails_are_answered_unavailable() -> Result<()> {
+    // Goal: a write decided but not yet durable when the log fails is never acknowledged and
+    // never left hanging: it (and one queued behind it) is answered UNAVAILABLE, FAIL_STOPPED.
+    let log = Arc::new(ControlledLog::new());
+    let server = TestServer::start_with(
+        log.clone(),
+        Arc::new(inv_engine::ManualClock::new(T0_MS)),
+        test_config(),
+    )
+    .await?;
+    bounded(async {
+        let mut client = server.client.clone();
+        stock(&mut client, "r1", SKU, DC, 5).await?;
+        log.hold();
+        let waiting: Vec<_> = ["h1", "h2"]
+            .into_iter()
+            .map(|id| {
+                let mut writer = client.clone();
+                tokio::spawn(async move {
+                    writer
+                        .reserve(reserve(id, vec![line(SKU, DC, 1)], TTL_MS))
+                        .await
+                })
+            })
+            .collect();
+        while log.pending() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The disk goes: the next append fails, and the log stays failed.
+        log.set_failing(true);
+        expect_error(
+            client.adjust(adjust("r2", SKU, DC, 1)).await,
+            Code::Unavailable,
+            "FAIL_STOPPED",
+            "disk gone",
+        );
+        for write in waiting {
+            expect_error(write.await?, Code::Unavailable, "FAIL_STOPPED", "disk gone");
+        }
+        Ok(())
+    })
+    .await?;
+    server.join().await
+}
+
+#[tokio::test]
 async fn bulk_calls_have_their_own_budget() -> Result<()> {
     // Goal: when the bulk budget is used up, another bulk call is RESOURCE_EXHAUSTED at once
     // (nothing applied) instead of queueing, while the interactive budget is untouched.
