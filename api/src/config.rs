@@ -56,11 +56,12 @@ pub struct ServerConfig {
     /// backfill`). Linux only.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub bulk_nice: i32,
-    /// Percent of one core the bulk lane may use while the hot path is busy (5-100; 100 turns
-    /// pacing off). Niceness alone leaves a 2-core machine's hot path a third slower during a
-    /// backfill, because the writer, the lane's share of locks and the network are not niced;
-    /// past this share the lane sleeps between chunks. With no hot call since its last chunk
-    /// it runs flat out. See docs/design.md ("The hot path beside bulk work").
+    /// Percent of the time the bulk lane may be busy while the hot path is being called
+    /// (5-100; 100 turns pacing off). Niceness alone leaves a 2-core machine's hot path half as
+    /// fast during a backfill, because the log writer and the network, which the lane's sales
+    /// keep busy, are not niced; so after each chunk the lane sleeps to keep this duty cycle.
+    /// With no hot call since its last chunk it runs flat out. See docs/design.md ("The hot
+    /// path beside bulk work").
     #[arg(long, value_name = "PERCENT", default_value_t = 25)]
     pub bulk_percent_under_load: u32,
     /// Open WatchAvailability streams. Past this, RESOURCE_EXHAUSTED.

@@ -66,17 +66,19 @@ impl Drop for BulkLane {
     }
 }
 
-/// Longest one pause of the lane: a chunk's worth of work is far shorter, so a longer pause
-/// would only mean the clock jumped.
+/// Longest one pause of the lane: a chunk's worth of work is far shorter.
 const PAUSE_MAX: Duration = Duration::from_millis(50);
 
-/// Where the lane's pacing stands: at the last pause point, the wall clock, the lane thread's
-/// CPU time and the hot path's activity. One lane, one thread, so a thread-local holds it,
-/// shared by every job on the lane (their chunks interleave on that thread).
+/// A span between two pause points longer than this was not one chunk's work but the lane
+/// sitting idle between calls: no pause is owed for it.
+const SPAN_MAX: Duration = Duration::from_millis(200);
+
+/// Where the lane's pacing stands: when the last pause point was passed, and the hot path's
+/// activity then. One lane, one thread, so a thread-local holds it, shared by every job on
+/// the lane (their chunks interleave on that thread).
 #[derive(Clone, Copy)]
 struct Pace {
     at: Instant,
-    cpu: Duration,
     hot: u64,
 }
 
@@ -85,31 +87,33 @@ thread_local! {
 }
 
 /// Called by bulk work on the lane between chunks, instead of a bare yield. If the hot path
-/// answered anything since the last pause point, the lane is held to
-/// `--bulk-percent-under-load` of one core over that span: it sleeps until its CPU time is
-/// that share of the wall time. Otherwise (or off the lane, or at 100%) it only
-/// yields, so a backfill alone runs at full speed.
+/// answered anything since the last pause point, the lane is held to a duty cycle of
+/// `--bulk-percent-under-load`: after a span of work it sleeps for as long as keeps its busy
+/// time at that share of the wall clock. Otherwise (or at 100%) it only yields, so a backfill
+/// alone runs at full speed.
 ///
-/// Why not only niceness: on two cores the hot path also waits for the log writer and the
-/// network, which the lane's events and bytes keep busy at normal priority, so a niced lane
-/// still took a third of the hot path's throughput in the backfill scenario. Pacing the
-/// lane's own CPU bounds what it feeds them too.
+/// Why wall time and not the lane's CPU time: the lane's own CPU is the smaller part of what
+/// bulk work costs. Each sale it decides is also encoded and committed by the log writer, and
+/// its bytes are read off the network by the runtime's workers, all at normal priority, and a
+/// niced lane starved of CPU still feeds them at the rate it gets through chunks. Pacing the
+/// lane's busy time paces its output, and with it all of that. (Measured: pacing by the lane's
+/// CPU never engaged when the server had one core, where the lane was niced out of most of it
+/// but the writer was not; see docs/design.md.)
 pub(crate) async fn pace(shared: &Shared) {
     let share = f64::from(shared.config.bulk_percent_under_load) / 100.0;
-    let (Some(cpu), true) = (thread_cpu_time(), share < 1.0) else {
+    if share >= 1.0 {
         tokio::task::yield_now().await;
         return;
-    };
+    }
     let now = Instant::now();
     let hot = shared.hot_activity();
     let pause = PACE.get().and_then(|last| {
-        if last.hot == hot {
+        let span = now.saturating_duration_since(last.at);
+        if last.hot == hot || span > SPAN_MAX {
             return None;
         }
-        let wall = now.saturating_duration_since(last.at);
-        let used = cpu.saturating_sub(last.cpu);
-        // The wall time `used` may span at `share`, less what has passed.
-        Some(used.div_f64(share).saturating_sub(wall).min(PAUSE_MAX))
+        // Busy for `span`: idle for as long again times (1 - share) / share.
+        Some(span.mul_f64((1.0 - share) / share).min(PAUSE_MAX))
     });
     match pause {
         Some(pause) if !pause.is_zero() => {
@@ -119,28 +123,10 @@ pub(crate) async fn pace(shared: &Shared) {
         _ => tokio::task::yield_now().await,
     }
     // The next span starts now; the sleep (and others' chunks during it) is not work.
-    PACE.set(thread_cpu_time().map(|cpu| Pace {
+    PACE.set(Some(Pace {
         at: Instant::now(),
-        cpu,
         hot: shared.hot_activity(),
     }));
-}
-
-/// The calling thread's CPU time (`None` where it cannot be read: no pacing then).
-#[cfg(target_os = "linux")]
-fn thread_cpu_time() -> Option<Duration> {
-    let mut time = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `time` is a valid timespec the call writes; no other memory is touched.
-    let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
-    (result == 0).then(|| Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_time() -> Option<Duration> {
-    None
 }
 
 /// Lowers the calling thread's priority; a failure only costs the isolation, so it is logged.

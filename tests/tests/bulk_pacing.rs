@@ -5,8 +5,6 @@
 //! backfill scenario, not here.
 
 use anyhow::{Context, Result, ensure};
-use inv_api::{ServeOptions, ServerConfig};
-use inv_engine::{ManualClock, RedbLog, RedbLogOptions};
 use inv_tests::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,19 +52,8 @@ async fn backfill(client: &mut Client, first: u64) -> Result<()> {
 #[tokio::test]
 async fn the_bulk_lane_pauses_for_the_hot_path_and_only_then() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    // The lowest share, so that a pause is due even when the lane already gets little of a
-    // busy machine (a niced thread on a loaded CI runner).
-    let config = ServerConfig {
-        bulk_percent_under_load: 5,
-        ..test_config()
-    };
-    let options = ServeOptions {
-        metrics_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
-        ..ServeOptions::default()
-    };
-    let log = Arc::new(RedbLog::open(dir.path(), RedbLogOptions::default())?);
-    let clock = Arc::new(ManualClock::new(T0_MS));
-    let server = TestServer::start_with_options(log, clock, config, options).await?;
+    // The default settings: the lane paced to 25% busy while the hot path is called.
+    let server = TestServer::start_with_metrics(dir.path()).await?;
     bounded(async {
         let mut client = server.client.clone();
         client
