@@ -12,12 +12,12 @@
 
 use crate::pb;
 use crate::pb::inventory_server::{Inventory, InventoryServer};
+use crate::server::ServerThread;
 use anyhow::{Context, Result, anyhow};
 use pb::session_request::Request as Ask;
 use pb::session_response::Response as Answer;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -266,9 +266,7 @@ inventory_impl! {
 
 /// A running floor server.
 pub struct FloorServer {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<()>>>,
+    serving: ServerThread,
 }
 
 impl FloorServer {
@@ -305,38 +303,18 @@ impl FloorServer {
             })
             .context("starting the floor's thread")?;
         Ok(FloorServer {
-            addr,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            serving: ServerThread::new(addr, shutdown, thread, "the floor's thread"),
         })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.serving.url()
     }
 
     /// Shuts the floor down.
     pub fn stop(mut self) -> Result<()> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Result<()> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| anyhow!("the floor's thread panicked"))?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for FloorServer {
-    fn drop(&mut self) {
-        let _ = self.stop_inner();
+        self.serving.stop()
     }
 }
 

@@ -17,9 +17,8 @@ use tokio::sync::oneshot;
 
 /// A running in-process server.
 pub struct LocalServer {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<()>>>,
+    /// Declared first, so it is stopped before the data folder goes.
+    serving: ServerThread,
     /// The data folder; removed when the server is dropped.
     _dir: TempDir,
 }
@@ -92,11 +91,45 @@ impl LocalServer {
             })
             .context("starting the server thread")?;
         Ok(LocalServer {
+            serving: ServerThread::new(addr, shutdown, thread, "the server thread"),
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.serving.url()
+    }
+
+    /// Shuts down, drains, and closes the log.
+    pub fn stop(mut self) -> Result<()> {
+        self.serving.stop()
+    }
+}
+
+/// A server on a runtime and thread of its own, stopped through a oneshot: what the engine's
+/// [`LocalServer`] and the floor (`crate::floor::FloorServer`) share. Dropping it stops it.
+pub(crate) struct ServerThread {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+    /// Names the thread in the error of a panic ("the server thread").
+    what: &'static str,
+}
+
+impl ServerThread {
+    pub fn new(
+        addr: SocketAddr,
+        shutdown: oneshot::Sender<()>,
+        thread: JoinHandle<Result<()>>,
+        what: &'static str,
+    ) -> Self {
+        Self {
             addr,
             shutdown: Some(shutdown),
             thread: Some(thread),
-            _dir: dir,
-        })
+            what,
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -104,26 +137,22 @@ impl LocalServer {
         format!("http://{}", self.addr)
     }
 
-    /// Shuts down, drains, and closes the log.
-    pub fn stop(mut self) -> Result<()> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Result<()> {
+    /// Signals the shutdown and waits for the thread (once; later calls do nothing).
+    pub fn stop(&mut self) -> Result<()> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         match self.thread.take() {
             Some(thread) => thread
                 .join()
-                .map_err(|_| anyhow!("the server thread panicked"))?,
+                .map_err(|_| anyhow!("{} panicked", self.what))?,
             None => Ok(()),
         }
     }
 }
 
-impl Drop for LocalServer {
+impl Drop for ServerThread {
     fn drop(&mut self) {
-        let _ = self.stop_inner();
+        let _ = self.stop();
     }
 }
