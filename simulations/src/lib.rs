@@ -346,15 +346,20 @@ pub fn client(channel: Channel) -> Client {
     inv_proto::v1::inventory_client::InventoryClient::with_interceptor(channel, Bearer)
 }
 
-/// One HTTP/2 connection to `url`: over TLS for an `https://` url (see [`use_tls`]).
-pub async fn connect(url: &str) -> Result<Channel> {
+/// An `Endpoint` for `url` with tonic's defaults: over TLS for an `https://` url (see
+/// [`use_tls`]).
+fn endpoint(url: &str) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(url.to_owned())?;
-    let endpoint = match (url.starts_with("https://"), CLIENT_TLS.get()) {
+    Ok(match (url.starts_with("https://"), CLIENT_TLS.get()) {
         (false, _) => endpoint,
         (true, Some(tls)) => endpoint.tls_config(tls.clone())?,
         (true, None) => bail!("{url} is https: give --ca (the CA that signed its certificate)"),
-    };
-    endpoint
+    })
+}
+
+/// One HTTP/2 connection to `url`, as this tool tunes it.
+pub async fn connect(url: &str) -> Result<Channel> {
+    endpoint(url)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
@@ -362,16 +367,9 @@ pub async fn connect(url: &str) -> Result<Channel> {
         .with_context(|| format!("connecting to {url}"))
 }
 
-/// One HTTP/2 connection to `url` as an ordinary client makes it: an `Endpoint` with tonic's
-/// defaults (over TLS for an `https://` url, see [`use_tls`]).
+/// One HTTP/2 connection to `url` as an ordinary client makes it: tonic's defaults.
 pub async fn connect_ordinary(url: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?;
-    let endpoint = match (url.starts_with("https://"), CLIENT_TLS.get()) {
-        (false, _) => endpoint,
-        (true, Some(tls)) => endpoint.tls_config(tls.clone())?,
-        (true, None) => bail!("{url} is https: give --ca (the CA that signed its certificate)"),
-    };
-    endpoint
+    endpoint(url)?
         .connect()
         .await
         .with_context(|| format!("connecting to {url}"))
