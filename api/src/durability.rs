@@ -23,11 +23,14 @@
 //! was queued is never lost: the log publishes the LSN before it calls the listener. A log that
 //! never calls listeners (one durable on append, like `MemLog`) reports its appends as durable
 //! at once; as a safety net against a listener that is not ours (a log takes only one), the
-//! relay also looks again every [`RECHECK_INTERVAL`], one timer for all the waiters.
+//! relay also looks again every [`RECHECK_INTERVAL`], one timer for all the waiters. Without a
+//! relay running (before `serve` starts it, or once it is stopped), a waiter looks for itself
+//! at that interval.
 
 use inv_engine::{Engine, LogError, Lsn};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -79,6 +82,8 @@ pub(crate) struct DurabilityWaiter {
     logged: Arc<Notify>,
     /// The requests waiting; the relay wakes them. Locked briefly, never across an await.
     queue: Mutex<Queue>,
+    /// Whether [`DurabilityWaiter::relay`] is running to wake the queue.
+    relaying: AtomicBool,
 }
 
 impl DurabilityWaiter {
@@ -93,6 +98,7 @@ impl DurabilityWaiter {
             engine,
             logged,
             queue: Mutex::new(Queue::default()),
+            relaying: AtomicBool::new(false),
         }
     }
 
@@ -100,6 +106,7 @@ impl DurabilityWaiter {
     /// if the log failed), on the runtime, and calls `on_failure` when the log failed; runs
     /// until dropped (`serve` aborts it once every call has finished).
     pub async fn relay(&self, on_failure: impl Fn()) {
+        let _relaying = Relaying::start(self);
         let mut failed = false;
         loop {
             tokio::select! {
@@ -141,6 +148,9 @@ impl DurabilityWaiter {
             return Ok(());
         }
         self.engine.log_health()?;
+        if !self.relaying.load(Ordering::Acquire) {
+            return self.poll_until_durable(lsn).await;
+        }
         let (done, woken) = oneshot::channel();
         {
             let mut queue = self.queue.lock().expect("durability queue poisoned");
@@ -154,7 +164,128 @@ impl DurabilityWaiter {
         if self.engine.durable_lsn() >= lsn {
             return Ok(());
         }
-        // The relay is gone only once the server is: no call waits then.
-        woken.await.unwrap_or(Err(LogError::Closed))
+        if self.relaying.load(Ordering::Acquire) {
+            // Woken by the relay; if it stopped meanwhile, its guard answered `Closed`.
+            match woken.await {
+                Ok(result) => return result,
+                Err(_) => return Err(LogError::Closed),
+            }
+        }
+        // The relay stopped between the two looks (only as the server stops): its guard may
+        // have drained the queue before this waiter was in it.
+        drop(woken);
+        self.poll_until_durable(lsn).await
+    }
+
+    /// Without a relay: looks every [`RECHECK_INTERVAL`].
+    async fn poll_until_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+        loop {
+            if self.engine.durable_lsn() >= lsn {
+                return Ok(());
+            }
+            self.engine.log_health()?;
+            tokio::time::sleep(RECHECK_INTERVAL).await;
+        }
+    }
+}
+
+/// Marks the relay running while it lives; when it stops (the task is aborted), every request
+/// still queued is answered `Closed` rather than left waiting for a relay that is gone.
+struct Relaying<'a>(&'a DurabilityWaiter);
+
+impl<'a> Relaying<'a> {
+    fn start(waiter: &'a DurabilityWaiter) -> Self {
+        waiter.relaying.store(true, Ordering::Release);
+        Relaying(waiter)
+    }
+}
+
+impl Drop for Relaying<'_> {
+    fn drop(&mut self) {
+        self.0.relaying.store(false, Ordering::Release);
+        self.0.wake_durable(Err(LogError::Closed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inv_engine::{
+        Adjust, AdjustmentId, Command, LedgerConfig, Location, RedbLog, RedbLogOptions, Sku,
+        SystemClock,
+    };
+
+    fn adjust(id: &str) -> Command {
+        Command::Adjust(Adjust {
+            adjustment_id: AdjustmentId::from(id),
+            sku: Sku::from("sku-1"),
+            location: Location::from("dc-1"),
+            delta: 1,
+            reason: "receipt".into(),
+        })
+    }
+
+    /// A write waits until its group commit, woken by the relay when one runs, and by its own
+    /// looking when none does (before `serve` starts one, or after it stopped).
+    #[tokio::test]
+    async fn a_write_is_acknowledged_once_durable_with_or_without_the_relay() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let log = RedbLog::open(dir.path(), RedbLogOptions::default()).expect("opens");
+        let engine = Arc::new(
+            Engine::recover(
+                LedgerConfig::default(),
+                Arc::new(log),
+                Arc::new(SystemClock),
+            )
+            .expect("recovers"),
+        );
+        let waiter = Arc::new(DurabilityWaiter::new(Arc::clone(&engine)));
+        let bounded = |wait| tokio::time::timeout(Duration::from_secs(10), wait);
+
+        let receipt = engine
+            .submit_queued(adjust("a-1"))
+            .expect("decided")
+            .expect("ok");
+        bounded(waiter.wait(receipt.lsn))
+            .await
+            .expect("no relay: polled")
+            .expect("durable");
+        assert!(engine.durable_lsn() >= receipt.lsn);
+
+        let relay = tokio::spawn({
+            let waiter = Arc::clone(&waiter);
+            async move { waiter.relay(|| {}).await }
+        });
+        tokio::task::yield_now().await;
+        for i in 2..=20 {
+            let receipt = engine
+                .submit_queued(adjust(&format!("a-{i}")))
+                .expect("decided")
+                .expect("ok");
+            bounded(waiter.wait(receipt.lsn))
+                .await
+                .expect("woken")
+                .expect("durable");
+            assert!(engine.durable_lsn() >= receipt.lsn);
+        }
+        relay.abort();
+        let _ = relay.await;
+        assert!(!waiter.relaying.load(Ordering::Acquire), "the guard ran");
+        let receipt = engine
+            .submit_queued(adjust("a-21"))
+            .expect("decided")
+            .expect("ok");
+        bounded(waiter.wait(receipt.lsn))
+            .await
+            .expect("polled again")
+            .expect("durable");
+        assert!(
+            waiter
+                .queue
+                .lock()
+                .expect("not poisoned")
+                .waiters
+                .is_empty()
+        );
     }
 }
