@@ -136,7 +136,8 @@ pub enum ClientMode {
     Tuned,
     /// What a connector team writes: a multi-thread runtime with a worker per core, one shared
     /// `Channel` from an `Endpoint` with tonic's defaults, one call in flight per caller
-    /// (Session callers too).
+    /// (Session callers too, unless `--pipeline` is given: pipelining a stream is the
+    /// application's choice, not the channel's).
     Ordinary,
 }
 

@@ -110,7 +110,7 @@ struct Args {
     /// How the load generator calls: `tuned` (this tool's settings: --client-threads,
     /// --connections, --pipeline) or `ordinary` (what a connector team writes: a worker per
     /// core, one Channel with tonic's defaults, one call in flight per caller, Session callers
-    /// too).
+    /// too unless --pipeline is given).
     #[arg(long, value_enum, default_value_t = ClientMode::Tuned)]
     client: ClientMode,
     /// Also run every measuring scenario against the floor, a constant-answer server of the
