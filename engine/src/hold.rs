@@ -83,15 +83,29 @@ impl std::ops::Deref for HoldLines {
 }
 
 /// Who placed or ended a hold, as its entry stores it: 0 for no principal, else 1 + the name's
-/// id in the principal table. Two bytes, so it fits in padding the hold (and its entry, for who ended it) already had (a
-/// deployment names tens of principals, not thousands). [`PrincipalRef::UNKNOWN`] is past the
-/// last: a name beyond 65,534, whose records are then stored whole (see `ledger::hold_entry`).
+/// id in the principal table. Two bytes, so it fits in padding the hold (and its entry, for
+/// who ended it) already had (a deployment names tens of principals, not thousands).
+/// [`PrincipalRef::UNKNOWN`] is past the last: a name beyond 65,534, whose records are then
+/// stored whole (see `ledger::hold_entry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct PrincipalRef(pub u16);
 
 impl PrincipalRef {
     pub const NONE: PrincipalRef = PrincipalRef(0);
     pub const UNKNOWN: PrincipalRef = PrincipalRef(u16::MAX);
+
+    /// The reference to the name with `id` in the principal table.
+    pub fn of(id: u32) -> PrincipalRef {
+        match u16::try_from(id + 1) {
+            Ok(n) if n != Self::UNKNOWN.0 => PrincipalRef(n),
+            _ => Self::UNKNOWN,
+        }
+    }
+
+    /// The name's id in the principal table; `None` for no principal and for `UNKNOWN`.
+    pub fn id(self) -> Option<u32> {
+        (self != Self::NONE && self != Self::UNKNOWN).then(|| u32::from(self.0) - 1)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -174,12 +174,7 @@ impl Names {
 
     /// As `Interner::principal_name`.
     fn principal(&self, by: PrincipalRef) -> Option<PrincipalName> {
-        if by == PrincipalRef::NONE || by == PrincipalRef::UNKNOWN {
-            return None;
-        }
-        Some(PrincipalName(
-            self.principals[usize::from(by.0) - 1].clone(),
-        ))
+        Some(PrincipalName(self.principals[by.id()? as usize].clone()))
     }
 }
 

@@ -84,21 +84,12 @@ impl Interner {
         let Some(by) = by else {
             return PrincipalRef::NONE;
         };
-        let id = self.intern(Kind::Principal, by.as_str());
-        match u16::try_from(id + 1) {
-            Ok(n) if n != PrincipalRef::UNKNOWN.0 => PrincipalRef(n),
-            _ => PrincipalRef::UNKNOWN,
-        }
+        PrincipalRef::of(self.intern(Kind::Principal, by.as_str()))
     }
 
     /// The name `by` refers to; `None` for no principal, and for [`PrincipalRef::UNKNOWN`].
     pub fn principal_name(&self, by: PrincipalRef) -> Option<PrincipalName> {
-        if by == PrincipalRef::NONE || by == PrincipalRef::UNKNOWN {
-            return None;
-        }
-        Some(PrincipalName(
-            self.name(Kind::Principal, u32::from(by.0) - 1),
-        ))
+        Some(PrincipalName(self.name(Kind::Principal, by.id()?)))
     }
 
     pub fn name(&self, kind: Kind, id: u32) -> CompactString {
