@@ -27,6 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // See src/codec.rs: smaller first buffers for the many small messages.
         .codec_path("crate::codec::SmallBufferCodec")
+        // See src/sellable.rs: skus decoded without a copy each.
+        .extern_path(
+            ".inventory.v1.CheckSellableRequest",
+            "crate::sellable::CheckSellableRequest",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -94,7 +94,7 @@ pub enum Permission {
     HoldsWrite,
     /// GetReservation (scoped to channels for a connector).
     HoldsRead,
-    /// Check, CheckSku, WatchAvailability.
+    /// Check, CheckSku, CheckSellable, WatchAvailability.
     AvailabilityRead,
     /// RecordSales (scoped to stores for a store).
     SalesWrite,

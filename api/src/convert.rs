@@ -13,7 +13,6 @@
 use crate::BATCH_ITEMS_MAX;
 use crate::status::Failure;
 use inv_engine::Violations;
-use inv_engine::limits::ID_BYTES_MAX;
 use inv_engine::{
     AcknowledgeStoreAnomaly, Adjust, AdjustmentId, AnomalyAction, Availability, Channel, Command,
     Commit, Dispose, DispositionAction, DispositionId, Extend, HoldState, HoldView, Line, Location,
@@ -74,20 +73,9 @@ pub fn check_filter_len(field: &str, len: usize) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Why `id` could not name anything, if it could not. The same rule the engine applies to the
-/// ids in commands.
-pub fn id_problem(id: &str) -> Option<String> {
-    if id.is_empty() {
-        return Some("must not be empty".to_owned());
-    }
-    if id.len() > ID_BYTES_MAX {
-        return Some(format!("longer than {ID_BYTES_MAX} bytes"));
-    }
-    if id.chars().any(char::is_control) {
-        return Some("contains a control character".to_owned());
-    }
-    None
-}
+/// Why `id` could not name anything, if it could not: the rule the engine applies to the ids
+/// in commands, applied by reads too.
+pub use inv_engine::id_problem;
 
 /// Checks an id named by a read.
 pub fn check_id(errors: &mut FieldErrors, field: &str, id: &str) {

@@ -154,6 +154,30 @@ impl Inventory for InventoryService {
         )?))
     }
 
+    async fn check_sellable(
+        &self,
+        request: Request<pb::CheckSellableRequest>,
+    ) -> Result<Response<pb::CheckSellableResponse>, Status> {
+        caller(&request)?.require(Permission::AvailabilityRead)?;
+        let request = request.into_inner();
+        convert::check_batch_len("skus", request.skus.len())?;
+        // The answer has no room for per-item errors, so a malformed sku or location fails
+        // the call. Paths are formatted only then.
+        let bad = |id: &str| convert::id_problem(id).is_some();
+        if bad(&request.location) || request.skus.iter().any(bad) {
+            let mut errors = FieldErrors::default();
+            convert::check_id(&mut errors, "location", &request.location);
+            for (i, sku) in request.skus.iter().enumerate() {
+                convert::check_id(&mut errors, &format!("skus[{i}]"), sku);
+            }
+            errors.finish(())?;
+        }
+        let mut sellable = Vec::with_capacity(request.skus.len());
+        self.engine()
+            .sellable_at(&request.location, request.skus.iter(), &mut sellable);
+        Ok(Response::new(pb::CheckSellableResponse { sellable }))
+    }
+
     async fn check_sku(
         &self,
         request: Request<pb::CheckSkuRequest>,

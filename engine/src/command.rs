@@ -714,7 +714,7 @@ mod validate;
 pub use conflict::{DIFFERS_FROM_ORIGINAL, RequestLines, lines_difference};
 
 use validate::check_id;
-pub(crate) use validate::id_problem;
+pub use validate::id_problem;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

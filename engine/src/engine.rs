@@ -334,6 +334,17 @@ impl Engine {
         self.ledger.check(sku, location, self.clock.now_ms())
     }
 
+    /// What each sku may sell at `location`, in order (0 where the position never existed).
+    pub fn sellable_at<'a>(
+        &self,
+        location: &str,
+        skus: impl IntoIterator<Item = &'a str>,
+        out: &mut Vec<u64>,
+    ) {
+        self.ledger
+            .sellable_at(location, skus, self.clock.now_ms(), out)
+    }
+
     pub fn check_sku(&self, sku: &str) -> Vec<(String, Availability)> {
         self.ledger.check_sku(sku, self.clock.now_ms())
     }

@@ -8,11 +8,14 @@
 //! The package is versioned from day one: a breaking change goes into `inventory.v2` beside it.
 
 pub mod codec;
+pub mod sellable;
 
 pub mod inventory {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("inventory.v1");
+        // Written by hand (see `sellable`), in its place among the generated messages.
+        pub use crate::sellable::CheckSellableRequest;
     }
 }
 

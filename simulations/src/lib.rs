@@ -12,6 +12,8 @@
 //!
 //! # Scenarios
 //! - `check`: unary Check of one position, back to back.
+//! - `check-sellable`: unary CheckSellable of `--check-positions` skus at one location, the
+//!   compact read for a catalogue sync.
 //! - `reserve`: unary durable Reserve of one unit, then the Release of that hold (so the stock
 //!   stays); both are reported.
 //! - `reserve-only`: unary durable Reserves alone, the figure to compare with a reserve-only
@@ -95,6 +97,7 @@ pub const PIPELINE_MAX: usize = 1_024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     Check,
+    CheckSellable,
     Reserve,
     ReserveOnly,
     Mix,
@@ -104,8 +107,9 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Check,
+        Scenario::CheckSellable,
         Scenario::Reserve,
         Scenario::ReserveOnly,
         Scenario::Mix,
@@ -117,6 +121,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Check => "check",
+            Scenario::CheckSellable => "check-sellable",
             Scenario::Reserve => "reserve",
             Scenario::ReserveOnly => "reserve-only",
             Scenario::Mix => "mix",
@@ -490,6 +495,9 @@ async fn run_scenario(ctx: &Arc<Ctx>, scenario: Scenario, target: Target) -> Res
     let (tally, took) = match scenario {
         Scenario::Check => {
             scenarios::run_callers(ctx, callers, seconds, scenarios::check_caller).await?
+        }
+        Scenario::CheckSellable => {
+            scenarios::run_callers(ctx, callers, seconds, scenarios::check_sellable_caller).await?
         }
         Scenario::Reserve => {
             scenarios::run_callers(ctx, callers, seconds, scenarios::reserve_caller).await?

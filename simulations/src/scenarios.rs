@@ -285,6 +285,35 @@ pub async fn check_caller(ctx: Arc<Ctx>, caller: usize, deadline: Instant) -> Re
     Ok(tally)
 }
 
+/// CheckSellable calls of `--check-positions` skus at [`LOCATION`], back to back; tallied as
+/// `check` (one call); an answer without one number per sku is an error.
+pub async fn check_sellable_caller(
+    ctx: Arc<Ctx>,
+    caller: usize,
+    deadline: Instant,
+) -> Result<Tally> {
+    let mut client = ctx.client(caller);
+    let mut rng = Rng::new(caller as u64);
+    let mut tally = Tally::default();
+    while Instant::now() < deadline {
+        ctx.paced().await;
+        // Each sku copied into the request, as a connector building it from its own strings
+        // would.
+        let skus = (0..ctx.options.check_positions).map(|_| ctx.sku(&mut rng));
+        let request = pb::CheckSellableRequest::new(LOCATION, skus);
+        let wanted = request.skus.len();
+        let started = Instant::now();
+        match client.check_sellable(request).await {
+            Ok(response) if response.get_ref().sellable.len() == wanted => {
+                tally.op("check").ok(started)
+            }
+            Ok(_) => tally.op("check").error_named("short answer"),
+            Err(status) => tally.op("check").error(status.code()),
+        }
+    }
+    Ok(tally)
+}
+
 /// One unary Check, tallied as `check`.
 async fn check_once(client: &mut Client, tally: &mut Tally, request: pb::CheckRequest) {
     let started = Instant::now();

@@ -72,6 +72,17 @@ pub fn summary(rows: &[Row], options: &Options) -> String {
             opt_us(r.server_cpu_us_per_op)
         );
     }
+    if let Some(r) = engine("check-sellable", "check") {
+        let _ = writeln!(
+            out,
+            "unary CheckSellable: {:.0}/s ({:.0} positions/s), p99 {:.3} ms, server CPU {} \
+             µs/call",
+            r.ops_per_s,
+            r.ops_per_s * options.check_positions as f64,
+            r.p99_us as f64 / 1e3,
+            opt_us(r.server_cpu_us_per_op)
+        );
+    }
     if let Some(r) = engine("reserve-only", "reserve") {
         let _ = writeln!(
             out,

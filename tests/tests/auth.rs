@@ -74,7 +74,7 @@ async fn start(dir: &Path) -> Result<(TestServer, Arc<Auth>)> {
 }
 
 /// Every RPC but Session (checked per request, below), with the permission it needs.
-const RPCS: [(&str, &str); 22] = [
+const RPCS: [(&str, &str); 23] = [
     ("Reserve", "holds.write"),
     ("Commit", "holds.write"),
     ("Release", "holds.write"),
@@ -82,6 +82,7 @@ const RPCS: [(&str, &str); 22] = [
     ("GetReservation", "holds.read"),
     ("Check", "availability.read"),
     ("CheckSku", "availability.read"),
+    ("CheckSellable", "availability.read"),
     ("WatchAvailability", "availability.read"),
     ("RecordSales", "sales.write"),
     ("RecordReturns", "returns.write"),
@@ -101,7 +102,7 @@ const RPCS: [(&str, &str); 22] = [
 
 /// The RPCs each role may call, by token (docs/security.md's table).
 fn allowed(token: &str, rpc: &str) -> bool {
-    const HOLDS: [&str; 8] = [
+    const HOLDS: [&str; 9] = [
         "Reserve",
         "Commit",
         "Release",
@@ -109,12 +110,14 @@ fn allowed(token: &str, rpc: &str) -> bool {
         "GetReservation",
         "Check",
         "CheckSku",
+        "CheckSellable",
         "WatchAvailability",
     ];
-    const READS: [&str; 9] = [
+    const READS: [&str; 10] = [
         "GetReservation",
         "Check",
         "CheckSku",
+        "CheckSellable",
         "WatchAvailability",
         "StoreStatus",
         "GetReconciliationReport",
@@ -179,6 +182,10 @@ async fn call(client: &mut Authed, rpc: &str) -> Result<(), Status> {
                 sku: SKU.into(),
                 ..Default::default()
             })
+            .await
+            .map(drop),
+        "CheckSellable" => client
+            .check_sellable(pb::CheckSellableRequest::new(STORE, [SKU]))
             .await
             .map(drop),
         "WatchAvailability" => client

@@ -57,7 +57,7 @@ type CallSeries = (Counter, Histogram);
 const CODES: usize = 17;
 
 /// The methods a connector waits on: while they are being called, bulk work gives way.
-const HOT_METHODS: [&str; 7] = [
+const HOT_METHODS: [&str; 8] = [
     "Reserve",
     "Commit",
     "Release",
@@ -65,6 +65,7 @@ const HOT_METHODS: [&str; 7] = [
     "GetReservation",
     "Check",
     "CheckSku",
+    "CheckSellable",
 ];
 
 /// The series counted as things happen, and the registry they are encoded from.

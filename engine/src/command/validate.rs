@@ -109,7 +109,7 @@ pub(super) fn check_id(violations: &mut Violations, field: &str, id: &str) {
 
 /// Why `id` is not a valid id, if it is not. Separate from the field name so the hot path
 /// builds no strings unless something is wrong.
-pub(crate) fn id_problem(id: &str) -> Option<String> {
+pub fn id_problem(id: &str) -> Option<String> {
     if id.is_empty() {
         return Some("must not be empty".to_owned());
     }

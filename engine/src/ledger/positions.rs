@@ -508,7 +508,12 @@ impl PositionShard {
     }
 
     pub fn get(&self, sku: &str) -> Option<&SkuEntry> {
-        self.skus.get(hash_key(sku), sku)
+        self.get_hashed(hash_key(sku), sku)
+    }
+
+    /// [`PositionShard::get`] for a caller that hashed the sku already (to find the shard).
+    pub fn get_hashed(&self, hash: u64, sku: &str) -> Option<&SkuEntry> {
+        self.skus.get(hash, sku)
     }
 
     /// The position (sku, location), created at zero if there is none.

@@ -3,7 +3,8 @@
 
 use super::Ledger;
 use super::interner::Kind;
-use super::positions::Availability;
+use super::positions::{Availability, SkuEntry};
+use super::table::hash_key;
 use crate::command::Line;
 use crate::error::LogError;
 use crate::hold::{Hold, HoldState, PrincipalRef, SkuSlot};
@@ -46,8 +47,37 @@ impl Ledger {
     pub fn check(&self, sku: &str, location: &str, now_ms: u64) -> Option<Availability> {
         let now_ms = self.read_time(now_ms);
         let location = LocationId(self.names.get(Kind::Location, location)?);
-        let shard = lock(&self.positions[self.shard_of(sku)]);
-        shard.get(sku)?.availability(location, now_ms)
+        self.sku_entry(sku, |entry| entry?.availability(location, now_ms))
+    }
+
+    /// What each of `skus` may sell at one location, in order, appended to `out`: 0 for a
+    /// position that has never existed. The location is looked up once; each sku takes its
+    /// shard's lock for one lookup, as [`Ledger::check`] does.
+    pub fn sellable_at<'a>(
+        &self,
+        location: &str,
+        skus: impl IntoIterator<Item = &'a str>,
+        now_ms: u64,
+        out: &mut Vec<u64>,
+    ) {
+        let skus = skus.into_iter();
+        let Some(location) = self.names.get(Kind::Location, location).map(LocationId) else {
+            out.extend(skus.map(|_| 0));
+            return;
+        };
+        let now_ms = self.read_time(now_ms);
+        out.extend(skus.map(|sku| {
+            self.sku_entry(sku, |entry| entry?.availability(location, now_ms))
+                .map_or(0, |a| a.sellable())
+        }));
+    }
+
+    /// Reads one sku's entry under its shard's lock, hashing the sku once (the shard and the
+    /// table inside it use the same hash): the step every check repeats per position.
+    fn sku_entry<T>(&self, sku: &str, read: impl FnOnce(Option<&SkuEntry>) -> T) -> T {
+        let hash = hash_key(sku);
+        let shard = lock(&self.positions[self.shard_of_hash(hash)]);
+        read(shard.get_hashed(hash, sku))
     }
 
     /// Every location of one sku, by location name.
@@ -75,7 +105,7 @@ impl Ledger {
     /// moved to the key archive is faulted back in (hence the `LogError`: a failed read).
     pub fn reservation(&self, id: &str, now_ms: u64) -> Result<Option<HoldView>, LogError> {
         let now_ms = self.read_time(now_ms);
-        let hash = super::table::hash_key(id);
+        let hash = hash_key(id);
         let mut shard = lock(&self.holds[self.shard_of_hash(hash)]);
         let slot = match shard.entries.find(hash, id) {
             Some(slot) => slot,

@@ -13,6 +13,7 @@ mod events;
 mod feeds;
 mod holds;
 mod lifecycle;
+mod reads;
 mod stores;
 
 use anyhow::{Result, bail};
