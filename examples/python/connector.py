@@ -4,7 +4,7 @@
 It walks through what a connector does, against a live server, and asserts every outcome:
 
   1. stock a sku (Adjust), so the example needs nothing else on the server;
-  2. check availability (Check);
+  2. check availability (Check; CheckSellable for many skus at one location, in step 4);
   3. reserve an order's units under a reservation id (the idempotency key) with a TTL;
   4. resend after a lost answer / timeout: the SAME request with the SAME id is answered
      `duplicate = true` with the original LSN;
@@ -278,6 +278,12 @@ def run(server):
     log(f"   duplicate={again.duplicate}, LSN {again.lsn} (the original)")
     availability = check(stub, retrier, sku, location)
     assert (availability.reserved, availability.sellable) == (2, 8), availability  # held once
+    # A listing sync reads many skus at one location at once: bare numbers in request order,
+    # 0 for a sku never stocked there.
+    listing = retrier.call(stub.CheckSellable, pb.CheckSellableRequest(
+        location=location, skus=[sku, f"never-{run_id}", sku]))
+    assert list(listing.sellable) == [8, 0, 8], listing
+    log(f"   CheckSellable of [{sku}, never-..., {sku}] at {location}: {list(listing.sellable)}")
 
     log("5. webhooks: order A paid -> Commit; order B cancelled -> Release")
     order_b = reserve_request(f"B-{run_id}", line(3))
