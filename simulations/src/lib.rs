@@ -7,8 +7,8 @@
 //! each scenario for `--seconds` with `--callers` concurrent callers and reports, per
 //! operation, throughput, latency percentiles (p50, p99, p99.9, max), errors by gRPC code, and
 //! the server's and the client's CPU time per call (see [`cpu`]; for a `--server` in another
-//! process, from `/proc/PID/stat` of `--server-pid`). Every run stops by itself: the default run (seven scenarios, 5 s each, the backfill scenario
-//! twice that) takes about 45 s.
+//! process, from `/proc/PID/stat` of `--server-pid`). Every run stops by itself: the default run (eight scenarios, 5 s each, the backfill scenario
+//! twice that) takes about 50 s.
 //!
 //! # Scenarios
 //! - `check`: unary Check of one position, back to back.

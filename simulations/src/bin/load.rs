@@ -158,12 +158,12 @@ struct Args {
     #[arg(long, value_name = "OPS")]
     rate: Option<f64>,
     /// A scenario to run (repeatable); every measuring one by default. Measuring: check,
-    /// reserve, reserve-only, mix, session-check, session-reserve, backfill. Surge (verify the
-    /// server's state afterwards; exit 1 if it is wrong): flash-sale, store-reconnect,
-    /// return-wave, holiday-surge, reconcile-under-load. quota-flood (alone, in process only:
-    /// it refuses --server and --token, and makes its own principals and tokens): --callers
-    /// [default 63] well-behaved callers alone, then beside one principal flooding at
-    /// --flood-rate; exit 1 if the flood got more than its quota or another call failed.
+    /// check-sellable, reserve, reserve-only, mix, session-check, session-reserve, backfill.
+    /// Surge (verify the server's state afterwards; exit 1 if it is wrong): flash-sale,
+    /// store-reconnect, return-wave, holiday-surge, reconcile-under-load. quota-flood (alone,
+    /// in process only: it refuses --server and --token, and makes its own principals and
+    /// tokens): --callers [default 63] well-behaved callers alone, then beside one principal
+    /// flooding at --flood-rate; exit 1 if the flood got more than its quota or another call failed.
     #[arg(long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<Named>,
     #[command(flatten)]
