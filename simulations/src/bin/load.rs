@@ -163,7 +163,8 @@ struct Args {
     /// store-reconnect, return-wave, holiday-surge, reconcile-under-load. quota-flood (alone,
     /// in process only: it refuses --server and --token, and makes its own principals and
     /// tokens): --callers [default 63] well-behaved callers alone, then beside one principal
-    /// flooding at --flood-rate; exit 1 if the flood got more than its quota or another call failed.
+    /// flooding at --flood-rate; exit 1 if the flood got more than its quota or another call
+    /// failed.
     #[arg(long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<Named>,
     #[command(flatten)]
