@@ -149,6 +149,22 @@ async fn reserve_check_and_commit_exit_with_what_happened() {
         assert_eq!(positions[0]["available"], 3);
         assert_eq!(positions[1]["exists"], false);
 
+        // Many skus at one location: the sellable numbers in order, 0 for one never stocked.
+        let sellable = inventory(url, &["sellable", "--json", "dc", "sneaker", "never"]).await;
+        assert_eq!(sellable.code, 0, "{sellable:?}");
+        let skus = json(&sellable)["skus"].clone();
+        assert_eq!(
+            (skus[0]["sku"].clone(), skus[0]["sellable"].clone()),
+            ("sneaker".into(), 3.into())
+        );
+        assert_eq!(skus[1]["sellable"], 0, "{sellable:?}");
+        let table = inventory(url, &["sellable", "dc", "sneaker"]).await;
+        assert_eq!(table.code, 0, "{table:?}");
+        assert!(table.stdout.contains("SELLABLE"), "{table:?}");
+        let bad = inventory(url, &["sellable", "dc", "sneaker", ""]).await;
+        assert_eq!(bad.code, 2, "{bad:?}");
+        assert!(bad.stderr.contains("skus[1]"), "{bad:?}");
+
         let unknown = inventory(url, &["commit", "no-such-order"]).await;
         assert_eq!(unknown.code, 3, "{unknown:?}");
         assert!(unknown.stderr.contains("not found"), "{unknown:?}");

@@ -60,6 +60,19 @@ pub(super) fn read_positions(path: &Path) -> anyhow::Result<Vec<pb::Position>> {
     Ok(positions)
 }
 
+/// One sku per line; blank lines and lines starting with `#` are skipped.
+pub(super) fn read_skus(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = read_input(path)?;
+    let skus: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(!skus.is_empty(), "{} lists no skus", path.display());
+    Ok(skus)
+}
+
 /// Reads `path` as JSON Lines or CSV (see `format_of`) and turns each record into a `T` with
 /// `from_json` or `from_csv`; an error names the file and line (CSV row 1 is the header).
 pub(super) fn file_records<T, J, C>(

@@ -1,8 +1,8 @@
 //! The client subcommands of `inventory`: one per thing a person or a script asks a running
-//! server (`check`, `check-sku`, `adjust`, `safety-stock`, `reserve`, `commit`, `release`,
-//! `extend`, `reservation`, `sales`, `returns`, `dispose`, `store-status`, `store-ack`, `watch`,
-//! `events`,
-//! `snapshot import`, `reconcile`, `reconciliation show` / `list`, `drift list` / `resolve`),
+//! server (`check`, `check-sku`, `sellable`, `adjust`, `safety-stock`, `reserve`, `commit`,
+//! `release`, `extend`, `reservation`, `sales`, `returns`, `dispose`, `store-status`,
+//! `store-ack`, `watch`, `events`, `snapshot import`, `reconcile`, `reconciliation show` /
+//! `list`, `drift list` / `resolve`),
 //! and `completions`, which prints a shell's completion script and asks no server.
 //!
 //! Each subcommand connects to `--server` (env `INVENTORY_SERVER`; `https://` with `--ca`, and
@@ -23,10 +23,10 @@
 //!
 //! Layout, top-down: this file holds what every subcommand shares (the [`ClientCmd`] enum and
 //! its dispatch, connection and client options, outcomes and exit codes); each family of
-//! subcommands has its own file (`reads.rs`: check, check-sku, reservation, watch;
-//! `stores.rs`: store-status, store-ack; `holds.rs`: reserve, commit, release, extend; `stock.rs`: adjust, safety-stock,
-//! dispose; `events.rs`: the events of a position or a hold; `batches.rs`: sales and returns
-//! from files; `snapshots.rs`: ERP snapshot import,
+//! subcommands has its own file (`reads.rs`: check, check-sku, sellable, reservation, watch;
+//! `stores.rs`: store-status, store-ack; `holds.rs`: reserve, commit, release, extend;
+//! `stock.rs`: adjust, safety-stock, dispose; `events.rs`: the events of a position or a hold;
+//! `batches.rs`: sales and returns from files; `snapshots.rs`: ERP snapshot import,
 //! reconciliations and held drifts),
 //! on top of `parse.rs` (LINE, position and duration syntax), `files.rs` (reading JSON Lines
 //! and CSV files) and `output.rs` (tables, JSON, times). Adding a family of subcommands is a
@@ -54,7 +54,7 @@ use inv_proto::v1 as pb;
 use output::print_json;
 pub(crate) use parse::parse_duration;
 use pb::inventory_client::InventoryClient;
-use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, WatchArgs};
+use reads::{CheckArgs, CheckSkuArgs, ReservationArgs, SellableArgs, WatchArgs};
 use serde_json::{Value, json};
 use snapshots::{DriftCmd, ReconcileArgs, ReconciliationCmd, SnapshotCmd};
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -159,6 +159,10 @@ pub enum ClientCmd {
     /// Availability of one SKU at every location (or at the listed ones), with totals.
     #[command(after_help = EXIT_CODES_HELP)]
     CheckSku(CheckSkuArgs),
+    /// What each SKU may sell at one LOCATION (CheckSellable): `sellable LOCATION SKU...` or
+    /// `sellable LOCATION --file FILE`; 0 for a SKU never stocked there.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Sellable(SellableArgs),
     /// Change a position's on_hand by DELTA (goods receipt, count, damage); once per --id.
     #[command(after_help = EXIT_CODES_HELP)]
     Adjust(AdjustArgs),
@@ -351,6 +355,7 @@ impl ClientCmd {
     fn client(&self) -> &ClientOpts {
         match self {
             ClientCmd::Check(a) => &a.client,
+            ClientCmd::Sellable(a) => &a.client,
             ClientCmd::CheckSku(a) => &a.client,
             ClientCmd::Adjust(a) => &a.client,
             ClientCmd::SafetyStock(a) => &a.client,
@@ -376,6 +381,7 @@ impl ClientCmd {
     async fn execute(self) -> Outcome {
         match self {
             ClientCmd::Check(a) => reads::check(a).await,
+            ClientCmd::Sellable(a) => reads::sellable(a).await,
             ClientCmd::CheckSku(a) => reads::check_sku(a).await,
             ClientCmd::Adjust(a) => stock::adjust(a).await,
             ClientCmd::SafetyStock(a) => stock::safety_stock(a).await,

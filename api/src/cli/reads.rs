@@ -1,7 +1,7 @@
-//! The subcommands that only read: `check`, `check-sku`, `reservation` and `watch`
+//! The subcommands that only read: `check`, `check-sku`, `sellable`, `reservation` and `watch`
 //! (`store-status` is with the other store subcommands, in `stores.rs`).
 
-use super::files::read_positions;
+use super::files::{read_positions, read_skus};
 use super::output::{
     AVAILABILITY_HEADERS, availability_json, availability_row, format_utc_ms, item_error_json,
     item_exit, line_json, print_json, print_table,
@@ -99,6 +99,64 @@ pub(super) async fn check(args: CheckArgs) -> Outcome {
         print_table(&AVAILABILITY_HEADERS, &rows);
     }
     Ok(exit)
+}
+
+/// `sellable`.
+#[derive(Args, Debug)]
+pub struct SellableArgs {
+    /// The location every SKU is read at.
+    pub location: String,
+    /// The SKUs.
+    #[arg(
+        value_name = "SKU",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub skus: Vec<String>,
+    /// Read SKUs from a file (`-`: stdin), one per line; blank lines and lines starting with
+    /// `#` are skipped.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+pub(super) async fn sellable(args: SellableArgs) -> Outcome {
+    let skus = match &args.file {
+        Some(file) => read_skus(file)?,
+        None => args.skus,
+    };
+    let mut client = connect(&args.client, true).await?;
+    let mut sellable = Vec::with_capacity(skus.len());
+    for chunk in skus.chunks(inv_api::BATCH_ITEMS_MAX) {
+        let response = client
+            .check_sellable(pb::CheckSellableRequest::new(args.location.as_str(), chunk))
+            .await?
+            .into_inner();
+        if response.sellable.len() != chunk.len() {
+            return Err(Failed::new(
+                Exit::Other,
+                "the server answered a different number of skus than were asked",
+            ));
+        }
+        sellable.extend(response.sellable);
+    }
+    if args.client.json {
+        let rows: Vec<Value> = skus
+            .iter()
+            .zip(&sellable)
+            .map(|(sku, n)| json!({ "sku": sku, "sellable": n }))
+            .collect();
+        print_json(&json!({ "location": args.location, "skus": rows }));
+    } else {
+        let rows: Vec<Vec<String>> = skus
+            .iter()
+            .zip(&sellable)
+            .map(|(sku, n)| vec![sku.clone(), n.to_string()])
+            .collect();
+        print_table(&["SKU", "SELLABLE"], &rows);
+    }
+    Ok(Exit::Success)
 }
 
 /// `check-sku`.
