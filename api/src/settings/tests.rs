@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::{Cli, Cmd};
+use inv_engine::Location;
 
 /// The settings `argv` and a config file of `file` resolve to, parsed as `main` does.
 /// (The environment of the test process applies too; see `tests/settings.rs` for tests
