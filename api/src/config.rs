@@ -17,7 +17,7 @@
 //! (`Engine::acks_on_append`, from the log).
 
 use crate::ServeError;
-use clap::{Args, FromArgMatches};
+use clap::{ArgAction, Args, FromArgMatches};
 use inv_engine::CheckpointPolicy;
 use inv_engine::reconcile::snapshot::SNAPSHOT_CHUNK_ROWS_MAX;
 use tokio::sync::Semaphore;
@@ -56,6 +56,13 @@ pub struct ServerConfig {
     /// backfill`). Linux only.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub bulk_nice: i32,
+    /// Run the bulk lane's threads in Linux's idle scheduling class (SCHED_IDLE): they get a
+    /// core only when no other thread wants it. Beside a backfill the hot path's p99 stays far
+    /// closer to its p99 alone, but on a machine the hot path keeps busy a backfill slows to a
+    /// crawl until the load drops (docs/design.md, "The hot path beside bulk work"). Linux
+    /// only.
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, default_value_t = false)]
+    pub bulk_idle: bool,
     /// Percent of the time the bulk lane may be busy while the hot path is being called
     /// (5-100; 100 turns pacing off). Niceness alone leaves a 2-core machine's hot path half as
     /// fast during a backfill, because the log writer and the network, which the lane's sales

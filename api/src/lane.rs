@@ -19,8 +19,9 @@ pub(crate) struct BulkLane {
 }
 
 impl BulkLane {
-    /// Starts the lane's thread at niceness `nice` (0: the server's own priority).
-    pub fn start(nice: i32) -> std::io::Result<BulkLane> {
+    /// Starts the lane's thread at niceness `nice` (0: the server's own priority), in the
+    /// idle scheduling class if `idle`.
+    pub fn start(nice: i32, idle: bool) -> std::io::Result<BulkLane> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -29,7 +30,7 @@ impl BulkLane {
         std::thread::Builder::new()
             .name("inv-bulk".into())
             .spawn(move || {
-                lower_priority(nice);
+                lower_priority(nice, idle);
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
@@ -129,28 +130,35 @@ pub(crate) async fn pace(shared: &Shared) {
     }));
 }
 
-/// Lowers the calling thread's priority; a failure only costs the isolation, so it is logged.
+/// Lowers the calling thread's priority to niceness `nice`, and with `idle` moves it to the
+/// idle scheduling class; a failure only costs the isolation, so it is logged.
 #[cfg(target_os = "linux")]
-pub(crate) fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32, idle: bool) {
+    // SAFETY: plain system calls on the calling thread; `param` outlives the call that reads it.
+    let tid = unsafe { libc::gettid() };
+    if idle {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as above.
+        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } != 0 {
+            warn!(error = %std::io::Error::last_os_error(), "cannot move a bulk thread to SCHED_IDLE");
+        }
+    }
     if nice == 0 {
         return;
     }
-    // SAFETY: plain system calls on the calling thread, no memory is passed.
-    let result = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-    };
+    // SAFETY: as above.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if result != 0 {
         warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower a bulk thread's priority");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn lower_priority(nice: i32) {
-    if nice != 0 {
+pub(crate) fn lower_priority(nice: i32, idle: bool) {
+    if nice != 0 || idle {
         warn!(
             nice,
-            "thread priorities are only set on Linux; the bulk lane runs at normal priority"
+            idle, "thread priorities are only set on Linux; the bulk lane runs at normal priority"
         );
     }
 }

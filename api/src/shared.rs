@@ -70,7 +70,7 @@ impl Shared {
             config,
             writes: Arc::new(Semaphore::new(config.writes_in_flight_max)),
             bulk: Arc::new(Semaphore::new(config.bulk_in_flight_max)),
-            bulk_lane: BulkLane::start(config.bulk_nice)?,
+            bulk_lane: BulkLane::start(config.bulk_nice, config.bulk_idle)?,
             watches: Arc::new(Semaphore::new(config.watch_streams_max)),
             event_listings: Arc::new(Semaphore::new(EVENT_LISTINGS_MAX)),
             head: tokio::sync::watch::Sender::new(head),

@@ -5,6 +5,7 @@
 //! backfill scenario, not here.
 
 use anyhow::{Context, Result, ensure};
+use inv_api::ServerConfig;
 use inv_tests::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +95,82 @@ async fn the_bulk_lane_pauses_for_the_hot_path_and_only_then() -> Result<()> {
         assert_eq!(
             (store.contiguous_seq, store.missing_count),
             (5 * SALES_PER_CALL, 0),
+            "{store:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The scheduling policy of each of this process's threads named `name` (field 41 of
+/// `/proc/self/task/TID/stat`; 5 is SCHED_IDLE).
+#[cfg(target_os = "linux")]
+fn policies_of(name: &str) -> Result<Vec<u64>> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?.path();
+        if std::fs::read_to_string(task.join("comm"))?.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat"))?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit_once(')').context("a stat line")?.1;
+        let policy = after
+            .split_whitespace()
+            .nth(38)
+            .context("the policy field")?
+            .parse()?;
+        policies.push(policy);
+    }
+    Ok(policies)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_idle_class_lane_runs_as_such_and_still_records_every_sale() -> Result<()> {
+    // Goal: `--bulk-idle` puts the lane's thread in SCHED_IDLE (the kernel says so), and a
+    // backfill beside a connector checking stock still records every sale.
+    let config = ServerConfig {
+        bulk_idle: true,
+        ..test_config()
+    };
+    let server = TestServer::in_memory(config).await?;
+    bounded(async {
+        const SCHED_IDLE: u64 = 5;
+        ensure!(
+            policies_of("inv-bulk")?.contains(&SCHED_IDLE),
+            "no bulk lane thread in SCHED_IDLE: {:?}",
+            policies_of("inv-bulk")?
+        );
+        let mut client = server.client.clone();
+        client
+            .adjust(adjust("receipt-1", SKU, DC, 1_000_000))
+            .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checker = {
+            let (mut client, stop) = (server.client.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    available(&mut client, SKU, DC).await?;
+                }
+                anyhow::Ok(())
+            })
+        };
+        for call in 0..3 {
+            backfill(&mut client, 1 + call * SALES_PER_CALL).await?;
+        }
+        stop.store(true, Ordering::Relaxed);
+        checker.await??;
+        let status = client
+            .store_status(pb::StoreStatusRequest {
+                store_id: STORE.into(),
+            })
+            .await?
+            .into_inner();
+        let store = status.stores.first().context("the store")?;
+        assert_eq!(
+            (store.contiguous_seq, store.missing_count),
+            (3 * SALES_PER_CALL, 0),
             "{store:?}"
         );
         Ok(())

@@ -46,7 +46,7 @@ pub(crate) async fn push(
                 // stops finds no thread still holding its stores open.
                 let answer = {
                     let shared = shared;
-                    crate::lane::lower_priority(shared.config.bulk_nice);
+                    crate::lane::lower_priority(shared.config.bulk_nice, shared.config.bulk_idle);
                     match tokio::runtime::Builder::new_current_thread().build() {
                         Ok(runtime) => runtime.block_on(receive(&shared, stream)),
                         Err(e) => Err(Failure::internal(format!(

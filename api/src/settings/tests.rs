@@ -313,7 +313,7 @@ fn help_shows_every_default_from_its_declaration() {
             defaults += 1;
         }
     }
-    assert_eq!(defaults, 47, "every setting has a default");
+    assert_eq!(defaults, 48, "every setting has a default");
     assert!(help.contains("[default: 8192]"), "{help}");
     assert!(help.contains("kill -9 included"), "{help}");
 }

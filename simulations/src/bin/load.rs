@@ -186,6 +186,9 @@ struct Args {
     /// busy (its default is 25; 100 turns pacing off).
     #[arg(long, value_name = "PERCENT")]
     server_bulk_percent: Option<u32>,
+    /// Run the in-process server's bulk lane in the idle scheduling class (its --bulk-idle).
+    #[arg(long)]
+    server_bulk_idle: bool,
     /// Runtime worker threads of the in-process server [default: half the cores, at least 1].
     #[arg(long, value_name = "N")]
     server_threads: Option<usize>,
@@ -453,6 +456,7 @@ fn main() -> Result<()> {
             if let Some(percent) = args.server_bulk_percent {
                 config.bulk_percent_under_load = percent;
             }
+            config.bulk_idle |= args.server_bulk_idle;
             Some(LocalServer::start_with(server_threads, config)?)
         }
     };
