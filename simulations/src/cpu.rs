@@ -349,7 +349,9 @@ mod tests {
         assert!(used.client_s >= 0.13, "{used:?}");
         assert!(used.engine_s.unwrap() >= 0.13, "{used:?}");
         assert!(used.process_s >= used.client_s + 0.13, "{used:?}");
-        assert_eq!(used.floor_s, 0.0, "{used:?}");
+        // `floor_s` is not asserted: another test of this binary may run a floor server (its
+        // threads named as the floor's) during the window; `a_floor_run_measures_both_servers`
+        // checks the floor's share.
     }
 
     #[test]
