@@ -50,6 +50,44 @@ async fn backfill(client: &mut Client, first: u64) -> Result<()> {
     Ok(())
 }
 
+/// Sales calls `first_call..first_call + calls` (each of [`SALES_PER_CALL`]) posted while a
+/// connector checks stock back to back, as the hot path beside a backfill.
+async fn backfill_beside_checks(server: &TestServer, first_call: u64, calls: u64) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let (mut client, stop) = (server.client.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                available(&mut client, SKU, DC).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut client = server.client.clone();
+    for call in first_call..first_call + calls {
+        backfill(&mut client, 1 + call * SALES_PER_CALL).await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    checker.await?
+}
+
+/// Checks the store's sequence is whole up to `sales`: no sale lost or left out.
+async fn assert_store_whole(client: &mut Client, sales: u64) -> Result<()> {
+    let status = client
+        .store_status(pb::StoreStatusRequest {
+            store_id: STORE.into(),
+        })
+        .await?
+        .into_inner();
+    let store = status.stores.first().context("the store")?;
+    assert_eq!(
+        (store.contiguous_seq, store.missing_count),
+        (sales, 0),
+        "{store:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_bulk_lane_pauses_for_the_hot_path_and_only_then() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -66,37 +104,12 @@ async fn the_bulk_lane_pauses_for_the_hot_path_and_only_then() -> Result<()> {
         assert_eq!(paced_seconds(&server).await?, 0.0);
 
         // Beside a connector checking stock back to back: paused.
-        let stop = Arc::new(AtomicBool::new(false));
-        let checker = {
-            let (mut client, stop) = (server.client.clone(), Arc::clone(&stop));
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    available(&mut client, SKU, DC).await?;
-                }
-                anyhow::Ok(())
-            })
-        };
-        for call in 1..=4 {
-            backfill(&mut client, 1 + call * SALES_PER_CALL).await?;
-        }
-        stop.store(true, Ordering::Relaxed);
-        checker.await??;
+        backfill_beside_checks(&server, 1, 4).await?;
         let paced = paced_seconds(&server).await?;
         ensure!(paced > 0.0, "the lane never paused beside the hot path");
 
         // Nothing was lost to the pauses: the store's sequence is whole.
-        let status = client
-            .store_status(pb::StoreStatusRequest {
-                store_id: STORE.into(),
-            })
-            .await?
-            .into_inner();
-        let store = status.stores.first().context("the store")?;
-        assert_eq!(
-            (store.contiguous_seq, store.missing_count),
-            (5 * SALES_PER_CALL, 0),
-            "{store:?}"
-        );
+        assert_store_whole(&mut client, 5 * SALES_PER_CALL).await?;
         Ok(())
     })
     .await
@@ -146,33 +159,8 @@ async fn an_idle_class_lane_runs_as_such_and_still_records_every_sale() -> Resul
         client
             .adjust(adjust("receipt-1", SKU, DC, 1_000_000))
             .await?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let checker = {
-            let (mut client, stop) = (server.client.clone(), Arc::clone(&stop));
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    available(&mut client, SKU, DC).await?;
-                }
-                anyhow::Ok(())
-            })
-        };
-        for call in 0..3 {
-            backfill(&mut client, 1 + call * SALES_PER_CALL).await?;
-        }
-        stop.store(true, Ordering::Relaxed);
-        checker.await??;
-        let status = client
-            .store_status(pb::StoreStatusRequest {
-                store_id: STORE.into(),
-            })
-            .await?
-            .into_inner();
-        let store = status.stores.first().context("the store")?;
-        assert_eq!(
-            (store.contiguous_seq, store.missing_count),
-            (3 * SALES_PER_CALL, 0),
-            "{store:?}"
-        );
+        backfill_beside_checks(&server, 0, 3).await?;
+        assert_store_whole(&mut client, 3 * SALES_PER_CALL).await?;
         Ok(())
     })
     .await
