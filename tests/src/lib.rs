@@ -143,6 +143,17 @@ impl TestServer {
         .await
     }
 
+    /// Serves a [`ControlledLog`] (returned, to throw its switches) with a clock at [`T0_MS`]
+    /// and the given settings.
+    pub async fn over_controlled_log(
+        config: ServerConfig,
+    ) -> Result<(Arc<ControlledLog>, TestServer)> {
+        let log = Arc::new(ControlledLog::new());
+        let server =
+            Self::start_with(log.clone(), Arc::new(ManualClock::new(T0_MS)), config).await?;
+        Ok((log, server))
+    }
+
     /// Serves any log, with the given clock and settings.
     pub async fn start_with(
         log: Arc<dyn EventLog>,

@@ -10,7 +10,6 @@ use inv_tests::*;
 use pb::session_request::Request as Ask;
 use pb::session_response::Response as Answer;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -259,13 +258,7 @@ async fn answers_come_when_ready_and_each_carries_its_correlation_id() -> Result
     // Goal: a check answers at once while an earlier write waits for durability (answers are
     // out of order), the write answers once durable, and under pipelining every request gets
     // exactly one answer of its own kind under its own correlation id.
-    let log = Arc::new(ControlledLog::new());
-    let server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        test_config(),
-    )
-    .await?;
+    let (log, server) = TestServer::over_controlled_log(test_config()).await?;
     bounded(async {
         let mut client = server.client.clone();
         client.adjust(adjust("receipt-1", SKU, DC, 200)).await?;
@@ -363,13 +356,7 @@ async fn a_session_reads_at_most_1024_requests_ahead_of_its_answers() -> Result<
     // Goal: with durability held back, the server decides only 1,024 of a stream's writes and
     // then stops reading (flow control holds the rest at the client); once writes become
     // durable it answers them and reads on, and every request is answered.
-    let log = Arc::new(ControlledLog::new());
-    let server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        test_config(),
-    )
-    .await?;
+    let (log, server) = TestServer::over_controlled_log(test_config()).await?;
     bounded(async {
         let mut client = server.client.clone();
         client.adjust(adjust("receipt-1", SKU, DC, 10_000)).await?;
@@ -414,13 +401,7 @@ async fn shutdown_answers_what_was_read_then_ends_the_session() -> Result<()> {
     // Goal: on shutdown a session stops reading, still answers the write it has in flight, then
     // ends with UNAVAILABLE (SHUTTING_DOWN) instead of holding graceful shutdown until the
     // drain timeout.
-    let log = Arc::new(ControlledLog::new());
-    let mut server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        test_config(),
-    )
-    .await?;
+    let (log, mut server) = TestServer::over_controlled_log(test_config()).await?;
     bounded(async {
         let mut client = server.client.clone();
         client.adjust(adjust("receipt-1", SKU, DC, 10)).await?;

@@ -61,13 +61,7 @@ async fn shutdown_finishes_calls_in_flight_and_ends_change_feeds() -> Result<()>
     // Goal: after the shutdown signal the server stops accepting, a write already waiting for
     // durability still completes with its answer, an open change feed ends (UNAVAILABLE) rather
     // than holding shutdown forever, and health turns NOT_SERVING.
-    let log = Arc::new(ControlledLog::new());
-    let mut server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        test_config(),
-    )
-    .await?;
+    let (log, mut server) = TestServer::over_controlled_log(test_config()).await?;
     bounded(async {
         let mut client = server.client.clone();
         stock(&mut client, "r1", SKU, DC, 5).await?;
@@ -141,13 +135,7 @@ async fn a_failed_log_makes_writes_unavailable_and_health_not_serving() -> Resul
     // Goal: a full log queue is RESOURCE_EXHAUSTED with nothing applied; a failed append
     // fail-stops the engine: writes are UNAVAILABLE from then on, reads still answer, and
     // health reports NOT_SERVING.
-    let log = Arc::new(ControlledLog::new());
-    let server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        test_config(),
-    )
-    .await?;
+    let (log, server) = TestServer::over_controlled_log(test_config()).await?;
     bounded(async {
         let mut client = server.client.clone();
         stock(&mut client, "r1", SKU, DC, 5).await?;
@@ -212,13 +200,7 @@ async fn a_failed_log_makes_writes_unavailable_and_health_not_serving() -> Resul
 async fn writes_waiting_for_durability_when_the_log_fails_are_answered_unavailable() -> Result<()> {
     // Goal: a write decided but not yet durable when the log fails is never acknowledged and
     // never left hanging: it (and one queued behind it) is answered UNAVAILABLE, FAIL_STOPPED.
-    let log = Arc::new(ControlledLog::new());
-    let server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        test_config(),
-    )
-    .await?;
+    let (log, server) = TestServer::over_controlled_log(test_config()).await?;
     bounded(async {
         let mut client = server.client.clone();
         stock(&mut client, "r1", SKU, DC, 5).await?;
@@ -258,17 +240,11 @@ async fn writes_waiting_for_durability_when_the_log_fails_are_answered_unavailab
 async fn bulk_calls_have_their_own_budget() -> Result<()> {
     // Goal: when the bulk budget is used up, another bulk call is RESOURCE_EXHAUSTED at once
     // (nothing applied) instead of queueing, while the interactive budget is untouched.
-    let log = Arc::new(ControlledLog::new());
     let config = inv_api::ServerConfig {
         bulk_in_flight_max: 1,
         ..test_config()
     };
-    let server = TestServer::start_with(
-        log.clone(),
-        Arc::new(inv_engine::ManualClock::new(T0_MS)),
-        config,
-    )
-    .await?;
+    let (log, server) = TestServer::over_controlled_log(config).await?;
     bounded(async {
         let mut client = server.client.clone();
         stock(&mut client, "r1", SKU, DC, 5).await?;
