@@ -81,14 +81,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let caller = caller(&request)?;
-        let request = request.into_inner();
-        auth::hold_in_scope(
-            &self.shared,
-            &caller,
-            Permission::HoldsWrite,
-            &request.reservation_id,
-        )?;
+        let (request, caller) = hold_in_scope(&self.shared, request, |r| &r.reservation_id)?;
         let answer = pipeline::commit_now(&self.shared, request, caller.by());
         Ok(Response::new(answer.await?))
     }
@@ -97,14 +90,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let caller = caller(&request)?;
-        let request = request.into_inner();
-        auth::hold_in_scope(
-            &self.shared,
-            &caller,
-            Permission::HoldsWrite,
-            &request.reservation_id,
-        )?;
+        let (request, caller) = hold_in_scope(&self.shared, request, |r| &r.reservation_id)?;
         let answer = pipeline::release_now(&self.shared, request, caller.by());
         Ok(Response::new(answer.await?))
     }
@@ -113,14 +99,7 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
-        let caller = caller(&request)?;
-        let request = request.into_inner();
-        auth::hold_in_scope(
-            &self.shared,
-            &caller,
-            Permission::HoldsWrite,
-            &request.reservation_id,
-        )?;
+        let (request, caller) = hold_in_scope(&self.shared, request, |r| &r.reservation_id)?;
         let answer = pipeline::extend(&self.shared, request, caller.by()).await?;
         Ok(Response::new(answer))
     }
@@ -438,6 +417,23 @@ fn request_in_channel(
     let caller = caller(&request)?;
     let request = request.into_inner();
     caller.require_in(Permission::HoldsWrite, "channel", &request.channel)?;
+    Ok((request, caller))
+}
+
+/// Commit, Release and Extend: the hold the request names must be in the caller's scope.
+fn hold_in_scope<T>(
+    shared: &Shared,
+    request: Request<T>,
+    reservation_id: impl Fn(&T) -> &str,
+) -> Result<(T, Caller), Failure> {
+    let caller = caller(&request)?;
+    let request = request.into_inner();
+    auth::hold_in_scope(
+        shared,
+        &caller,
+        Permission::HoldsWrite,
+        reservation_id(&request),
+    )?;
     Ok((request, caller))
 }
 
