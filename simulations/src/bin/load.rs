@@ -290,7 +290,7 @@ struct SurgeArgs {
     #[arg(long)]
     snapshot_rows: Option<usize>,
     /// reconcile-under-load: hot-path calls a second, steady through the run [default: 1000,
-    /// --ci 100].
+    /// --ci 400].
     #[arg(long)]
     hot_rate: Option<f64>,
     /// reconcile-under-load: seconds measured before the push and after the reconciliation

@@ -213,7 +213,9 @@ impl SurgeOptions {
             ttl_ms: 1_500,
             bulk_callers: 1,
             snapshot_rows: 20_000,
-            hot_rate: 100.0,
+            // Enough that even a push and reconciliation of a few tens of ms (a release
+            // build) see hot calls: ~25 in 65 ms.
+            hot_rate: 400.0,
             calm_secs: 2.0,
             ..Self::default()
         }

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Highest latency recorded, in µs; slower answers are recorded as this.
@@ -26,6 +27,19 @@ pub struct Recorder {
     /// Width of one timeline bucket: the chart's resolution.
     bucket: Duration,
     ops: Mutex<BTreeMap<&'static str, OpRecord>>,
+    /// Whether a phase is open ([`Recorder::begin_phase`]): scenarios without phases skip
+    /// their lock.
+    phased: AtomicBool,
+    phases: Mutex<Phases>,
+}
+
+/// Answers by named phase of a scenario, exact to the answer rather than to a timeline
+/// bucket: a phase may be far shorter than a bucket (a release build pushes and reconciles
+/// the CI-size snapshot in tens of milliseconds).
+#[derive(Default)]
+struct Phases {
+    current: Option<&'static str>,
+    latency_us: BTreeMap<(&'static str, &'static str), Histogram<u32>>,
 }
 
 struct OpRecord {
@@ -100,7 +114,51 @@ impl Recorder {
             started: Instant::now(),
             bucket: bucket.max(Duration::from_millis(10)),
             ops: Mutex::new(BTreeMap::new()),
+            phased: AtomicBool::new(false),
+            phases: Mutex::new(Phases::default()),
         }
+    }
+
+    /// From now on, answers also count in phase `name`, until the next phase begins or
+    /// [`Recorder::end_phases`].
+    pub fn begin_phase(&self, name: &'static str) {
+        self.lock_phases().current = Some(name);
+        self.phased.store(true, Ordering::Release);
+    }
+
+    /// Answers from now on count in no phase.
+    pub fn end_phases(&self) {
+        self.lock_phases().current = None;
+    }
+
+    fn lock_phases(&self) -> std::sync::MutexGuard<'_, Phases> {
+        // As for `ops`: a poisoned lock holds nothing half-made that a report minds.
+        self.phases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers of `op` received in any of `phases`, and their latency at each of `quantiles`,
+    /// in µs; `None` without answers there.
+    pub fn quantiles_in(
+        &self,
+        op: &'static str,
+        phases: &[&'static str],
+        quantiles: &[f64],
+    ) -> Option<(u64, Vec<u64>)> {
+        let recorded = self.lock_phases();
+        let mut merged: Histogram<u32> =
+            Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds");
+        for phase in phases {
+            if let Some(h) = recorded.latency_us.get(&(*phase, op)) {
+                merged.add(h).expect("same bounds");
+            }
+        }
+        (!merged.is_empty()).then(|| {
+            let values = quantiles
+                .iter()
+                .map(|&q| merged.value_at_quantile(q))
+                .collect();
+            (merged.len(), values)
+        })
     }
 
     fn with<R>(&self, op: &'static str, f: impl FnOnce(&mut OpRecord) -> R) -> R {
@@ -131,6 +189,18 @@ impl Recorder {
                 })
                 .saturating_record(us);
         });
+        if self.phased.load(Ordering::Acquire) {
+            let mut phases = self.lock_phases();
+            if let Some(phase) = phases.current {
+                phases
+                    .latency_us
+                    .entry((phase, op))
+                    .or_insert_with(|| {
+                        Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
+                    })
+                    .saturating_record(us);
+            }
+        }
     }
 
     fn bucket_index(&self, now: Instant) -> usize {
@@ -220,27 +290,14 @@ impl Recorder {
     /// The p99 of `op` over the answers received between `from_s` and `to_s` (seconds since
     /// the start, at bucket resolution); `None` without answers there.
     pub fn p99_between(&self, op: &'static str, from_s: f64, to_s: f64) -> Option<u64> {
-        let width_s = self.bucket.as_secs_f64();
-        self.with(op, |record| {
-            let mut merged: Histogram<u32> =
-                Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("valid bounds");
-            for (i, bucket) in record.buckets.iter().enumerate() {
-                let t = i as f64 * width_s;
-                if let Some(h) = bucket
-                    && t >= from_s
-                    && t < to_s
-                {
-                    merged.add(h).expect("same bounds");
-                }
-            }
-            (!merged.is_empty()).then(|| merged.value_at_quantile(0.99))
-        })
+        self.quantiles_between(op, from_s, to_s, &[0.99])
+            .map(|(_, values)| values[0])
     }
 
     /// Answers of `op` received between `from_s` and `to_s` (seconds since the start, at
     /// bucket resolution, two significant digits) and their latency at each of `quantiles`, in
-    /// µs; `None` without answers there. This is how a scenario compares the hot path before,
-    /// during and after some other work.
+    /// µs; `None` without answers there. For windows of many buckets (a ramp's quarters);
+    /// a phase shorter than a bucket needs [`Recorder::begin_phase`].
     pub fn quantiles_between(
         &self,
         op: &'static str,
@@ -311,5 +368,38 @@ mod tests {
                 .quantiles_between("reserve", 50.0, 100.0, &[0.5])
                 .is_none()
         );
+    }
+
+    /// A phase holds exactly the answers received while it was open, however short it was.
+    #[test]
+    fn answers_count_in_the_phase_they_arrive_in() {
+        let recorder = Recorder::new(Duration::from_millis(500));
+        let started = Instant::now();
+        recorder.ok("reserve", started);
+        recorder.begin_phase("before");
+        recorder.ok("reserve", started);
+        recorder.ok("check", started);
+        recorder.begin_phase("push");
+        recorder.ok("reserve", started);
+        recorder.begin_phase("reconcile");
+        recorder.ok("reserve", started);
+        recorder.ok("reserve", started);
+        recorder.end_phases();
+        recorder.ok("reserve", started);
+        let answers = |phases: &[&'static str]| {
+            recorder
+                .quantiles_in("reserve", phases, &[0.5, 0.99])
+                .map_or(0, |(answers, _)| answers)
+        };
+        assert_eq!(answers(&["before"]), 1);
+        assert_eq!(answers(&["push"]), 1);
+        assert_eq!(answers(&["reconcile"]), 2);
+        assert_eq!(answers(&["push", "reconcile"]), 3);
+        assert_eq!(answers(&["after"]), 0);
+        assert_eq!(recorder.count("reserve"), 6);
+        let (checks, quantiles) = recorder
+            .quantiles_in("check", &["before", "push"], &[0.5, 0.99, 0.999])
+            .expect("a check in the window");
+        assert_eq!((checks, quantiles.len()), (1, 3));
     }
 }
