@@ -17,8 +17,8 @@
 //!    build pushes and reconciles the CI size in tens of milliseconds).
 //! 3. The push: header (FULL, the run's location as scope), chunks of [`CHUNK_ROWS`] rows
 //!    built as they are sent, and a summary whose checksum is the engine's own
-//!    [`RowDigest`], as the CLI computes it. Every row is `STOCK`, the ERP's count at
-//!    `as_of`, except the planted drift, on cold positions only (never touched by the hot
+//!    [`RowDigest`](inv_engine::reconcile::RowDigest), as the CLI computes it. Every row is
+//!    `STOCK`, the ERP's count at `as_of`, except the planted drift, on cold positions only (never touched by the hot
 //!    path): every 100th cold position drifts by 1-2 units (within the default tolerance of
 //!    2 units / 1%: applied), every 1,000th (offset by 550) by 5-30 units (beyond it: held for
 //!    review). Then `Reconcile` runs for that snapshot.
@@ -46,8 +46,6 @@ use super::verify::Verdict;
 use super::{Env, Outcome, Rng, WindowRow, call, now_ms, verify_against};
 use crate::pb;
 use anyhow::{Context, Result, anyhow, bail};
-use inv_engine::reconcile::{RowDigest, SnapshotRow};
-use inv_engine::{Location, Sku};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,13 @@
 //! its own, as another machine would (a file of its own: the rest of the scenario is the hot
 //! path, the reconciliation and the checks of its report).
 
-use super::*;
+use super::{CHUNK_ROWS, Env, STOCK, planted};
+use crate::pb;
+use anyhow::{Context, Result, anyhow, bail};
+use inv_engine::reconcile::{RowDigest, SnapshotRow};
+use inv_engine::{Location, Sku};
+use std::sync::Arc;
+use std::time::Instant;
 
 fn message(message: pb::push_snapshot_request::Message) -> pb::PushSnapshotRequest {
     pb::PushSnapshotRequest {
