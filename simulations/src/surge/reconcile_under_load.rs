@@ -18,10 +18,10 @@
 //! 3. The push: header (FULL, the run's location as scope), chunks of [`CHUNK_ROWS`] rows
 //!    built as they are sent, and a summary whose checksum is the engine's own
 //!    [`RowDigest`](inv_engine::reconcile::RowDigest), as the CLI computes it. Every row is
-//!    `STOCK`, the ERP's count at `as_of`, except the planted drift, on cold positions only (never touched by the hot
-//!    path): every 100th cold position drifts by 1-2 units (within the default tolerance of
-//!    2 units / 1%: applied), every 1,000th (offset by 550) by 5-30 units (beyond it: held for
-//!    review). Then `Reconcile` runs for that snapshot.
+//!    `STOCK`, the ERP's count at `as_of`, except the planted drift, on cold positions only
+//!    (never touched by the hot path): every 100th cold position drifts by 1-2 units (within
+//!    the default tolerance of 2 units / 1%: applied), every 1,000th (offset by 550) by 5-30
+//!    units (beyond it: held for review). Then `Reconcile` runs for that snapshot.
 //!
 //! The verification, through the API:
 //! - the report's counts: compared = rows, drifted = applied + held planted, applied and held
