@@ -145,20 +145,10 @@ impl Recorder {
         quantiles: &[f64],
     ) -> Option<(u64, Vec<u64>)> {
         let recorded = self.lock_phases();
-        let mut merged: Histogram<u32> =
-            Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds");
-        for phase in phases {
-            if let Some(h) = recorded.latency_us.get(&(*phase, op)) {
-                merged.add(h).expect("same bounds");
-            }
-        }
-        (!merged.is_empty()).then(|| {
-            let values = quantiles
-                .iter()
-                .map(|&q| merged.value_at_quantile(q))
-                .collect();
-            (merged.len(), values)
-        })
+        let histograms = phases
+            .iter()
+            .filter_map(|phase| recorded.latency_us.get(&(*phase, op)));
+        quantiles_of(histograms, 3, quantiles)
     }
 
     fn with<R>(&self, op: &'static str, f: impl FnOnce(&mut OpRecord) -> R) -> R {
@@ -307,26 +297,34 @@ impl Recorder {
     ) -> Option<(u64, Vec<u64>)> {
         let width_s = self.bucket.as_secs_f64();
         self.with(op, |record| {
-            let mut merged: Histogram<u32> =
-                Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("valid bounds");
-            for (i, bucket) in record.buckets.iter().enumerate() {
+            let histograms = record.buckets.iter().enumerate().filter_map(|(i, bucket)| {
                 let t = i as f64 * width_s;
-                if let Some(h) = bucket
-                    && t >= from_s
-                    && t < to_s
-                {
-                    merged.add(h).expect("same bounds");
-                }
-            }
-            (!merged.is_empty()).then(|| {
-                let values = quantiles
-                    .iter()
-                    .map(|&q| merged.value_at_quantile(q))
-                    .collect();
-                (merged.len(), values)
-            })
+                bucket.as_ref().filter(|_| t >= from_s && t < to_s)
+            });
+            quantiles_of(histograms, 2, quantiles)
         })
     }
+}
+
+/// How many answers `histograms` hold together, and their latency at each of `quantiles`
+/// (merged at `significant_digits`); `None` without answers.
+fn quantiles_of<'a>(
+    histograms: impl Iterator<Item = &'a Histogram<u32>>,
+    significant_digits: u8,
+    quantiles: &[f64],
+) -> Option<(u64, Vec<u64>)> {
+    let mut merged: Histogram<u32> =
+        Histogram::new_with_bounds(1, LATENCY_US_MAX, significant_digits).expect("valid bounds");
+    for histogram in histograms {
+        merged.add(histogram).expect("same bounds");
+    }
+    (!merged.is_empty()).then(|| {
+        let values = quantiles
+            .iter()
+            .map(|&q| merged.value_at_quantile(q))
+            .collect();
+        (merged.len(), values)
+    })
 }
 
 #[cfg(test)]
