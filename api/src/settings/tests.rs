@@ -204,6 +204,14 @@ fn reconciliation_settings_resolve_to_the_tolerance_policy() {
     assert!("101".parse::<Percent>().is_err());
     assert!("0.125".parse::<Percent>().is_err());
     assert!(resolve(&["inventory", "--drift-tolerance-location", "dc-1=1"], None).is_err());
+    // A location no command could name (the engine's id rule) is refused, saying why.
+    let long = format!("{}=1,1", "d".repeat(200));
+    let refused = long
+        .parse::<LocationTolerances>()
+        .expect_err("over the id limit");
+    assert!(refused.contains("the location longer than"), "{refused}");
+    assert!("dc\u{7}=1,1".parse::<LocationTolerances>().is_err());
+    assert!("dc-1=1,1".parse::<LocationTolerances>().is_ok());
     assert!(
         resolve(
             &["inventory", "--drift-tolerance-location", "a=1,1;a=2,2"],

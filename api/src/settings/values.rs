@@ -72,8 +72,10 @@ impl std::str::FromStr for LocationTolerances {
                 };
                 let (location, tolerance) =
                     entry.trim().split_once('=').ok_or_else(|| bad("no `=`"))?;
-                if location.is_empty() || location.chars().any(char::is_control) {
-                    return Err(bad("not a location id"));
+                // The engine's own id rule, so a tolerance never names a location no command
+                // could (over 128 bytes, say).
+                if let Some(problem) = inv_engine::id_problem(location) {
+                    return Err(bad(&format!("the location {problem}")));
                 }
                 let parts: Vec<&str> = tolerance.split(',').map(str::trim).collect();
                 let (units, percent, beyond) = match parts.as_slice() {
