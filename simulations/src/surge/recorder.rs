@@ -12,7 +12,6 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Highest latency recorded, in µs; slower answers are recorded as this.
@@ -27,9 +26,6 @@ pub struct Recorder {
     /// Width of one timeline bucket: the chart's resolution.
     bucket: Duration,
     ops: Mutex<BTreeMap<&'static str, OpRecord>>,
-    /// Whether a phase is open ([`Recorder::begin_phase`]): scenarios without phases skip
-    /// their lock.
-    phased: AtomicBool,
     phases: Mutex<Phases>,
 }
 
@@ -114,7 +110,6 @@ impl Recorder {
             started: Instant::now(),
             bucket: bucket.max(Duration::from_millis(10)),
             ops: Mutex::new(BTreeMap::new()),
-            phased: AtomicBool::new(false),
             phases: Mutex::new(Phases::default()),
         }
     }
@@ -123,7 +118,6 @@ impl Recorder {
     /// [`Recorder::end_phases`].
     pub fn begin_phase(&self, name: &'static str) {
         self.lock_phases().current = Some(name);
-        self.phased.store(true, Ordering::Release);
     }
 
     /// Answers from now on count in no phase.
@@ -179,17 +173,15 @@ impl Recorder {
                 })
                 .saturating_record(us);
         });
-        if self.phased.load(Ordering::Acquire) {
-            let mut phases = self.lock_phases();
-            if let Some(phase) = phases.current {
-                phases
-                    .latency_us
-                    .entry((phase, op))
-                    .or_insert_with(|| {
-                        Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
-                    })
-                    .saturating_record(us);
-            }
+        let mut phases = self.lock_phases();
+        if let Some(phase) = phases.current {
+            phases
+                .latency_us
+                .entry((phase, op))
+                .or_insert_with(|| {
+                    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
+                })
+                .saturating_record(us);
         }
     }
 
