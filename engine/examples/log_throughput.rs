@@ -7,10 +7,12 @@
 //! the writer's batch sizes and where its time went, and process / writer CPU.
 //!
 //! Also measured: the disk's own fsync latency (4 KiB write + `sync_data`, 200 times), redb
-//! alone with one record per event and one per batch, the engine on `DiscardLog` (no log at
-//! all: the ceiling of the submitters themselves), `Durability::Async`, and pipelined `sync`
-//! runs where each submitter keeps several reserves in flight (as a connection with many
-//! concurrent requests does) instead of one.
+//! alone with one record per event and one per batch, the CPU of one durable commit at 1 to
+//! 256 events per commit in a file that has stopped growing (as a long-running server's does)
+//! beside the disk's own sync, the engine on `DiscardLog` (no log at all: the ceiling of the
+//! submitters themselves), `Durability::Async`, and pipelined `sync` runs where each submitter
+//! keeps several reserves in flight (as a connection with many concurrent requests does)
+//! instead of one.
 //!
 //! Run: `cargo run --release -p inv-engine --example log_throughput -- [--secs 3]
 //! [--dir PATH] [--threads 1,2,16,64] [--inflight 4,8] [--runs sync:64,sync:64:8,async:2]
@@ -31,6 +33,7 @@ use inv_engine::*;
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,6 +246,96 @@ fn redb_bound(base: &Path) {
                 bytes as f64 / (1 << 20) as f64,
             );
         }
+    }
+}
+
+/// This thread's CPU time (user + system) in microseconds, to the microsecond (`/proc`'s stat
+/// counts in 10 ms ticks, too coarse for one commit).
+fn thread_cpu_us() -> f64 {
+    // SAFETY: getrusage writes only the struct it is given, which is plain data.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
+/// What one durable group commit costs in CPU, which is what a durable write's server CPU
+/// pays beside its gRPC call: a commit's CPU divided by the events it carries. Measured as a
+/// long-running server writes, in a file that has stopped growing: each commit adds one
+/// record of `batch` ~100-byte events and deletes the record 256 commits back (as trimming
+/// behind a checkpoint does), so redb reuses freed pages and no write lands in a new block.
+/// Beside it, the disk alone: a 4 KiB overwrite and 8 scattered 4 KiB overwrites (about the
+/// pages one redb commit writes), each with one `sync_data`.
+fn commit_cpu(base: &Path) {
+    use inv_engine::log::encoding::{finish_batch, push_framed};
+    use inv_engine::log::redb::EVENTS;
+    const WARM: u64 = 600;
+    const ROUNDS: u64 = 1_000;
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let probe = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("overwrite-probe"))
+        .expect("probe file");
+    let page = vec![0xA5u8; 4096];
+    for i in 0..64u64 {
+        probe.write_all_at(&page, i * 4096).expect("write");
+    }
+    probe.sync_all().expect("sync");
+    for pages in [1u64, 8] {
+        let (cpu, started) = (thread_cpu_us(), Instant::now());
+        for round in 0..ROUNDS {
+            for k in 0..pages {
+                // Spread over the file, as a B-tree's pages are.
+                probe
+                    .write_all_at(&page, ((round * 3 + k * 7) % 64) * 4096)
+                    .expect("write");
+            }
+            probe.sync_data().expect("sync");
+        }
+        println!(
+            "disk alone, {pages} x 4 KiB overwrite + sync_data: {:.1} us CPU, {:.0} us wall per sync",
+            (thread_cpu_us() - cpu) / ROUNDS as f64,
+            started.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64,
+        );
+    }
+    let event = vec![0x42u8; 100];
+    for batch in [1u64, 20, 64, 256] {
+        let db =
+            redb::Database::create(dir.path().join(format!("steady-{batch}.redb"))).expect("db");
+        let (mut framed, mut record) = (Vec::new(), Vec::new());
+        for _ in 0..batch {
+            push_framed(&mut framed, &event);
+        }
+        finish_batch(&mut record, batch, &framed);
+        let (mut cpu, mut started) = (0.0, Instant::now());
+        for round in 0..WARM + ROUNDS {
+            if round == WARM {
+                (cpu, started) = (thread_cpu_us(), Instant::now());
+            }
+            let txn = db.begin_write().expect("begin");
+            {
+                let mut table = txn.open_table(EVENTS).expect("table");
+                table
+                    .insert(round * batch + 1, record.as_slice())
+                    .expect("insert");
+                if let Some(old) = round.checked_sub(256) {
+                    table.remove(old * batch + 1).expect("trim");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let per_commit = (thread_cpu_us() - cpu) / ROUNDS as f64;
+        println!(
+            "redb durable commit, steady file, {batch:>3} events per commit: {per_commit:.1} us CPU, {:.0} us wall per commit -> {:.2} us CPU per event",
+            started.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64,
+            per_commit / batch as f64,
+        );
     }
 }
 
@@ -624,6 +717,7 @@ fn main() {
     if args.bounds {
         fsync_baseline(&args.dir);
         redb_bound(&args.dir);
+        commit_cpu(&args.dir);
     }
     // Each run in its own process: a run leaves millions of holds behind in the allocator,
     // and freeing them measurably slowed the fsyncs of the next run in the same process.
