@@ -267,8 +267,9 @@ fn thread_cpu_us() -> f64 {
 /// long-running server writes, in a file that has stopped growing: each commit adds one
 /// record of `batch` ~100-byte events and deletes the record 256 commits back (as trimming
 /// behind a checkpoint does), so redb reuses freed pages and no write lands in a new block.
-/// Beside it, the disk alone: a 4 KiB overwrite and 8 scattered 4 KiB overwrites (about the
-/// pages one redb commit writes), each with one `sync_data`.
+/// Then once in a file still growing (no trim), as a fresh server's is. Beside it, the disk
+/// alone: a 4 KiB overwrite and 8 scattered 4 KiB overwrites (about the pages one redb commit
+/// writes), each with one `sync_data`.
 fn commit_cpu(base: &Path) {
     use inv_engine::log::encoding::{finish_batch, push_framed};
     use inv_engine::log::redb::EVENTS;
@@ -305,18 +306,29 @@ fn commit_cpu(base: &Path) {
         );
     }
     let event = vec![0x42u8; 100];
-    for batch in [1u64, 20, 64, 256] {
-        let db =
-            redb::Database::create(dir.path().join(format!("steady-{batch}.redb"))).expect("db");
+    // The steady file at each batch size, then one still growing (no trim), as a fresh
+    // server's is: new blocks cost the sync their metadata.
+    let runs = [
+        (1u64, true),
+        (20, true),
+        (64, true),
+        (256, true),
+        (20, false),
+    ];
+    for (batch, trim) in runs {
+        let file = if trim { "steady" } else { "growing" };
+        let path = dir.path().join(format!("{file}-{batch}.redb"));
+        let db = redb::Database::create(&path).expect("db");
+        let file_kib = || std::fs::metadata(&path).map_or(0, |m| m.len() / 1024);
         let (mut framed, mut record) = (Vec::new(), Vec::new());
         for _ in 0..batch {
             push_framed(&mut framed, &event);
         }
         finish_batch(&mut record, batch, &framed);
-        let (mut cpu, mut started) = (0.0, Instant::now());
+        let (mut cpu, mut started, mut kib_before) = (0.0, Instant::now(), 0);
         for round in 0..WARM + ROUNDS {
             if round == WARM {
-                (cpu, started) = (thread_cpu_us(), Instant::now());
+                (cpu, started, kib_before) = (thread_cpu_us(), Instant::now(), file_kib());
             }
             let txn = db.begin_write().expect("begin");
             {
@@ -324,7 +336,7 @@ fn commit_cpu(base: &Path) {
                 table
                     .insert(round * batch + 1, record.as_slice())
                     .expect("insert");
-                if let Some(old) = round.checked_sub(256) {
+                if let Some(old) = round.checked_sub(256).filter(|_| trim) {
                     table.remove(old * batch + 1).expect("trim");
                 }
             }
@@ -332,9 +344,10 @@ fn commit_cpu(base: &Path) {
         }
         let per_commit = (thread_cpu_us() - cpu) / ROUNDS as f64;
         println!(
-            "redb durable commit, steady file, {batch:>3} events per commit: {per_commit:.1} us CPU, {:.0} us wall per commit -> {:.2} us CPU per event",
+            "redb durable commit, {file} file, {batch:>3} events per commit: {per_commit:.1} us CPU, {:.0} us wall per commit -> {:.2} us CPU per event; file {kib_before} -> {} KiB",
             started.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64,
             per_commit / batch as f64,
+            file_kib(),
         );
     }
 }
